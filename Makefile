@@ -1,0 +1,51 @@
+# Every set-up step lives here: a clean clone needs only Python 3.11, Java 17 and Maven.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLEET := $(BIN)/fleet
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install run test unit integration kafka kafka-stop kafka-logs topics demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the project with its test tools
+
+run: install kafka ## Start the broker, the topics, the fleet and a demo feed; Ctrl-C stops it all
+	$(FLEET) up --demo
+
+test: install kafka ## The whole suite: unit tests and integration tests on the real broker
+	$(BIN)/pytest
+
+unit: install ## Only the fast tests (no broker)
+	$(BIN)/pytest tests/unit
+
+integration: install kafka ## Only the tests on the real broker
+	$(BIN)/pytest tests/integration
+
+kafka: install ## Start the local Kafka broker (KRaft, 127.0.0.1:9092); returns when it answers
+	$(FLEET) kafka start
+
+kafka-stop: install ## Stop the local Kafka broker
+	$(FLEET) kafka stop
+
+kafka-logs: install ## Show the local broker's log
+	$(FLEET) kafka logs
+
+topics: kafka ## Create or update the registry's topics on the broker
+	$(FLEET) topics apply
+
+demo: topics ## Publish 20 demo orders
+	$(FLEET) demo --orders 20
+
+clean: ## Remove the virtual environment and local state (keeps the Maven cache)
+	-$(FLEET) kafka stop
+	rm -rf $(VENV) .cache .fleet

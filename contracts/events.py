@@ -1,0 +1,89 @@
+"""The fleet's event types: one frozen pydantic model per message type, each a fact named in the past tense."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Event",
+    "NotificationSent",
+    "OrderItem",
+    "OrderPlaced",
+    "PaymentAuthorized",
+    "PaymentDeclined",
+]
+
+# Field types shared by several events, each with the description and example the AsyncAPI reader sees.
+OrderId = Annotated[str, Field(description="The order's id, unique across the fleet; also the record key.", examples=["ord-7f3a9c"], min_length=1, max_length=64)]
+CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64)]
+Currency = Annotated[str, Field(description="ISO 4217 currency code of every amount in the event.", examples=["EUR"], pattern=r"^[A-Z]{3}$")]
+
+
+class Event(BaseModel):
+    """Base of every event: immutable, and strict about unknown fields so a typo is an error, not data loss."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OrderItem(BaseModel):
+    """One line of an order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: str = Field(description="Stock keeping unit of the product.", examples=["SKU-TEA-001"], min_length=1, max_length=64)
+    quantity: int = Field(description="How many units were ordered.", examples=[2], ge=1, le=10_000)
+    unit_price_cents: int = Field(description="Price of one unit in the smallest currency unit.", examples=[1250], ge=0)
+
+
+class OrderPlaced(Event):
+    """A customer placed an order in the storefront."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    items: tuple[OrderItem, ...] = Field(
+        description="The order lines; at least one.",
+        examples=[[{"sku": "SKU-TEA-001", "quantity": 2, "unit_price_cents": 1250}]],
+        min_length=1,
+        max_length=100,
+    )
+    currency: Currency
+    total_cents: int = Field(description="The order total in the smallest currency unit, as the storefront computed it.", examples=[2500], ge=0)
+    placed_at: AwareDatetime = Field(description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"])
+
+
+class PaymentAuthorized(Event):
+    """The customer's payment for an order was authorized."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    payment_id: str = Field(description="The authorization's id, derived from the order id so a redelivered order yields the same one.", examples=["pay-ord-7f3a9c"], min_length=1, max_length=80)
+    amount_cents: int = Field(description="The authorized amount in the smallest currency unit.", examples=[2500], ge=0)
+    currency: Currency
+    authorized_at: AwareDatetime = Field(description="When the payment was authorized.", examples=["2026-11-24T16:00:01Z"])
+
+
+class PaymentDeclined(Event):
+    """The customer's payment for an order was declined, with the rule that declined it."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    amount_cents: int = Field(description="The amount that was asked for, in the smallest currency unit.", examples=[250000], ge=0)
+    currency: Currency
+    reason: Literal["over_limit", "unsupported_currency", "total_mismatch"] = Field(
+        description="Why it was declined: the total is over the customer's limit, the currency is not accepted, or the total is not the sum of the lines.",
+        examples=["over_limit"],
+    )
+    declined_at: AwareDatetime = Field(description="When the payment was declined.", examples=["2026-11-24T16:00:01Z"])
+
+
+class NotificationSent(Event):
+    """A notification about an order was recorded for delivery to the customer."""
+
+    notification_id: str = Field(description="The notification's id, derived from the order and template so a redelivery yields the same one.", examples=["ntf-ord-7f3a9c-payment_authorized"], min_length=1, max_length=120)
+    order_id: OrderId
+    customer_id: CustomerId
+    channel: Literal["email"] = Field(description="Where the notification goes.", examples=["email"])
+    template: Literal["payment_authorized", "payment_declined"] = Field(description="Which message the customer receives.", examples=["payment_authorized"])
+    sent_at: AwareDatetime = Field(description="When the notification was recorded.", examples=["2026-11-24T16:00:02Z"])

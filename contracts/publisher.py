@@ -1,0 +1,62 @@
+"""An async publisher for upstream Python systems: correct records (registry topic, key, envelope) through aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+from aiokafka import AIOKafkaProducer
+
+from .envelope import Envelope, Record, encode, source_of
+from .events import Event
+from .registry import REGISTRY, Registry
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    """`async with Publisher("127.0.0.1:9092", service="storefront") as p: await p.publish(order)`.
+
+    Idempotent producer with acks=all: `publish` returns once the broker has the record.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, service: str, registry: Registry = REGISTRY, **producer_options) -> None:
+        self.source = source_of(service)
+        self.registry = registry
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=service,
+            acks="all",
+            enable_idempotence=True,
+            **producer_options,
+        )
+
+    async def __aenter__(self) -> Publisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._producer.stop()
+
+    def record(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Record:
+        return encode(event, source=self.source, cause=cause, correlation_id=correlation_id, registry=self.registry)
+
+    async def publish(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Envelope:
+        return await self.send(self.record(event, correlation_id=correlation_id, cause=cause))
+
+    async def send(self, record: Record) -> Envelope:
+        """Sends a prepared record and waits for the broker's acknowledgement."""
+        delivery = await self._send(record)
+        await delivery
+        return record.envelope
+
+    async def publish_many(self, events: Iterable[Event]) -> list[Envelope]:
+        """Sends all, then waits for all: batched on the wire, and still returns only when the broker has every one."""
+        records = [self.record(event) for event in events]
+        deliveries = [await self._send(record) for record in records]
+        await asyncio.gather(*deliveries)
+        return [record.envelope for record in records]
+
+    async def _send(self, record: Record) -> asyncio.Future:
+        headers = [(name, value.encode("utf-8")) for name, value in record.headers.items()]
+        return await self._producer.send(record.topic, value=record.value, key=record.key.encode("utf-8"), headers=headers)

@@ -1,0 +1,152 @@
+"""The topic registry: the one place that names topics and binds each to exactly one event type, key, owner and size."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .events import Event, NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
+
+__all__ = [
+    "REGISTRY",
+    "Registry",
+    "RegistryError",
+    "Topic",
+    "UnknownTopic",
+    "UnregisteredEvent",
+]
+
+TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.v[1-9][0-9]*$")
+TYPE_PREFIX = "dev.eventfleet."
+SCHEMA_ID_PREFIX = "urn:eventfleet:schema:"
+
+
+class RegistryError(ValueError):
+    """The registry itself is inconsistent; raised at import, so a bad edit never ships."""
+
+
+class UnknownTopic(LookupError):
+    """A topic name that the registry does not know."""
+
+
+class UnregisteredEvent(LookupError):
+    """An event type that has no topic in the registry."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic: its name `<domain>.<event>.v<N>`, the only model it carries, and how it is keyed and sized."""
+
+    name: str
+    model: type[Event]
+    key_field: str
+    owner: str
+    description: str
+    partitions: int = 6
+    max_bytes: int = 16 * 1024
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """Topic-level broker settings, applied by `fleet topics apply`."""
+        return {
+            # The broker stamps each record on arrival, so the freshness window cannot be gamed by the producer's clock.
+            "message.timestamp.type": "LogAppendTime",
+            "retention.ms": str(self.retention_ms),
+        }
+
+    @property
+    def type_name(self) -> str:
+        """The CloudEvents `type` of every event on this topic, e.g. `dev.eventfleet.orders.placed.v1`."""
+        return TYPE_PREFIX + self.name
+
+    @property
+    def schema_id(self) -> str:
+        """The id of the JSON Schema of this topic's events (`$id` of the exported schema, `ce_dataschema`)."""
+        return SCHEMA_ID_PREFIX + self.name
+
+    def key_of(self, event: Event) -> str:
+        """The record key of an event on this topic: the registry's key field, as text."""
+        return str(getattr(event, self.key_field))
+
+
+class Registry:
+    """All topics, looked up by name or by event type; checks on construction that every rule holds."""
+
+    def __init__(self, topics: Iterable[Topic]) -> None:
+        self.topics: tuple[Topic, ...] = tuple(topics)
+        self._by_name = {t.name: t for t in self.topics}
+        self._by_model = {t.model: t for t in self.topics}
+        _check(self.topics, self._by_name, self._by_model)
+
+    def __iter__(self):
+        return iter(self.topics)
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+    def named(self, name: str) -> Topic:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name))
+            raise UnknownTopic(f"unknown topic {name!r}; the registry has: {known}") from None
+
+    def of(self, event_or_model: Event | type[Event]) -> Topic:
+        model = event_or_model if isinstance(event_or_model, type) else type(event_or_model)
+        try:
+            return self._by_model[model]
+        except KeyError:
+            raise UnregisteredEvent(f"{model.__name__} has no topic in the registry") from None
+
+    def owned_by(self, service: str) -> tuple[Topic, ...]:
+        return tuple(t for t in self.topics if t.owner == service)
+
+
+def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
+    if len(by_name) != len(topics):
+        raise RegistryError("a topic name appears twice")
+    if len(by_model) != len(topics):
+        raise RegistryError("an event type is bound to more than one topic; exactly one type per topic and one topic per type")
+    for topic in topics:
+        if not TOPIC_NAME.match(topic.name):
+            raise RegistryError(f"topic {topic.name!r} is not named <domain>.<event>.v<N>")
+        if topic.key_field not in topic.model.model_fields:
+            raise RegistryError(f"topic {topic.name!r}: key field {topic.key_field!r} is not a field of {topic.model.__name__}")
+        if topic.partitions < 1 or topic.max_bytes < 1:
+            raise RegistryError(f"topic {topic.name!r}: partitions and max_bytes must be positive")
+
+
+REGISTRY = Registry(
+    [
+        Topic(
+            name="orders.placed.v1",
+            model=OrderPlaced,
+            key_field="order_id",
+            owner="storefront",
+            description="Orders placed by customers; published by the storefront (an upstream system) and by `fleet demo`.",
+        ),
+        Topic(
+            name="payments.authorized.v1",
+            model=PaymentAuthorized,
+            key_field="order_id",
+            owner="payments",
+            description="Payments authorized for orders.",
+        ),
+        Topic(
+            name="payments.declined.v1",
+            model=PaymentDeclined,
+            key_field="order_id",
+            owner="payments",
+            description="Payments declined for orders, with the reason.",
+        ),
+        Topic(
+            name="notifications.sent.v1",
+            model=NotificationSent,
+            key_field="order_id",
+            owner="notifications",
+            description="Customer notifications recorded for delivery.",
+        ),
+    ]
+)

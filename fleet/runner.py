@@ -1,0 +1,33 @@
+"""`fleet run SERVICE`: builds one service's app through its `create_app()` and runs it until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from types import ModuleType
+
+from faststream import FastStream
+
+from services import SERVICES
+
+from .logging import configure_logging
+
+__all__ = ["UnknownService", "load_service", "run_service"]
+
+
+class UnknownService(LookupError):
+    """A service name that is not in the fleet."""
+
+
+def load_service(name: str) -> ModuleType:
+    if name not in SERVICES:
+        raise UnknownService(f"unknown service {name!r}; the fleet has: {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{name}.app")
+
+
+def run_service(name: str) -> None:
+    """Replicas need no code change: every copy joins the service's consumer group and shares its partitions."""
+    module = load_service(name)
+    configure_logging(name)
+    app: FastStream = module.create_app()
+    asyncio.run(app.run())

@@ -1,0 +1,27 @@
+"""Settings every worker shares: how to reach Kafka and how to log (env prefix FLEET_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KafkaSettings", "LogSettings"]
+
+
+class KafkaSettings(BaseSettings):
+    """How a worker reaches the broker; `FLEET_KAFKA_BOOTSTRAP_SERVERS=host:9092,...`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
+    graceful_timeout_s: float = Field(15.0, description="How long a stopping worker waits for in-flight handlers.", gt=0)
+    request_timeout_ms: int = Field(30_000, description="Kafka request timeout.", gt=0)
+
+
+class LogSettings(BaseSettings):
+    """How a worker logs: JSON lines by default, a readable console renderer when asked or on a terminal."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_LOG_", extra="ignore")
+
+    level: str = Field("INFO", description="Minimum level of the worker's own and library log lines.")
+    format: str = Field("auto", description="`json`, `console`, or `auto` (console on a terminal, JSON otherwise).", pattern="^(auto|json|console)$")

@@ -1,0 +1,55 @@
+"""The whole local fleet in one command: broker, topics, services, and optionally a demo feed shown as it flows."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from . import kafka_local
+from .demo import publish_demo_orders, trickle_demo_orders
+from .supervisor import Supervisor
+from .topics import apply_topics
+from .watch import watch_events
+
+__all__ = ["run_fleet"]
+
+log = structlog.get_logger("fleet.up")
+
+
+async def run_fleet(
+    services: list[str],
+    *,
+    state_dir: Path,
+    emit: Callable[[str], None],
+    demo_orders: int = 0,
+    trickle_every_s: float = 0.0,
+) -> None:
+    """Runs until SIGINT/SIGTERM, then stops the feed, the services and (if it started it) the broker."""
+    started_broker = not kafka_local.status().ready
+    emit(kafka_local.start())
+    bootstrap = kafka_local.bootstrap_servers()
+    for change in await apply_topics(bootstrap):
+        emit(f"topic {change}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    supervisor = Supervisor(services, state_dir=state_dir)
+    await supervisor.start()
+    emit(f"fleet up: {', '.join(services)}; logs in {state_dir / 'logs'}; Ctrl-C stops everything")
+    tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop))]
+    if demo_orders:
+        envelopes = await publish_demo_orders(bootstrap, demo_orders)
+        emit(f"demo: the broker has all {len(envelopes)} orders")
+    if trickle_every_s:
+        tasks.append(asyncio.create_task(trickle_demo_orders(bootstrap, trickle_every_s, stop)))
+    await stop.wait()
+    emit("stopping: feed, services, broker")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await supervisor.stop()
+    if started_broker:
+        emit(kafka_local.stop())

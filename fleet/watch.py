@@ -1,0 +1,84 @@
+"""`fleet watch`: every event on the registry's topics as one readable line, with its key and correlation id."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts import (
+    REGISTRY,
+    Envelope,
+    EnvelopeError,
+    Event,
+    InvalidPayload,
+    NotificationSent,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentDeclined,
+    Registry,
+    decode_value,
+)
+
+__all__ = ["describe", "format_line", "watch_events"]
+
+
+def _money(cents: int, currency: str) -> str:
+    return f"{cents / 100:,.2f} {currency}"
+
+
+def describe(event: Event) -> str:
+    """A few words that say what happened."""
+    match event:
+        case OrderPlaced():
+            units = sum(i.quantity for i in event.items)
+            return f"{event.customer_id} ordered {units} item(s) for {_money(event.total_cents, event.currency)}"
+        case PaymentAuthorized():
+            return f"authorized {_money(event.amount_cents, event.currency)} ({event.payment_id})"
+        case PaymentDeclined():
+            return f"declined {_money(event.amount_cents, event.currency)}: {event.reason}"
+        case NotificationSent():
+            return f"{event.channel} '{event.template}' to {event.customer_id}"
+    return type(event).__name__
+
+
+def format_line(record_timestamp_ms: int, topic: str, key: str, envelope: Envelope | None, text: str) -> str:
+    """`16:20:01.123  payments.declined.v1    ord-1a2b3c4d5e6f  corr=01a20e53  declined 649.00 EUR: over_limit`."""
+    moment = datetime.fromtimestamp(record_timestamp_ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    correlation = envelope.correlation_id[:8] if envelope else "--------"
+    return f"{moment}  {topic:<24} {key:<17} corr={correlation}  {text}"
+
+
+def _line_for(record, registry: Registry) -> str:
+    key = record.key.decode("utf-8", "replace") if record.key else "-"
+    try:
+        envelope = Envelope.from_headers(record.headers or ())
+        text = describe(decode_value(registry.named(record.topic), record.value))
+    except (EnvelopeError, InvalidPayload) as error:
+        return format_line(record.timestamp, record.topic, key, None, f"INVALID: {error}")
+    return format_line(record.timestamp, record.topic, key, envelope, text)
+
+
+async def watch_events(
+    bootstrap_servers: str,
+    emit: Callable[[str], None],
+    stop: asyncio.Event,
+    *,
+    from_beginning: bool = False,
+    registry: Registry = REGISTRY,
+) -> None:
+    """Reads every partition of every registry topic (no consumer group, so it never disturbs the fleet)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t.name, p) for t in registry for p in sorted(consumer.partitions_for_topic(t.name) or ())]
+        consumer.assign(partitions)
+        await (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*partitions)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for record in sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp):
+                emit(_line_for(record, registry))
+    finally:
+        await consumer.stop()

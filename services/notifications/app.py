@@ -1,0 +1,41 @@
+"""Notifications' FastStream shell: hears each payment outcome, records the customer's message, publishes NotificationSent."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import structlog
+from faststream import Context
+
+from contracts import Envelope, NotificationSent, PaymentAuthorized, PaymentDeclined
+from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
+
+from . import core
+from .outbox import FileOutbox
+from .settings import NotificationsSettings
+
+SERVICE = "notifications"
+log = structlog.get_logger(SERVICE)
+
+
+def create_app(settings: NotificationsSettings | None = None) -> FastStream:
+    settings = settings or NotificationsSettings()
+    outbox = FileOutbox(settings.outbox_path)
+    broker = create_broker(SERVICE, settings.kafka)
+    to_notification_sent = publisher_for(broker, NotificationSent, service=SERVICE)
+
+    async def notify(outcome: PaymentAuthorized | PaymentDeclined, envelope: Envelope) -> None:
+        notification = core.compose(outcome, now=datetime.now(timezone.utc))
+        outbox.append(notification.as_outbox_line())
+        log.info("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
+        await to_notification_sent.emit(notification.sent, cause=envelope)
+
+    @subscriber_for(broker, PaymentAuthorized, group_id=settings.group_id)
+    async def on_payment_authorized(payment: PaymentAuthorized, envelope: Envelope = Context()) -> None:
+        await notify(payment, envelope)
+
+    @subscriber_for(broker, PaymentDeclined, group_id=settings.group_id)
+    async def on_payment_declined(payment: PaymentDeclined, envelope: Envelope = Context()) -> None:
+        await notify(payment, envelope)
+
+    return worker_app(broker, SERVICE, "Tells customers what happened to their payment.")

@@ -1,0 +1,20 @@
+"""Notifications' settings (env prefix NOTIFICATIONS_): its consumer group and where its outbox file lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleet.settings import KafkaSettings
+
+__all__ = ["NotificationsSettings"]
+
+
+class NotificationsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
+
+    group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
+    outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The file the notifications are appended to.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,0 +1,61 @@
+"""Handlers on an in-memory broker (FastStream's TestKafkaBroker): the shells wire the cores to the right topics."""
+
+from faststream.kafka import TestKafkaBroker
+
+from contracts import NotificationSent, PaymentAuthorized, PaymentDeclined
+from services.notifications import NotificationsSettings
+from services.notifications import create_app as create_notifications
+from services.payments import PaymentsSettings
+from services.payments import create_app as create_payments
+from tests.support import a_decline, a_record, an_authorization, an_order, an_order_costing, capture
+
+
+async def _send(broker, event, **kwargs):
+    record = a_record(event, **kwargs)
+    await broker.publish(record.value, record.topic, key=record.key.encode(), headers=record.headers)
+    return record
+
+
+async def test_payments_authorizes_an_order_and_keys_the_outcome_by_order_id():
+    broker = create_payments(PaymentsSettings()).broker
+    authorized = capture(broker, PaymentAuthorized)
+    async with TestKafkaBroker(broker):
+        order = an_order()
+        sent = await _send(broker, order, correlation_id="flow-7")
+    [out] = authorized
+    assert out.key == order.order_id and out.event.payment_id == f"pay-{order.order_id}"
+    assert out.headers["ce_correlationid"] == "flow-7"
+    assert out.headers["ce_causationid"] == sent.envelope.id
+    assert out.headers["ce_source"] == "/eventfleet/payments"
+
+
+async def test_payments_declines_an_order_over_the_limit_on_the_declined_topic():
+    broker = create_payments(PaymentsSettings(default_limit_cents=1000)).broker
+    authorized, declined = capture(broker, PaymentAuthorized), capture(broker, PaymentDeclined)
+    async with TestKafkaBroker(broker):
+        await _send(broker, an_order_costing(1001))
+    assert authorized == [] and [d.event.reason for d in declined] == ["over_limit"]
+
+
+async def test_a_malformed_order_is_refused_and_the_next_valid_one_still_gets_through(caplog):
+    broker = create_payments(PaymentsSettings()).broker
+    authorized = capture(broker, PaymentAuthorized)
+    async with TestKafkaBroker(broker):
+        good = a_record(an_order())
+        await broker.publish(b'{"order_id": "x"}', good.topic, key=b"x", headers=good.headers)
+        await broker.publish(good.value, good.topic, key=b"y", headers={})
+        await _send(broker, an_order(order_id="ord-after"))
+    assert [a.key for a in authorized] == ["ord-after"]
+
+
+async def test_notifications_records_a_message_and_says_so(tmp_path):
+    settings = NotificationsSettings(outbox_path=tmp_path / "outbox.jsonl")
+    broker = create_notifications(settings).broker
+    sent = capture(broker, NotificationSent)
+    async with TestKafkaBroker(broker):
+        order = an_order()
+        await _send(broker, an_authorization(order))
+        await _send(broker, a_decline(an_order(), reason="unsupported_currency"))
+    assert [s.event.template for s in sent] == ["payment_authorized", "payment_declined"]
+    lines = [line["template"] for line in __import__("services.notifications.outbox", fromlist=["FileOutbox"]).FileOutbox(settings.outbox_path).read()]
+    assert lines == ["payment_authorized", "payment_declined"]
