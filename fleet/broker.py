@@ -36,7 +36,7 @@ def create_broker(service: str, kafka: KafkaSettings | None = None, *, registry:
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
         middlewares=(event_context_middleware(registry),),
-        logger=logging.getLogger(f"faststream.{service}"),
+        logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
@@ -48,7 +48,7 @@ def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStrea
     from . import __version__
 
     spec = AsyncAPI(title=f"eventfleet {service}", version=__version__, description=description)
-    return FastStream(broker, specification=spec, logger=logging.getLogger(f"faststream.{service}"))
+    return FastStream(broker, specification=spec, logger=logging.getLogger(f"eventfleet.{service}"))
 
 
 def subscriber_for(broker: KafkaBroker, model: type[Event], *, group_id: str, registry: Registry = REGISTRY, **options: Any) -> Callable:

@@ -21,6 +21,15 @@ def backoff_delay(restarts: int, *, base_s: float = 0.5, cap_s: float = 30.0) ->
     return min(cap_s, base_s * (2 ** max(0, restarts)))
 
 
+def _die_with_parent() -> None:
+    """Linux: the replica gets SIGTERM if the supervisor dies without stopping it (SIGKILL, a crash), so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class Replica:
     """One process of one service, with its own JSON log file."""
@@ -60,6 +69,7 @@ class Supervisor:
             replica.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "fleet", "run", replica.service,
                 stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=replica.env, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log_file.close()

@@ -11,7 +11,7 @@ from aiokafka.errors import for_code
 
 from contracts import REGISTRY, Registry, Topic
 
-__all__ = ["Change", "ExistingTopic", "apply_topics", "plan_topics"]
+__all__ = ["Change", "ExistingTopic", "apply_topics", "partitions_of", "plan_topics"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,16 @@ async def apply_topics(
         if not dry_run:
             await _carry_out(admin, changes, replication_factor)
         return changes
+    finally:
+        await admin.close()
+
+
+async def partitions_of(bootstrap_servers: str, names: list[str]) -> dict[str, int]:
+    """How many partitions each named topic has on the broker (topics it lacks are left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-topics")
+    await admin.start()
+    try:
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["partitions"]}
     finally:
         await admin.close()
 

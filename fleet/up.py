@@ -41,7 +41,9 @@ async def run_fleet(
     supervisor = Supervisor(services, state_dir=state_dir)
     await supervisor.start()
     emit(f"fleet up: {', '.join(services)}; logs in {state_dir / 'logs'}; Ctrl-C stops everything")
-    tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop))]
+    watching = asyncio.Event()
+    tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
+    await asyncio.wait([tasks[0], asyncio.create_task(watching.wait())], return_when=asyncio.FIRST_COMPLETED)
     if demo_orders:
         envelopes = await publish_demo_orders(bootstrap, demo_orders)
         emit(f"demo: the broker has all {len(envelopes)} orders")
@@ -49,7 +51,9 @@ async def run_fleet(
         tasks.append(asyncio.create_task(trickle_demo_orders(bootstrap, trickle_every_s, stop)))
     await stop.wait()
     emit("stopping: feed, services, broker")
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            emit(f"error: {type(outcome).__name__}: {outcome}")
     await supervisor.stop()
     if started_broker:
         emit(kafka_local.stop())

@@ -22,6 +22,8 @@ from contracts import (
     decode_value,
 )
 
+from .topics import partitions_of
+
 __all__ = ["describe", "format_line", "watch_events"]
 
 
@@ -45,10 +47,10 @@ def describe(event: Event) -> str:
 
 
 def format_line(record_timestamp_ms: int, topic: str, key: str, envelope: Envelope | None, text: str) -> str:
-    """`16:20:01.123  payments.declined.v1    ord-1a2b3c4d5e6f  corr=01a20e53  declined 649.00 EUR: over_limit`."""
+    """`16:20:01.123  payments.declined.v1    ord-1a2b3c4d5e6f  declined 649.00 EUR: over_limit   corr=01a20e53-...`."""
     moment = datetime.fromtimestamp(record_timestamp_ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
-    correlation = envelope.correlation_id[:8] if envelope else "--------"
-    return f"{moment}  {topic:<24} {key:<17} corr={correlation}  {text}"
+    correlation = envelope.correlation_id if envelope else "-"
+    return f"{moment}  {topic:<23} {key:<17} {text:<52} corr={correlation}"
 
 
 def _line_for(record, registry: Registry) -> str:
@@ -68,14 +70,22 @@ async def watch_events(
     *,
     from_beginning: bool = False,
     registry: Registry = REGISTRY,
+    ready: asyncio.Event | None = None,
 ) -> None:
     """Reads every partition of every registry topic (no consumer group, so it never disturbs the fleet)."""
+    counts = await partitions_of(bootstrap_servers, [t.name for t in registry])
+    partitions = [TopicPartition(name, p) for name, count in sorted(counts.items()) for p in range(count)]
+    if not partitions:
+        raise RuntimeError("none of the registry's topics exist yet: run `fleet topics apply`")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        partitions = [TopicPartition(t.name, p) for t in registry for p in sorted(consumer.partitions_for_topic(t.name) or ())]
         consumer.assign(partitions)
         await (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # resolves the seek now, so `ready` means nothing later is missed
+        if ready:
+            ready.set()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             for record in sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp):

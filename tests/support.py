@@ -102,3 +102,151 @@ def capture(broker, model) -> list[Captured]:
         seen.append(Captured(raw.key.decode(), headers, decode_value(topic, raw.value)))
 
     return seen
+
+
+# ---- Real-broker helpers -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Seen:
+    """A record read back from the broker, decoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    headers: dict
+    event: object
+
+
+async def end_offsets(bootstrap: str, topic_names) -> dict:
+    """Where each partition of the topics ends now: everything published after this lies beyond."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from fleet.topics import partitions_of
+
+    counts = await partitions_of(bootstrap, list(topic_names))
+    partitions = [TopicPartition(n, p) for n, c in counts.items() for p in range(c)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
+    """A new consumer group whose committed offsets are the topics' current ends, so a service started in it
+    handles only what the test publishes, not the topics' whole history."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import OffsetAndMetadata
+
+    from contracts import REGISTRY
+
+    ends = await end_offsets(bootstrap, [REGISTRY.of(m).name for m in models])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+    finally:
+        await consumer.stop()
+
+
+class TopicReader:
+    """Reads what lands on topics after the moment it was created, until it has what a test waits for."""
+
+    def __init__(self, bootstrap: str, models, *, starts: dict | None = None) -> None:
+        from contracts import REGISTRY
+
+        self.bootstrap = bootstrap
+        self.topics = {REGISTRY.of(m).name: REGISTRY.of(m) for m in models}
+        self.starts: dict = starts or {}
+        self.seen: list[Seen] = []
+
+    async def __aenter__(self) -> "TopicReader":
+        from aiokafka import AIOKafkaConsumer
+
+        self.starts = self.starts or await end_offsets(self.bootstrap, self.topics)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await self._consumer.start()
+        self._consumer.assign(list(self.starts))
+        for partition, offset in self.starts.items():
+            self._consumer.seek(partition, offset)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._consumer.stop()
+
+    async def wait_for(self, done, timeout_s: float = 60.0) -> list[Seen]:
+        """Reads until `done(seen)` is true; fails the test with what it saw if the time runs out."""
+        import asyncio
+
+        from contracts import decode_value
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not done(self.seen):
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out after {timeout_s}s; saw {len(self.seen)} records: {[(s.topic, s.key) for s in self.seen][:20]}")
+            batches = await self._consumer.getmany(timeout_ms=250)
+            for records in batches.values():
+                for r in records:
+                    headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
+                    self.seen.append(Seen(r.topic, r.partition, r.offset, r.key.decode(), headers, decode_value(self.topics[r.topic], r.value)))
+        return self.seen
+
+    async def wait_for_keys(self, keys, per_key: int = 1, timeout_s: float = 60.0) -> list[Seen]:
+        """Waits until every key has `per_key` records (records of other keys, from other tests, are ignored)."""
+        wanted = set(keys)
+
+        def done(seen):
+            counts = {}
+            for s in seen:
+                if s.key in wanted:
+                    counts[s.key] = counts.get(s.key, 0) + 1
+            return all(counts.get(k, 0) >= per_key for k in wanted)
+
+        await self.wait_for(done, timeout_s)
+        return [s for s in self.seen if s.key in wanted]
+
+
+async def produce_raw(bootstrap: str, records) -> None:
+    """Publishes (topic, key, value, headers) tuples with a plain aiokafka producer: no eventfleet code on the way."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for topic, key, value, headers in records:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def as_raw(record):
+    """An eventfleet Record as (topic, key, value, headers) for `produce_raw`."""
+    return record.topic, record.key.encode(), record.value, raw_headers(record.headers)
+
+
+class RunningApps:
+    """Starts the brokers of FastStream apps in this process and stops them after; `assignments()` shows who owns what."""
+
+    def __init__(self, *apps) -> None:
+        self.apps = apps
+
+    async def __aenter__(self) -> "RunningApps":
+        for app in self.apps:
+            await app.broker.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        for app in self.apps:
+            await app.broker.stop()
+
+    def assignments(self, app) -> set:
+        owned = set()
+        for subscriber in app.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is not None:
+                owned |= {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        return owned

@@ -15,7 +15,7 @@ def _consumed(event, **record_fields):
 def test_a_line_shows_topic_key_correlation_and_the_gist():
     order = an_order(order_id="ord-abc", customer_id="cus-1", lines=(("SKU", 2, 1250),))
     line = _line_for(_consumed(order), REGISTRY)
-    assert "orders.placed.v1" in line and "ord-abc" in line and "corr=01234567" in line
+    assert "orders.placed.v1" in line and "ord-abc" in line and "corr=0123456789abcdef" in line
     assert "cus-1 ordered 2 item(s) for 25.00 EUR" in line
 
 

@@ -1,0 +1,122 @@
+"""Orders flow through payments and notifications on the real broker: right outcome, right topic, right key, in order."""
+
+import structlog
+
+from contracts import NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
+from fleet.settings import KafkaSettings
+from services.notifications import NotificationsSettings
+from services.notifications import create_app as create_notifications
+from services.payments import PaymentsSettings
+from services.payments import create_app as create_payments
+from tests.support import (
+    FakeRecord,
+    RunningApps,
+    TopicReader,
+    a_record,
+    an_order,
+    an_order_costing,
+    as_raw,
+    produce_raw,
+    start_group_at_end,
+    unique_order_id,
+)
+
+OUTCOMES = (PaymentAuthorized, PaymentDeclined)
+
+
+def _payments(bootstrap, group_id, **settings):
+    return create_payments(PaymentsSettings(group_id=group_id, kafka=KafkaSettings(bootstrap_servers=bootstrap), **settings))
+
+
+def _notifications(bootstrap, group_id, outbox_path):
+    return create_notifications(NotificationsSettings(group_id=group_id, outbox_path=outbox_path, kafka=KafkaSettings(bootstrap_servers=bootstrap)))
+
+
+async def test_each_order_reaches_the_expected_outcome_and_a_notification(kafka, group_id, tmp_path):
+    await start_group_at_end(kafka, f"{group_id}-pay", [OrderPlaced])
+    await start_group_at_end(kafka, f"{group_id}-ntf", OUTCOMES)
+    small = [an_order_costing(5_000) for _ in range(12)]
+    large = [an_order_costing(250_000) for _ in range(5)]
+    foreign = [an_order(currency="JPY") for _ in range(3)]
+    expected = {o.order_id: "authorized" for o in small} | {o.order_id: "over_limit" for o in large} | {o.order_id: "unsupported_currency" for o in foreign}
+    records = [a_record(o) for o in small + large + foreign]
+    apps = _payments(kafka, f"{group_id}-pay"), _notifications(kafka, f"{group_id}-ntf", tmp_path / "outbox.jsonl")
+    async with RunningApps(*apps), TopicReader(kafka, [*OUTCOMES, NotificationSent]) as reader:
+        await produce_raw(kafka, [as_raw(r) for r in records])
+        seen = await reader.wait_for_keys(expected, per_key=2)
+    outcomes = {s.key: getattr(s.event, "reason", "authorized") for s in seen if isinstance(s.event, OUTCOMES)}
+    assert outcomes == expected
+    notified = {s.key: s.event.template for s in seen if isinstance(s.event, NotificationSent)}
+    assert notified == {k: "payment_authorized" if v == "authorized" else "payment_declined" for k, v in expected.items()}
+    assert all(s.topic == ("payments.authorized.v1" if isinstance(s.event, PaymentAuthorized) else s.topic) for s in seen)
+    assert len(seen) == 2 * len(expected), "each order yields exactly one outcome and one notification"
+
+
+async def test_every_event_caused_by_an_order_carries_its_correlation_id_and_its_cause(kafka, group_id, tmp_path):
+    await start_group_at_end(kafka, f"{group_id}-pay", [OrderPlaced])
+    await start_group_at_end(kafka, f"{group_id}-ntf", OUTCOMES)
+    order = a_record(an_order(), correlation_id=f"flow-{group_id}")
+    apps = _payments(kafka, f"{group_id}-pay"), _notifications(kafka, f"{group_id}-ntf", tmp_path / "outbox.jsonl")
+    async with RunningApps(*apps), TopicReader(kafka, [PaymentAuthorized, NotificationSent]) as reader:
+        await produce_raw(kafka, [as_raw(order)])
+        [payment, notification] = sorted(await reader.wait_for_keys([order.key], per_key=2), key=lambda s: s.topic != "payments.authorized.v1")
+    assert payment.headers["ce_correlationid"] == notification.headers["ce_correlationid"] == f"flow-{group_id}"
+    assert payment.headers["ce_causationid"] == order.envelope.id
+    assert notification.headers["ce_causationid"] == payment.headers["ce_id"]
+    assert (payment.headers["ce_source"], notification.headers["ce_source"]) == ("/eventfleet/payments", "/eventfleet/notifications")
+
+
+async def test_outcomes_keep_the_order_of_their_orders_for_each_key(kafka, group_id):
+    """Several versions of the same order id, interleaved across keys: each key's outcomes come out in input order."""
+    await start_group_at_end(kafka, group_id, [OrderPlaced])
+    keys = [unique_order_id() for _ in range(6)]
+    versions = 8
+    orders = [an_order_costing(100 * (v + 1), order_id=k) for v in range(versions) for k in keys]
+    async with RunningApps(_payments(kafka, group_id)), TopicReader(kafka, [PaymentAuthorized]) as reader:
+        await produce_raw(kafka, [as_raw(a_record(o)) for o in orders])
+        seen = await reader.wait_for_keys(keys, per_key=versions)
+    for key in keys:
+        amounts = [s.event.amount_cents for s in sorted(seen, key=lambda s: s.offset) if s.key == key]
+        assert amounts == [100 * (v + 1) for v in range(versions)], key
+
+
+async def test_bad_records_are_refused_with_a_reason_and_every_valid_record_around_them_gets_through(kafka, group_id):
+    await start_group_at_end(kafka, group_id, [OrderPlaced])
+    before, after = a_record(an_order()), a_record(an_order())
+    topic, _, value, headers = as_raw(before)
+    poison = [
+        (topic, b"bad-json", b"{not json", headers),
+        (topic, b"bad-schema", b'{"order_id": "x", "items": []}', headers),
+        (topic, b"no-headers", value, []),
+        (topic, b"wrong-type", value, [(k, b"dev.eventfleet.payments.declined.v1" if k == "ce_type" else v) for k, v in headers]),
+        (topic, b"oversize", value + b" " * 16 * 1024, headers),  # valid JSON, over the topic's 16 KiB limit
+    ]
+    with structlog.testing.capture_logs() as logs:
+        async with RunningApps(_payments(kafka, group_id)), TopicReader(kafka, OUTCOMES) as reader:
+            await produce_raw(kafka, [as_raw(before), *poison, as_raw(after)])
+            rejections = lambda: [e for e in logs if e["event"] == "event_rejected"]  # noqa: E731
+            await reader.wait_for(lambda seen: len(rejections()) >= len(poison) and len(seen) >= 2)
+            seen = await reader.wait_for_keys([before.key, after.key])
+    assert {s.key for s in seen} == {before.key, after.key}
+    rejected = {e["key"]: e["reason"] for e in rejections()}
+    assert rejected == {
+        "bad-json": "invalid_payload",
+        "bad-schema": "invalid_payload",
+        "no-headers": "invalid_envelope",
+        "wrong-type": "invalid_envelope",
+        "oversize": "invalid_payload",
+    }
+
+
+async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_order_once(kafka, group_id):
+    await start_group_at_end(kafka, group_id, [OrderPlaced])
+    first, second = _payments(kafka, group_id), _payments(kafka, group_id)
+    orders = [an_order_costing(1_000) for _ in range(60)]
+    async with RunningApps(first, second) as running, TopicReader(kafka, [PaymentAuthorized]) as reader:
+        await reader.wait_for(lambda _: running.assignments(first) and running.assignments(second), timeout_s=60)
+        owned_by_first, owned_by_second = running.assignments(first), running.assignments(second)
+        await produce_raw(kafka, [as_raw(a_record(o)) for o in orders])
+        seen = await reader.wait_for_keys([o.order_id for o in orders])
+    assert owned_by_first and owned_by_second and not owned_by_first & owned_by_second
+    assert len(owned_by_first | owned_by_second) == 6
+    assert sorted(s.key for s in seen) == sorted(o.order_id for o in orders)
