@@ -264,7 +264,12 @@ async def _probe(timeout: float) -> bool:
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         # Asks the advertised listener too: a broker that advertises a wrong address is not ready.
-        return bool((await asyncio.wait_for(client.fetch_all_metadata(), timeout)).brokers())
+        if not (await asyncio.wait_for(client.fetch_all_metadata(), timeout)).brokers():
+            return False
+        # A freshly formatted broker answers metadata before it can coordinate groups (the offsets topic is
+        # created on the first FindCoordinator): ready means consumers can join a group too.
+        await asyncio.wait_for(client.coordinator_lookup(0, "eventfleet-ready-probe"), timeout)
+        return True
     except Exception:
         return False
     finally:
