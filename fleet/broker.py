@@ -51,11 +51,15 @@ def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStrea
     return FastStream(broker, specification=spec, logger=logging.getLogger(f"eventfleet.{service}"))
 
 
-def subscriber_for(broker: KafkaBroker, model: type[Event], *, group_id: str, registry: Registry = REGISTRY, **options: Any) -> Callable:
-    """Subscribes a handler to the registry topic of `model`, in the service's own consumer group."""
-    topic = registry.of(model)
+def subscriber_for(broker: KafkaBroker, *models: type[Event], group_id: str, registry: Registry = REGISTRY, **options: Any) -> Callable:
+    """Subscribes a handler to the registry topics of `models`, in the service's own consumer group.
+
+    Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
+    costs one rebalance, not one per topic.
+    """
+    topics = [registry.of(model) for model in models]
     return broker.subscriber(
-        topic.name,
+        *(topic.name for topic in topics),
         group_id=group_id,
         # A new group reads the topic's history; an existing group resumes at its committed offset.
         auto_offset_reset="earliest",
@@ -63,17 +67,17 @@ def subscriber_for(broker: KafkaBroker, model: type[Event], *, group_id: str, re
         ack_policy=AckPolicy.ACK,
         # Never let a sender's `reply_to` header make us publish to a topic it names.
         no_reply=True,
-        decoder=_decoder_for(topic),
-        title=f"on_{snake_case(model.__name__)}",
-        description=topic.description,
+        decoder=_decoder_for({topic.name: topic for topic in topics}),
+        title=f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}",
+        description=" ".join(topic.description for topic in topics),
         **options,
     )
 
 
-def _decoder_for(topic: Topic) -> Callable[[Any], Event]:
-    # Decoding to the model here means the handler receives an already validated event.
+def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
+    # Decoding to the record's topic model here means the handler receives an already validated event.
     def decode(message: Any) -> Event:
-        return decode_value(topic, message.body)
+        return decode_value(topics[message.raw_message.topic], message.body)
 
     return decode
 

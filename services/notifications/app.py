@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context
+from faststream import Context, FastStream
 
 from contracts import Envelope, NotificationSent, PaymentAuthorized, PaymentDeclined
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
@@ -24,18 +24,11 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
     broker = create_broker(SERVICE, settings.kafka)
     to_notification_sent = publisher_for(broker, NotificationSent, service=SERVICE)
 
-    async def notify(outcome: PaymentAuthorized | PaymentDeclined, envelope: Envelope) -> None:
-        notification = core.compose(outcome, now=datetime.now(timezone.utc))
+    @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, group_id=settings.group_id)
+    async def on_payment_outcome(payment: PaymentAuthorized | PaymentDeclined, envelope: Envelope = Context()) -> None:
+        notification = core.compose(payment, now=datetime.now(timezone.utc))
         outbox.append(notification.as_outbox_line())
-        log.info("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
+        log.info("notification_recorded", order_id=payment.order_id, template=notification.sent.template)
         await to_notification_sent.emit(notification.sent, cause=envelope)
-
-    @subscriber_for(broker, PaymentAuthorized, group_id=settings.group_id)
-    async def on_payment_authorized(payment: PaymentAuthorized, envelope: Envelope = Context()) -> None:
-        await notify(payment, envelope)
-
-    @subscriber_for(broker, PaymentDeclined, group_id=settings.group_id)
-    async def on_payment_declined(payment: PaymentDeclined, envelope: Envelope = Context()) -> None:
-        await notify(payment, envelope)
 
     return worker_app(broker, SERVICE, "Tells customers what happened to their payment.")

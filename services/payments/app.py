@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context
+from faststream import Context, FastStream
 
 from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app

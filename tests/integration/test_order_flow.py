@@ -9,7 +9,6 @@ from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import (
-    FakeRecord,
     RunningApps,
     TopicReader,
     a_record,
