@@ -1,41 +1,59 @@
-"""eventfleet contracts: what the fleet says. Event models, the topic registry and the wire envelope; no Kafka client."""
+"""eventfleet contracts: what the fleet says. Event models, the topic registry, the signed wire envelope; no Kafka client here."""
 
 from .envelope import (
     CONTENT_TYPE,
+    DEFAULT_WINDOW_S,
     Envelope,
     EnvelopeError,
     InvalidPayload,
     Record,
+    Rejected,
     decode_value,
     describe_errors,
     encode,
     new_event_id,
+    sign,
     source_of,
+    verify,
+    verify_record,
 )
 from .events import Event, NotificationSent, OrderItem, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
+from .signing import ED25519, HMAC_SHA256, Keyring, KeyError_, PrivateKey, TrustedKey, signing_input
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEFAULT_WINDOW_S",
+    "ED25519",
+    "HMAC_SHA256",
     "REGISTRY",
     "Envelope",
     "EnvelopeError",
     "Event",
     "InvalidPayload",
+    "KeyError_",
+    "Keyring",
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
     "PaymentAuthorized",
     "PaymentDeclined",
+    "PrivateKey",
     "Record",
     "Registry",
     "RegistryError",
+    "Rejected",
     "Topic",
+    "TrustedKey",
     "UnknownTopic",
     "UnregisteredEvent",
     "decode_value",
     "describe_errors",
     "encode",
     "new_event_id",
+    "sign",
+    "signing_input",
     "source_of",
+    "verify",
+    "verify_record",
 ]

@@ -1,4 +1,4 @@
-"""The wire envelope: CloudEvents 1.0 binary-mode Kafka headers around an event's JSON value (pure code, no Kafka client)."""
+"""The wire envelope: CloudEvents 1.0 binary-mode Kafka headers around an event's JSON value, signed (pure code, no Kafka client)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,30 @@ from pydantic import ValidationError
 
 from .events import Event
 from .registry import REGISTRY, Registry, Topic
+from .signing import Keyring, PrivateKey, signing_input
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEFAULT_WINDOW_S",
     "Envelope",
     "EnvelopeError",
     "InvalidPayload",
     "Record",
+    "Rejected",
     "decode_value",
     "describe_errors",
     "encode",
     "new_event_id",
+    "sign",
     "source_of",
+    "verify",
+    "verify_record",
 ]
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 SOURCE_PREFIX = "/eventfleet/"
+DEFAULT_WINDOW_S = 300.0
 
 # Header names of the CloudEvents Kafka protocol binding (binary mode) plus our extension attributes.
 H_SPECVERSION = "ce_specversion"
@@ -41,17 +48,36 @@ H_DATASCHEMA = "ce_dataschema"
 H_SUBJECT = "ce_subject"
 H_CORRELATION = "ce_correlationid"
 H_CAUSATION = "ce_causationid"
+H_KEYID = "ce_keyid"
+H_SIGNATURE = "ce_signature"
 H_CONTENT_TYPE = "content-type"
-REQUIRED_HEADERS = (H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME, H_DATASCHEMA, H_SUBJECT, H_CORRELATION, H_CONTENT_TYPE)
+REQUIRED_HEADERS = (
+    H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME, H_DATASCHEMA, H_SUBJECT, H_CORRELATION, H_CONTENT_TYPE, H_KEYID, H_SIGNATURE,
+)
 ENVELOPE_HEADERS = frozenset(REQUIRED_HEADERS + (H_CAUSATION,))
 
 
-class EnvelopeError(ValueError):
-    """A record whose headers are not a valid envelope: the reason says which header and why."""
+class Rejected(ValueError):
+    """A record the fleet refuses; `reason` is a stable code (docs/wire-format.md), `detail` one line without secrets."""
+
+    reason = "rejected"
+
+    def __init__(self, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason or type(self).reason
+        self.detail = detail
 
 
-class InvalidPayload(ValueError):
-    """A record whose value is not a valid event for its topic: the reason lists every field error."""
+class EnvelopeError(Rejected):
+    """Headers that are not a valid, signed envelope for the record's topic."""
+
+    reason = "invalid_header"
+
+
+class InvalidPayload(Rejected):
+    """A value that is not a valid event for its topic: the detail lists every field error."""
+
+    reason = "invalid_payload"
 
 
 def new_event_id() -> str:
@@ -72,9 +98,19 @@ def _utc_text(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _parse_utc(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise EnvelopeError(f"ce_time {text!r} is not RFC 3339") from None
+    if moment.tzinfo is None:
+        raise EnvelopeError(f"ce_time {text!r} has no UTC offset")
+    return moment
+
+
 @dataclass(frozen=True)
 class Envelope:
-    """The CloudEvents attributes of one event: who said it, when, in which flow, caused by what."""
+    """The CloudEvents attributes of one event: who said it, when, in which flow, caused by what, signed by which key."""
 
     id: str
     source: str
@@ -84,6 +120,8 @@ class Envelope:
     subject: str
     correlation_id: str
     causation_id: str | None = None
+    keyid: str = ""
+    signature: str = ""
 
     @classmethod
     def new(
@@ -96,7 +134,7 @@ class Envelope:
         correlation_id: str | None = None,
         now: datetime | None = None,
     ) -> Envelope:
-        """The envelope of a new event: a caused event inherits its cause's flow, a root event starts one."""
+        """The (unsigned) envelope of a new event: a caused event inherits its cause's flow, a root event starts one."""
         event_id = new_event_id()
         flow = cause.correlation_id if cause else (correlation_id or event_id)
         return cls(
@@ -124,6 +162,9 @@ class Envelope:
         }
         if self.causation_id:
             headers[H_CAUSATION] = self.causation_id
+        if self.keyid:
+            headers[H_KEYID] = self.keyid
+            headers[H_SIGNATURE] = self.signature
         return headers
 
     @classmethod
@@ -132,7 +173,7 @@ class Envelope:
         found = _single_envelope_headers(headers)
         missing = [name for name in REQUIRED_HEADERS if name not in found]
         if missing:
-            raise EnvelopeError(f"missing header(s): {', '.join(missing)}")
+            raise EnvelopeError(f"missing header(s): {', '.join(missing)}", "missing_header")
         if found[H_SPECVERSION] != SPEC_VERSION:
             raise EnvelopeError(f"ce_specversion is {found[H_SPECVERSION]!r}, expected {SPEC_VERSION!r}")
         if found[H_CONTENT_TYPE] != CONTENT_TYPE:
@@ -146,6 +187,14 @@ class Envelope:
             subject=found[H_SUBJECT],
             correlation_id=found[H_CORRELATION],
             causation_id=found.get(H_CAUSATION) or None,
+            keyid=found[H_KEYID],
+            signature=found[H_SIGNATURE],
+        )
+
+    def signing_input(self, topic: str, key: str, value: bytes) -> bytes:
+        return signing_input(
+            keyid=self.keyid, topic=topic, key=key, event_id=self.id, event_type=self.type, source=self.source,
+            time=self.time, correlation_id=self.correlation_id, causation_id=self.causation_id, value=value,
         )
 
     def with_correlation(self, correlation_id: str) -> Envelope:
@@ -158,7 +207,7 @@ def _single_envelope_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, 
         if name not in ENVELOPE_HEADERS:
             continue  # other headers (tracing, FastStream's own) are not ours to judge
         if name in found:
-            raise EnvelopeError(f"header {name} appears more than once")
+            raise EnvelopeError(f"header {name} appears more than once", "duplicate_header")
         try:
             found[name] = raw.decode("utf-8")
         except (UnicodeDecodeError, AttributeError):
@@ -179,20 +228,82 @@ class Record:
     def headers(self) -> dict[str, str]:
         return self.envelope.to_headers()
 
+    def raw_headers(self) -> list[tuple[str, bytes]]:
+        return [(name, text.encode("utf-8")) for name, text in self.headers.items()]
+
+
+def sign(record: Record, key: PrivateKey) -> Record:
+    """The same record with `ce_keyid` and `ce_signature` from `key`; ce_time is kept (re-signing keeps it too)."""
+    envelope = replace(record.envelope, keyid=key.kid, signature="")
+    signature = key.sign(envelope.signing_input(record.topic, record.key, record.value))
+    return replace(record, envelope=replace(envelope, signature=signature))
+
 
 def encode(
     event: Event,
     *,
     source: str,
+    signer: PrivateKey,
     cause: Envelope | None = None,
     correlation_id: str | None = None,
     registry: Registry = REGISTRY,
+    now: datetime | None = None,
 ) -> Record:
-    """The record for an event: its registry topic and key, its JSON value, a fresh envelope."""
+    """The signed record for an event: its registry topic and key, its JSON value, a fresh envelope."""
     topic = registry.of(event)
     value = event.model_dump_json().encode("utf-8")
-    envelope = Envelope.new(topic, event, source=source, cause=cause, correlation_id=correlation_id)
-    return Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope)
+    envelope = Envelope.new(topic, event, source=source, cause=cause, correlation_id=correlation_id, now=now)
+    return sign(Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope), signer)
+
+
+def verify_record(
+    topic_name: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    timestamp_ms: int,
+    keyring: Keyring,
+    *,
+    registry: Registry = REGISTRY,
+    window_s: float = DEFAULT_WINDOW_S,
+) -> Envelope:
+    """Checks a raw record before anyone trusts a byte of it; returns its envelope or raises `Rejected` with a reason.
+
+    Order: size, headers (each exactly once), type, key, key id, topic allowed, validity, signature, freshness.
+    The value's model is checked by `decode_value` afterwards.
+    """
+    topic = registry.named(topic_name)
+    if value is not None and len(value) > topic.max_bytes:
+        raise Rejected(f"value is {len(value)} bytes, over the topic's limit of {topic.max_bytes}", "oversize")
+    envelope = Envelope.from_headers(headers)
+    if envelope.type != topic.type_name:
+        raise Rejected(f"ce_type is {envelope.type!r}; topic {topic.name} carries only {topic.type_name!r}", "wrong_type")
+    record_key = _key_text(key)
+    if envelope.subject != record_key:
+        raise EnvelopeError(f"ce_subject {envelope.subject!r} is not the record key {record_key!r}")
+    trusted = keyring.get(envelope.keyid)
+    if trusted is None:
+        raise Rejected(f"unknown key id {envelope.keyid!r}", "unknown_key")
+    if not trusted.may_sign(topic.name):
+        raise Rejected(f"key {trusted.kid} may not sign {topic.name}", "key_not_allowed")
+    signed_at = _parse_utc(envelope.time)
+    if not trusted.valid_at(signed_at):
+        raise Rejected(f"key {trusted.kid} is not valid at {envelope.time}", "key_expired")
+    if not trusted.verify(envelope.signing_input(topic.name, record_key, value or b""), envelope.signature):
+        raise Rejected(f"signature does not match (key {trusted.kid})", "bad_signature")
+    drift = abs(timestamp_ms / 1000 - signed_at.timestamp())
+    if drift > window_s:
+        raise Rejected(f"ce_time is {drift:.0f}s from the record's timestamp; the window is {window_s:.0f}s", "stale")
+    return envelope
+
+
+def _key_text(key: bytes | None) -> str:
+    if not key:
+        raise Rejected("the record has no key", "invalid_key")
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("the record key is not UTF-8", "invalid_key") from None
 
 
 def decode_value(topic: Topic, value: bytes | None) -> Event:
@@ -200,11 +311,27 @@ def decode_value(topic: Topic, value: bytes | None) -> Event:
     if value is None:
         raise InvalidPayload("the record has no value")
     if len(value) > topic.max_bytes:
-        raise InvalidPayload(f"value is {len(value)} bytes, over the topic's limit of {topic.max_bytes}")
+        raise Rejected(f"value is {len(value)} bytes, over the topic's limit of {topic.max_bytes}", "oversize")
     try:
         return topic.model.model_validate_json(value)
     except ValidationError as error:
         raise InvalidPayload(describe_errors(error)) from None
+
+
+def verify(
+    topic_name: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    timestamp_ms: int,
+    keyring: Keyring,
+    *,
+    registry: Registry = REGISTRY,
+    window_s: float = DEFAULT_WINDOW_S,
+) -> tuple[Envelope, Event]:
+    """Everything wire format v1 promises, for a consumer outside the fleet: the verified envelope and the typed event."""
+    envelope = verify_record(topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s)
+    return envelope, decode_value(registry.named(topic_name), value)
 
 
 def describe_errors(error: ValidationError) -> str:

@@ -10,18 +10,20 @@ from aiokafka import AIOKafkaProducer
 from .envelope import Envelope, Record, encode, source_of
 from .events import Event
 from .registry import REGISTRY, Registry
+from .signing import PrivateKey
 
 __all__ = ["Publisher"]
 
 
 class Publisher:
-    """`async with Publisher("127.0.0.1:9092", service="storefront") as p: await p.publish(order)`.
+    """`async with Publisher("127.0.0.1:9092", service="storefront", signer=PrivateKey.load(path)) as p: await p.publish(order)`.
 
-    Idempotent producer with acks=all: `publish` returns once the broker has the record.
+    Every record is signed (wire format v1). Idempotent producer with acks=all: `publish` returns once the broker has it.
     """
 
-    def __init__(self, bootstrap_servers: str, *, service: str, registry: Registry = REGISTRY, **producer_options) -> None:
+    def __init__(self, bootstrap_servers: str, *, service: str, signer: PrivateKey, registry: Registry = REGISTRY, **producer_options) -> None:
         self.source = source_of(service)
+        self.signer = signer
         self.registry = registry
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
@@ -39,7 +41,7 @@ class Publisher:
         await self._producer.stop()
 
     def record(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Record:
-        return encode(event, source=self.source, cause=cause, correlation_id=correlation_id, registry=self.registry)
+        return encode(event, source=self.source, signer=self.signer, cause=cause, correlation_id=correlation_id, registry=self.registry)
 
     async def publish(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Envelope:
         return await self.send(self.record(event, correlation_id=correlation_id, cause=cause))
@@ -50,13 +52,12 @@ class Publisher:
         await delivery
         return record.envelope
 
-    async def publish_many(self, events: Iterable[Event]) -> list[Envelope]:
+    async def publish_many(self, events: Iterable[Event], *, correlation_id: str | None = None) -> list[Envelope]:
         """Sends all, then waits for all: batched on the wire, and still returns only when the broker has every one."""
-        records = [self.record(event) for event in events]
+        records = [self.record(event, correlation_id=correlation_id) for event in events]
         deliveries = [await self._send(record) for record in records]
         await asyncio.gather(*deliveries)
         return [record.envelope for record in records]
 
     async def _send(self, record: Record) -> asyncio.Future:
-        headers = [(name, value.encode("utf-8")) for name, value in record.headers.items()]
-        return await self._producer.send(record.topic, value=record.value, key=record.key.encode("utf-8"), headers=headers)
+        return await self._producer.send(record.topic, value=record.value, key=record.key.encode("utf-8"), headers=record.raw_headers())

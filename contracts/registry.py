@@ -66,6 +66,11 @@ class Topic:
         """The id of the JSON Schema of this topic's events (`$id` of the exported schema, `ce_dataschema`)."""
         return SCHEMA_ID_PREFIX + self.name
 
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where consumers put this topic's records that they refuse, with the reason in headers."""
+        return f"{self.name}.dlq"
+
     def key_of(self, event: Event) -> str:
         """The record key of an event on this topic: the registry's key field, as text."""
         return str(getattr(event, self.key_field))

@@ -2,31 +2,74 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
-from typing import Any, Callable
+import types
+import typing
+from typing import Any, Callable, Union
 
 import structlog
 from faststream import AckPolicy, FastStream
-from faststream.specification import AsyncAPI
 from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
 
-from contracts import REGISTRY, Envelope, Event, Registry, Topic, decode_value, encode, source_of
+from contracts import REGISTRY, Envelope, Event, Registry, Topic, UnknownTopic, decode_value, encode, source_of
 
+from .keys import KeyStore
 from .middlewares import event_context_middleware
-from .settings import KafkaSettings
+from .rejects import DeadLetters
+from .settings import KafkaSettings, KeySettings
 
-__all__ = ["EventPublisher", "WrongTopic", "create_broker", "publisher_for", "subscriber_for", "worker_app"]
+__all__ = [
+    "ContractViolation",
+    "EventPublisher",
+    "FleetBroker",
+    "WrongTopic",
+    "create_broker",
+    "publisher_for",
+    "subscriber_for",
+    "worker_app",
+]
 
 
 class WrongTopic(TypeError):
     """An event handed to a publisher of another topic: refused before anything is sent."""
 
 
-def create_broker(service: str, kafka: KafkaSettings | None = None, *, registry: Registry = REGISTRY) -> KafkaBroker:
-    """A broker with the fleet's producer guarantees and per-message middleware."""
-    kafka = kafka or KafkaSettings()
-    return KafkaBroker(
+class ContractViolation(TypeError):
+    """A handler that expects another model than the one its topic carries: the worker refuses to start."""
+
+
+class FleetBroker(KafkaBroker):
+    """A KafkaBroker that knows its service, its keys and its dead-letter publisher, and checks its handlers at start."""
+
+    service: str
+    keys: KeyStore
+    dead_letters: DeadLetters
+    registry: Registry
+
+    async def start(self) -> None:
+        check_one_type_per_topic(self, self.registry)
+        await super().start()
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        await super().stop(*args, **kwargs)
+        await self.dead_letters.close()
+
+
+def create_broker(
+    service: str,
+    kafka: KafkaSettings | None = None,
+    keys: KeySettings | None = None,
+    *,
+    registry: Registry = REGISTRY,
+) -> FleetBroker:
+    """A broker with the fleet's producer guarantees, its keys, and per-record verification."""
+    kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
+    key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
+    dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
+    broker = FleetBroker(
         kafka.bootstrap_servers,
         client_id=service,
         # The producer side of at-least-once: every publish waits for all in-sync replicas.
@@ -35,12 +78,14 @@ def create_broker(service: str, kafka: KafkaSettings | None = None, *, registry:
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
-        middlewares=(event_context_middleware(registry),),
+        middlewares=(event_context_middleware(key_store, dead_letters, registry=registry, window_s=keys.window_s),),
         logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
+    broker.service, broker.keys, broker.dead_letters, broker.registry = service, key_store, dead_letters, registry
+    return broker
 
 
 def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStream:
@@ -63,7 +108,7 @@ def subscriber_for(broker: KafkaBroker, *models: type[Event], group_id: str, reg
         group_id=group_id,
         # A new group reads the topic's history; an existing group resumes at its committed offset.
         auto_offset_reset="earliest",
-        # Commit after the handler; an outcome that raised is logged by the middleware (dead letters come later).
+        # Commit after the handler; refused records were dead-lettered first (retries come with the delivery issue).
         ack_policy=AckPolicy.ACK,
         # Never let a sender's `reply_to` header make us publish to a topic it names.
         no_reply=True,
@@ -82,13 +127,42 @@ def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
     return decode
 
 
-class EventPublisher:
-    """Publishes one registry topic's events with their envelope; `emit` returns once the broker has the record."""
+def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY) -> None:
+    """Every handler's event parameter must accept exactly the registry models of the topics it listens to."""
+    for subscriber in broker.subscribers:
+        names = getattr(subscriber, "topic_names_for_subscribe", [])
+        expected = set()
+        for name in names:
+            try:
+                expected.add(registry.named(name).model)
+            except UnknownTopic as error:
+                raise ContractViolation(str(error)) from None
+        for call in subscriber.calls:
+            declared = _event_models_of(call.handler._declared_call)
+            if declared != expected:
+                got = ", ".join(sorted(m.__name__ for m in declared)) or "no event model"
+                want = ", ".join(sorted(m.__name__ for m in expected))
+                raise ContractViolation(f"handler {call.handler._declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}")
 
-    def __init__(self, broker: KafkaBroker, topic: Topic, service: str, registry: Registry = REGISTRY) -> None:
+
+def _event_models_of(handler: Callable) -> set[type]:
+    first = next(iter(inspect.signature(handler).parameters), None)
+    if first is None:
+        return set()
+    annotation = typing.get_type_hints(handler).get(first, Any)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return set(typing.get_args(annotation))
+    return {annotation}
+
+
+class EventPublisher:
+    """Publishes one registry topic's events, signed by the worker's current key; `emit` returns once the broker has it."""
+
+    def __init__(self, broker: FleetBroker, topic: Topic, registry: Registry = REGISTRY) -> None:
         self.topic = topic
         self.registry = registry
-        self.source = source_of(service)
+        self.keys = broker.keys
+        self.source = source_of(broker.service)
         self._publisher = broker.publisher(
             topic.name,
             title=f"to_{snake_case(topic.model.__name__)}",
@@ -99,7 +173,7 @@ class EventPublisher:
     async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
         if not isinstance(event, self.topic.model):
             raise WrongTopic(f"{type(event).__name__} does not belong on {self.topic.name} (it carries {self.topic.model.__name__})")
-        record = encode(event, source=self.source, cause=cause, correlation_id=correlation_id, registry=self.registry)
+        record = encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
         await self._publisher.publish(
             record.value,
             key=record.key.encode("utf-8"),
@@ -110,8 +184,8 @@ class EventPublisher:
         return record.envelope
 
 
-def publisher_for(broker: KafkaBroker, model: type[Event], *, service: str, registry: Registry = REGISTRY) -> EventPublisher:
-    return EventPublisher(broker, registry.of(model), service, registry)
+def publisher_for(broker: FleetBroker, model: type[Event], *, registry: Registry = REGISTRY) -> EventPublisher:
+    return EventPublisher(broker, registry.of(model), registry)
 
 
 def snake_case(name: str) -> str:

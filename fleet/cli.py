@@ -10,13 +10,15 @@ import typer
 
 from services import SERVICES
 
-from .settings import KafkaSettings
+from .settings import KafkaSettings, KeySettings
 
 app = typer.Typer(help="eventfleet: signed, typed events between small async workers on Apache Kafka.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Topics from the registry.", no_args_is_help=True)
 kafka_app = typer.Typer(help="The local Apache Kafka broker (KRaft, single node, 127.0.0.1:9092).", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(kafka_app, name="kafka")
+keys_app = typer.Typer(help="Signing keys and the keyring (FLEET_KEYS_DIR, default .fleet/keys).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 STATE_DIR = Path(".fleet")
 BootstrapOption = typer.Option(None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).")
@@ -63,9 +65,12 @@ def demo(
     bootstrap: Optional[str] = BootstrapOption,
 ) -> None:
     """Publish N realistic orders to orders.placed.v1 and exit when the broker has them all."""
-    from .demo import publish_demo_orders
+    from .demo import DEMO_SERVICE, publish_demo_orders
 
-    envelopes = asyncio.run(publish_demo_orders(_bootstrap(bootstrap), orders, seed=seed))
+    from .keys import KeyStore
+
+    signer = KeyStore.for_signer(KeySettings().dir, DEMO_SERVICE).signer()
+    envelopes = asyncio.run(publish_demo_orders(_bootstrap(bootstrap), orders, signer, seed=seed))
     typer.echo(f"published {len(envelopes)} orders; the broker has them all")
 
 
@@ -149,6 +154,124 @@ def kafka_logs(lines: int = typer.Option(200, "--lines", "-n", help="How many li
     if not path.exists():
         _fail(f"no broker log yet at {path}")
     typer.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+
+
+def _keys_dir() -> Path:
+    return KeySettings().dir
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create a dev Ed25519 key for every service and upstream signer that has none, and trust each for its topics."""
+    from .keys import UPSTREAM_SIGNERS, init_keys
+
+    created = init_keys(_keys_dir(), [*SERVICES, *UPSTREAM_SIGNERS])
+    typer.echo("\n".join(f"created {kid}" for kid in created) or f"every signer already has a key in {_keys_dir()}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key the keyring trusts: id, algorithm, owner, topics, validity."""
+    from contracts import Keyring
+
+    from .keys import keyring_path
+
+    for key in Keyring.load(keyring_path(_keys_dir())).keys.values():
+        until = key.not_after.isoformat() if key.not_after else "-"
+        since = key.not_before.isoformat() if key.not_before else "-"
+        typer.echo(f"{key.kid:<40} {key.alg:<12} {key.owner:<14} from {since} until {until}  {','.join(sorted(key.topics))}")
+
+
+@keys_app.command("public")
+def keys_public(kid: str = typer.Argument(..., help="The key id.")) -> None:
+    """Print a key's public key as PEM, for a verifier outside the fleet."""
+    from contracts import ED25519, Keyring
+
+    from .keys import keyring_path
+
+    key = Keyring.load(keyring_path(_keys_dir())).get(kid)
+    if key is None:
+        _fail(f"no key {kid!r} in the keyring")
+    if key.alg != ED25519:
+        _fail(f"{kid} is an {key.alg} key: it has no public half")
+    typer.echo(key.to_json()["public_key"].rstrip())
+
+
+@keys_app.command("trust")
+def keys_trust(
+    kid: str = typer.Option(..., "--kid", help="The key id the publisher puts in ce_keyid."),
+    alg: str = typer.Option("ed25519", "--alg", help="ed25519 or hmac-sha256."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM file of an Ed25519 public key."),
+    secret_file: Optional[Path] = typer.Option(None, "--secret-file", help="File holding an HMAC secret (base64url)."),
+    topic: List[str] = typer.Option(..., "--topic", help="A topic this key may sign (repeat for several)."),
+) -> None:
+    """Let an external publisher in: trust its key for the named topics only."""
+    from contracts import KeyError_, UnknownTopic
+
+    from .keys import trust_key
+
+    material = public_key if alg == "ed25519" else secret_file
+    if material is None:
+        _fail("--public-key is needed for ed25519, --secret-file for hmac-sha256")
+    try:
+        trusted = trust_key(_keys_dir(), kid, alg, material, topic)
+    except (KeyError_, UnknownTopic, OSError) as error:
+        _fail(str(error))
+    typer.echo(f"trusted {trusted.kid} ({trusted.alg}) for {', '.join(sorted(trusted.topics))}; running workers pick it up within seconds")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    signer: str = typer.Argument(..., help="The service (or upstream signer) whose key to rotate."),
+    grace_hours: float = typer.Option(24.0, "--grace-hours", help="How long the old key stays valid for verification."),
+) -> None:
+    """Add a new key for SIGNER; the old one stays verify-only until the grace period ends. No restarts needed."""
+    from datetime import timedelta
+
+    from contracts import KeyError_
+
+    from .keys import rotate_key
+
+    try:
+        kid, retired = rotate_key(_keys_dir(), signer, grace=timedelta(hours=grace_hours))
+    except KeyError_ as error:
+        _fail(str(error))
+    typer.echo(f"new key {kid}; verify-only for {grace_hours:g} h: {', '.join(retired)}")
+
+
+@app.command()
+def publish(
+    topic: str = typer.Argument(..., help="A registry topic, e.g. orders.placed.v1."),
+    json_text: str = typer.Option(..., "--json", help="The event as JSON."),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Private key file to sign with (default: the topic owner's dev key)."),
+    correlation_id: Optional[str] = typer.Option(None, "--correlation-id", help="The flow this event belongs to (default: a new one)."),
+    bootstrap: Optional[str] = BootstrapOption,
+) -> None:
+    """Validate, sign and publish one event; prints its id. Bad input prints every error and exits non-zero."""
+    from pydantic import ValidationError
+
+    from contracts import REGISTRY, KeyError_, PrivateKey, UnknownTopic, describe_errors
+    from contracts.publisher import Publisher
+
+    from .keys import KeyStore
+
+    try:
+        target = REGISTRY.named(topic)
+        event = target.model.model_validate_json(json_text)
+        signer = PrivateKey.load(key_file) if key_file else KeyStore.for_signer(_keys_dir(), target.owner).signer()
+    except UnknownTopic as error:
+        _fail(str(error))
+    except ValidationError as error:
+        _fail(f"invalid {target.model.__name__}:\n  " + describe_errors(error).replace("; ", "\n  "))
+    except (KeyError_, OSError) as error:
+        _fail(f"no signing key: {error}")
+
+    async def send():
+        async with Publisher(_bootstrap(bootstrap), service=target.owner, signer=signer) as publisher:
+            return await publisher.publish(event, correlation_id=correlation_id)
+
+    envelope = asyncio.run(send())
+    typer.echo(f"{envelope.id} correlation_id={envelope.correlation_id}")
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ import asyncio
 import random
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
-from contracts import Envelope, OrderItem, OrderPlaced
+from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey
 from contracts.publisher import Publisher
 
 __all__ = ["CATALOGUE", "demo_orders", "publish_demo_orders", "trickle_demo_orders"]
@@ -50,17 +50,18 @@ def _quantity(rng: random.Random, unit_price_cents: int) -> int:
     return rng.randint(1, 2) if unit_price_cents > 10_000 else rng.randint(1, 3)
 
 
-async def publish_demo_orders(bootstrap_servers: str, count: int, *, seed: int | None = None) -> list[Envelope]:
-    """Publishes `count` orders and returns once the broker has acknowledged every one."""
-    async with Publisher(bootstrap_servers, service=DEMO_SERVICE) as publisher:
+async def publish_demo_orders(bootstrap_servers: str, count: int, signer: PrivateKey, *, seed: int | None = None) -> list[Envelope]:
+    """Publishes `count` signed orders and returns once the broker has acknowledged every one."""
+    async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer) as publisher:
         return await publisher.publish_many(demo_orders(count, seed=seed))
 
 
-async def trickle_demo_orders(bootstrap_servers: str, every_s: float, stop: asyncio.Event) -> int:
-    """One order every `every_s` seconds until `stop` is set; returns how many it published."""
+async def trickle_demo_orders(bootstrap_servers: str, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]) -> int:
+    """One order every `every_s` seconds until `stop` is set, each signed by the signer's current key; returns the count."""
     published = 0
-    async with Publisher(bootstrap_servers, service=DEMO_SERVICE) as publisher:
+    async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer()) as publisher:
         while not stop.is_set():
+            publisher.signer = signer()  # a key rotated while the trickle runs is picked up
             await publisher.publish(next(demo_orders(1)))
             published += 1
             try:

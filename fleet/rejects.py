@@ -1,15 +1,24 @@
-"""What happens to a record the fleet refuses: for now a clear structured error line with its reason; dead letters extend this seam."""
+"""Refused records: never silent. Each is logged with its reason and published to its topic's dead-letter topic before its offset is committed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
-__all__ = ["Rejection", "report_rejection"]
+from contracts import REGISTRY, Registry, UnknownTopic
+
+__all__ = ["DLQ_HEADERS", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
 
 log = structlog.get_logger("fleet.rejects")
+
+DLQ_HEADERS = (
+    "dlq-reason", "dlq-detail", "dlq-original-topic", "dlq-original-partition", "dlq-original-offset",
+    "dlq-group", "dlq-service", "dlq-failed-at",
+)
 
 
 @dataclass(frozen=True)
@@ -19,24 +28,90 @@ class Rejection:
     topic: str
     partition: int
     offset: int
-    key: str | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
     reason: str
     detail: str
 
     @classmethod
     def of(cls, record: Any, reason: str, detail: str) -> Rejection:
-        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else record.key
-        return cls(record.topic, record.partition, record.offset, key, reason, detail[:500])
+        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()), reason, detail[:500])
+
+    @property
+    def key_text(self) -> str | None:
+        return self.key.decode("utf-8", "replace") if isinstance(self.key, bytes) else self.key
+
+    def dead_letter_headers(self, group: str, service: str) -> list[tuple[str, bytes]]:
+        """The original headers, untouched, then where the record came from and why it was refused."""
+        ours = {
+            "dlq-reason": self.reason,
+            "dlq-detail": self.detail,
+            "dlq-original-topic": self.topic,
+            "dlq-original-partition": str(self.partition),
+            "dlq-original-offset": str(self.offset),
+            "dlq-group": group,
+            "dlq-service": service,
+            "dlq-failed-at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        }
+        original = [(k, v) for k, v in self.headers if k not in ours]
+        return original + [(k, v.encode("utf-8")) for k, v in ours.items()]
 
 
-async def report_rejection(rejection: Rejection) -> None:
-    """Never silent: the record is skipped (its offset committed) only after this line is written."""
-    log.error(
-        "event_rejected",
-        topic=rejection.topic,
-        partition=rejection.partition,
-        offset=rejection.offset,
-        key=rejection.key,
-        reason=rejection.reason,
-        detail=rejection.detail,
-    )
+class KafkaSink:
+    """Sends dead letters with an idempotent, acks=all producer of their own (original headers stay raw bytes)."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, acks="all", enable_idempotence=True)
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+class MemorySink:
+    """Keeps dead letters in a list: for in-memory tests, where there is no broker to send them to."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, dict]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        self.sent.append((topic, key, value, {k: v.decode("utf-8", "replace") for k, v in headers}))
+
+    async def close(self) -> None:
+        return None
+
+
+class DeadLetters:
+    """Puts refused records on `<topic>.dlq` and waits for the broker, so the offset behind it is safe to commit."""
+
+    def __init__(self, bootstrap_servers: str, service: str, registry: Registry = REGISTRY) -> None:
+        self.service = service
+        self.registry = registry
+        self.sink: KafkaSink | MemorySink = KafkaSink(bootstrap_servers, f"{service}-dlq")
+
+    async def send(self, rejection: Rejection, group: str) -> None:
+        log.error(
+            "event_rejected",
+            topic=rejection.topic, partition=rejection.partition, offset=rejection.offset,
+            key=rejection.key_text, reason=rejection.reason, detail=rejection.detail,
+        )
+        try:
+            target = self.registry.named(rejection.topic).dead_letter_topic
+        except UnknownTopic:
+            return  # not a registry topic: nowhere to put it, and the log line above says what happened
+        await self.sink(target, rejection.key, rejection.value, rejection.dead_letter_headers(group, self.service))
+        log.info("event_dead_lettered", dead_letter_topic=target, reason=rejection.reason, original_offset=rejection.offset)
+
+    async def close(self) -> None:
+        await self.sink.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "LogSettings"]
+__all__ = ["KafkaSettings", "KeySettings", "LogSettings"]
 
 
 class KafkaSettings(BaseSettings):
@@ -25,3 +27,13 @@ class LogSettings(BaseSettings):
 
     level: str = Field("INFO", description="Minimum level of the worker's own and library log lines.")
     format: str = Field("auto", description="`json`, `console`, or `auto` (console on a terminal, JSON otherwise).", pattern="^(auto|json|console)$")
+
+
+class KeySettings(BaseSettings):
+    """Where a worker finds the keyring and its own signing keys, and how strict freshness is (env prefix FLEET_KEYS_)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_KEYS_", extra="ignore")
+
+    dir: Path = Field(Path(".fleet/keys"), description="Holds keyring.json and private/<signer>/<kid>.json.")
+    window_s: float = Field(300.0, description="Largest accepted gap between a record's broker timestamp and its ce_time.", gt=0)
+    reload_every_s: float = Field(2.0, description="How often workers look for keyring or key changes on disk.", gt=0)

@@ -9,9 +9,30 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
-from contracts import REGISTRY, Registry, Topic
+from contracts import REGISTRY, Registry
 
-__all__ = ["Change", "ExistingTopic", "apply_topics", "partitions_of", "plan_topics"]
+__all__ = ["Change", "ExistingTopic", "TopicSpec", "apply_topics", "desired_topics", "partitions_of", "plan_topics"]
+
+
+DEAD_LETTER_RETENTION_MS = 30 * 24 * 3600 * 1000  # long enough for an operator to look, fix and replay
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the broker should have it."""
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str]
+
+
+def desired_topics(registry: Registry = REGISTRY) -> list[TopicSpec]:
+    """Every registry topic, and beside each its dead-letter topic (same partitions, so per-key order survives there too)."""
+    specs = []
+    for topic in registry:
+        specs.append(TopicSpec(topic.name, topic.partitions, dict(topic.configs)))
+        specs.append(TopicSpec(topic.dead_letter_topic, topic.partitions, dict(topic.configs) | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}))
+    return specs
 
 
 @dataclass(frozen=True)
@@ -29,13 +50,13 @@ class Change:
     topic: str
     action: str
     detail: str
-    desired: Topic
+    desired: TopicSpec
 
     def __str__(self) -> str:
         return f"{self.topic}: {self.action} ({self.detail})" if self.detail else f"{self.topic}: {self.action}"
 
 
-def plan_topics(desired: Iterable[Topic], existing: Mapping[str, ExistingTopic]) -> list[Change]:
+def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTopic]) -> list[Change]:
     """What must change so the broker matches the registry; Kafka cannot remove partitions, so fewer is only a warning."""
     changes: list[Change] = []
     for topic in desired:
@@ -68,7 +89,8 @@ async def apply_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-topics")
     await admin.start()
     try:
-        changes = plan_topics(registry, await _existing(admin, [t.name for t in registry]))
+        desired = desired_topics(registry)
+        changes = plan_topics(desired, await _existing(admin, [t.name for t in desired]))
         if not dry_run:
             await _carry_out(admin, changes, replication_factor)
         return changes

@@ -9,8 +9,12 @@ from typing import Callable
 
 import structlog
 
+from services import SERVICES
+
 from . import kafka_local
-from .demo import publish_demo_orders, trickle_demo_orders
+from .demo import DEMO_SERVICE, publish_demo_orders, trickle_demo_orders
+from .keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from .settings import KeySettings
 from .supervisor import Supervisor
 from .topics import apply_topics
 from .watch import watch_events
@@ -29,6 +33,10 @@ async def run_fleet(
     trickle_every_s: float = 0.0,
 ) -> None:
     """Runs until SIGINT/SIGTERM, then stops the feed, the services and (if it started it) the broker."""
+    keys_dir = KeySettings().dir
+    for kid in init_keys(keys_dir, [*SERVICES, *UPSTREAM_SIGNERS]):
+        emit(f"created dev key {kid} in {keys_dir}")
+    storefront = KeyStore.for_signer(keys_dir, DEMO_SERVICE)
     started_broker = not kafka_local.status().ready
     emit(kafka_local.start())
     bootstrap = kafka_local.bootstrap_servers()
@@ -45,10 +53,10 @@ async def run_fleet(
     tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
     await asyncio.wait([tasks[0], asyncio.create_task(watching.wait())], return_when=asyncio.FIRST_COMPLETED)
     if demo_orders:
-        envelopes = await publish_demo_orders(bootstrap, demo_orders)
+        envelopes = await publish_demo_orders(bootstrap, demo_orders, storefront.signer())
         emit(f"demo: the broker has all {len(envelopes)} orders")
     if trickle_every_s:
-        tasks.append(asyncio.create_task(trickle_demo_orders(bootstrap, trickle_every_s, stop)))
+        tasks.append(asyncio.create_task(trickle_demo_orders(bootstrap, trickle_every_s, stop, storefront.signer)))
     await stop.wait()
     emit("stopping: feed, services, broker")
     for outcome in await asyncio.gather(*tasks, return_exceptions=True):

@@ -2,6 +2,7 @@
 
 
 import uuid
+from pathlib import Path
 from typing import Any
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,8 +56,18 @@ def a_decline(order: OrderPlaced | None = None, reason: str = "over_limit") -> P
     )
 
 
-def a_record(event, *, service: str = "storefront", correlation_id: str | None = None) -> Record:
-    return encode(event, source=source_of(service), correlation_id=correlation_id)
+def signer_of(signer: str = "storefront"):
+    """The current private key of one of the run's dev signers (tests/conftest.py made them)."""
+    import os
+
+    from fleet.keys import KeyStore
+
+    return KeyStore.for_signer(Path(os.environ["FLEET_KEYS_DIR"]), signer).signer()
+
+
+def a_record(event, *, service: str = "storefront", correlation_id: str | None = None, signer=None, now=None) -> Record:
+    """The signed record a publisher would send; by default signed with the storefront's dev key."""
+    return encode(event, source=source_of(service), signer=signer or signer_of(service), correlation_id=correlation_id, now=now)
 
 
 def raw_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -115,7 +126,8 @@ class Seen:
     offset: int
     key: str
     headers: dict
-    event: object
+    event: object  # None for a record of a topic outside the registry (a dead-letter topic)
+    value: bytes = b""
 
 
 async def end_offsets(bootstrap: str, topic_names) -> dict:
@@ -155,11 +167,11 @@ async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
 class TopicReader:
     """Reads what lands on topics after the moment it was created, until it has what a test waits for."""
 
-    def __init__(self, bootstrap: str, models, *, starts: dict | None = None) -> None:
+    def __init__(self, bootstrap: str, models=(), *, raw_topics=(), starts: dict | None = None) -> None:
         from contracts import REGISTRY
 
         self.bootstrap = bootstrap
-        self.topics = {REGISTRY.of(m).name: REGISTRY.of(m) for m in models}
+        self.topics = {REGISTRY.of(m).name: REGISTRY.of(m) for m in models} | {name: None for name in raw_topics}
         self.starts: dict = starts or {}
         self.seen: list[Seen] = []
 
@@ -192,7 +204,10 @@ class TopicReader:
             for records in batches.values():
                 for r in records:
                     headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
-                    self.seen.append(Seen(r.topic, r.partition, r.offset, r.key.decode(), headers, decode_value(self.topics[r.topic], r.value)))
+                    topic = self.topics[r.topic]
+                    event = decode_value(topic, r.value) if topic else None
+                    key = r.key.decode("utf-8", "replace") if r.key else ""
+                    self.seen.append(Seen(r.topic, r.partition, r.offset, key, headers, event, r.value or b""))
         return self.seen
 
     async def wait_for_keys(self, keys, per_key: int = 1, timeout_s: float = 60.0) -> list[Seen]:

@@ -21,8 +21,8 @@ log = structlog.get_logger(SERVICE)
 def create_app(settings: NotificationsSettings | None = None) -> FastStream:
     settings = settings or NotificationsSettings()
     outbox = FileOutbox(settings.outbox_path)
-    broker = create_broker(SERVICE, settings.kafka)
-    to_notification_sent = publisher_for(broker, NotificationSent, service=SERVICE)
+    broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    to_notification_sent = publisher_for(broker, NotificationSent)
 
     @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, group_id=settings.group_id)
     async def on_payment_outcome(payment: PaymentAuthorized | PaymentDeclined, envelope: Envelope = Context()) -> None:

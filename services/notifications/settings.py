@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.settings import KafkaSettings
+from fleet.settings import KafkaSettings, KeySettings
 
 __all__ = ["NotificationsSettings"]
 
@@ -18,3 +18,4 @@ class NotificationsSettings(BaseSettings):
     group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
     outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The file the notifications are appended to.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)

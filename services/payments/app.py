@@ -20,9 +20,9 @@ log = structlog.get_logger(SERVICE)
 def create_app(settings: PaymentsSettings | None = None) -> FastStream:
     settings = settings or PaymentsSettings()
     policy = settings.credit_policy()
-    broker = create_broker(SERVICE, settings.kafka)
-    to_payment_authorized = publisher_for(broker, PaymentAuthorized, service=SERVICE)
-    to_payment_declined = publisher_for(broker, PaymentDeclined, service=SERVICE)
+    broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    to_payment_authorized = publisher_for(broker, PaymentAuthorized)
+    to_payment_declined = publisher_for(broker, PaymentDeclined)
 
     @subscriber_for(broker, OrderPlaced, group_id=settings.group_id)
     async def on_order_placed(order: OrderPlaced, envelope: Envelope = Context()) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.settings import KafkaSettings
+from fleet.settings import KafkaSettings, KeySettings
 
 from .core import CreditPolicy
 
@@ -20,6 +20,7 @@ class PaymentsSettings(BaseSettings):
     customer_limits: dict[str, int] = Field(default_factory=dict, description='Per-customer limits, JSON: {"cus-1042": 500000}.')
     currencies: frozenset[str] = Field(frozenset({"EUR", "USD", "GBP"}), description='Accepted currencies, JSON: ["EUR","USD"].')
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
 
     def credit_policy(self) -> CreditPolicy:
         return CreditPolicy(self.default_limit_cents, dict(self.customer_limits), frozenset(self.currencies))

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined
+from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.demo import demo_orders
 from tests.support import TopicReader, a_record, an_order, as_raw, end_offsets, produce_raw, start_group_at_end
 
@@ -34,7 +34,8 @@ def test_an_unknown_service_is_a_clear_error():
 def test_topics_apply_is_idempotent(kafka):
     first, second = fleet("topics", "apply"), fleet("topics", "apply")
     assert first.returncode == second.returncode == 0
-    assert second.stdout.splitlines() == [f"{name}: unchanged" for name in ("orders.placed.v1", "payments.authorized.v1", "payments.declined.v1", "notifications.sent.v1")]
+    expected = [f"{name}: unchanged" for t in REGISTRY for name in (t.name, t.dead_letter_topic)]
+    assert second.stdout.splitlines() == expected
 
 
 async def test_demo_returns_once_the_broker_has_every_order(kafka):

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from contracts import REGISTRY, Envelope, EnvelopeError, InvalidPayload, decode_value, new_event_id
+from contracts import REGISTRY, Envelope, EnvelopeError, InvalidPayload, Rejected, decode_value, new_event_id
 from tests.support import a_record, an_authorization, an_order, raw_headers
 
 
@@ -99,8 +99,9 @@ def test_a_value_that_is_not_json_is_invalid():
 
 def test_a_value_over_the_topics_size_limit_is_refused_before_parsing():
     topic = REGISTRY.named("orders.placed.v1")
-    with pytest.raises(InvalidPayload, match="over the topic's limit"):
+    with pytest.raises(Rejected, match="over the topic's limit") as refused:
         decode_value(topic, b" " * (topic.max_bytes + 1))
+    assert refused.value.reason == "oversize"
 
 
 def test_a_record_without_a_value_is_invalid():

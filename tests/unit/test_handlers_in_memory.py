@@ -3,6 +3,7 @@
 from faststream.kafka import TestKafkaBroker
 
 from contracts import NotificationSent, PaymentAuthorized, PaymentDeclined
+from fleet.rejects import MemorySink
 from services.notifications import NotificationsSettings
 from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings
@@ -37,15 +38,20 @@ async def test_payments_declines_an_order_over_the_limit_on_the_declined_topic()
     assert authorized == [] and [d.event.reason for d in declined] == ["over_limit"]
 
 
-async def test_a_malformed_order_is_refused_and_the_next_valid_one_still_gets_through(caplog):
+async def test_a_refused_order_goes_to_the_dead_letter_topic_and_the_next_valid_one_still_gets_through():
     broker = create_payments(PaymentsSettings()).broker
+    broker.dead_letters.sink = dead_letters = MemorySink()
     authorized = capture(broker, PaymentAuthorized)
     async with TestKafkaBroker(broker):
         good = a_record(an_order())
-        await broker.publish(b'{"order_id": "x"}', good.topic, key=b"x", headers=good.headers)
-        await broker.publish(good.value, good.topic, key=b"y", headers={})
+        await broker.publish(good.value + b" ", good.topic, key=good.key.encode(), headers=good.headers)
+        await broker.publish(good.value, good.topic, key=good.key.encode(), headers={})
         await _send(broker, an_order(order_id="ord-after"))
     assert [a.key for a in authorized] == ["ord-after"]
+    assert [(topic, headers["dlq-reason"]) for topic, _, _, headers in dead_letters.sent] == [
+        ("orders.placed.v1.dlq", "bad_signature"),
+        ("orders.placed.v1.dlq", "missing_header"),
+    ]
 
 
 async def test_notifications_records_a_message_and_says_so(tmp_path):
@@ -54,8 +60,8 @@ async def test_notifications_records_a_message_and_says_so(tmp_path):
     sent = capture(broker, NotificationSent)
     async with TestKafkaBroker(broker):
         order = an_order()
-        await _send(broker, an_authorization(order))
-        await _send(broker, a_decline(an_order(), reason="unsupported_currency"))
+        await _send(broker, an_authorization(order), service="payments")
+        await _send(broker, a_decline(an_order(), reason="unsupported_currency"), service="payments")
     assert [s.event.template for s in sent] == ["payment_authorized", "payment_declined"]
     lines = [line["template"] for line in __import__("services.notifications.outbox", fromlist=["FileOutbox"]).FileOutbox(settings.outbox_path).read()]
     assert lines == ["payment_authorized", "payment_declined"]

@@ -34,3 +34,13 @@ def test_a_drifted_config_is_set_back_and_the_diff_is_shown():
     [change] = plan_topics([ORDERS], {ORDERS.name: _as_is(ORDERS, configs=configs)})
     assert change.action == "set_configs"
     assert "message.timestamp.type: CreateTime → LogAppendTime" in change.detail
+
+
+def test_every_topic_gets_a_dead_letter_topic_with_the_same_partitions_and_a_longer_retention():
+    from fleet.topics import desired_topics
+
+    specs = {s.name: s for s in desired_topics()}
+    for topic in REGISTRY:
+        dead = specs[topic.dead_letter_topic]
+        assert dead.partitions == topic.partitions
+        assert int(dead.configs["retention.ms"]) > topic.retention_ms
