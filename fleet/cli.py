@@ -224,6 +224,7 @@ def keys_trust(
 def keys_rotate(
     signer: str = typer.Argument(..., help="The service (or upstream signer) whose key to rotate."),
     grace_hours: float = typer.Option(24.0, "--grace-hours", help="How long the old key stays valid for verification."),
+    warmup_s: float = typer.Option(15.0, "--warmup-s", help="Seconds before the new key signs: every worker reloads the ring within 10 s."),
 ) -> None:
     """Add a new key for SIGNER; the old one stays verify-only until the grace period ends. No restarts needed."""
     from datetime import timedelta
@@ -233,7 +234,7 @@ def keys_rotate(
     from .keys import rotate_key
 
     try:
-        kid, retired = rotate_key(_keys_dir(), signer, grace=timedelta(hours=grace_hours))
+        kid, retired = rotate_key(_keys_dir(), signer, grace=timedelta(hours=grace_hours), warmup=timedelta(seconds=warmup_s))
     except KeyError_ as error:
         _fail(str(error))
     typer.echo(f"new key {kid}; verify-only for {grace_hours:g} h: {', '.join(retired)}")

@@ -1,0 +1,73 @@
+"""Keys on disk: init is idempotent, rotation warms up then retires, workers see changes without a restart."""
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from contracts import ED25519, KeyError_, Keyring, PrivateKey
+from fleet.keys import KeyStore, init_keys, keyring_path, private_dir, rotate_key, topics_signed_by, trust_key
+
+
+def test_init_gives_each_signer_one_key_trusted_for_the_topics_it_owns(tmp_path):
+    created = init_keys(tmp_path, ["payments", "storefront", "gateway"])
+    assert len(created) == 3
+    ring = Keyring.load(keyring_path(tmp_path))
+    by_owner = {k.owner: k for k in ring.keys.values()}
+    assert by_owner["payments"].topics == {"payments.authorized.v1", "payments.declined.v1"}
+    assert by_owner["storefront"].topics == by_owner["gateway"].topics == {"orders.placed.v1"}
+    assert init_keys(tmp_path, ["payments", "storefront", "gateway"]) == []
+
+
+def test_private_keys_stay_out_of_the_ring_and_are_readable_by_their_owner_only(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    [key_file] = private_dir(tmp_path, "payments").glob("*.json")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    secret = json.loads(key_file.read_text())["secret"]
+    assert secret not in keyring_path(tmp_path).read_text()
+    assert secret not in repr(PrivateKey.load(key_file))
+
+
+def test_rotation_adds_a_key_that_signs_after_the_warmup_and_keeps_the_old_one_for_verifying(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    store = KeyStore.for_signer(tmp_path, "payments", check_every_s=0)
+    old = store.signer()
+    new_kid, retired = rotate_key(tmp_path, "payments", warmup=timedelta(seconds=30), grace=timedelta(hours=2))
+    assert retired == [old.kid]
+    now = datetime.now(timezone.utc)
+    assert store.signer(now).kid == old.kid, "not yet: verifiers may not have reloaded the ring"
+    assert store.signer(now + timedelta(seconds=31)).kid == new_kid
+    ring = store.keyring()
+    assert ring.get(old.kid).valid_at(now + timedelta(hours=1)) and not ring.get(old.kid).valid_at(now + timedelta(hours=3))
+    assert ring.get(new_kid).valid_at(now + timedelta(seconds=31))
+
+
+def test_rotating_a_signer_without_keys_is_a_clear_error(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    with pytest.raises(KeyError_, match="notifications has no key to rotate"):
+        rotate_key(tmp_path, "notifications")
+
+
+def test_a_running_worker_sees_a_changed_ring_after_its_check_interval(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    store = KeyStore.for_signer(tmp_path, "payments", check_every_s=0.2)
+    before = set(store.keyring().keys)
+    stranger = PrivateKey.generate("stranger-1")
+    pem = tmp_path / "s.pem"
+    pem.write_text(stranger.public_pem())
+    trust_key(tmp_path, "stranger-1", ED25519, pem, ["orders.placed.v1"])
+    time.sleep(0.3)
+    assert set(store.keyring().keys) == before | {"stranger-1"}
+
+
+def test_trusting_a_key_for_an_unknown_topic_is_refused(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    pem = tmp_path / "s.pem"
+    pem.write_text(PrivateKey.generate("s").public_pem())
+    with pytest.raises(LookupError, match="unknown topic"):
+        trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v7"])
+
+
+def test_the_gateway_signs_what_upstream_systems_own():
+    assert topics_signed_by("gateway") == topics_signed_by("storefront") == ["orders.placed.v1"]
