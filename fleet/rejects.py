@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -99,8 +100,11 @@ class DeadLetters:
         self.service = service
         self.registry = registry
         self.sink: KafkaSink | MemorySink = KafkaSink(bootstrap_servers, f"{service}-dlq")
+        # Refused records by (topic, reason), for this process's lifetime: what the metrics endpoint will export.
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     async def send(self, rejection: Rejection, group: str) -> None:
+        self.counts[(rejection.topic, rejection.reason)] += 1
         log.error(
             "event_rejected",
             topic=rejection.topic, partition=rejection.partition, offset=rejection.offset,

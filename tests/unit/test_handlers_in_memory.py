@@ -52,6 +52,7 @@ async def test_a_refused_order_goes_to_the_dead_letter_topic_and_the_next_valid_
         ("orders.placed.v1.dlq", "bad_signature"),
         ("orders.placed.v1.dlq", "missing_header"),
     ]
+    assert broker.dead_letters.counts == {("orders.placed.v1", "bad_signature"): 1, ("orders.placed.v1", "missing_header"): 1}
 
 
 async def test_notifications_records_a_message_and_says_so(tmp_path):
