@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidPayload",
     "Record",
     "Rejected",
+    "decode_keyed_value",
     "decode_value",
     "describe_errors",
     "encode",
@@ -98,14 +100,17 @@ def _utc_text(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# RFC 3339 in UTC, as the fleet writes it: `2026-11-24T16:00:00.123456Z` (fraction optional, up to 6 digits).
+UTC_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+
 def _parse_utc(text: str) -> datetime:
+    if not UTC_TIME.match(text):
+        raise EnvelopeError(f"ce_time {text!r} is not RFC 3339 in UTC (YYYY-MM-DDTHH:MM:SS[.ffffff]Z)")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise EnvelopeError(f"ce_time {text!r} is not RFC 3339") from None
-    if moment.tzinfo is None:
-        raise EnvelopeError(f"ce_time {text!r} has no UTC offset")
-    return moment
+        raise EnvelopeError(f"ce_time {text!r} is not a valid time") from None
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,8 @@ class Envelope:
             raise EnvelopeError(f"ce_specversion is {found[H_SPECVERSION]!r}, expected {SPEC_VERSION!r}")
         if found[H_CONTENT_TYPE] != CONTENT_TYPE:
             raise EnvelopeError(f"content-type is {found[H_CONTENT_TYPE]!r}, expected {CONTENT_TYPE!r}")
+        if H_CAUSATION in found and not found[H_CAUSATION]:
+            raise EnvelopeError("ce_causationid is empty: a root event leaves the header out")
         return cls(
             id=found[H_ID],
             source=found[H_SOURCE],
@@ -186,10 +193,13 @@ class Envelope:
             dataschema=found[H_DATASCHEMA],
             subject=found[H_SUBJECT],
             correlation_id=found[H_CORRELATION],
-            causation_id=found.get(H_CAUSATION) or None,
+            causation_id=found.get(H_CAUSATION),
             keyid=found[H_KEYID],
             signature=found[H_SIGNATURE],
         )
+
+    def signed_fields(self) -> tuple[str, ...]:
+        return (self.keyid, self.id, self.type, self.source, self.time, self.correlation_id, self.causation_id or "")
 
     def signing_input(self, topic: str, key: str, value: bytes) -> bytes:
         return signing_input(
@@ -232,9 +242,16 @@ class Record:
         return [(name, text.encode("utf-8")) for name, text in self.headers.items()]
 
 
+def _refuse_line_feeds(key: str, envelope: Envelope) -> None:
+    # The signed input joins fields with "\n": a field holding one could shift content into its neighbour unseen.
+    if any("\n" in text for text in (key, *envelope.signed_fields())):
+        raise EnvelopeError("a signed field (key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid, ce_keyid) holds a line feed")
+
+
 def sign(record: Record, key: PrivateKey) -> Record:
     """The same record with `ce_keyid` and `ce_signature` from `key`; ce_time is kept (re-signing keeps it too)."""
     envelope = replace(record.envelope, keyid=key.kid, signature="")
+    _refuse_line_feeds(record.key, envelope)
     signature = key.sign(envelope.signing_input(record.topic, record.key, record.value))
     return replace(record, envelope=replace(envelope, signature=signature))
 
@@ -278,9 +295,12 @@ def verify_record(
     envelope = Envelope.from_headers(headers)
     if envelope.type != topic.type_name:
         raise Rejected(f"ce_type is {envelope.type!r}; topic {topic.name} carries only {topic.type_name!r}", "wrong_type")
+    if envelope.dataschema != topic.schema_id:
+        raise EnvelopeError(f"ce_dataschema is {envelope.dataschema!r}; topic {topic.name} has {topic.schema_id!r}")
     record_key = _key_text(key)
     if envelope.subject != record_key:
         raise EnvelopeError(f"ce_subject {envelope.subject!r} is not the record key {record_key!r}")
+    _refuse_line_feeds(record_key, envelope)
     trusted = keyring.get(envelope.keyid)
     if trusted is None:
         raise Rejected(f"unknown key id {envelope.keyid!r}", "unknown_key")
@@ -318,6 +338,14 @@ def decode_value(topic: Topic, value: bytes | None) -> Event:
         raise InvalidPayload(describe_errors(error)) from None
 
 
+def decode_keyed_value(topic: Topic, key: bytes | None, value: bytes | None) -> Event:
+    """The event in a record's value, which must also carry the record's key in the topic's key field."""
+    event = decode_value(topic, value)
+    if key is None or topic.key_of(event).encode("utf-8") != key:
+        raise Rejected(f"the record key is not the value's {topic.key_field} ({topic.key_of(event)!r})", "invalid_key")
+    return event
+
+
 def verify(
     topic_name: str,
     key: bytes | None,
@@ -331,7 +359,8 @@ def verify(
 ) -> tuple[Envelope, Event]:
     """Everything wire format v1 promises, for a consumer outside the fleet: the verified envelope and the typed event."""
     envelope = verify_record(topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s)
-    return envelope, decode_value(registry.named(topic_name), value)
+    topic = registry.named(topic_name)
+    return envelope, decode_keyed_value(topic, key, value)
 
 
 def describe_errors(error: ValidationError) -> str:

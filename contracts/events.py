@@ -16,8 +16,10 @@ __all__ = [
 ]
 
 # Field types shared by several events, each with the description and example the AsyncAPI reader sees.
-OrderId = Annotated[str, Field(description="The order's id, unique across the fleet; also the record key.", examples=["ord-7f3a9c"], min_length=1, max_length=64)]
-CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64)]
+# Printable text only: ids travel as record keys and signed headers, where a control character has no business.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+OrderId = Annotated[str, Field(description="The order's id, unique across the fleet; also the record key.", examples=["ord-7f3a9c"], min_length=1, max_length=64, pattern=PRINTABLE)]
+CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64, pattern=PRINTABLE)]
 Currency = Annotated[str, Field(description="ISO 4217 currency code of every amount in the event.", examples=["EUR"], pattern=r"^[A-Z]{3}$")]
 
 

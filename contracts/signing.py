@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ SIGNATURE_VERSION = "eventfleet-sig-v1"
 ED25519 = "ed25519"
 HMAC_SHA256 = "hmac-sha256"
 ALGORITHMS = (ED25519, HMAC_SHA256)
+BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class KeyError_(ValueError):
@@ -182,9 +184,14 @@ class TrustedKey:
         return (self.not_before is None or moment >= self.not_before) and (self.not_after is None or moment <= self.not_after)
 
     def verify(self, data: bytes, signature: str) -> bool:
+        # Exactly one text per signature: base64url, no padding, canonical trailing bits.
+        if not BASE64URL.match(signature):
+            return False
         try:
             raw = from_b64url(signature)
         except ValueError:
+            return False
+        if b64url(raw) != signature:
             return False
         if self.alg == ED25519:
             try:
@@ -266,5 +273,10 @@ class Keyring:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(path.suffix + ".partial")
-        partial.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        # A ring holding HMAC secrets is as secret as they are: readable by its owner only.
+        mode = 0o600 if any(k.alg == HMAC_SHA256 for k in self.keys.values()) else 0o644
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(self.to_json(), indent=2) + "\n")
+        os.chmod(partial, mode)
         os.replace(partial, path)

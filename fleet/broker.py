@@ -14,7 +14,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from contracts import REGISTRY, Envelope, Event, Registry, Topic, UnknownTopic, decode_value, encode, source_of
+from contracts import REGISTRY, Envelope, Event, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
 
 from .keys import KeyStore
 from .middlewares import event_context_middleware
@@ -122,7 +122,8 @@ def subscriber_for(broker: KafkaBroker, *models: type[Event], group_id: str, reg
 def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
     # Decoding to the record's topic model here means the handler receives an already validated event.
     def decode(message: Any) -> Event:
-        return decode_value(topics[message.raw_message.topic], message.body)
+        record = message.raw_message
+        return decode_keyed_value(topics[record.topic], record.key, message.body)
 
     return decode
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from services import SERVICES
+from services import HTTP_SERVICES, SERVICES
 
 from .settings import KafkaSettings, KeySettings
 
@@ -17,6 +18,9 @@ topics_app = typer.Typer(help="Topics from the registry.", no_args_is_help=True)
 kafka_app = typer.Typer(help="The local Apache Kafka broker (KRaft, single node, 127.0.0.1:9092).", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(kafka_app, name="kafka")
+from .gateway_cli import gateway_app  # noqa: E402  (a sub-app of its own, kept beside the gateway's code)
+
+app.add_typer(gateway_app, name="gateway")
 keys_app = typer.Typer(help="Signing keys and the keyring (FLEET_KEYS_DIR, default .fleet/keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -34,7 +38,7 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def run(service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}.")) -> None:
+def run(service: str = typer.Argument(..., help=f"One of: {', '.join([*SERVICES, *HTTP_SERVICES])}.")) -> None:
     """Run one replica of a service in the foreground (start more copies to scale it)."""
     from .runner import UnknownService, run_service
 
@@ -204,6 +208,8 @@ def keys_trust(
     public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM file of an Ed25519 public key."),
     secret_file: Optional[Path] = typer.Option(None, "--secret-file", help="File holding an HMAC secret (base64url)."),
     topic: List[str] = typer.Option(..., "--topic", help="A topic this key may sign (repeat for several)."),
+    not_after: Optional[datetime] = typer.Option(None, "--not-after", formats=["%Y-%m-%dT%H:%M:%S%z"], help="Last moment the key is valid, e.g. 2027-01-01T00:00:00+00:00."),
+    replace: bool = typer.Option(False, "--replace", help="Change a key id the ring already trusts."),
 ) -> None:
     """Let an external publisher in: trust its key for the named topics only."""
     from contracts import KeyError_, UnknownTopic
@@ -214,7 +220,7 @@ def keys_trust(
     if material is None:
         _fail("--public-key is needed for ed25519, --secret-file for hmac-sha256")
     try:
-        trusted = trust_key(_keys_dir(), kid, alg, material, topic)
+        trusted = trust_key(_keys_dir(), kid, alg, material, topic, not_after=not_after, replace_existing=replace)
     except (KeyError_, UnknownTopic, OSError) as error:
         _fail(str(error))
     typer.echo(f"trusted {trusted.kid} ({trusted.alg}) for {', '.join(sorted(trusted.topics))}; running workers pick it up within seconds")
@@ -224,7 +230,7 @@ def keys_trust(
 def keys_rotate(
     signer: str = typer.Argument(..., help="The service (or upstream signer) whose key to rotate."),
     grace_hours: float = typer.Option(24.0, "--grace-hours", help="How long the old key stays valid for verification."),
-    warmup_s: float = typer.Option(15.0, "--warmup-s", help="Seconds before the new key signs: every worker reloads the ring within 10 s."),
+    warmup_s: float = typer.Option(15.0, "--warmup-s", help="Seconds before the new key signs: longer than the workers' reload interval (FLEET_KEYS_RELOAD_EVERY_S, 2 s)."),
 ) -> None:
     """Add a new key for SIGNER; the old one stays verify-only until the grace period ends. No restarts needed."""
     from datetime import timedelta

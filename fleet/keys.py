@@ -91,8 +91,10 @@ def rotate_key(keys_dir: Path, signer: str, *, grace: timedelta = timedelta(days
 
 
 def trust_key(keys_dir: Path, kid: str, alg: str, material_file: Path, topics: list[str], *, owner: str = "",
-              not_after: datetime | None = None, registry: Registry = REGISTRY) -> TrustedKey:
+              not_after: datetime | None = None, replace_existing: bool = False, registry: Registry = REGISTRY) -> TrustedKey:
     """Lets an external publisher in: its public key (PEM) or HMAC secret file, for the named topics only."""
+    if not replace_existing and _load_ring(keys_dir).get(kid) is not None:
+        raise KeyError_(f"the keyring already trusts a key {kid!r}; pass replace to change it")
     for topic in topics:
         registry.named(topic)  # an unknown topic is an error, not a silent no-op
     text = Path(material_file).read_text().strip()

@@ -6,9 +6,7 @@ import asyncio
 import importlib
 from types import ModuleType
 
-from faststream import FastStream
-
-from services import SERVICES
+from services import HTTP_SERVICES, SERVICES
 
 from .logging import configure_logging
 
@@ -20,14 +18,19 @@ class UnknownService(LookupError):
 
 
 def load_service(name: str) -> ModuleType:
-    if name not in SERVICES:
-        raise UnknownService(f"unknown service {name!r}; the fleet has: {', '.join(SERVICES)}")
+    if name not in SERVICES + HTTP_SERVICES:
+        raise UnknownService(
+            f"unknown service {name!r}; the fleet has the workers {', '.join(SERVICES)} and the HTTP services {', '.join(HTTP_SERVICES)}"
+        )
     return importlib.import_module(f"services.{name}.app")
 
 
 def run_service(name: str) -> None:
-    """Replicas need no code change: every copy joins the service's consumer group and shares its partitions."""
+    """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
     module = load_service(name)
     configure_logging(name)
-    app: FastStream = module.create_app()
+    if name in HTTP_SERVICES:
+        module.serve()  # uvicorn, on the host and port of the service's settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+        return
+    app = module.create_app()
     asyncio.run(app.run())

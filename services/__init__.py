@@ -1,5 +1,8 @@
-"""The fleet's services: each folder is one worker with a pure core, a FastStream shell and its settings."""
+"""The fleet's services: each folder is one service with a pure core, a thin shell (FastStream or FastAPI) and its settings."""
 
+# Kafka workers: each is a consumer group, and `fleet up` runs them.
 SERVICES = ("payments", "notifications")
+# HTTP services: `fleet run` serves them with uvicorn; they consume nothing, so they are not part of `fleet up`.
+HTTP_SERVICES = ("gateway",)
 
-__all__ = ["SERVICES"]
+__all__ = ["HTTP_SERVICES", "SERVICES"]

@@ -71,3 +71,25 @@ def test_trusting_a_key_for_an_unknown_topic_is_refused(tmp_path):
 
 def test_the_gateway_signs_what_upstream_systems_own():
     assert topics_signed_by("gateway") == topics_signed_by("storefront") == ["orders.placed.v1"]
+
+
+def test_trusting_a_key_id_the_ring_already_has_needs_an_explicit_replace(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    pem = tmp_path / "s.pem"
+    pem.write_text(PrivateKey.generate("s").public_pem())
+    trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1"])
+    with pytest.raises(KeyError_, match="already trusts a key 's'"):
+        trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1", "payments.declined.v1"])
+    trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1", "payments.declined.v1"], replace_existing=True)
+    assert Keyring.load(keyring_path(tmp_path)).get("s").topics == {"orders.placed.v1", "payments.declined.v1"}
+
+
+def test_a_ring_holding_hmac_secrets_is_readable_by_its_owner_only(tmp_path):
+    from contracts import HMAC_SHA256
+
+    init_keys(tmp_path, ["payments"])
+    assert keyring_path(tmp_path).stat().st_mode & 0o777 == 0o644
+    secret = tmp_path / "secret"
+    secret.write_text(PrivateKey.generate("p", HMAC_SHA256).to_json()["secret"])
+    trust_key(tmp_path, "p", HMAC_SHA256, secret, ["orders.placed.v1"])
+    assert keyring_path(tmp_path).stat().st_mode & 0o777 == 0o600
