@@ -121,7 +121,7 @@ def free_port() -> int:
 SERVE_COMMANDS = {
     "fleet run gateway": lambda port: ["-m", "fleet", "run", "gateway"],
     # `fleet gateway serve` once fleet/cli.py registers the sub-command; the same Typer app, called directly meanwhile.
-    "gateway serve": lambda port: ["-c", "from fleet.gateway_cli import gateway_app; gateway_app()", "serve", "--port", str(port)],
+    "gateway serve": lambda port: ["-m", "fleet", "gateway", "serve", "--port", str(port)],
 }
 
 
