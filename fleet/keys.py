@@ -14,6 +14,7 @@ from contracts.signing import ED25519, Keyring, KeyError_, PrivateKey, TrustedKe
 
 __all__ = [
     "KeyStore",
+    "REPLAY_SIGNER",
     "UPSTREAM_SIGNERS",
     "init_keys",
     "keyring_path",
@@ -23,9 +24,11 @@ __all__ = [
     "trust_key",
 ]
 
-# Signers outside the services: the storefront (and `fleet demo`) and the HTTP gateway publish upstream topics.
-UPSTREAM_SIGNERS = ("storefront", "gateway")
+# Signers outside the services: the storefront (and `fleet demo`) and the HTTP gateway publish upstream topics;
+# `replay` is the operators' key for `fleet dlq replay`, which puts dead letters back on their original topics.
+UPSTREAM_SIGNERS = ("storefront", "gateway", "replay")
 UPSTREAM_OWNER = "storefront"
+REPLAY_SIGNER = "replay"
 
 
 def keyring_path(keys_dir: Path) -> Path:
@@ -37,7 +40,9 @@ def private_dir(keys_dir: Path, signer: str) -> Path:
 
 
 def topics_signed_by(signer: str, registry: Registry = REGISTRY) -> list[str]:
-    """A service signs the topics it owns; the gateway signs what upstream systems own."""
+    """A service signs the topics it owns; the gateway signs what upstream systems own; `replay` may sign every topic."""
+    if signer == REPLAY_SIGNER:
+        return [t.name for t in registry]
     owner = UPSTREAM_OWNER if signer == "gateway" else signer
     return [t.name for t in registry.owned_by(owner)]
 
