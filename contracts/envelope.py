@@ -289,7 +289,8 @@ def verify_record(
     Order: size, headers (each exactly once), type, key, key id, topic allowed, validity, signature, freshness.
     The value's model is checked by `decode_value` afterwards.
     """
-    topic = registry.named(topic_name)
+    # A retry topic carries its topic's events: the same type and model, signed for the name they travel on.
+    topic = registry.resolve(topic_name)
     if value is not None and len(value) > topic.max_bytes:
         raise Rejected(f"value is {len(value)} bytes, over the topic's limit of {topic.max_bytes}", "oversize")
     envelope = Envelope.from_headers(headers)
@@ -304,12 +305,12 @@ def verify_record(
     trusted = keyring.get(envelope.keyid)
     if trusted is None:
         raise Rejected(f"unknown key id {envelope.keyid!r}", "unknown_key")
-    if not trusted.may_sign(topic.name):
-        raise Rejected(f"key {trusted.kid} may not sign {topic.name}", "key_not_allowed")
+    if not trusted.may_sign(topic_name):
+        raise Rejected(f"key {trusted.kid} may not sign {topic_name}", "key_not_allowed")
     signed_at = _parse_utc(envelope.time)
     if not trusted.valid_at(signed_at):
         raise Rejected(f"key {trusted.kid} is not valid at {envelope.time}", "key_expired")
-    if not trusted.verify(envelope.signing_input(topic.name, record_key, value or b""), envelope.signature):
+    if not trusted.verify(envelope.signing_input(topic_name, record_key, value or b""), envelope.signature):
         raise Rejected(f"signature does not match (key {trusted.kid})", "bad_signature")
     drift = abs(timestamp_ms / 1000 - signed_at.timestamp())
     if drift > window_s:
@@ -359,7 +360,7 @@ def verify(
 ) -> tuple[Envelope, Event]:
     """Everything wire format v1 promises, for a consumer outside the fleet: the verified envelope and the typed event."""
     envelope = verify_record(topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s)
-    topic = registry.named(topic_name)
+    topic = registry.resolve(topic_name)
     return envelope, decode_keyed_value(topic, key, value)
 
 

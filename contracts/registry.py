@@ -10,6 +10,7 @@ from .events import Event, NotificationSent, OrderPlaced, PaymentAuthorized, Pay
 
 __all__ = [
     "REGISTRY",
+    "RETRY_TIERS",
     "Registry",
     "RegistryError",
     "Topic",
@@ -18,6 +19,8 @@ __all__ = [
 ]
 
 TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.v[1-9][0-9]*$")
+RETRY_TIERS = 3  # retry topics per topic: each consumer group picks its delays (for example 1 s, 10 s, 60 s)
+DERIVED_NAME = re.compile(r"^(?P<base>.+?)\.(?:retry\.(?P<tier>[1-9][0-9]*)|dlq)$")
 TYPE_PREFIX = "dev.eventfleet."
 SCHEMA_ID_PREFIX = "urn:eventfleet:schema:"
 
@@ -43,6 +46,7 @@ class Topic:
     key_field: str
     owner: str
     description: str
+    consumers: tuple[str, ...] = ()
     partitions: int = 6
     max_bytes: int = 16 * 1024
     retention_ms: int = 7 * 24 * 3600 * 1000
@@ -71,6 +75,16 @@ class Topic:
         """Where consumers put this topic's records that they refuse, with the reason in headers."""
         return f"{self.name}.dlq"
 
+    def retry_topic(self, tier: int) -> str:
+        """Where a consumer puts a record whose handler failed transiently, for attempt `tier` + 1 after a delay."""
+        if not 1 <= tier <= RETRY_TIERS:
+            raise ValueError(f"retry tier {tier} is outside 1..{RETRY_TIERS}")
+        return f"{self.name}.retry.{tier}"
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        return tuple(self.retry_topic(tier) for tier in range(1, RETRY_TIERS + 1))
+
     def key_of(self, event: Event) -> str:
         """The record key of an event on this topic: the registry's key field, as text."""
         return str(getattr(event, self.key_field))
@@ -97,6 +111,20 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._by_name))
             raise UnknownTopic(f"unknown topic {name!r}; the registry has: {known}") from None
+
+    def resolve(self, name: str) -> Topic:
+        """The registry topic behind a name: the topic itself, one of its retry topics, or its dead-letter topic."""
+        if name in self._by_name:
+            return self._by_name[name]
+        derived = DERIVED_NAME.match(name)
+        if derived and derived["base"] in self._by_name:
+            topic = self._by_name[derived["base"]]
+            if derived["tier"] is None or int(derived["tier"]) <= RETRY_TIERS:
+                return topic
+        return self.named(name)  # raises UnknownTopic with the list of known names
+
+    def consumed_by(self, service: str) -> tuple[Topic, ...]:
+        return tuple(t for t in self.topics if service in t.consumers)
 
     def of(self, event_or_model: Event | type[Event]) -> Topic:
         model = event_or_model if isinstance(event_or_model, type) else type(event_or_model)
@@ -130,6 +158,7 @@ REGISTRY = Registry(
             model=OrderPlaced,
             key_field="order_id",
             owner="storefront",
+            consumers=("payments",),
             description="Orders placed by customers; published by the storefront (an upstream system) and by `fleet demo`.",
         ),
         Topic(
@@ -137,6 +166,7 @@ REGISTRY = Registry(
             model=PaymentAuthorized,
             key_field="order_id",
             owner="payments",
+            consumers=("notifications",),
             description="Payments authorized for orders.",
         ),
         Topic(
@@ -144,6 +174,7 @@ REGISTRY = Registry(
             model=PaymentDeclined,
             key_field="order_id",
             owner="payments",
+            consumers=("notifications",),
             description="Payments declined for orders, with the reason.",
         ),
         Topic(

@@ -44,7 +44,9 @@ def topics_signed_by(signer: str, registry: Registry = REGISTRY) -> list[str]:
     if signer == REPLAY_SIGNER:
         return [t.name for t in registry]
     owner = UPSTREAM_OWNER if signer == "gateway" else signer
-    return [t.name for t in registry.owned_by(owner)]
+    # A consumer re-signs the records it sends to retry, on the retry topics of what it consumes and nowhere else.
+    retries = [name for t in registry.consumed_by(signer) for name in t.retry_topics]
+    return [t.name for t in registry.owned_by(owner)] + retries
 
 
 def _now() -> datetime:
@@ -63,8 +65,13 @@ def _load_ring(keys_dir: Path) -> Keyring:
 
 
 def init_keys(keys_dir: Path, signers: Iterable[str], *, registry: Registry = REGISTRY) -> list[str]:
-    """Creates an Ed25519 key for every signer that has none yet, and trusts it in the ring; idempotent."""
+    """Creates an Ed25519 key for every signer that has none yet and trusts it in the ring; idempotent.
+
+    The topics of the signers' existing keys are brought in line with the registry too, so a new topic or consumer
+    needs no manual trust step.
+    """
     ring, created = _load_ring(keys_dir), []
+    signers = list(signers)
     for signer in signers:
         folder = private_dir(keys_dir, signer)
         if folder.exists() and any(folder.glob("*.json")):
@@ -74,6 +81,9 @@ def init_keys(keys_dir: Path, signers: Iterable[str], *, registry: Registry = RE
         key.save(folder / f"{key.kid}.json")
         ring = ring.with_key(key.public(topics_signed_by(signer, registry), owner=signer))
         created.append(key.kid)
+    for key in list(ring.keys.values()):
+        if key.owner in signers:
+            ring = ring.with_key(replace(key, topics=frozenset(topics_signed_by(key.owner, registry))))
     ring.save(keyring_path(keys_dir))
     return created
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts import ED25519, KeyError_, Keyring, PrivateKey
+from contracts import ED25519, REGISTRY, KeyError_, Keyring, PrivateKey
 from fleet.keys import KeyStore, init_keys, keyring_path, private_dir, rotate_key, topics_signed_by, trust_key
 
 
@@ -15,7 +15,7 @@ def test_init_gives_each_signer_one_key_trusted_for_the_topics_it_owns(tmp_path)
     assert len(created) == 3
     ring = Keyring.load(keyring_path(tmp_path))
     by_owner = {k.owner: k for k in ring.keys.values()}
-    assert by_owner["payments"].topics == {"payments.authorized.v1", "payments.declined.v1"}
+    assert by_owner["payments"].topics == {"payments.authorized.v1", "payments.declined.v1", *REGISTRY.named("orders.placed.v1").retry_topics}
     assert by_owner["storefront"].topics == by_owner["gateway"].topics == {"orders.placed.v1"}
     assert init_keys(tmp_path, ["payments", "storefront", "gateway"]) == []
 
@@ -93,3 +93,20 @@ def test_a_ring_holding_hmac_secrets_is_readable_by_its_owner_only(tmp_path):
     secret.write_text(PrivateKey.generate("p", HMAC_SHA256).to_json()["secret"])
     trust_key(tmp_path, "p", HMAC_SHA256, secret, ["orders.placed.v1"])
     assert keyring_path(tmp_path).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_consumer_may_sign_the_retry_topics_of_what_it_consumes_and_nothing_else_of_them():
+    assert set(topics_signed_by("notifications")) == {
+        "notifications.sent.v1", *REGISTRY.named("payments.authorized.v1").retry_topics, *REGISTRY.named("payments.declined.v1").retry_topics,
+    }
+
+
+def test_init_brings_the_topics_of_existing_keys_in_line_with_the_registry(tmp_path):
+    from dataclasses import replace
+
+    init_keys(tmp_path, ["payments"])
+    ring = Keyring.load(keyring_path(tmp_path))
+    [key] = ring.keys.values()
+    ring.with_key(replace(key, topics=frozenset({"payments.authorized.v1"}))).save(keyring_path(tmp_path))
+    init_keys(tmp_path, ["payments"])
+    assert Keyring.load(keyring_path(tmp_path)).get(key.kid).topics == set(topics_signed_by("payments"))

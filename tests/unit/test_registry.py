@@ -78,3 +78,21 @@ def test_no_code_outside_the_registry_spells_a_topic_name():
         if path.name != "registry.py" and any(f'"{n}"' in path.read_text() or f"'{n}'" in path.read_text() for n in names)
     ]
     assert offenders == []
+
+
+def test_retry_and_dead_letter_topics_resolve_to_the_topic_they_serve():
+    orders = REGISTRY.named("orders.placed.v1")
+    assert orders.retry_topics == ("orders.placed.v1.retry.1", "orders.placed.v1.retry.2", "orders.placed.v1.retry.3")
+    for name in (*orders.retry_topics, orders.dead_letter_topic, orders.name):
+        assert REGISTRY.resolve(name) is orders
+
+
+@pytest.mark.parametrize("name", ["orders.placed.v1.retry.4", "orders.placed.v1.retry.0", "orders.placed.v2.dlq", "orders.placed.v1.x"])
+def test_a_name_that_is_not_derived_from_a_registry_topic_does_not_resolve(name):
+    with pytest.raises(UnknownTopic):
+        REGISTRY.resolve(name)
+
+
+def test_each_topic_names_the_services_that_consume_it():
+    assert [t.name for t in REGISTRY.consumed_by("notifications")] == ["payments.authorized.v1", "payments.declined.v1"]
+    assert [t.name for t in REGISTRY.consumed_by("payments")] == ["orders.placed.v1"]
