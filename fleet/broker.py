@@ -17,8 +17,9 @@ from faststream.specification import AsyncAPI
 from contracts import REGISTRY, Envelope, Event, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
 
 from .keys import KeyStore
-from .middlewares import event_context_middleware
+from .middlewares import WorkerState, event_context_middleware
 from .rejects import DeadLetters
+from .retries import DEFAULT_DELAYS_S, RetryPolicy
 from .settings import KafkaSettings, KeySettings
 
 __all__ = [
@@ -48,12 +49,15 @@ class FleetBroker(KafkaBroker):
     keys: KeyStore
     dead_letters: DeadLetters
     registry: Registry
+    retry_policies: dict  # id(subscriber) → RetryPolicy
+    state: WorkerState
 
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
         await super().start()
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
+        self.state.stopping = True  # handlers waiting for a retry's due time give up at once
         await super().stop(*args, **kwargs)
         await self.dead_letters.close()
 
@@ -69,6 +73,8 @@ def create_broker(
     kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
     dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
+    policies: dict = {}
+    state = WorkerState()
     broker = FleetBroker(
         kafka.bootstrap_servers,
         client_id=service,
@@ -78,13 +84,14 @@ def create_broker(
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
-        middlewares=(event_context_middleware(key_store, dead_letters, registry=registry, window_s=keys.window_s),),
+        middlewares=(event_context_middleware(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s),),
         logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
     broker.service, broker.keys, broker.dead_letters, broker.registry = service, key_store, dead_letters, registry
+    broker.retry_policies, broker.state = policies, state
     return broker
 
 
@@ -96,27 +103,53 @@ def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStrea
     return FastStream(broker, specification=spec, logger=logging.getLogger(f"eventfleet.{service}"))
 
 
-def subscriber_for(broker: KafkaBroker, *models: type[Event], group_id: str, registry: Registry = REGISTRY, **options: Any) -> Callable:
-    """Subscribes a handler to the registry topics of `models`, in the service's own consumer group.
+def subscriber_for(
+    broker: FleetBroker,
+    *models: type[Event],
+    group_id: str,
+    retry_delays_s: tuple[float, ...] = DEFAULT_DELAYS_S,
+    handler_timeout_s: float = 30.0,
+    registry: Registry = REGISTRY,
+    **options: Any,
+) -> Callable:
+    """Subscribes a handler to the registry topics of `models`, in the service's own consumer group, and to their retry
+    topics (one subscriber per delay, each in a group of its own, so waiting for a due retry never holds up new records).
 
     Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
     costs one rebalance, not one per topic.
     """
     topics = [registry.of(model) for model in models]
-    return broker.subscriber(
-        *(topic.name for topic in topics),
-        group_id=group_id,
-        # A new group reads the topic's history; an existing group resumes at its committed offset.
-        auto_offset_reset="earliest",
-        # Commit after the handler; refused records were dead-lettered first (retries come with the delivery issue).
-        ack_policy=AckPolicy.ACK,
-        # Never let a sender's `reply_to` header make us publish to a topic it names.
-        no_reply=True,
-        decoder=_decoder_for({topic.name: topic for topic in topics}),
-        title=f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}",
-        description=" ".join(topic.description for topic in topics),
-        **options,
-    )
+    decoder = _decoder_for({name: topic for topic in topics for name in (topic.name, *topic.retry_topics)})
+    name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
+
+    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str):
+        subscriber = broker.subscriber(
+            *names,
+            group_id=group,
+            # A new group reads the topic's history; an existing group resumes at its committed offset.
+            auto_offset_reset="earliest",
+            # The middleware makes every outcome durable first; an error that escapes it means "not durable":
+            # seek back and redeliver rather than commit past the record.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            # Never let a sender's `reply_to` header make us publish to a topic it names.
+            no_reply=True,
+            decoder=decoder,
+            title=title,
+            description=" ".join(topic.description for topic in topics),
+            **options,
+        )
+        broker.retry_policies[id(subscriber)] = policy
+        return subscriber
+
+    def register(handler: Callable) -> Callable:
+        main = subscribe([t.name for t in topics], group_id, RetryPolicy(group_id, retry_delays_s, handler_timeout_s), name)
+        wrapped = main(handler)
+        for tier in range(1, len(retry_delays_s) + 1):
+            policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
+            subscribe([t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")(handler)
+        return wrapped
+
+    return register
 
 
 def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
@@ -135,7 +168,7 @@ def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY)
         expected = set()
         for name in names:
             try:
-                expected.add(registry.named(name).model)
+                expected.add(registry.resolve(name).model)
             except UnknownTopic as error:
                 raise ContractViolation(str(error)) from None
         for call in subscriber.calls:

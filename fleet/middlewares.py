@@ -1,8 +1,11 @@
-"""Consume middleware: verifies each record before anything trusts it, binds its context once, writes one line per event."""
+"""Consume middleware: verifies each record before anything trusts it, binds its context once, writes one line per event,
+and makes every outcome durable (handled, retried later, or dead-lettered) before its offset may be committed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import structlog
@@ -10,70 +13,125 @@ from faststream import BaseMiddleware
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, verify_record
 
+from .errors import PermanentError
 from .keys import KeyStore
 from .rejects import DeadLetters, Rejection
+from .retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
 
-__all__ = ["EventContextMiddleware", "event_context_middleware"]
+__all__ = ["EventContextMiddleware", "WorkerState", "event_context_middleware"]
 
 log = structlog.get_logger("fleet.events")
+ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be reached: wait, then redeliver
 
 
 class EventContextMiddleware(BaseMiddleware):
-    """Per record: verify (raw bytes, before FastStream parses anything), then context bound once (contextvars),
-    then one `event_handled` or `event_failed` line. A refused record goes to its dead-letter topic, then is committed."""
+    """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is due;
+    then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
+
+    Only an outcome that is durable lets the record be committed. If the retry or dead-letter topic cannot be reached,
+    the error goes up and the subscriber seeks back (NACK_ON_ERROR): the record is redelivered, never skipped."""
 
     registry: Registry = REGISTRY
     keys: KeyStore
     dead_letters: DeadLetters
+    policies: dict
+    state: "WorkerState"
     window_s: float = 300.0
 
     async def on_receive(self) -> None:
         record = self.msg
         self.envelope: Envelope | None = None
         self.rejection: Rejection | None = None
+        self.foreign = False
+        policy = self._policy()
+        if policy.tier and dict(record.headers or ()).get("retry-group", b"") != policy.group.encode():
+            self.foreign = True  # another consumer group's retry: not ours to judge or handle
+            return
         try:
             self.envelope = verify_record(
                 record.topic, record.key, record.value, record.headers or (), record.timestamp,
                 self.keys.keyring(), registry=self.registry, window_s=self.window_s,
             )
         except Rejected as refused:
-            await self._reject(Rejection.of(record, refused.reason, refused.detail))
+            await self._dead_letter(Rejection.of(record, refused.reason, refused.detail))
 
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
         if self.envelope is None:
-            return None  # refused in on_receive: dead-lettered there, committed by the acknowledgement that follows
-        record, envelope = self.msg, self.envelope
-        started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(**_event_context(record, envelope)), self.context.scope("envelope", envelope):
+            return None  # refused in on_receive and dead-lettered there, or another group's retry: committed next
+        record, envelope, policy = self.msg, self.envelope, self._policy()
+        headers = record.headers or ()
+        with structlog.contextvars.bound_contextvars(**_event_context(record, envelope, policy)), self.context.scope("envelope", envelope):
+            if policy.tier:
+                await self._wait_until_due(due_ms(headers))
+            started = time.perf_counter()
             try:
-                result = await call_next(msg)
+                result = await asyncio.wait_for(call_next(msg), policy.handler_timeout_s)
             except Rejected as refused:  # the value failed its model: decoded inside call_next
-                await self._reject(Rejection.of(record, refused.reason, refused.detail))
+                await self._dead_letter(Rejection.of(record, refused.reason, refused.detail))
                 return None
-            except Exception as error:
-                log.error("event_failed", error_class=type(error).__name__, reason=_one_line(error), duration_ms=_ms_since(started))
-                raise
+            except Exception as error:  # includes TransientError, PermanentError and the time limit
+                await self._after_failure(error, policy, started)
+                return None
             log.info("event_handled", duration_ms=_ms_since(started))
             return result
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
         # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
-        return bool(exc_val is not None and self.rejection is not None)
+        return bool(exc_val is not None and (self.rejection is not None or self.foreign))
 
-    async def _reject(self, rejection: Rejection) -> None:
-        self.rejection = rejection
+    def _policy(self) -> RetryPolicy:
         subscriber = self.context.get("handler_")
-        await self.dead_letters.send(rejection, group=getattr(subscriber, "group_id", "") or "")
+        return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
+
+    async def _wait_until_due(self, due: int) -> None:
+        """Sleeps in short steps, so a stopping worker abandons the wait at once (the record is then redelivered)."""
+        while (left := due - now_ms()) > 0:
+            if self.state.stopping:
+                raise asyncio.CancelledError("worker stopping; the retry is redelivered")
+            await asyncio.sleep(min(left / 1000, 0.2))
+
+    async def _after_failure(self, error: Exception, policy: RetryPolicy, started: float) -> None:
+        record = self.msg
+        attempts = attempt_of(record.headers or ())
+        now = datetime.now(timezone.utc)
+        failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
+                                  origin=(record.topic, record.partition, record.offset), now=now)
+        step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
+        log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
+                    next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
+        try:
+            if isinstance(step, DeadLetter):
+                await self._dead_letter(Rejection.of(record, step.reason, one_line(error), failure))
+            else:
+                topic = self.registry.resolve(record.topic)
+                retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, self.envelope,
+                                            record.headers or (), failure, step.due_ms, self.keys.signer(), now)
+                await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
+                log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
+        except Exception as routing_error:
+            log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
+            await asyncio.sleep(ROUTING_BACKOFF_S)
+            raise
+
+    async def _dead_letter(self, rejection: Rejection) -> None:
+        self.rejection = rejection
+        await self.dead_letters.send(rejection, group=self._policy().group)
 
 
-def event_context_middleware(keys: KeyStore, dead_letters: DeadLetters, *, registry: Registry = REGISTRY,
-                             window_s: float = 300.0) -> type[EventContextMiddleware]:
-    """The middleware class bound to one worker's keys and dead-letter publisher (FastStream makes one object per record)."""
-    attributes = {"registry": registry, "keys": keys, "dead_letters": dead_letters, "window_s": window_s}
+class WorkerState:
+    """What every record's middleware of one worker shares: whether the worker is stopping."""
+
+    stopping = False
+
+
+def event_context_middleware(keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
+                             registry: Registry = REGISTRY, window_s: float = 300.0) -> type[EventContextMiddleware]:
+    """The middleware class bound to one worker's keys, dead letters and retry policies (FastStream makes one object per record)."""
+    attributes = {"registry": registry, "keys": keys, "dead_letters": dead_letters, "policies": policies, "state": state, "window_s": window_s}
     return type("EventContextMiddleware", (EventContextMiddleware,), attributes)
 
 
-def _event_context(record: Any, envelope: Envelope) -> dict[str, Any]:
+def _event_context(record: Any, envelope: Envelope, policy: RetryPolicy) -> dict[str, Any]:
     return {
         "topic": record.topic,
         "partition": record.partition,
@@ -82,12 +140,9 @@ def _event_context(record: Any, envelope: Envelope) -> dict[str, Any]:
         "event_type": envelope.type,
         "correlation_id": envelope.correlation_id,
         "causation_id": envelope.causation_id,
+        "attempt": attempt_of(record.headers or ()) + 1,
     }
 
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _one_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]

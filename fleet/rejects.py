@@ -34,10 +34,12 @@ class Rejection:
     headers: tuple
     reason: str
     detail: str
+    failures: tuple[tuple[str, str], ...] = ()  # retry-* headers: attempts, first and last failure, error class
 
     @classmethod
-    def of(cls, record: Any, reason: str, detail: str) -> Rejection:
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()), reason, detail[:500])
+    def of(cls, record: Any, reason: str, detail: str, failures: dict[str, str] | None = None) -> Rejection:
+        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()),
+                   reason, detail[:500], tuple((failures or {}).items()))
 
     @property
     def key_text(self) -> str | None:
@@ -55,6 +57,12 @@ class Rejection:
             "dlq-service": service,
             "dlq-failed-at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
         }
+        failures = dict(self.failures)
+        # A record that failed on a retry topic is dead-lettered as the record of the topic it first came from.
+        for origin in ("topic", "partition", "offset"):
+            if f"retry-original-{origin}" in failures:
+                ours[f"dlq-original-{origin}"] = failures[f"retry-original-{origin}"]
+        ours |= failures
         original = [(k, v) for k, v in self.headers if k not in ours]
         return original + [(k, v.encode("utf-8")) for k, v in ours.items()]
 
@@ -111,11 +119,16 @@ class DeadLetters:
             key=rejection.key_text, reason=rejection.reason, detail=rejection.detail,
         )
         try:
-            target = self.registry.named(rejection.topic).dead_letter_topic
+            # A record failing on a retry topic goes to the dead-letter topic of the topic it came from.
+            target = self.registry.resolve(rejection.topic).dead_letter_topic
         except UnknownTopic:
             return  # not a registry topic: nowhere to put it, and the log line above says what happened
         await self.sink(target, rejection.key, rejection.value, rejection.dead_letter_headers(group, self.service))
         log.info("event_dead_lettered", dead_letter_topic=target, reason=rejection.reason, original_offset=rejection.offset)
+
+    async def retry(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Puts a record on a retry topic and waits for the broker, like a dead letter."""
+        await self.sink(topic, key, value, headers)
 
     async def close(self) -> None:
         await self.sink.close()

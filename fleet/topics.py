@@ -27,10 +27,12 @@ class TopicSpec:
 
 
 def desired_topics(registry: Registry = REGISTRY) -> list[TopicSpec]:
-    """Every registry topic, and beside each its dead-letter topic (same partitions, so per-key order survives there too)."""
+    """Every registry topic, and beside each its retry topics and its dead-letter topic (same partitions, so per-key
+    order survives there too)."""
     specs = []
     for topic in registry:
         specs.append(TopicSpec(topic.name, topic.partitions, dict(topic.configs)))
+        specs.extend(TopicSpec(name, topic.partitions, dict(topic.configs)) for name in topic.retry_topics)
         specs.append(TopicSpec(topic.dead_letter_topic, topic.partitions, dict(topic.configs) | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}))
     return specs
 

@@ -148,13 +148,20 @@ async def end_offsets(bootstrap: str, topic_names) -> dict:
 
 async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
     """A new consumer group whose committed offsets are the topics' current ends, so a service started in it
-    handles only what the test publishes, not the topics' whole history."""
+    handles only what the test publishes, not the topics' whole history; its retry groups likewise."""
+    from contracts import REGISTRY
+
+    topics = [REGISTRY.of(m) for m in models]
+    await _commit_ends(bootstrap, group_id, [t.name for t in topics])
+    for tier in range(1, 4):
+        await _commit_ends(bootstrap, f"{group_id}.retry.{tier}", [t.retry_topic(tier) for t in topics])
+
+
+async def _commit_ends(bootstrap: str, group_id: str, names: list[str]) -> None:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import OffsetAndMetadata
 
-    from contracts import REGISTRY
-
-    ends = await end_offsets(bootstrap, [REGISTRY.of(m).name for m in models])
+    ends = await end_offsets(bootstrap, names)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -226,14 +233,14 @@ class TopicReader:
 
 
 async def produce_raw(bootstrap: str, records) -> None:
-    """Publishes (topic, key, value, headers) tuples with a plain aiokafka producer: no eventfleet code on the way."""
+    """Publishes (topic, key, value, headers[, partition]) tuples with a plain aiokafka producer: no eventfleet code on the way."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        for topic, key, value, headers in records:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        for topic, key, value, headers, *partition in records:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=partition[0] if partition else None)
     finally:
         await producer.stop()
 

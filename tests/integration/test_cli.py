@@ -34,7 +34,7 @@ def test_an_unknown_service_is_a_clear_error():
 def test_topics_apply_is_idempotent(kafka):
     first, second = fleet("topics", "apply"), fleet("topics", "apply")
     assert first.returncode == second.returncode == 0
-    expected = [f"{name}: unchanged" for t in REGISTRY for name in (t.name, t.dead_letter_topic)]
+    expected = [f"{name}: unchanged" for t in REGISTRY for name in (t.name, *t.retry_topics, t.dead_letter_topic)]
     assert second.stdout.splitlines() == expected
 
 

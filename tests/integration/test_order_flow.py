@@ -81,9 +81,12 @@ async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_or
     await start_group_at_end(kafka, group_id, [OrderPlaced])
     first, second = _payments(kafka, group_id), _payments(kafka, group_id)
     orders = [an_order_costing(1_000) for _ in range(60)]
+    def orders_partitions(running, app):
+        return {p for p in running.assignments(app) if p[0] == "orders.placed.v1"}
+
     async with RunningApps(first, second) as running, TopicReader(kafka, [PaymentAuthorized]) as reader:
-        await reader.wait_for(lambda _: running.assignments(first) and running.assignments(second), timeout_s=60)
-        owned_by_first, owned_by_second = running.assignments(first), running.assignments(second)
+        await reader.wait_for(lambda _: orders_partitions(running, first) and orders_partitions(running, second), timeout_s=60)
+        owned_by_first, owned_by_second = orders_partitions(running, first), orders_partitions(running, second)
         await produce_raw(kafka, [as_raw(a_record(o)) for o in orders])
         seen = await reader.wait_for_keys([o.order_id for o in orders])
     assert owned_by_first and owned_by_second and not owned_by_first & owned_by_second
