@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration kafka kafka-stop kafka-logs topics demo clean
+.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs topics demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,14 +22,21 @@ install: $(INSTALLED) ## Create .venv and install the project with its test tool
 run: install kafka ## Start the broker, the topics, the fleet and a demo feed; Ctrl-C stops it all
 	$(FLEET) up --demo
 
-test: install kafka ## The whole suite: unit tests and integration tests on the real broker
-	$(BIN)/pytest
+# The tests' own broker (port 19092, data in .cache/kafka-test): `make run` and `make test` never share topics or groups.
+TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
+	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
+
+test: install kafka-test ## The whole suite: unit tests and integration tests on the real broker
+	$(TEST_ENV) $(BIN)/pytest
 
 unit: install ## Only the fast tests (no broker)
 	$(BIN)/pytest tests/unit
 
-integration: install kafka ## Only the tests on the real broker
-	$(BIN)/pytest tests/integration
+integration: install kafka-test ## Only the tests on the real broker
+	$(TEST_ENV) $(BIN)/pytest tests/integration
+
+kafka-test: install ## Start the tests' broker (127.0.0.1:19092); returns when it answers
+	$(TEST_ENV) $(FLEET) kafka start
 
 kafka: install ## Start the local Kafka broker (KRaft, 127.0.0.1:9092); returns when it answers
 	$(FLEET) kafka start
@@ -48,4 +55,5 @@ demo: topics ## Publish 20 demo orders
 
 clean: ## Remove the virtual environment and local state (keeps the Maven cache)
 	-$(FLEET) kafka stop
+	-$(TEST_ENV) $(FLEET) kafka stop
 	rm -rf $(VENV) .cache .fleet

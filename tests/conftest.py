@@ -9,6 +9,14 @@ import pytest
 from fleet.keys import UPSTREAM_SIGNERS, init_keys
 from services import SERVICES
 
+# The tests' own broker, unless the caller chose one: never the broker `make run` uses, so neither sees the other's
+# records. Set before anything reads settings; subprocesses inherit it.
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FLEET_KAFKA_HOME", str(REPO / ".cache" / "kafka-test"))
+os.environ.setdefault("FLEET_KAFKA_PORT", "19092")
+os.environ.setdefault("FLEET_KAFKA_CONTROLLER_PORT", "19093")
+os.environ.setdefault("FLEET_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ['FLEET_KAFKA_PORT']}")
+
 # Set before any test builds settings: services, the CLI in subprocesses and the helpers all read FLEET_KEYS_DIR.
 KEYS_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-keys-"))
 os.environ["FLEET_KEYS_DIR"] = str(KEYS_DIR)

@@ -40,6 +40,7 @@ def test_failure_headers_keep_the_first_failure_and_the_origin_across_attempts()
 
 
 def test_a_retry_record_keeps_the_event_and_its_flow_and_verifies_on_its_retry_topic(keys_dir):
+    NOW = datetime.now(timezone.utc)  # the run's keys may have been rotated: sign at a time they are valid
     original = a_record(an_order(), correlation_id="flow-1")
     failure = failure_headers([], attempt=1, group="payments", error=TransientError("down"), origin=(original.topic, 0, 1), now=NOW)
     retry, extra = retry_record(REGISTRY.named(original.topic), 1, original.key, original.value, original.envelope,
@@ -61,6 +62,7 @@ def test_a_retry_record_cannot_be_passed_off_on_the_original_topic(keys_dir):
 
     from contracts import Rejected
 
+    NOW = datetime.now(timezone.utc)
     original = a_record(an_order())
     failure = failure_headers([], attempt=1, group="payments", error=TransientError("down"), origin=(original.topic, 0, 1), now=NOW)
     retry, extra = retry_record(REGISTRY.named(original.topic), 1, original.key, original.value, original.envelope,
