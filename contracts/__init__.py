@@ -18,7 +18,20 @@ from .envelope import (
     verify,
     verify_record,
 )
-from .events import Event, NotificationSent, OrderItem, OrderPlaced, PaymentAuthorized, PaymentDeclined
+from .events import (
+    Event,
+    InventoryBackordered,
+    InventoryReserved,
+    MissingStock,
+    NotificationSent,
+    OrderItem,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentDeclined,
+    ShipmentScheduled,
+    StockLine,
+    StockReceived,
+)
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
 from .signing import ED25519, HMAC_SHA256, Keyring, KeyError_, PrivateKey, TrustedKey, signing_input
 
@@ -32,6 +45,12 @@ __all__ = [
     "EnvelopeError",
     "Event",
     "InvalidPayload",
+    "StockReceived",
+    "StockLine",
+    "ShipmentScheduled",
+    "MissingStock",
+    "InventoryReserved",
+    "InventoryBackordered",
     "KeyError_",
     "Keyring",
     "NotificationSent",

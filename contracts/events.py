@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 __all__ = [
     "Event",
+    "InventoryBackordered",
+    "InventoryReserved",
+    "MissingStock",
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
     "PaymentAuthorized",
     "PaymentDeclined",
+    "ShipmentScheduled",
+    "StockLine",
+    "StockReceived",
 ]
 
 # Field types shared by several events, each with the description and example the AsyncAPI reader sees.
@@ -87,5 +94,69 @@ class NotificationSent(Event):
     order_id: OrderId
     customer_id: CustomerId
     channel: Literal["email"] = Field(description="Where the notification goes.", examples=["email"])
-    template: Literal["payment_authorized", "payment_declined"] = Field(description="Which message the customer receives.", examples=["payment_authorized"])
+    template: Literal["payment_authorized", "payment_declined", "order_backordered", "shipment_scheduled"] = Field(
+        description="Which message the customer receives.", examples=["payment_authorized"]
+    )
     sent_at: AwareDatetime = Field(description="When the notification was recorded.", examples=["2026-11-24T16:00:02Z"])
+
+
+Sku = Annotated[str, Field(description="Stock keeping unit of the product.", examples=["SKU-TEA-001"], min_length=1, max_length=64, pattern=PRINTABLE)]
+
+
+class StockLine(BaseModel):
+    """A quantity of one product."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: Sku
+    quantity: int = Field(description="How many units.", examples=[2], ge=1, le=1_000_000)
+
+
+class StockReceived(Event):
+    """The warehouse received units of a product (published by the warehouse, an upstream system, and by `fleet demo`)."""
+
+    receipt_id: str = Field(description="The goods receipt's id; the record key, so receipts of one product stay in order.", examples=["rcpt-2026-11-24-0001"], min_length=1, max_length=80, pattern=PRINTABLE)
+    sku: Sku
+    quantity: int = Field(description="How many units arrived.", examples=[40], ge=1, le=1_000_000)
+    received_at: AwareDatetime = Field(description="When the units were received.", examples=["2026-11-24T08:00:00Z"])
+
+
+class InventoryReserved(Event):
+    """Stock for every line of a paid order was set aside."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    reservation_id: str = Field(description="The reservation's id, derived from the order id.", examples=["rsv-ord-7f3a9c"], min_length=1, max_length=80)
+    items: tuple[StockLine, ...] = Field(description="What was reserved.", examples=[[{"sku": "SKU-TEA-001", "quantity": 2}]], min_length=1, max_length=100)
+    reserved_at: AwareDatetime = Field(description="When the stock was reserved.", examples=["2026-11-24T16:00:03Z"])
+
+
+class MissingStock(BaseModel):
+    """A line that could not be reserved."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: Sku
+    requested: int = Field(description="Units the order asked for.", examples=[3], ge=1)
+    available: int = Field(description="Units in stock when the order was paid.", examples=[1], ge=0)
+
+
+class InventoryBackordered(Event):
+    """A paid order could not be reserved in full; nothing was set aside, and the customer waits for new stock."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    missing: tuple[MissingStock, ...] = Field(description="The lines short of stock.", examples=[[{"sku": "SKU-TEA-001", "requested": 3, "available": 1}]], min_length=1, max_length=100)
+    backordered_at: AwareDatetime = Field(description="When the shortage was found.", examples=["2026-11-24T16:00:03Z"])
+
+
+class ShipmentScheduled(Event):
+    """A shipment for a reserved order was booked with a carrier."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    shipment_id: str = Field(description="The shipment's id, derived from the order id.", examples=["shp-ord-7f3a9c"], min_length=1, max_length=80)
+    carrier: Literal["parcel", "freight"] = Field(description="How it travels: parcel for up to 10 units, freight above.", examples=["parcel"])
+    units: int = Field(description="How many units the shipment holds.", examples=[2], ge=1)
+    ship_by: date = Field(description="The day it leaves the warehouse: the next working day.", examples=["2026-11-25"])
+    scheduled_at: AwareDatetime = Field(description="When the shipment was booked.", examples=["2026-11-24T16:00:04Z"])

@@ -6,7 +6,17 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .events import Event, NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
+from .events import (
+    Event,
+    InventoryBackordered,
+    InventoryReserved,
+    NotificationSent,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentDeclined,
+    ShipmentScheduled,
+    StockReceived,
+)
 
 __all__ = [
     "REGISTRY",
@@ -158,7 +168,7 @@ REGISTRY = Registry(
             model=OrderPlaced,
             key_field="order_id",
             owner="storefront",
-            consumers=("payments",),
+            consumers=("payments", "inventory", "tracker"),
             description="Orders placed by customers; published by the storefront (an upstream system) and by `fleet demo`.",
         ),
         Topic(
@@ -166,7 +176,7 @@ REGISTRY = Registry(
             model=PaymentAuthorized,
             key_field="order_id",
             owner="payments",
-            consumers=("notifications",),
+            consumers=("notifications", "inventory", "tracker"),
             description="Payments authorized for orders.",
         ),
         Topic(
@@ -174,7 +184,7 @@ REGISTRY = Registry(
             model=PaymentDeclined,
             key_field="order_id",
             owner="payments",
-            consumers=("notifications",),
+            consumers=("notifications", "tracker"),
             description="Payments declined for orders, with the reason.",
         ),
         Topic(
@@ -182,7 +192,40 @@ REGISTRY = Registry(
             model=NotificationSent,
             key_field="order_id",
             owner="notifications",
+            consumers=("tracker",),
             description="Customer notifications recorded for delivery.",
+        ),
+        Topic(
+            name="warehouse.stock_received.v1",
+            model=StockReceived,
+            key_field="sku",
+            owner="warehouse",
+            consumers=("inventory",),
+            description="Goods received by the warehouse (an upstream system); `fleet demo` seeds stock with them.",
+        ),
+        Topic(
+            name="inventory.reserved.v1",
+            model=InventoryReserved,
+            key_field="order_id",
+            owner="inventory",
+            consumers=("shipping", "tracker"),
+            description="Stock reserved for paid orders.",
+        ),
+        Topic(
+            name="inventory.backordered.v1",
+            model=InventoryBackordered,
+            key_field="order_id",
+            owner="inventory",
+            consumers=("notifications", "tracker"),
+            description="Paid orders short of stock.",
+        ),
+        Topic(
+            name="shipments.scheduled.v1",
+            model=ShipmentScheduled,
+            key_field="order_id",
+            owner="shipping",
+            consumers=("notifications", "tracker"),
+            description="Shipments booked for reserved orders.",
         ),
     ]
 )

@@ -24,9 +24,10 @@ __all__ = [
     "trust_key",
 ]
 
-# Signers outside the services: the storefront (and `fleet demo`) and the HTTP gateway publish upstream topics;
+# Signers outside the services: the storefront, the warehouse (both played by `fleet demo`) and the HTTP gateway
+# publish upstream topics;
 # `replay` is the operators' key for `fleet dlq replay`, which puts dead letters back on their original topics.
-UPSTREAM_SIGNERS = ("storefront", "gateway", "replay")
+UPSTREAM_SIGNERS = ("storefront", "warehouse", "gateway", "replay")
 UPSTREAM_OWNER = "storefront"
 REPLAY_SIGNER = "replay"
 

@@ -14,11 +14,15 @@ from contracts import (
     EnvelopeError,
     Event,
     InvalidPayload,
+    InventoryBackordered,
+    InventoryReserved,
     NotificationSent,
     OrderPlaced,
     PaymentAuthorized,
     PaymentDeclined,
     Registry,
+    ShipmentScheduled,
+    StockReceived,
     decode_value,
 )
 
@@ -43,6 +47,14 @@ def describe(event: Event) -> str:
             return f"declined {_money(event.amount_cents, event.currency)}: {event.reason}"
         case NotificationSent():
             return f"{event.channel} '{event.template}' to {event.customer_id}"
+        case StockReceived():
+            return f"received {event.quantity} × {event.sku}"
+        case InventoryReserved():
+            return f"reserved {sum(line.quantity for line in event.items)} unit(s) ({event.reservation_id})"
+        case InventoryBackordered():
+            return "backordered: " + ", ".join(f"{m.sku} {m.available}/{m.requested}" for m in event.missing)
+        case ShipmentScheduled():
+            return f"{event.carrier} with {event.units} unit(s) leaves {event.ship_by}"
     return type(event).__name__
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from contracts import NotificationSent, PaymentAuthorized, PaymentDeclined
+from contracts import InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 
 __all__ = ["DECLINE_EXPLANATIONS", "Notification", "compose"]
 
@@ -37,16 +37,12 @@ class Notification:
         }
 
 
-def compose(outcome: PaymentAuthorized | PaymentDeclined, now: datetime) -> Notification:
+Outcome = PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled
+
+
+def compose(outcome: Outcome, now: datetime) -> Notification:
     """An email for the customer; its id is derived from order and template, so a redelivery yields the same one."""
-    if isinstance(outcome, PaymentAuthorized):
-        template = "payment_authorized"
-        subject = f"Order {outcome.order_id}: payment confirmed"
-        body = f"We received {_money(outcome.amount_cents, outcome.currency)} for order {outcome.order_id}."
-    else:
-        template = "payment_declined"
-        subject = f"Order {outcome.order_id}: payment declined"
-        body = f"We could not take {_money(outcome.amount_cents, outcome.currency)} for order {outcome.order_id}: {DECLINE_EXPLANATIONS[outcome.reason]}."
+    template, subject, body = _message(outcome)
     sent = NotificationSent(
         notification_id=f"ntf-{outcome.order_id}-{template}",
         order_id=outcome.order_id,
@@ -56,6 +52,22 @@ def compose(outcome: PaymentAuthorized | PaymentDeclined, now: datetime) -> Noti
         sent_at=now,
     )
     return Notification(subject=subject, body=body, sent=sent)
+
+
+def _message(outcome: Outcome) -> tuple[str, str, str]:
+    order = outcome.order_id
+    match outcome:
+        case PaymentAuthorized():
+            return "payment_authorized", f"Order {order}: payment confirmed", f"We received {_money(outcome.amount_cents, outcome.currency)} for order {order}."
+        case PaymentDeclined():
+            why = DECLINE_EXPLANATIONS[outcome.reason]
+            return "payment_declined", f"Order {order}: payment declined", f"We could not take {_money(outcome.amount_cents, outcome.currency)} for order {order}: {why}."
+        case InventoryBackordered():
+            short = ", ".join(f"{m.sku} ({m.available} of {m.requested} in stock)" for m in outcome.missing)
+            return "order_backordered", f"Order {order}: waiting for stock", f"Order {order} is paid and waits for new stock of {short}."
+        case ShipmentScheduled():
+            return "shipment_scheduled", f"Order {order}: shipping {outcome.ship_by:%A %d %B}", f"Your {outcome.units} item(s) leave by {outcome.carrier} on {outcome.ship_by:%Y-%m-%d}."
+    raise TypeError(f"no message for {type(outcome).__name__}")
 
 
 def _money(cents: int, currency: str) -> str:

@@ -6,12 +6,15 @@ from contracts import REGISTRY, Event, OrderPlaced, PaymentAuthorized, Registry,
 from tests.support import an_order
 
 
-def test_the_first_topics_of_the_fleet_are_registered():
-    assert {t.name for t in REGISTRY} == {"orders.placed.v1", "payments.authorized.v1", "payments.declined.v1", "notifications.sent.v1"}
+def test_the_topics_of_the_order_flow_are_registered():
+    assert {t.name for t in REGISTRY} == {
+        "orders.placed.v1", "payments.authorized.v1", "payments.declined.v1", "notifications.sent.v1",
+        "warehouse.stock_received.v1", "inventory.reserved.v1", "inventory.backordered.v1", "shipments.scheduled.v1",
+    }
 
 
-def test_every_topic_is_keyed_by_the_order_id():
-    assert {t.key_field for t in REGISTRY} == {"order_id"}
+def test_every_topic_of_an_order_is_keyed_by_the_order_id_and_stock_by_its_sku():
+    assert {t.name: t.key_field for t in REGISTRY if t.key_field != "order_id"} == {"warehouse.stock_received.v1": "sku"}
 
 
 def test_a_topic_is_found_by_its_event_type_and_by_its_name():
@@ -94,5 +97,7 @@ def test_a_name_that_is_not_derived_from_a_registry_topic_does_not_resolve(name)
 
 
 def test_each_topic_names_the_services_that_consume_it():
-    assert [t.name for t in REGISTRY.consumed_by("notifications")] == ["payments.authorized.v1", "payments.declined.v1"]
+    assert [t.name for t in REGISTRY.consumed_by("notifications")] == [
+        "payments.authorized.v1", "payments.declined.v1", "inventory.backordered.v1", "shipments.scheduled.v1",
+    ]
     assert [t.name for t in REGISTRY.consumed_by("payments")] == ["orders.placed.v1"]

@@ -1,0 +1,5 @@
+"""shipping: books a shipment for every reserved order."""
+
+from .core import schedule
+
+__all__ = ["schedule"]
