@@ -8,10 +8,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
-from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey
+from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey, StockReceived
 from contracts.publisher import Publisher
 
-__all__ = ["CATALOGUE", "demo_orders", "publish_demo_orders", "trickle_demo_orders"]
+__all__ = ["CATALOGUE", "WAREHOUSE", "demo_orders", "demo_stock", "publish_demo_orders", "publish_demo_stock", "trickle_demo_orders"]
 
 # sku → unit price in cents
 CATALOGUE = {
@@ -26,6 +26,10 @@ CATALOGUE = {
 }
 CUSTOMERS = tuple(f"cus-{n}" for n in range(1000, 1020))
 DEMO_SERVICE = "storefront"
+WAREHOUSE = "warehouse"
+# Units per delivery: plenty of the cheap things, few espresso machines, so a backorder shows up now and then.
+DELIVERY_UNITS = {"SKU-ESPRESSO-006": 4, "SKU-GRINDER-005": 12}
+DEFAULT_DELIVERY_UNITS = 60
 
 
 def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = None) -> Iterator[OrderPlaced]:
@@ -43,6 +47,22 @@ def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = N
             total_cents=sum(i.quantity * i.unit_price_cents for i in items),
             placed_at=now or datetime.now(timezone.utc),
         )
+
+
+def demo_stock(now: datetime | None = None, *, batch: str | None = None) -> list[StockReceived]:
+    """One delivery of every catalogue product; `batch` names it (a new one per call unless given)."""
+    batch = batch or uuid.uuid4().hex[:8]
+    moment = now or datetime.now(timezone.utc)
+    return [
+        StockReceived(receipt_id=f"rcpt-{batch}-{n:02d}", sku=sku, quantity=DELIVERY_UNITS.get(sku, DEFAULT_DELIVERY_UNITS), received_at=moment)
+        for n, sku in enumerate(sorted(CATALOGUE))
+    ]
+
+
+async def publish_demo_stock(bootstrap_servers: str, signer: PrivateKey) -> list[Envelope]:
+    """Plays the warehouse: one delivery of every product, so inventory has stock to reserve."""
+    async with Publisher(bootstrap_servers, service=WAREHOUSE, signer=signer) as publisher:
+        return await publisher.publish_many(demo_stock())
 
 
 def _quantity(rng: random.Random, unit_price_cents: int) -> int:

@@ -24,3 +24,12 @@ def test_a_demo_run_shows_authorizations_and_both_kinds_of_decline():
     outcomes = [decide(o, CreditPolicy(), NOW) for o in demo_orders(300, seed=11, now=NOW)]
     kinds = {getattr(o, "reason", "authorized") for o in outcomes}
     assert {"authorized", "over_limit", "unsupported_currency"} <= kinds
+
+
+def test_a_demo_delivery_stocks_every_catalogue_product_with_few_espresso_machines():
+    from fleet.demo import demo_stock
+
+    delivery = demo_stock(NOW, batch="b1")
+    assert sorted(s.sku for s in delivery) == sorted(CATALOGUE)
+    assert {s.sku: s.quantity for s in delivery}["SKU-ESPRESSO-006"] < {s.sku: s.quantity for s in delivery}["SKU-TEA-001"]
+    assert len({s.receipt_id for s in delivery}) == len(delivery)
