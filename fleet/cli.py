@@ -21,6 +21,9 @@ app.add_typer(kafka_app, name="kafka")
 from .gateway_cli import gateway_app  # noqa: E402  (a sub-app of its own, kept beside the gateway's code)
 
 app.add_typer(gateway_app, name="gateway")
+from .dlq_cli import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
 keys_app = typer.Typer(help="Signing keys and the keyring (FLEET_KEYS_DIR, default .fleet/keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
