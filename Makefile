@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs topics demo clean
+.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,13 @@ run: install kafka ## Start the broker, the topics, the fleet and a demo feed; C
 TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
 
-test: install kafka-test ## The whole suite: unit tests and integration tests on the real broker
+test: install kafka-test postgres ## The whole suite: unit tests and integration tests on the real broker
 	$(TEST_ENV) $(BIN)/pytest
 
 unit: install ## Only the fast tests (no broker)
 	$(BIN)/pytest tests/unit
 
-integration: install kafka-test ## Only the tests on the real broker
+integration: install kafka-test postgres ## Only the tests on the real broker
 	$(TEST_ENV) $(BIN)/pytest tests/integration
 
 kafka-test: install ## Start the tests' broker (127.0.0.1:19092); returns when it answers
@@ -47,6 +47,13 @@ kafka-stop: install ## Stop the local Kafka broker
 kafka-logs: install ## Show the local broker's log
 	$(FLEET) kafka logs
 
+# A throwaway PostgreSQL cluster for the store's tests (data in .cache/postgres): installs Debian's package if missing.
+postgres: install ## Start the local PostgreSQL cluster (127.0.0.1:55432); returns when it accepts connections
+	$(BIN)/python -m fleet.postgres_local start
+
+postgres-stop: install ## Stop the local PostgreSQL cluster
+	$(BIN)/python -m fleet.postgres_local stop
+
 topics: kafka ## Create or update the registry's topics on the broker
 	$(FLEET) topics apply
 
@@ -56,4 +63,5 @@ demo: topics ## Publish 20 demo orders
 clean: ## Remove the virtual environment and local state (keeps the Maven cache)
 	-$(FLEET) kafka stop
 	-$(TEST_ENV) $(FLEET) kafka stop
+	-$(BIN)/python -m fleet.postgres_local stop
 	rm -rf $(VENV) .cache .fleet

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from fleet import kafka_local
+from fleet import kafka_local, postgres_local
 from fleet.groups import group_members
 from fleet.topics import apply_topics
 from services import SERVICES
@@ -30,3 +30,13 @@ def kafka() -> str:
 def group_id(request) -> str:
     """A consumer group of this test's own, so tests never share offsets with each other or with `make run`."""
     return f"it-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The local PostgreSQL cluster's DSN: started if it is not up, and a failure (never a skip) if it cannot start."""
+    try:
+        postgres_local.start()
+    except Exception as error:  # any reason at all: the run fails, loudly
+        pytest.fail(f"the local PostgreSQL cluster could not start, so the store tests on it cannot run: {error}", pytrace=False)
+    return postgres_local.dsn()

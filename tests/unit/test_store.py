@@ -1,0 +1,318 @@
+"""The store's contract on SQLite in a temporary folder: claims, all-or-nothing transactions, the outbox and its relay."""
+
+# tests/integration/test_store_postgres.py imports these test bodies and runs them on PostgreSQL too (its own `store`).
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator
+
+import pytest
+
+from contracts import Record
+from fleet.store import DuplicateOutboxEvent, OutboxRelay, Store, open_store, to_pyformat
+from tests.support import an_order, a_record
+
+# A service's own state, in the portable SQL both dialects run.
+BALANCES = ["CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, cents BIGINT NOT NULL)"]
+CREDIT = (
+    "INSERT INTO balances (account, cents) VALUES (?, ?) "
+    "ON CONFLICT (account) DO UPDATE SET cents = balances.cents + excluded.cents"
+)
+
+
+class HandlerFailed(RuntimeError):
+    """What a handler raises halfway through its transaction."""
+
+
+@contextlib.asynccontextmanager
+async def a_service_store(url: str) -> AsyncIterator[Store]:
+    """A store with the service's own tables, closed afterwards."""
+    async with await open_store(url) as opened:
+        await opened.migrate(BALANCES)
+        yield opened
+
+
+@pytest.fixture
+async def store(tmp_path) -> Store:
+    async with a_service_store(f"sqlite:///{tmp_path / 'payments.db'}") as opened:
+        yield opened
+
+
+async def handle(store: Store, event_id: str, *, group: str = "payments", cents: int = 100, emits: tuple[Record, ...] = (),
+                 fail: bool = False, claimed: asyncio.Event | None = None, hold_s: float = 0.0) -> bool:
+    """What a service shell does with one event: claim it, change its state, queue what it emits; all or nothing.
+
+    For races: `claimed` is set once the claim is made, and the transaction stays open `hold_s` longer.
+    """
+    async with store.transaction() as tx:
+        won = await tx.claim(group, event_id)
+        if claimed:
+            claimed.set()
+        if not won:
+            return False
+        await tx.execute(CREDIT, ("acc-1", cents))
+        for record in emits:
+            await tx.add_to_outbox(record)
+        await asyncio.sleep(hold_s)
+        if fail:
+            raise HandlerFailed("the handler failed after its effects")
+    return True
+
+
+async def balance(store: Store, account: str = "acc-1") -> int:
+    async with store.transaction() as tx:
+        row = await tx.fetchone("SELECT cents FROM balances WHERE account = ?", (account,))
+    return row[0] if row else 0
+
+
+async def inbox_rows(store: Store) -> list[tuple]:
+    async with store.transaction() as tx:
+        return await tx.fetchall("SELECT group_id, event_id FROM inbox ORDER BY group_id, event_id")
+
+
+def records(count: int, *, key: str | None = None) -> list[Record]:
+    """Signed records of distinct orders (or of one order, when `key` is given)."""
+    return [a_record(an_order(order_id=key)) for _ in range(count)]
+
+
+def wire(record: Record) -> tuple:
+    """A record as the producer receives it: topic, key bytes, value bytes, raw headers."""
+    return record.topic, record.key.encode(), record.value, record.raw_headers()
+
+
+@dataclass
+class FakeProducer:
+    """aiokafka's producer as the relay uses it: `send` returns the broker's acknowledgement to await.
+
+    `sent` is the order records reach the broker; two fakes may share it, like two relays' producers on one topic.
+    """
+
+    sent: list[tuple] = field(default_factory=list)
+    broken: bool = False  # the broker refuses every record
+    jitter_s: float = 0.0  # each acknowledgement takes up to this long, so concurrent relays race
+    refused: set[str] = field(default_factory=set)  # ce_ids that `send` itself refuses (a full buffer, say)
+    started: bool = False
+    _previous: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    async def send(self, topic, value, key, headers):
+        if dict(headers)["ce_id"].decode() in self.refused:
+            raise BufferError("the producer's buffer is full")
+        # One producer's records reach the broker in the order sent, as with Kafka; two producers race.
+        self._previous = asyncio.ensure_future(self._acknowledge((topic, key, value, list(headers)), self._previous))
+        return self._previous
+
+    async def _acknowledge(self, record: tuple, previous: asyncio.Future | None) -> None:
+        await asyncio.sleep(random.uniform(0, self.jitter_s))
+        if previous is not None:
+            await asyncio.wait([previous])
+        if self.broken:
+            raise ConnectionError("the broker is unreachable")
+        self.sent.append(record)
+
+
+def a_relay(store: Store, producer: FakeProducer, **options) -> OutboxRelay:
+    return OutboxRelay(store, "unused:9092", "payments-relay", producer=producer, **options)
+
+
+# ---- Claims ----------------------------------------------------------------------------------------------------
+
+async def test_a_group_that_claims_an_event_twice_applies_its_effects_once(store):
+    assert await handle(store, "evt-1") is True
+    assert await handle(store, "evt-1") is False
+    assert await balance(store) == 100
+
+
+async def test_groups_claim_the_same_event_independently(store):
+    assert await handle(store, "evt-1", group="payments") is True
+    assert await handle(store, "evt-1", group="ledger") is True
+    assert await inbox_rows(store) == [("ledger", "evt-1"), ("payments", "evt-1")]
+
+
+async def test_a_transaction_that_raises_leaves_no_claim_no_state_change_and_no_outbox_row(store):
+    with pytest.raises(HandlerFailed):
+        await handle(store, "evt-1", emits=tuple(records(1)), fail=True)
+
+    assert await inbox_rows(store) == []
+    assert await balance(store) == 0
+    assert await store.backlog() == 0
+    assert await handle(store, "evt-1") is True  # the redelivered event is handled afresh
+
+
+# ---- Queries ---------------------------------------------------------------------------------------------------
+
+async def test_queries_use_question_marks_and_leave_literal_question_marks_and_percents_alone(store):
+    async with store.transaction() as tx:
+        assert await tx.fetchone("SELECT ?, 'why?', '100%'", ("x",)) == ("x", "why?", "100%")
+
+
+def test_question_marks_become_psycopg_placeholders_outside_quotes_only():
+    sql = "SELECT ? FROM t WHERE a LIKE '50%' AND b = 'who?' AND \"odd?\" = ?"
+    assert to_pyformat(sql) == "SELECT %s FROM t WHERE a LIKE '50%%' AND b = 'who?' AND \"odd?\" = %s"
+
+
+async def test_a_store_url_of_another_kind_is_refused():
+    with pytest.raises(ValueError, match="unsupported store URL 'mysql://db'"):
+        await open_store("mysql://db")
+
+
+async def test_migrate_is_idempotent_and_keeps_the_data(store):
+    await handle(store, "evt-1")
+    await store.migrate(BALANCES)
+    async with await open_store(store.url) as reopened:
+        await reopened.migrate(BALANCES)
+        assert await balance(reopened) == 100
+
+
+# ---- Outbox ----------------------------------------------------------------------------------------------------
+
+async def test_outbox_rows_keep_their_order_and_their_raw_bytes(store):
+    first, second, third = records(3)
+    await handle(store, "evt-1", emits=(first, second))
+    await handle(store, "evt-2", emits=(third,))
+
+    async with store.pending(10) as batch:
+        stored = [(row.ce_id, row.topic, row.key.encode(), row.value, row.headers) for row in batch.rows]
+    assert stored == [(r.envelope.id, *wire(r)) for r in (first, second, third)]
+
+
+async def test_outbox_rows_keep_bytes_that_are_not_text(store):
+    record = replace(records(1)[0], value=b"\x00\xff\xfe binary \x80")
+    await handle(store, "evt-1", emits=(record,))
+    async with store.pending(10) as batch:
+        assert batch.rows[0].value == record.value
+
+
+async def test_an_event_enters_the_outbox_only_once(store):
+    record = records(1)[0]
+    with pytest.raises(DuplicateOutboxEvent, match=record.envelope.id):
+        await handle(store, "evt-1", emits=(record, record))
+    assert await store.backlog() == 0
+
+
+# ---- Relay -----------------------------------------------------------------------------------------------------
+
+async def test_the_relay_publishes_pending_rows_in_order_and_marks_them(store):
+    emitted = records(3)
+    await handle(store, "evt-1", emits=tuple(emitted[:2]))
+    await handle(store, "evt-2", emits=tuple(emitted[2:]))
+    producer = FakeProducer()
+    relay = a_relay(store, producer)
+
+    assert await relay.drain() == 3
+    assert producer.sent == [wire(r) for r in emitted]
+    assert await relay.backlog() == 0
+    assert await relay.drain() == 0  # nothing is published twice
+    assert len(producer.sent) == 3
+    await relay.stop()
+
+
+async def test_a_failing_send_leaves_rows_pending_and_a_later_drain_publishes_them(store):
+    emitted = records(3)
+    await handle(store, "evt-1", emits=tuple(emitted))
+    producer = FakeProducer(broken=True)
+    relay = a_relay(store, producer)
+
+    assert await relay.drain() == 0
+    assert await relay.backlog() == 3
+
+    producer.broken = False
+    assert await relay.drain() == 3
+    assert producer.sent == [wire(r) for r in emitted]
+    assert await relay.backlog() == 0
+    await relay.stop()
+
+
+async def test_a_record_the_producer_refuses_holds_back_the_records_behind_it(store):
+    emitted = records(3)
+    await handle(store, "evt-1", emits=tuple(emitted))
+    producer = FakeProducer(refused={emitted[1].envelope.id})
+    relay = a_relay(store, producer)
+
+    assert await relay.drain() == 1
+    producer.refused.clear()
+    assert await relay.drain() == 2
+    assert producer.sent == [wire(r) for r in emitted]
+    await relay.stop()
+
+
+async def test_a_key_with_several_pending_records_is_published_in_their_order(store):
+    emitted = records(4, key="ord-same-key")
+    for number, record in enumerate(emitted):
+        await handle(store, f"evt-{number}", emits=(record,))
+    producer = FakeProducer()
+    relay = a_relay(store, producer, batch_size=2)
+
+    assert await relay.drain() == 4
+    assert producer.sent == [wire(r) for r in emitted]
+    await relay.stop()
+
+
+async def test_a_committed_transaction_wakes_the_running_relay_at_once(store):
+    producer = FakeProducer()
+    relay = a_relay(store, producer, poll_interval_s=60.0)  # only the wake-up can be in time
+    await relay.start()
+    try:
+        record = records(1)[0]
+        await handle(store, "evt-1", emits=(record,))
+        async with asyncio.timeout(5):
+            while not producer.sent:
+                await asyncio.sleep(0.01)
+        assert producer.sent == [wire(record)]
+    finally:
+        await relay.stop()
+    assert not producer.started
+
+
+async def test_two_relays_on_one_store_publish_each_row_once(store):
+    sent: list[tuple] = []
+    relays = [a_relay(store, FakeProducer(sent, jitter_s=0.004), poll_interval_s=0.01, batch_size=7) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+    emitted = records(40)
+    for number, record in enumerate(emitted):
+        await handle(store, f"evt-{number}", emits=(record,))
+    async with asyncio.timeout(10):
+        while len(sent) < len(emitted):
+            await asyncio.sleep(0.01)
+    for relay in relays:
+        await relay.stop()
+
+    assert sorted(record[2] for record in sent) == sorted(r.value for r in emitted)
+    assert await store.backlog() == 0
+
+
+async def test_two_relays_draining_a_backlog_publish_each_key_in_order(store):
+    emitted = [replace(record, key=f"ord-key-{number % 3}") for number, record in enumerate(records(30))]
+    await handle(store, "evt-1", emits=tuple(emitted))
+    sent: list[tuple] = []
+    relays = [a_relay(store, FakeProducer(sent, jitter_s=0.004), batch_size=4) for _ in range(2)]
+
+    while await store.backlog():
+        await asyncio.gather(*(relay.drain() for relay in relays))
+    for relay in relays:
+        await relay.stop()
+
+    assert len(sent) == len(emitted)
+    for key in {r.key for r in emitted}:
+        assert [w for w in sent if w[1] == key.encode()] == [wire(r) for r in emitted if r.key == key]
+
+
+async def test_the_relay_prunes_published_rows_past_their_retention_and_keeps_pending_ones(store):
+    await handle(store, "evt-1", emits=tuple(records(2)))
+    relay = a_relay(store, FakeProducer(), retention_s=0)
+    await relay.drain()
+    await handle(store, "evt-2", emits=tuple(records(1)))
+
+    assert await relay.prune() == 2
+    assert await relay.backlog() == 1
+    await relay.stop()
