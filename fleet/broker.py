@@ -14,7 +14,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from contracts import REGISTRY, Envelope, Event, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
+from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
 
 from .keys import KeyStore
 from .middlewares import WorkerState, event_context_middleware
@@ -204,10 +204,14 @@ class EventPublisher:
             schema=topic.model,
         )
 
-    async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
+    def record(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Record:
+        """The signed record for `event`, not sent: for a transactional outbox, which the relay publishes later."""
         if not isinstance(event, self.topic.model):
             raise WrongTopic(f"{type(event).__name__} does not belong on {self.topic.name} (it carries {self.topic.model.__name__})")
-        record = encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
+        return encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
+
+    async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
+        record = self.record(event, cause=cause, correlation_id=correlation_id)
         await self._publisher.publish(
             record.value,
             key=record.key.encode("utf-8"),

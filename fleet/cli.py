@@ -69,14 +69,18 @@ def topics_apply(
 def demo(
     orders: int = typer.Option(20, "--orders", min=1, help="How many orders to publish."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same orders."),
+    stock: bool = typer.Option(True, "--stock/--no-stock", help="First play the warehouse: one delivery of every product."),
     bootstrap: Optional[str] = BootstrapOption,
 ) -> None:
     """Publish N realistic orders to orders.placed.v1 and exit when the broker has them all."""
-    from .demo import DEMO_SERVICE, publish_demo_orders
+    from .demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock
 
     from .keys import KeyStore
 
-    signer = KeyStore.for_signer(KeySettings().dir, DEMO_SERVICE).signer()
+    keys_dir = KeySettings().dir
+    if stock:
+        asyncio.run(publish_demo_stock(_bootstrap(bootstrap), KeyStore.for_signer(keys_dir, WAREHOUSE).signer()))
+    signer = KeyStore.for_signer(keys_dir, DEMO_SERVICE).signer()
     envelopes = asyncio.run(publish_demo_orders(_bootstrap(bootstrap), orders, signer, seed=seed))
     typer.echo(f"published {len(envelopes)} orders; the broker has them all")
 

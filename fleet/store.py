@@ -390,8 +390,11 @@ class OutboxRelay:
         retention_s: float = 86_400.0,
         prune_every_s: float = 600.0,
         stop_timeout_s: float = 5.0,
+        refresh: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
     ) -> None:
         self.store = store
+        # Gives the headers to send for a row: re-signs a row that waited too long for the freshness window.
+        self.refresh = refresh
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.batch_size = batch_size
@@ -501,7 +504,8 @@ class OutboxRelay:
         deliveries = []
         for row in rows:
             try:
-                delivery = await self._producer.send(row.topic, value=row.value, key=row.key.encode("utf-8"), headers=row.headers)
+                headers = self.refresh(row) if self.refresh else row.headers
+                delivery = await self._producer.send(row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers)
             except Exception as error:
                 self._log_failure(row, error)
                 break  # later rows may share this row's key: they wait, so a key's order holds

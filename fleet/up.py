@@ -12,7 +12,7 @@ import structlog
 from services import SERVICES
 
 from . import kafka_local
-from .demo import DEMO_SERVICE, publish_demo_orders, trickle_demo_orders
+from .demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock, trickle_demo_orders
 from .keys import UPSTREAM_SIGNERS, KeyStore, init_keys
 from .settings import KeySettings
 from .supervisor import Supervisor
@@ -53,6 +53,7 @@ async def run_fleet(
     tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
     await asyncio.wait([tasks[0], asyncio.create_task(watching.wait())], return_when=asyncio.FIRST_COMPLETED)
     if demo_orders:
+        await publish_demo_stock(bootstrap, KeyStore.for_signer(keys_dir, WAREHOUSE).signer())
         envelopes = await publish_demo_orders(bootstrap, demo_orders, storefront.signer())
         emit(f"demo: the broker has all {len(envelopes)} orders")
     if trickle_every_s:

@@ -1,7 +1,7 @@
 """The fleet's services: each folder is one service with a pure core, a thin shell (FastStream or FastAPI) and its settings."""
 
 # Kafka workers: each is a consumer group, and `fleet up` runs them.
-SERVICES = ("payments", "notifications")
+SERVICES = ("payments", "inventory", "shipping", "notifications", "tracker")
 # HTTP services: `fleet run` serves them with uvicorn; they consume nothing, so they are not part of `fleet up`.
 HTTP_SERVICES = ("gateway",)
 

@@ -23,6 +23,13 @@ os.environ["FLEET_KEYS_DIR"] = str(KEYS_DIR)
 os.environ["FLEET_KEYS_RELOAD_EVERY_S"] = "0.5"
 init_keys(KEYS_DIR, [*SERVICES, *UPSTREAM_SIGNERS])
 
+# Each service's store and files in a throwaway folder of this run, never the ones `make run` uses.
+STATE_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-state-"))
+for _service in ("payments", "inventory", "shipping", "notifications", "tracker"):
+    os.environ.setdefault(f"{_service.upper()}_STORE_URL", f"sqlite:///{STATE_DIR / _service}.db")
+os.environ.setdefault("NOTIFICATIONS_OUTBOX_PATH", str(STATE_DIR / "notifications.jsonl"))
+os.environ.setdefault("GATEWAY_TRACKER_STORE_URL", os.environ["TRACKER_STORE_URL"])
+
 
 @pytest.fixture(scope="session")
 def keys_dir() -> Path:

@@ -258,12 +258,13 @@ class RunningApps:
 
     async def __aenter__(self) -> "RunningApps":
         for app in self.apps:
-            await app.broker.start()
+            # A FastStream app runs its startup hooks (stores, relays) too; a bare broker holder just starts the broker.
+            await (app.start() if hasattr(app, "start") else app.broker.start())
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         for app in self.apps:
-            await app.broker.stop()
+            await (app.stop() if hasattr(app, "stop") else app.broker.stop())
 
     def assignments(self, app) -> set:
         owned = set()
@@ -272,3 +273,33 @@ class RunningApps:
             if consumer is not None:
                 owned |= {(tp.topic, tp.partition) for tp in consumer.assignment()}
         return owned
+
+
+class InMemoryProducer:
+    """Stands in for an outbox relay's Kafka producer in in-memory tests: publishes into FastStream's test broker."""
+
+    def __init__(self) -> None:
+        self.broker = None  # set once the app exists: `producer.broker = app.broker`
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list):
+        import asyncio
+
+        await self.broker.publish(value, topic, key=key, headers={k: v.decode() for k, v in headers})
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def in_memory(create_app, settings):
+    """A service app whose outbox relay publishes into the in-memory broker; use with `async with TestKafkaBroker(app.broker)`
+    and `async with app:`... see tests/unit/test_handlers_in_memory.py."""
+    producer = InMemoryProducer()
+    app = create_app(settings, producer=producer)
+    producer.broker = app.broker
+    return app

@@ -1,11 +1,15 @@
-"""The gateway's FastAPI shell: takes events over HTTP from upstream systems, asks the core, signs them and publishes them to Kafka."""
+"""The gateway's FastAPI shell: takes events over HTTP from upstream systems and publishes them signed; answers orders' status from the tracker."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sqlite3
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Awaitable, Callable
+
+import psycopg
 
 import structlog
 import uvicorn
@@ -17,24 +21,73 @@ from pydantic.json_schema import models_json_schema
 
 from contracts import REGISTRY, KeyError_, PrivateKey, Record, Topic, TrustedKey, encode, source_of
 from fleet.keys import KeyStore, topics_signed_by
+from fleet.store import Store, open_store
+from services.tracker import queries as tracker_queries
 
 from . import core
 from .clients import ClientsFile, KafkaRecordPublisher, RecordPublisher, describe
 from .settings import GatewaySettings
 
-__all__ = ["SERVICE", "create_app", "serve"]
+__all__ = ["SERVICE", "OrderStatusQuery", "ReadModelUnavailable", "TrackerReadModel", "create_app", "serve"]
 
 SERVICE = "gateway"
 log = structlog.get_logger(SERVICE)
 
 # What a broker that is down or slow raises: aiokafka's errors, and TimeoutError / ConnectionError (both OSErrors).
 BROKER_ERRORS = (KafkaError, OSError)
+# What a read model that is missing, down or not migrated yet raises (ValueError: a store URL of no known kind).
+STORE_ERRORS = (sqlite3.Error, psycopg.Error, OSError, ValueError)
+
+# The seam for the order endpoint: the order's answer, or None when the tracker has not seen it; raises
+# ReadModelUnavailable when it cannot tell. Tests pass an in-memory fake.
+OrderStatusQuery = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 class Unavailable(core.Refused):
     """The gateway cannot publish right now (broker unreachable, no signing key): the caller should retry later."""
 
     status = 503
+
+
+class ReadModelUnavailable(Exception):
+    """The tracker's read model cannot be read now (not created yet, or its database is down): the caller should retry later."""
+
+
+class TrackerReadModel:
+    """The tracker's store, opened on the first read and again after a failed open, so the gateway starts without it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: Store | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, order_id: str) -> dict[str, Any] | None:
+        store = await self._opened()
+        try:
+            return await tracker_queries.order_status(store, order_id)
+        except STORE_ERRORS as error:
+            raise ReadModelUnavailable(describe(error)) from error
+
+    async def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+
+    async def _opened(self) -> Store:
+        async with self._lock:
+            if self._store is None:
+                if _missing_sqlite_file(self.url):
+                    # Opening it would create an empty file in the tracker's place, with none of its tables.
+                    raise ReadModelUnavailable(f"no read model at {self.url}: the tracker has not run yet")
+                try:
+                    self._store = await open_store(self.url)
+                except STORE_ERRORS as error:
+                    raise ReadModelUnavailable(describe(error)) from error
+            return self._store
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    return url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///"))
 
 
 class RequestRefused(Exception):
@@ -66,6 +119,31 @@ class Refusal(BaseModel):
     errors: list[FieldError] | None = Field(None, description="Every field error (422 only).")
 
 
+class HistoryItem(BaseModel):
+    """One event of the order's flow that the tracker folded."""
+
+    event_type: str = Field(description="Its CloudEvents type, e.g. `dev.eventfleet.payments.authorized.v1`.")
+    event_id: str = Field(description="Its `ce_id`.")
+    time: str = Field(description="Its `ce_time` (RFC 3339, UTC).")
+    source: str = Field(description="Who emitted it, e.g. `/eventfleet/payments`.")
+
+
+class OrderView(BaseModel):
+    """An order as the tracker has seen it so far."""
+
+    order_id: str
+    status: str = Field(description="How far it got: `placed`, `payment_authorized`, `payment_declined`, `reserved`, `backordered` or `shipment_scheduled`.")
+    correlation_id: str = Field(description="The flow it belongs to.")
+    customer_id: str
+    history: list[HistoryItem] = Field(description="Every event of its flow, in time order, each once.")
+
+
+ORDER_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Refusal, "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`)."},
+    404: {"model": Refusal, "description": "`unknown_order`: the tracker has not seen this order (yet)."},
+    503: {"model": Refusal, "description": "`read_model_unavailable`: the tracker's store cannot be read now; retry."},
+}
+
 REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Refusal, "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`)."},
     403: {"model": Refusal, "description": "The client may not publish to this topic, or the gateway's key may not sign it."},
@@ -76,8 +154,10 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(settings: GatewaySettings | None = None, publisher: RecordPublisher | None = None) -> FastAPI:
-    """The gateway. `publisher` replaces the Kafka publisher (tests pass an in-memory fake); it is started in the lifespan."""
+def create_app(settings: GatewaySettings | None = None, publisher: RecordPublisher | None = None,
+               order_status: OrderStatusQuery | None = None) -> FastAPI:
+    """The gateway. `publisher` replaces the Kafka publisher and `order_status` the tracker's read model (tests pass
+    in-memory fakes); the lifespan starts the publisher, and closes both when it built them."""
     settings = settings or GatewaySettings()
     clients = ClientsFile(settings.clients_file)
     keys = KeyStore.for_signer(settings.keys.dir, SERVICE, check_every_s=settings.keys.reload_every_s)
@@ -85,6 +165,8 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.publisher = publisher or KafkaRecordPublisher(settings.kafka.bootstrap_servers, service=SERVICE, timeout_s=settings.publish_timeout_s)
+        read_model = None if order_status else TrackerReadModel(settings.tracker_store_url)
+        app.state.order_status = order_status or read_model
         await app.state.publisher.start()
         clients.current()  # read now, so a missing or invalid clients file shows in the startup log
         log.info("gateway_started", clients_file=str(settings.clients_file))
@@ -92,6 +174,8 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
             yield
         finally:
             await app.state.publisher.close()
+            if read_model is not None:
+                await read_model.close()
 
     app = FastAPI(
         title="eventfleet gateway",
@@ -126,6 +210,20 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
         log.info("event_accepted", topic=record.topic, client=allowed.client.name, event_id=record.envelope.id,
                  correlation_id=record.envelope.correlation_id, key=record.key)
         return Accepted(event_id=record.envelope.id, correlation_id=record.envelope.correlation_id, topic=record.topic)
+
+    @app.get(
+        "/v1/orders/{order_id}", response_model=OrderView, responses=ORDER_REFUSALS,
+        summary="An order's status and history, as the tracker has seen them", openapi_extra={"security": [{"bearer": []}]},
+    )
+    async def get_order(request: Request, order_id: str = Path(description="The order's id.", examples=["ord-7f3a9c"])) -> OrderView:
+        """Send `Authorization: Bearer <token>`: any client may read any order. The tracker lags the flow by moments."""
+        client = _admit(core.authenticate(clients.current(), request.headers.get("authorization")))
+        request.state.client = client.name
+        answer = await _read_order(request, order_id)
+        if answer is None:
+            raise RequestRefused(core.NotFound("unknown_order", f"the tracker has not seen order {order_id}"))
+        log.info("order_status_served", order_id=order_id, status=answer["status"], client=client.name)
+        return OrderView.model_validate(answer)
 
     _document_event_schemas(app)
     return app
@@ -194,10 +292,21 @@ async def _publish(request: Request, record: Record, timeout_s: float) -> None:
         raise RequestRefused(Unavailable("broker_unavailable", "the broker did not confirm the event in time; it may not be published, retry later")) from None
 
 
+async def _read_order(request: Request, order_id: str) -> dict[str, Any] | None:
+    query = getattr(request.app.state, "order_status", None)
+    if query is None:
+        raise RequestRefused(Unavailable("not_started", "the gateway is not started"))
+    try:
+        return await query(order_id)
+    except ReadModelUnavailable as error:
+        log.error("read_model_unavailable", detail=str(error))
+        raise RequestRefused(Unavailable("read_model_unavailable", "the tracker's read model cannot be read now; retry later")) from None
+
+
 async def _answer_refusal(request: Request, error: RequestRefused) -> JSONResponse:
     refused = error.refused
     log.warning("request_refused", status=refused.status, reason=refused.reason, topic=request.path_params.get("topic"),
-                client=getattr(request.state, "client", None))
+                order_id=request.path_params.get("order_id"), client=getattr(request.state, "client", None))
     body: dict[str, Any] = {"reason": refused.reason, "detail": refused.detail}
     if isinstance(refused, core.Invalid):
         body["errors"] = list(refused.errors)

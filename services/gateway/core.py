@@ -21,6 +21,7 @@ __all__ = [
     "Refused",
     "TooLarge",
     "Unauthorized",
+    "authenticate",
     "authorize",
     "bearer_token",
     "declared_size",
@@ -132,17 +133,25 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def authorize(clients: Clients, authorization: str | None, topic_name: str, registry: Registry = REGISTRY) -> Allowed | Refused:
-    """Who is asking, then whether the topic exists, then whether they may publish to it.
-
-    Authentication comes first, so a caller without a valid token learns nothing, not even which topics exist.
-    """
+def authenticate(clients: Clients, authorization: str | None) -> Client | Unauthorized:
+    """The client holding the bearer token; any client may read, so reads need nothing more than this."""
     token = bearer_token(authorization)
     if token is None:
         return Unauthorized("missing_token", "send the client's token as `Authorization: Bearer <token>`")
     client = clients.holding(token)
     if client is None:
         return Unauthorized("unknown_token", "the token is not valid")
+    return client
+
+
+def authorize(clients: Clients, authorization: str | None, topic_name: str, registry: Registry = REGISTRY) -> Allowed | Refused:
+    """Who is asking, then whether the topic exists, then whether they may publish to it.
+
+    Authentication comes first, so a caller without a valid token learns nothing, not even which topics exist.
+    """
+    client = authenticate(clients, authorization)
+    if isinstance(client, Refused):
+        return client
     try:
         topic = registry.named(topic_name)
     except UnknownTopic as error:

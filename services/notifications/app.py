@@ -1,4 +1,4 @@
-"""Notifications' FastStream shell: hears each payment outcome, records the customer's message, publishes NotificationSent."""
+"""Notifications' FastStream shell: hears each outcome the customer should know of, records the message once, says so."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from datetime import datetime, timezone
 import structlog
 from faststream import Context, FastStream
 
-from contracts import Envelope, NotificationSent, PaymentAuthorized, PaymentDeclined
+from contracts import Envelope, InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.stateful import attach_store
+from fleet.store import Producer
 
-from . import core
+from . import core, records
 from .outbox import FileOutbox
 from .settings import NotificationsSettings
 
@@ -18,17 +20,26 @@ SERVICE = "notifications"
 log = structlog.get_logger(SERVICE)
 
 
-def create_app(settings: NotificationsSettings | None = None) -> FastStream:
+def create_app(settings: NotificationsSettings | None = None, *, producer: Producer | None = None) -> FastStream:
+    """`producer` replaces the outbox relay's Kafka producer (in-memory tests pass one that feeds the test broker)."""
     settings = settings or NotificationsSettings()
-    outbox = FileOutbox(settings.outbox_path)
+    delivery_log = FileOutbox(settings.outbox_path)
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    app = worker_app(broker, SERVICE, "Tells customers what happened to their order: payment, backorder, shipment.")
+    state = attach_store(app, broker, settings.store_url, records.MIGRATIONS, settings.kafka, producer)
     to_notification_sent = publisher_for(broker, NotificationSent)
 
-    @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, group_id=settings.group_id)
-    async def on_payment_outcome(payment: PaymentAuthorized | PaymentDeclined, envelope: Envelope = Context()) -> None:
-        notification = core.compose(payment, now=datetime.now(timezone.utc))
-        outbox.append(notification.as_outbox_line())
-        log.info("notification_recorded", order_id=payment.order_id, template=notification.sent.template)
-        await to_notification_sent.emit(notification.sent, cause=envelope)
+    @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id)
+    async def on_order_outcome(
+        outcome: PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled, envelope: Envelope = Context()
+    ) -> None:
+        notification = core.compose(outcome, now=datetime.now(timezone.utc))
+        async with state.store.transaction() as tx:
+            first = await tx.claim(settings.group_id, envelope.id) and await records.record_once(tx, notification)
+            if first:
+                await tx.add_to_outbox(to_notification_sent.record(notification.sent, cause=envelope))
+        if first:
+            delivery_log.append(notification.as_outbox_line())  # the mail system's feed; the table is the record
+            log.info("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
 
-    return worker_app(broker, SERVICE, "Tells customers what happened to their payment.")
+    return app

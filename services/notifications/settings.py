@@ -16,6 +16,7 @@ class NotificationsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
     group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
-    outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The file the notifications are appended to.")
+    outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The mail system's feed: one JSON line per new notification.")
+    store_url: str = Field("sqlite:///.fleet/notifications.db", description="Notifications, inbox and outbox: sqlite:///file.db, or postgresql://...")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     keys: KeySettings = Field(default_factory=KeySettings)

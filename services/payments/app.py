@@ -1,4 +1,4 @@
-"""Payments' FastStream shell: hears each OrderPlaced, asks the core, publishes the authorization or the decline."""
+"""Payments' FastStream shell: hears each OrderPlaced, asks the core, and charges at most once per order (ledger, inbox, outbox)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,38 @@ from faststream import Context, FastStream
 
 from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.stateful import attach_store
+from fleet.store import Producer
 
-from . import core
+from . import core, ledger
 from .settings import PaymentsSettings
 
 SERVICE = "payments"
 log = structlog.get_logger(SERVICE)
 
 
-def create_app(settings: PaymentsSettings | None = None) -> FastStream:
+def create_app(settings: PaymentsSettings | None = None, *, producer: Producer | None = None) -> FastStream:
+    """`producer` replaces the outbox relay's Kafka producer (in-memory tests pass one that feeds the test broker)."""
     settings = settings or PaymentsSettings()
     policy = settings.credit_policy()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    app = worker_app(broker, SERVICE, "Authorizes or declines each placed order; charges each order at most once.")
+    state = attach_store(app, broker, settings.store_url, ledger.MIGRATIONS, settings.kafka, producer)
     to_payment_authorized = publisher_for(broker, PaymentAuthorized)
     to_payment_declined = publisher_for(broker, PaymentDeclined)
 
     @subscriber_for(broker, OrderPlaced, group_id=settings.group_id)
     async def on_order_placed(order: OrderPlaced, envelope: Envelope = Context()) -> None:
-        outcome = core.decide(order, policy, now=datetime.now(timezone.utc))
-        if isinstance(outcome, PaymentAuthorized):
-            log.info("payment_authorized", order_id=order.order_id, amount_cents=outcome.amount_cents)
-            await to_payment_authorized.emit(outcome, cause=envelope)
-        else:
-            log.info("payment_declined", order_id=order.order_id, reason=outcome.reason)
-            await to_payment_declined.emit(outcome, cause=envelope)
+        async with state.store.transaction() as tx:
+            if not await tx.claim(settings.group_id, envelope.id) or await ledger.charge_for(tx, order.order_id):
+                log.info("order_already_decided", order_id=order.order_id)
+                return
+            outcome = core.decide(order, policy, now=datetime.now(timezone.utc))
+            if isinstance(outcome, PaymentAuthorized):
+                await ledger.record_charge(tx, outcome)
+                await tx.add_to_outbox(to_payment_authorized.record(outcome, cause=envelope))
+            else:
+                await tx.add_to_outbox(to_payment_declined.record(outcome, cause=envelope))
+        log.info("payment_decided", order_id=order.order_id, outcome=type(outcome).__name__, reason=getattr(outcome, "reason", None))
 
-    return worker_app(broker, SERVICE, "Authorizes or declines each placed order.")
+    return app

@@ -19,6 +19,7 @@ class PaymentsSettings(BaseSettings):
     default_limit_cents: int = Field(100_000, description="Most one order may cost, for customers without their own limit.", ge=0)
     customer_limits: dict[str, int] = Field(default_factory=dict, description='Per-customer limits, JSON: {"cus-1042": 500000}.')
     currencies: frozenset[str] = Field(frozenset({"EUR", "USD", "GBP"}), description='Accepted currencies, JSON: ["EUR","USD"].')
+    store_url: str = Field("sqlite:///.fleet/payments.db", description="The ledger, inbox and outbox: sqlite:///file.db, or postgresql://... for several replicas.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
 

@@ -63,23 +63,32 @@ async def test_every_event_caused_by_an_order_carries_its_correlation_id_and_its
     assert (payment.headers["ce_source"], notification.headers["ce_source"]) == ("/eventfleet/payments", "/eventfleet/notifications")
 
 
-async def test_outcomes_keep_the_order_of_their_orders_for_each_key(kafka, group_id):
-    """Several versions of the same order id, interleaved across keys: each key's outcomes come out in input order."""
+async def test_a_worker_handles_the_events_of_each_key_in_the_order_they_were_published(kafka, group_id):
+    """Several events per key, interleaved across keys: the fleet's subscriber hands each key's events over in order."""
+    from fleet.broker import create_broker, subscriber_for
+
     await start_group_at_end(kafka, group_id, [OrderPlaced])
     keys = [unique_order_id() for _ in range(6)]
     versions = 8
     orders = [an_order_costing(100 * (v + 1), order_id=k) for v in range(versions) for k in keys]
-    async with RunningApps(_payments(kafka, group_id)), TopicReader(kafka, [PaymentAuthorized]) as reader:
+    seen: dict[str, list[int]] = {k: [] for k in keys}
+    broker = create_broker("payments", KafkaSettings(bootstrap_servers=kafka))
+
+    async def on_order_placed(order: OrderPlaced) -> None:
+        seen[order.order_id].append(order.total_cents)
+
+    subscriber_for(broker, OrderPlaced, group_id=group_id)(on_order_placed)
+    worker = type("Worker", (), {"broker": broker})()
+    async with RunningApps(worker), TopicReader(kafka, [OrderPlaced]) as reader:
         await produce_raw(kafka, [as_raw(a_record(o)) for o in orders])
-        seen = await reader.wait_for_keys(keys, per_key=versions)
-    for key in keys:
-        amounts = [s.event.amount_cents for s in sorted(seen, key=lambda s: s.offset) if s.key == key]
-        assert amounts == [100 * (v + 1) for v in range(versions)], key
+        await reader.wait_for(lambda _: all(len(v) == versions for v in seen.values()))
+    assert seen == {k: [100 * (v + 1) for v in range(versions)] for k in keys}
 
 
-async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_order_once(kafka, group_id):
+async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_order_once(kafka, group_id, postgres):
+    """Several replicas share one PostgreSQL store (SQLite is one replica per file)."""
     await start_group_at_end(kafka, group_id, [OrderPlaced])
-    first, second = _payments(kafka, group_id), _payments(kafka, group_id)
+    first, second = _payments(kafka, group_id, store_url=postgres), _payments(kafka, group_id, store_url=postgres)
     orders = [an_order_costing(1_000) for _ in range(60)]
     def orders_partitions(running, app):
         return {p for p in running.assignments(app) if p[0] == "orders.placed.v1"}

@@ -22,6 +22,11 @@ def _with_header(record: Record, name: str, text: str):
     return _raw(record, headers=[(k, text.encode() if k == name else v) for k, v in record.raw_headers()])
 
 
+def _next_microsecond(time_text: str) -> str:
+    """The same time with its last digit changed: still fresh, never equal to the signed one."""
+    return time_text[:-2] + str((int(time_text[-2]) + 1) % 10) + "Z"
+
+
 def _flip(data: bytes, at: int = 5) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
@@ -44,7 +49,7 @@ def poison_records() -> dict[str, tuple[tuple, str]]:
         "changed ce_id": (_with_header(r := order("ce-id"), "ce_id", r.envelope.id[:-1] + "0"), "bad_signature"),
         "changed ce_source": (_with_header(order("ce-source"), "ce_source", "/eventfleet/payments"), "bad_signature"),
         "changed ce_correlationid": (_with_header(order("ce-corr"), "ce_correlationid", "someone-elses-flow"), "bad_signature"),
-        "changed ce_time": (_with_header(r := order("ce-time"), "ce_time", r.envelope.time[:-2] + "9Z"), "bad_signature"),
+        "changed ce_time": (_with_header(r := order("ce-time"), "ce_time", _next_microsecond(r.envelope.time)), "bad_signature"),
         "added ce_causationid": (_raw(r := order("ce-cause"), headers=r.raw_headers() + [("ce_causationid", b"forged")]), "bad_signature"),
         "changed record key": (_raw(r := order("key"), key=r.key.encode() + b"x"), "invalid_header"),
         "changed ce_type": (_with_header(order("ce-type"), "ce_type", "dev.eventfleet.payments.declined.v1"), "wrong_type"),

@@ -13,8 +13,12 @@ from typer.testing import CliRunner
 from contracts import REGISTRY, Record, decode_value, source_of, verify_record
 from fleet.gateway_cli import gateway_app
 from fleet.keys import KeyStore
+from fleet.store import open_store
 from services.gateway import Client, Clients, GatewaySettings, add_client, create_app, hash_token
+from services.gateway.app import ReadModelUnavailable
 from services.gateway.clients import load_clients, save_clients
+from services.tracker import queries as tracker_queries
+from services.tracker.core import OrderStatus
 from tests.support import an_authorization, an_order, signer_of
 
 ORDERS = REGISTRY.named("orders.placed.v1")
@@ -207,3 +211,113 @@ def test_add_client_refuses_an_unknown_topic_and_a_taken_name(settings):
     taken = runner.invoke(gateway_app, ["add-client", "acme", "--topic", "orders.placed.v1", "--clients-file", str(settings.clients_file)])
     assert unknown.exit_code == taken.exit_code == 1
     assert load_clients(settings.clients_file) == CLIENTS
+
+
+# ---- GET /v1/orders/{order_id}: the tracker's read model ----------------------------------------------------------
+
+AN_ORDER_STATUS = {
+    "order_id": "ord-7f3a9c", "status": "payment_authorized", "correlation_id": "checkout-42", "customer_id": "cus-1042",
+    "history": [
+        {"event_type": "dev.eventfleet.orders.placed.v1", "event_id": "e1", "time": "2026-11-24T16:00:00Z", "source": "/eventfleet/storefront"},
+        {"event_type": "dev.eventfleet.payments.authorized.v1", "event_id": "e2", "time": "2026-11-24T16:00:01Z", "source": "/eventfleet/payments"},
+    ],
+}
+
+
+class FakeReadModel:
+    """The tracker's answers by order id; `down` makes every read fail as an unreachable database would."""
+
+    def __init__(self, orders: dict) -> None:
+        self.orders = orders
+        self.down = False
+
+    async def __call__(self, order_id: str) -> dict | None:
+        if self.down:
+            raise ReadModelUnavailable("connection refused")
+        return self.orders.get(order_id)
+
+
+@pytest.fixture
+def read_model() -> FakeReadModel:
+    return FakeReadModel({AN_ORDER_STATUS["order_id"]: AN_ORDER_STATUS})
+
+
+@pytest.fixture
+def reader(settings, publisher, read_model):
+    with TestClient(create_app(settings, publisher=publisher, order_status=read_model)) as client:
+        yield client
+
+
+def get_order(http, order_id: str = "ord-7f3a9c", *, token: str | None = "acme-token"):
+    return http.get(f"/v1/orders/{order_id}", headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def test_an_order_the_tracker_has_seen_is_answered_with_its_status_flow_and_history(reader):
+    answer = get_order(reader)
+    assert answer.status_code == 200 and answer.json() == AN_ORDER_STATUS
+
+
+def test_any_client_with_a_valid_token_may_read_orders_whatever_it_may_publish(reader):
+    assert get_order(reader, token="auditor-token").json() == AN_ORDER_STATUS
+
+
+def test_reading_an_order_without_a_token_or_with_an_unknown_one_is_unauthorized(reader):
+    missing, unknown = get_order(reader, token=None), get_order(reader, token="guessed")
+    assert (missing.status_code, missing.json()["reason"], missing.headers["WWW-Authenticate"]) == (401, "missing_token", "Bearer")
+    assert (unknown.status_code, unknown.json()["reason"]) == (401, "unknown_token")
+
+
+def test_an_unauthorized_caller_learns_nothing_even_when_the_read_model_is_down(reader, read_model):
+    read_model.down = True
+    assert get_order(reader, "ord-anything", token=None).status_code == 401
+
+
+def test_an_order_the_tracker_has_not_seen_is_not_found(reader):
+    answer = get_order(reader, "ord-never-placed")
+    assert (answer.status_code, answer.json()["reason"]) == (404, "unknown_order") and "ord-never-placed" in answer.json()["detail"]
+
+
+def test_a_read_model_that_cannot_be_read_is_a_503_and_the_gateway_keeps_answering(reader, read_model):
+    read_model.down = True
+    refused = get_order(reader)
+    assert (refused.status_code, refused.json()["reason"]) == (503, "read_model_unavailable")
+    read_model.down = False
+    assert get_order(reader).status_code == 200, "the database is back: the next read goes through"
+
+
+def test_the_order_endpoint_is_documented_with_its_answer_and_refusals(reader):
+    operation = reader.get("/openapi.json").json()["paths"]["/v1/orders/{order_id}"]["get"]
+    assert {"200", "401", "404", "503"} <= set(operation["responses"]) and operation["security"] == [{"bearer": []}]
+
+
+def test_the_gateway_starts_without_the_trackers_store_and_does_not_create_it(settings, publisher, tmp_path):
+    missing = tmp_path / "tracker" / "tracker.db"
+    app = create_app(settings.model_copy(update={"tracker_store_url": f"sqlite:///{missing}"}), publisher=publisher)
+    with TestClient(app) as http:
+        assert http.get("/health").status_code == 200
+        answer = get_order(http)
+    assert (answer.status_code, answer.json()["reason"]) == (503, "read_model_unavailable")
+    assert not missing.parent.exists(), "the gateway reads the tracker's store; it never makes one"
+
+
+def test_the_gateway_reads_the_trackers_sqlite_store(settings, publisher, tmp_path):
+    url = f"sqlite:///{tmp_path / 'tracker.db'}"
+    asyncio.run(a_tracker_store_holding(url, OrderStatus(order_id="ord-1", status="placed", correlation_id="flow-1", customer_id="cus-1")))
+    with TestClient(create_app(settings.model_copy(update={"tracker_store_url": url}), publisher=publisher)) as http:
+        found, unknown = get_order(http, "ord-1"), get_order(http, "ord-2")
+    assert found.status_code == 200 and found.json() == {
+        "order_id": "ord-1", "status": "placed", "correlation_id": "flow-1", "customer_id": "cus-1", "history": []}
+    assert unknown.status_code == 404
+
+
+def test_a_store_url_of_no_known_kind_is_a_503(settings, publisher):
+    with TestClient(create_app(settings.model_copy(update={"tracker_store_url": "mysql://tracker"}), publisher=publisher)) as http:
+        assert get_order(http).json()["reason"] == "read_model_unavailable"
+
+
+async def a_tracker_store_holding(url: str, status: OrderStatus) -> None:
+    """What the tracker leaves behind: its tables, and one order's status."""
+    async with await open_store(url) as store:
+        await store.migrate(tracker_queries.MIGRATIONS)
+        async with store.transaction() as tx:
+            await tracker_queries.save(tx, status)

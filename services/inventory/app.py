@@ -1,0 +1,53 @@
+"""Inventory's FastStream shell: learns stock and order lines, and reserves each paid order once (or backorders it)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import structlog
+from faststream import Context, FastStream
+
+from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
+from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.errors import TransientError
+from fleet.stateful import attach_store
+from fleet.store import Producer, Transaction
+
+from . import core, stock
+from .settings import InventorySettings
+
+SERVICE = "inventory"
+log = structlog.get_logger(SERVICE)
+
+
+def create_app(settings: InventorySettings | None = None, *, producer: Producer | None = None) -> FastStream:
+    """`producer` replaces the outbox relay's Kafka producer (in-memory tests pass one that feeds the test broker)."""
+    settings = settings or InventorySettings()
+    broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    app = worker_app(broker, SERVICE, "Reserves stock for paid orders, or backorders them; keeps stock levels.")
+    state = attach_store(app, broker, settings.store_url, stock.MIGRATIONS, settings.kafka, producer)
+    outcomes = {InventoryReserved: publisher_for(broker, InventoryReserved), InventoryBackordered: publisher_for(broker, InventoryBackordered)}
+
+    async def reserve(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:
+        items = await stock.items_of(tx, payment.order_id)
+        if items is None:  # the order's lines travel on another topic and may come later: try again soon
+            raise TransientError(f"the lines of order {payment.order_id} are not known yet")
+        result = core.reserve(payment, items, await stock.levels(tx, core.wanted(items)), datetime.now(timezone.utc))
+        if await stock.settle_once(tx, payment.order_id, type(result.outcome).__name__, envelope.time):
+            await stock.set_levels(tx, dict(result.stock_after))
+            await tx.add_to_outbox(outcomes[type(result.outcome)].record(result.outcome, cause=envelope))
+            log.info("order_settled", order_id=payment.order_id, outcome=type(result.outcome).__name__)
+
+    @subscriber_for(broker, StockReceived, OrderPlaced, PaymentAuthorized, group_id=settings.group_id)
+    async def on_inventory_input(event: StockReceived | OrderPlaced | PaymentAuthorized, envelope: Envelope = Context()) -> None:
+        async with state.store.transaction() as tx:
+            if not await tx.claim(settings.group_id, envelope.id):
+                return
+            if isinstance(event, StockReceived):
+                await stock.add_stock(tx, event)
+            elif isinstance(event, OrderPlaced):
+                await stock.remember_order(tx, event)
+            else:
+                await reserve(tx, event, envelope)
+
+    return app

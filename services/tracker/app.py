@@ -1,0 +1,60 @@
+"""The tracker's FastStream shell: hears every event of the order flow and folds it, once, into the order's status."""
+
+from __future__ import annotations
+
+import typing
+
+import structlog
+from faststream import Context, FastStream
+
+from contracts import (
+    Envelope,
+    InventoryBackordered,
+    InventoryReserved,
+    NotificationSent,
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentDeclined,
+    ShipmentScheduled,
+)
+from fleet.broker import create_broker, subscriber_for, worker_app
+from fleet.stateful import attach_store
+from fleet.store import Transaction
+
+from . import core, queries
+from .settings import TrackerSettings
+
+__all__ = ["SERVICE", "OrderEvent", "create_app", "track"]
+
+SERVICE = "tracker"
+log = structlog.get_logger(SERVICE)
+
+OrderEvent = OrderPlaced | PaymentAuthorized | PaymentDeclined | InventoryReserved | InventoryBackordered | ShipmentScheduled | NotificationSent
+
+
+def create_app(settings: TrackerSettings | None = None) -> FastStream:
+    settings = settings or TrackerSettings()
+    broker = create_broker(SERVICE, settings.kafka, settings.keys)
+    app = worker_app(broker, SERVICE, "Keeps each order's status and history, folded from every event of its flow (the read side).")
+    state = attach_store(app, broker, settings.store_url, queries.MIGRATIONS, settings.kafka)
+
+    # One subscriber for the whole flow: one group member per replica, and one place that folds.
+    @subscriber_for(broker, *typing.get_args(OrderEvent), group_id=settings.group_id)
+    async def on_order_event(event: OrderEvent, envelope: Envelope = Context()) -> None:
+        async with state.store.transaction() as tx:
+            status = await track(tx, settings.group_id, event, envelope)
+        if status is None:
+            log.info("event_already_tracked", order_id=event.order_id)
+        else:
+            log.info("order_status_tracked", order_id=event.order_id, status=status.status)
+
+    return app
+
+
+async def track(tx: Transaction, group_id: str, event: OrderEvent, envelope: Envelope) -> core.OrderStatus | None:
+    """Folds one event into its order's status, in the caller's transaction; None when the group had tracked it already."""
+    if not await tx.claim(group_id, envelope.id):
+        return None
+    status = core.apply(await queries.load(tx, event.order_id), event, envelope)
+    await queries.save(tx, status)
+    return status
