@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "KeySettings", "LogSettings"]
+__all__ = ["KafkaSettings", "KeySettings", "LogSettings", "WorkerSettings"]
 
 
 class KafkaSettings(BaseSettings):
@@ -37,3 +37,13 @@ class KeySettings(BaseSettings):
     dir: Path = Field(Path(".fleet/keys"), description="Holds keyring.json and private/<signer>/<kid>.json.")
     window_s: float = Field(300.0, description="Largest accepted gap between a record's broker timestamp and its ce_time.", gt=0)
     reload_every_s: float = Field(2.0, description="How often workers look for keyring or key changes on disk.", gt=0)
+
+
+class WorkerSettings(BaseSettings):
+    """What every Kafka worker is configured with besides its own rules: how to reach Kafka and its keys.
+    A service subclasses it with its env prefix, its consumer group and its store."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)

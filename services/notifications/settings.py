@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import KafkaSettings, KeySettings
+from fleet.settings import WorkerSettings
 
 __all__ = ["NotificationsSettings"]
 
 
-class NotificationsSettings(BaseSettings):
+class NotificationsSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
     group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
     outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The mail system's feed: one JSON line per new notification.")
     store_url: str = Field("sqlite:///.fleet/notifications.db", description="Notifications, inbox and outbox: sqlite:///file.db, or postgresql://...")
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    keys: KeySettings = Field(default_factory=KeySettings)

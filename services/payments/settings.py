@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import KafkaSettings, KeySettings
+from fleet.settings import WorkerSettings
 
 from .core import CreditPolicy
 
 __all__ = ["PaymentsSettings"]
 
 
-class PaymentsSettings(BaseSettings):
+class PaymentsSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
 
     group_id: str = Field("payments", description="Consumer group; every replica of the service shares it.")
@@ -20,8 +20,6 @@ class PaymentsSettings(BaseSettings):
     customer_limits: dict[str, int] = Field(default_factory=dict, description='Per-customer limits, JSON: {"cus-1042": 500000}.')
     currencies: frozenset[str] = Field(frozenset({"EUR", "USD", "GBP"}), description='Accepted currencies, JSON: ["EUR","USD"].')
     store_url: str = Field("sqlite:///.fleet/payments.db", description="The ledger, inbox and outbox: sqlite:///file.db, or postgresql://... for several replicas.")
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    keys: KeySettings = Field(default_factory=KeySettings)
 
     def credit_policy(self) -> CreditPolicy:
         return CreditPolicy(self.default_limit_cents, dict(self.customer_limits), frozenset(self.currencies))

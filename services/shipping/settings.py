@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import KafkaSettings, KeySettings
+from fleet.settings import WorkerSettings
 
 __all__ = ["ShippingSettings"]
 
 
-class ShippingSettings(BaseSettings):
+class ShippingSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="SHIPPING_", extra="ignore")
 
     group_id: str = Field("shipping", description="Consumer group; every replica of the service shares it.")
     store_url: str = Field("sqlite:///.fleet/shipping.db", description="Shipments, inbox and outbox.")
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    keys: KeySettings = Field(default_factory=KeySettings)

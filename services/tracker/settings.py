@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import KafkaSettings, KeySettings
+from fleet.settings import WorkerSettings
 
 __all__ = ["TrackerSettings"]
 
 
-class TrackerSettings(BaseSettings):
+class TrackerSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
 
     group_id: str = Field("tracker", description="Consumer group; every replica of the service shares it.")
     store_url: str = Field("sqlite:///.fleet/tracker.db", description="The order statuses and the inbox: sqlite:///file.db, or postgresql://... for several replicas. The gateway reads it too (GATEWAY_TRACKER_STORE_URL).")
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    keys: KeySettings = Field(default_factory=KeySettings)
