@@ -167,6 +167,29 @@ def kafka_logs(lines: int = typer.Option(200, "--lines", "-n", help="How many li
     typer.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
 
 
+docs_app = typer.Typer(help="The fleet's AsyncAPI document.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("gen")
+def docs_gen() -> None:
+    """Write asyncapi.yaml from the code (every service's FastStream specification, merged)."""
+    from .asyncapi import DOCUMENT, render
+
+    DOCUMENT.write_text(render())
+    typer.echo(f"wrote {DOCUMENT}")
+
+
+@app.command()
+def check() -> None:
+    """Fail when the committed asyncapi.yaml differs from what the code generates."""
+    from .asyncapi import DOCUMENT, render
+
+    if not DOCUMENT.exists() or DOCUMENT.read_text() != render():
+        _fail("asyncapi.yaml is not what the code generates: run `fleet docs gen` and commit it")
+    typer.echo("asyncapi.yaml is current")
+
+
 def _keys_dir() -> Path:
     return KeySettings().dir
 
