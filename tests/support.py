@@ -297,8 +297,8 @@ class InMemoryProducer:
 
 
 def in_memory(create_app, settings):
-    """A service app whose outbox relay publishes into the in-memory broker; use with `async with TestKafkaBroker(app.broker)`
-    and `async with app:`... see tests/unit/test_handlers_in_memory.py."""
+    """A service app whose outbox relay publishes into the in-memory broker: inside `async with TestKafkaBroker(app.broker)`,
+    `await app.start()` opens its store, and `await app.stop()` lets the relay publish what was committed."""
     producer = InMemoryProducer()
     app = create_app(settings, producer=producer)
     producer.broker = app.broker
