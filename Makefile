@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo clean
+.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ postgres: install ## Start the local PostgreSQL cluster (127.0.0.1:55432); retur
 
 postgres-stop: install ## Stop the local PostgreSQL cluster
 	$(BIN)/python -m fleet.postgres_local stop
+
+chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
+	$(BIN)/python -m tests.chaos --orders 2000
 
 topics: kafka ## Create or update the registry's topics on the broker
 	$(FLEET) topics apply

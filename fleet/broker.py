@@ -16,6 +16,7 @@ from faststream.specification import AsyncAPI
 
 from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
 
+from .faults import Faults, FaultSettings
 from .keys import KeyStore
 from .middlewares import WorkerState, event_context_middleware
 from .rejects import DeadLetters
@@ -46,6 +47,7 @@ class FleetBroker(KafkaBroker):
     """A KafkaBroker that knows its service, its keys and its dead-letter publisher, and checks its handlers at start."""
 
     service: str
+    kafka: KafkaSettings
     keys: KeyStore
     dead_letters: DeadLetters
     registry: Registry
@@ -74,7 +76,7 @@ def create_broker(
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
     dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
     policies: dict = {}
-    state = WorkerState()
+    state = WorkerState(Faults(FaultSettings()))
     broker = FleetBroker(
         kafka.bootstrap_servers,
         client_id=service,
@@ -90,7 +92,7 @@ def create_broker(
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
-    broker.service, broker.keys, broker.dead_letters, broker.registry = service, key_store, dead_letters, registry
+    broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = service, kafka, key_store, dead_letters, registry
     broker.retry_policies, broker.state = policies, state
     return broker
 
@@ -126,6 +128,7 @@ def subscriber_for(
         subscriber = broker.subscriber(
             *names,
             group_id=group,
+            max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
             # A new group reads the topic's history; an existing group resumes at its committed offset.
             auto_offset_reset="earliest",
             # The middleware makes every outcome durable first; an error that escapes it means "not durable":
@@ -150,6 +153,14 @@ def subscriber_for(
         return wrapped
 
     return register
+
+
+def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
+    """A retry subscriber waits in its handler until a record is due: its consumer must not count that as stuck."""
+    if not policy.tier:
+        return kafka.max_poll_interval_ms
+    waits_s = policy.delays_s[policy.tier - 1] + policy.handler_timeout_s + 30.0
+    return max(kafka.max_poll_interval_ms, int(waits_s * 1000))
 
 
 def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:

@@ -14,6 +14,7 @@ from faststream import BaseMiddleware
 from contracts import REGISTRY, Envelope, Registry, Rejected, verify_record
 
 from .errors import PermanentError
+from .faults import Faults
 from .keys import KeyStore
 from .rejects import DeadLetters, Rejection
 from .retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
@@ -65,7 +66,7 @@ class EventContextMiddleware(BaseMiddleware):
                 await self._wait_until_due(due_ms(headers))
             started = time.perf_counter()
             try:
-                result = await asyncio.wait_for(call_next(msg), policy.handler_timeout_s)
+                result = await asyncio.wait_for(self._handle(call_next, msg), policy.handler_timeout_s)
             except Rejected as refused:  # the value failed its model: decoded inside call_next
                 await self._dead_letter(Rejection.of(record, refused.reason, refused.detail))
                 return None
@@ -78,6 +79,12 @@ class EventContextMiddleware(BaseMiddleware):
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
         # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
         return bool(exc_val is not None and (self.rejection is not None or self.foreign))
+
+    async def _handle(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
+        if self.state.faults.active and (delay := self.state.faults.delay_for_next()):  # chaos runs only
+            log.warning("fault_injected_slow_handler", delay_s=delay)
+            await asyncio.sleep(delay)
+        return await call_next(msg)
 
     def _policy(self) -> RetryPolicy:
         subscriber = self.context.get("handler_")
@@ -119,9 +126,11 @@ class EventContextMiddleware(BaseMiddleware):
 
 
 class WorkerState:
-    """What every record's middleware of one worker shares: whether the worker is stopping."""
+    """What every record's middleware of one worker shares: whether the worker is stopping, and any injected faults."""
 
-    stopping = False
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.stopping = False
+        self.faults = faults or Faults()
 
 
 def event_context_middleware(keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -184,8 +185,19 @@ def _ensure_role_and_database() -> None:
     """The role and database the DSN names; created over TCP as the superuser (trust, see PG_HBA)."""
     if _psql("postgres", f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}'") != "1":
         _psql("postgres", f"CREATE ROLE {ROLE} LOGIN CREATEDB")
-    if _psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
-        _psql("postgres", f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+    ensure_database(DATABASE)
+
+
+def ensure_database(name: str, *, fresh: bool = False) -> str:
+    """A database of the running cluster, owned by the fleet's role (one per service when services share a cluster);
+    `fresh` drops it first. Returns its DSN."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise PostgresLocalError(f"not a plain database name: {name!r}")
+    if fresh:
+        _psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    if _psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+        _psql("postgres", f"CREATE DATABASE {name} OWNER {ROLE}")
+    return dsn(name)
 
 
 def _psql(database: str, sql: str) -> str:

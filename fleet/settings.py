@@ -18,6 +18,11 @@ class KafkaSettings(BaseSettings):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
     graceful_timeout_s: float = Field(15.0, description="How long a stopping worker waits for in-flight handlers.", gt=0)
     request_timeout_ms: int = Field(30_000, description="Kafka request timeout.", gt=0)
+    max_poll_interval_ms: int = Field(
+        300_000, gt=0,
+        description="A consumer that has not asked for records for this long leaves its group and its partitions move "
+                    "to another replica (their uncommitted records are redelivered). Keep it above the handler time limit.",
+    )
 
 
 class LogSettings(BaseSettings):

@@ -49,12 +49,37 @@ class Replica:
 class Supervisor:
     """Keeps every replica running until `stop()`; then SIGTERM to each, SIGKILL after the grace period."""
 
-    def __init__(self, services: list[str], *, state_dir: Path, grace_s: float = 20.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        services: list[str],
+        *,
+        state_dir: Path,
+        grace_s: float = 20.0,
+        env: dict[str, str] | None = None,
+        scale: dict[str, int] | None = None,
+        service_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """`scale` gives a service more than one replica; `service_env` adds variables for one service's replicas only."""
         self.grace_s = grace_s
         self._stopping = asyncio.Event()
         base_env = {**os.environ, "FLEET_LOG_FORMAT": "json", **(env or {})}
-        self.replicas = [Replica(s, 1, state_dir / "logs" / f"{s}-1.log", env=base_env) for s in services]
+        scale, service_env = scale or {}, service_env or {}
+        self.replicas = [
+            Replica(s, n, state_dir / "logs" / f"{s}-{n}.log", env={**base_env, **service_env.get(s, {})})
+            for s in services
+            for n in range(1, scale.get(s, 1) + 1)
+        ]
         self._tasks: list[asyncio.Task] = []
+
+    def replica(self, service: str, index: int = 1) -> Replica:
+        return next(r for r in self.replicas if r.service == service and r.index == index)
+
+    def signal(self, service: str, index: int, signum: int) -> int:
+        """Sends `signum` to one replica (chaos runs: SIGKILL, SIGTERM); a replica that then exits is restarted as after
+        a crash. Returns the pid signalled."""
+        process = self.replica(service, index).process
+        process.send_signal(signum)
+        return process.pid
 
     async def start(self) -> None:
         for replica in self.replicas:

@@ -1,0 +1,460 @@
+"""The fleet under chaos: a broker and a PostgreSQL cluster of its own, every worker as supervised processes, a feed of
+orders whose outcomes are known in advance, poison among them, and the readers that collect what really happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PrivateKey, Record, StockReceived, encode, sign, source_of
+from fleet import kafka_local, postgres_local
+from fleet.demo import CATALOGUE, demo_orders
+from fleet.groups import group_members
+from fleet.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from fleet.supervisor import Supervisor
+from fleet.topics import apply_topics
+from services import SERVICES
+from services.payments import core as payments_core
+from services.payments.settings import PaymentsSettings
+
+from .figures import NOTIFICATIONS, TERMINAL_STATUS, Expected, Observed, Poison, WireEvent
+
+__all__ = ["ChaosFleet", "Feed", "plan_orders"]
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_PORT, CONTROLLER_PORT, POSTGRES_PORT = 29092, 29093, 55433
+OUT_OF_STOCK = "SKU-ESPRESSO-006"  # never delivered: an authorized order with it is backordered, whatever the timing
+PLENTY = 1_000_000  # units of every other product: never short, so each outcome is known before the run
+SCALED = {"payments": 2}  # two replicas share payments' partitions (and its PostgreSQL ledger)
+FLOW_TOPICS = [t.name for t in REGISTRY.topics]
+
+
+def configure_environment(work: Path) -> None:
+    """Everything the harness and its children read: a broker, keys, stores and feed files of the chaos run's own."""
+    os.environ.update({
+        "FLEET_KAFKA_HOME": str(REPO / ".cache" / "kafka-chaos"),
+        "FLEET_KAFKA_PORT": str(KAFKA_PORT),
+        "FLEET_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
+        "FLEET_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+        "FLEET_POSTGRES_HOME": str(REPO / ".cache" / "postgres-chaos"),
+        "FLEET_POSTGRES_PORT": str(POSTGRES_PORT),
+        "FLEET_KEYS_DIR": str(work / "keys"),
+        "FLEET_LOG_LEVEL": "INFO",
+        "NOTIFICATIONS_OUTBOX_PATH": str(work / "mail-feed.jsonl"),
+    })
+    for service in SERVICES:
+        os.environ[f"{service.upper()}_STORE_URL"] = f"sqlite:///{work / service}.db"
+
+
+@dataclass
+class Plan:
+    """The orders to publish, with the outcome each must reach and the stock inventory must end with."""
+
+    orders: list[OrderPlaced]
+    expected: Expected
+    initial_stock: dict[str, int]
+
+
+def plan_orders(count: int, seed: int) -> Plan:
+    """Demo orders (some over a limit, some in a currency payments refuses), decided in advance by payments' own rules."""
+    policy = PaymentsSettings(_env_file=None).credit_policy()
+    orders = list(demo_orders(count, seed=seed))
+    outcomes, stock = {}, {sku: PLENTY for sku in CATALOGUE if sku != OUT_OF_STOCK}
+    for order in orders:
+        decision = payments_core.decide(order, policy, now=datetime.now(timezone.utc))
+        if not isinstance(decision, PaymentAuthorized):
+            outcomes[order.order_id] = "declined"
+        elif any(item.sku == OUT_OF_STOCK for item in order.items):
+            outcomes[order.order_id] = "backordered"
+        else:
+            outcomes[order.order_id] = "shipped"
+            for item in order.items:
+                stock[item.sku] -= item.quantity
+    initial = {sku: PLENTY for sku in stock}
+    return Plan(orders, Expected(outcomes=outcomes, stock=stock), initial)
+
+
+@dataclass
+class Timeline:
+    """What happened when, in seconds since the run began: faults, recoveries, milestones."""
+
+    began: float = field(default_factory=time.monotonic)
+    entries: list[dict] = field(default_factory=list)
+
+    def note(self, what: str, **details) -> None:
+        entry = {"t_s": round(time.monotonic() - self.began, 2), "event": what, **details}
+        self.entries.append(entry)
+        print(f"  [{entry['t_s']:7.2f}s] {what} {' '.join(f'{k}={v}' for k, v in details.items())}", flush=True)
+
+
+class ChaosFleet:
+    """`async with ChaosFleet(work, service_env=...) as fleet:` a fresh broker, topics, keys, stores and every worker."""
+
+    def __init__(self, work: Path, *, service_env: dict[str, dict[str, str]] | None = None) -> None:
+        self.work = work
+        self.service_env = service_env or {}
+        self.timeline = Timeline()
+        self.supervisor: Supervisor | None = None
+        self.bootstrap = f"127.0.0.1:{KAFKA_PORT}"
+
+    async def __aenter__(self) -> ChaosFleet:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        configure_environment(self.work)
+        await asyncio.to_thread(self._fresh_broker)
+        self.timeline.note("broker_ready", bootstrap=self.bootstrap)
+        payments_dsn = await asyncio.to_thread(self._fresh_postgres)
+        init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
+        await apply_topics(self.bootstrap)
+        self.supervisor = Supervisor(
+            list(SERVICES), state_dir=self.work, grace_s=30.0, scale=SCALED,
+            env={"PAYMENTS_STORE_URL": payments_dsn}, service_env=self.service_env,
+        )
+        await self.supervisor.start()
+        await self._until_groups_have_members()
+        self.timeline.note("fleet_ready", replicas=len(self.supervisor.replicas))
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+            self.timeline.note("fleet_stopped", exit_codes={r.name: r.process.returncode for r in self.supervisor.replicas})
+
+    def _fresh_broker(self) -> None:
+        kafka_local.stop()
+        shutil.rmtree(kafka_local.home() / "data", ignore_errors=True)  # formatted anew at start: no earlier run's records
+        kafka_local.start()
+
+    def _fresh_postgres(self) -> str:
+        postgres_local.start()
+        return postgres_local.ensure_database("chaos_payments", fresh=True)
+
+    async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
+        wanted = {service: SCALED.get(service, 1) for service in SERVICES}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            members = await group_members(self.bootstrap, list(wanted))
+            if all(members[g] >= n for g, n in wanted.items()):
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"the fleet's groups did not fill within {timeout_s}s: {members}; logs in {self.work / 'logs'}")
+
+    # ---- faults -------------------------------------------------------------------------------------------------
+
+    def kill_replica(self, service: str, index: int = 1, signum: int = 9) -> None:
+        pid = self.supervisor.signal(service, index, signum)
+        self.timeline.note("replica_signalled", replica=f"{service}-{index}", signal=signum, pid=pid)
+
+    async def wait_for_log(self, service: str, index: int, event: str, timeout_s: float = 120.0) -> None:
+        """Until the replica's JSON log has a line for `event` (a fault taking effect, for instance)."""
+        path = self.work / "logs" / f"{service}-{index}.log"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists() and re.search(rf'"event": ?"{re.escape(event)}"', path.read_text(errors="replace")):
+                self.timeline.note("log_seen", replica=f"{service}-{index}", log_event=event)
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{service}-{index} never logged {event} within {timeout_s}s")
+
+    async def kill_broker(self, down_s: float) -> None:
+        pid = kafka_local.status().pid
+        os.kill(pid, 9)
+        self.timeline.note("broker_killed", pid=pid)
+        await asyncio.sleep(down_s)
+        began = time.monotonic()
+        await asyncio.to_thread(kafka_local.start, 180.0)
+        self.timeline.note("broker_restarted", took_s=round(time.monotonic() - began, 1))
+
+    async def stop_database(self, down_s: float) -> None:
+        await asyncio.to_thread(postgres_local.stop)
+        self.timeline.note("database_stopped")
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(postgres_local.start)
+        self.timeline.note("database_restarted")
+
+    def evidence(self) -> dict:
+        """What the replicas' logs and the supervisor say happened: faults that fired, commits the broker refused after a
+        rebalance, failures and retries, restarts."""
+        logs = [path.read_text(errors="replace") for path in sorted((self.work / "logs").glob("*.log"))]
+        count = lambda needle: sum(text.count(needle) for text in logs)  # noqa: E731
+        return {
+            "slow_handlers_injected": count("fault_injected_slow_handler"),
+            "commits_refused_after_rebalance": count("CommitFailedError("),
+            "handler_failures": count('"event_failed"'),
+            "retries_scheduled": count('"event_retry_scheduled"'),
+            "outcomes_not_durable": count('"event_outcome_not_durable"'),
+            "replica_restarts": {r.name: r.restarts for r in self.supervisor.replicas if r.restarts},
+        }
+
+    # ---- progress and collection ----------------------------------------------------------------------------------
+
+    def terminal_orders(self) -> int:
+        rows = self._sqlite("tracker", "SELECT status, COUNT(*) FROM order_status GROUP BY status")
+        return sum(n for status, n in rows if status in TERMINAL_STATUS.values())
+
+    def stock_levels(self) -> dict[str, int]:
+        return dict(self._sqlite("inventory", "SELECT sku, units FROM stock"))
+
+    def notifications(self) -> int:
+        return self._sqlite("notifications", "SELECT COUNT(*) FROM notifications")[0][0]
+
+    async def outbox_backlog(self) -> int:
+        pending = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+        local = sum(self._sqlite(s, pending)[0][0] for s in SERVICES if s != "payments")
+        return local + (await self._payments(pending))[0][0]
+
+    async def wait_until_settled(self, expected: Expected, poison_dead_letters: int, timeout_s: float) -> bool:
+        """Until every order is terminal, every customer told, every poison record dead-lettered and every outbox empty."""
+        want_notifications = sum(len(NOTIFICATIONS[o]) for o in expected.outcomes.values())
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                done = (self.terminal_orders() >= len(expected.outcomes) and self.notifications() >= want_notifications
+                        and await self.dead_letter_count() >= poison_dead_letters and await self.outbox_backlog() == 0)
+            except (sqlite3.Error, OSError, RuntimeError):
+                done = False  # a store not created yet, or busy: look again
+            if done:
+                self.timeline.note("settled")
+                return True
+            await asyncio.sleep(1.0)
+        self.timeline.note("not_settled", after_s=timeout_s)
+        return False
+
+    async def dead_letter_count(self) -> int:
+        ends = await _end_offsets(self.bootstrap, [t.dead_letter_topic for t in REGISTRY.topics])
+        return sum(ends.values())
+
+    async def observe(self, plan: Plan) -> Observed:
+        """What the broker and the stores hold once the fleet has stopped."""
+        records = await _read_all(self.bootstrap, _all_topic_names())
+        wire = [_wire_event(r) for r in records if r.topic in FLOW_TOPICS]
+        retried = {dict(r.headers).get("ce_id", b"").decode() for r in records if ".retry." in r.topic}
+        dead = [_dead_letter(r) for r in records if r.topic.endswith(".dlq")]
+        receipts = [w for w in wire if w.topic == REGISTRY.of(StockReceived).name]
+        receipt_ids = {w.event_id for w in receipts}
+        handled = [row[0] for row in self._sqlite("inventory", "SELECT event_id FROM inbox WHERE group_id = 'inventory' ORDER BY rowid")]
+        feed_path = Path(os.environ["NOTIFICATIONS_OUTBOX_PATH"])
+        feed = [json.loads(line)["notification_id"] for line in feed_path.read_text().splitlines() if line.strip()] if feed_path.exists() else []
+        return Observed(
+            wire=wire,
+            ledger=[row[0] for row in await self._payments("SELECT order_id FROM ledger")],
+            stock=self.stock_levels(),
+            notifications=[tuple(row) for row in self._sqlite("notifications", "SELECT order_id, template FROM notifications")],
+            feed=feed,
+            statuses=dict(self._sqlite("tracker", "SELECT order_id, status FROM order_status")),
+            stock_handled=[event_id for event_id in handled if event_id in receipt_ids],
+            receipts=receipts,
+            retried=retried - {""},
+            dead_letters=dead,
+        )
+
+    def _sqlite(self, service: str, sql: str) -> list[tuple]:
+        path = self.work / f"{service}.db"
+        if not path.exists():
+            raise RuntimeError(f"{service} has no store yet")
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0) as connection:
+            return connection.execute(sql).fetchall()
+
+    async def _payments(self, sql: str) -> list[tuple]:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(postgres_local.dsn("chaos_payments")) as connection:
+            return await (await connection.execute(sql)).fetchall()
+
+
+class Feed:
+    """Publishes the plan's orders at a steady pace with poison records among them, like an upstream storefront would:
+    a publish that fails while the broker is down is sent again as the same record (same ce_id)."""
+
+    def __init__(self, fleet: ChaosFleet, plan: Plan, *, per_second: float, poison_every: int) -> None:
+        self.fleet, self.plan = fleet, plan
+        self.per_second, self.poison_every = per_second, poison_every
+        self.published = 0
+        self.poison: list[Poison] = []
+        self._milestones: list[tuple[float, asyncio.Event]] = []
+
+    def reached(self, share: float) -> asyncio.Event:
+        """Set once `share` of the orders are on the broker: when a scenario strikes."""
+        event = asyncio.Event()
+        if self.published >= share * len(self.plan.orders):
+            event.set()
+        self._milestones.append((share, event))
+        return event
+
+    async def publish_stock(self, quantities: dict[str, int], receipt_prefix: str, producer: _Producer | None = None) -> None:
+        """One delivery, as the warehouse signs it; returns once the broker has every receipt."""
+        if producer is None:
+            async with _Producer(self.fleet.bootstrap) as producer:
+                return await self.publish_stock(quantities, receipt_prefix, producer)
+        signer = KeyStore.for_signer(self.fleet.work / "keys", "warehouse").signer()
+        now = datetime.now(timezone.utc)
+        for n, (sku, units) in enumerate(sorted(quantities.items())):
+            receipt = StockReceived(receipt_id=f"{receipt_prefix}-{n:03d}", sku=sku, quantity=units, received_at=now)
+            await producer.send(encode(receipt, source=source_of("warehouse"), signer=signer))
+
+    async def run(self) -> None:
+        storefront = KeyStore.for_signer(self.fleet.work / "keys", "storefront").signer()
+        interval = 1.0 / self.per_second
+        kinds = list(POISON)
+        async with _Producer(self.fleet.bootstrap) as producer:
+            for n, order in enumerate(self.plan.orders, start=1):
+                await producer.send(encode(order, source=source_of("storefront"), signer=storefront))
+                self.published = n
+                if n % self.poison_every == 0:
+                    name = kinds[len(self.poison) % len(kinds)]
+                    raw, reason = POISON[name](storefront)
+                    where = await producer.send_raw(*raw)
+                    self.poison.append(Poison(name, where.topic, where.partition, where.offset, reason,
+                                              tuple(REGISTRY.named(where.topic).consumers)))
+                for share, event in self._milestones:
+                    if n >= share * len(self.plan.orders):
+                        event.set()
+                await asyncio.sleep(interval)
+        self.fleet.timeline.note("feed_done", orders=self.published, poison=len(self.poison))
+
+    async def trickle_stock(self, stop: asyncio.Event, every_s: float = 0.5) -> int:
+        """Small deliveries of the plentiful products while orders flow: many records per key, to check per-key order."""
+        rounds = 0
+        async with _Producer(self.fleet.bootstrap) as producer:
+            while not stop.is_set():
+                rounds += 1
+                await self.publish_stock({sku: 5 for sku in self.plan.initial_stock}, f"rcpt-trickle-{rounds:04d}", producer)
+                for sku in self.plan.initial_stock:
+                    self.plan.expected.stock[sku] += 5
+                try:
+                    await asyncio.wait_for(stop.wait(), every_s)
+                except asyncio.TimeoutError:
+                    pass
+        return rounds
+
+
+# ---- poison: one kind of each bad record the issue names ----------------------------------------------------------------
+
+def _order_record(signer: PrivateKey, tag: str) -> Record:
+    order = next(demo_orders(1))
+    order = order.model_copy(update={"order_id": f"ord-poison-{tag}-{uuid.uuid4().hex[:8]}"})
+    return encode(order, source=source_of("storefront"), signer=signer)
+
+
+def _raw(record: Record, *, value: bytes | None = None, headers=None) -> tuple:
+    return record.topic, record.key.encode(), record.value if value is None else value, record.raw_headers() if headers is None else headers
+
+
+def _signed_value(signer: PrivateKey, value: bytes, tag: str) -> tuple:
+    return _raw(sign(replace(_order_record(signer, tag), value=value), signer))
+
+
+def _flipped(signer: PrivateKey) -> tuple:
+    record = _order_record(signer, "signature")
+    value = record.value
+    return _raw(record, value=value[:5] + bytes([value[5] ^ 1]) + value[6:])
+
+
+def _not_utf8(signer: PrivateKey) -> tuple:
+    record = _order_record(signer, "utf8")
+    return _raw(record, headers=[(k, b"\xff\xfe" if k == "ce_source" else v) for k, v in record.raw_headers()])
+
+
+def _oversize(signer: PrivateKey) -> tuple:
+    record = _order_record(signer, "oversize")
+    return _raw(record, value=record.value + b" " * (REGISTRY.of(OrderPlaced).max_bytes + 1))
+
+
+POISON: dict[str, Callable[[PrivateKey], tuple[tuple, str]]] = {
+    "malformed JSON": lambda signer: (_signed_value(signer, b"{not json", "json"), "invalid_payload"),
+    "schema-invalid": lambda signer: (_signed_value(signer, b'{"order_id": "x", "items": []}', "schema"), "invalid_payload"),
+    "oversize": lambda signer: (_oversize(signer), "oversize"),
+    "bad signature": lambda signer: (_flipped(signer), "bad_signature"),
+    "non-UTF-8 header": lambda signer: (_not_utf8(signer), "invalid_header"),
+}
+
+
+# ---- Kafka plumbing ---------------------------------------------------------------------------------------------------
+
+class _Producer:
+    """An idempotent producer that sends a record again when the broker is away, until it is acknowledged."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=10_000)
+
+    async def __aenter__(self) -> _Producer:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._producer.stop()
+
+    async def send(self, record: Record):
+        return await self.send_raw(record.topic, record.key.encode(), record.value, record.raw_headers())
+
+    async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list):
+        from aiokafka.errors import KafkaError
+
+        while True:
+            try:
+                return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            except KafkaError:
+                await asyncio.sleep(0.5)  # the broker is away (a chaos scenario): the same record, again
+
+
+def _all_topic_names() -> list[str]:
+    return [name for topic in REGISTRY.topics for name in (topic.name, *topic.retry_topics, topic.dead_letter_topic)]
+
+
+async def _end_offsets(bootstrap: str, names: list[str]) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(n, p) for n in names for p in (consumer.partitions_for_topic(n) or await _partitions(consumer, n))]
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer, name: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(name) or set()
+
+
+async def _read_all(bootstrap: str, names: list[str]) -> list:
+    """Every record of the topics, from the beginning to the end offsets of now."""
+    from aiokafka import AIOKafkaConsumer
+
+    ends = {tp: end for tp, end in (await _end_offsets(bootstrap, names)).items() if end > 0}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                records += batch
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _wire_event(record) -> WireEvent:
+    headers = dict(record.headers)
+    return WireEvent(record.topic, record.partition, record.offset, (record.key or b"").decode(), headers.get("ce_id", b"").decode())
+
+
+def _dead_letter(record) -> tuple[str, int, int, str, str]:
+    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+    return (headers.get("dlq-original-topic", ""), int(headers.get("dlq-original-partition", -1)),
+            int(headers.get("dlq-original-offset", -1)), headers.get("dlq-group", ""), headers.get("dlq-reason", ""))

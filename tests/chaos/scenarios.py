@@ -1,0 +1,143 @@
+"""The chaos scenarios of the delivery-guarantees issue: each strikes the running fleet once orders flow, then the run's
+figures say whether anything was lost, done twice, reordered or wrongly dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from .figures import figures_of
+from .harness import ChaosFleet, Feed, plan_orders
+
+__all__ = ["SCENARIOS", "Scenario", "run_scenario"]
+
+Strike = Callable[[ChaosFleet, Feed], Awaitable[None]]
+SLOWED = "fault_injected_slow_handler"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    strike: Strike
+    # Extra environment per service, given `orders` (fault injection, tighter bounds).
+    service_env: Callable[[int], dict[str, dict[str, str]]] = field(default=lambda orders: {})
+
+
+async def _kill_workers_mid_batch(fleet: ChaosFleet, feed: Feed) -> None:
+    for share, service in ((0.3, "payments"), (0.5, "inventory"), (0.6, "notifications"), (0.7, "tracker")):
+        await feed.reached(share).wait()
+        fleet.kill_replica(service, 1, signal.SIGKILL)
+
+
+async def _sigterm_during_slow_handlers(fleet: ChaosFleet, feed: Feed) -> None:
+    # payments-1's slow handler ends within the graceful bound (committed); shipping-1's outlives it (redelivered).
+    for service in ("payments", "shipping"):
+        await fleet.wait_for_log(service, 1, SLOWED)
+        await asyncio.sleep(0.5)
+        fleet.kill_replica(service, 1, signal.SIGTERM)
+
+
+def _slow_handlers(orders: int) -> dict[str, dict[str, str]]:
+    return {
+        "payments": {"FLEET_FAULTS_SLOW_S": "3", "FLEET_FAULTS_SLOW_AFTER": str(orders // 8), "FLEET_FAULTS_SLOW_COUNT": "1"},
+        "shipping": {"FLEET_FAULTS_SLOW_S": "20", "FLEET_FAULTS_SLOW_AFTER": str(orders // 5), "FLEET_FAULTS_SLOW_COUNT": "1",
+                     "FLEET_KAFKA_GRACEFUL_TIMEOUT_S": "5"},
+    }
+
+
+async def _restart_broker(fleet: ChaosFleet, feed: Feed) -> None:
+    await feed.reached(0.4).wait()
+    await fleet.kill_broker(down_s=5.0)
+
+
+def _slower_than_max_poll(orders: int) -> dict[str, dict[str, str]]:
+    # Both payments replicas: a consumer that outlasts max.poll.interval.ms is put out of the group mid-handler.
+    return {"payments": {"FLEET_KAFKA_MAX_POLL_INTERVAL_MS": "5000", "FLEET_FAULTS_SLOW_S": "8",
+                         "FLEET_FAULTS_SLOW_AFTER": str(orders // 6), "FLEET_FAULTS_SLOW_COUNT": "2"}}
+
+
+async def _watch_slow_handlers(fleet: ChaosFleet, feed: Feed) -> None:
+    await fleet.wait_for_log("payments", 1, SLOWED)
+
+
+async def _database_outage(fleet: ChaosFleet, feed: Feed) -> None:
+    await feed.reached(0.4).wait()
+    await fleet.stop_database(down_s=6.0)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("worker_sigkill", "SIGKILL payments-1, inventory, notifications and tracker mid-batch; the supervisor restarts each.",
+                 _kill_workers_mid_batch),
+        Scenario("sigterm_slow_handler", "SIGTERM while a handler is slow: one finishes within the graceful bound, one outlives it.",
+                 _sigterm_during_slow_handlers, _slow_handlers),
+        Scenario("broker_restart", "SIGKILL the broker mid-run; it is down for 5 s, then restarts on the same data.", _restart_broker),
+        Scenario("slower_than_max_poll", "Handlers of both payments replicas take 8 s with max.poll.interval.ms at 5 s.",
+                 _watch_slow_handlers, _slower_than_max_poll),
+        Scenario("dependency_outage", "payments' PostgreSQL stops for 6 s mid-run, then comes back.", _database_outage),
+    )
+}
+
+
+async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path, per_second: float, settle_timeout_s: float) -> dict:
+    """Runs one scenario on a fresh broker and fresh stores; returns its figures, timeline and verdict."""
+    print(f"\n== {scenario.name}: {scenario.description}", flush=True)
+    began = time.monotonic()
+    plan = plan_orders(orders, seed)
+    fleet = ChaosFleet(work / scenario.name, service_env=scenario.service_env(orders))
+    async with fleet:
+        feed = Feed(fleet, plan, per_second=per_second, poison_every=max(1, orders // 10))
+        await feed.publish_stock(plan.initial_stock, "rcpt-initial")
+        await _until_stocked(fleet, plan.initial_stock)
+        stop_trickle = asyncio.Event()
+        trickle = asyncio.create_task(feed.trickle_stock(stop_trickle))
+        strike = asyncio.create_task(scenario.strike(fleet, feed))
+        await feed.run()
+        await strike
+        stop_trickle.set()
+        await trickle
+        plan.expected.poison = feed.poison
+        dead_letters = sum(len(p.groups) for p in feed.poison)
+        settled = await fleet.wait_until_settled(plan.expected, dead_letters, settle_timeout_s)
+    figures = figures_of(plan.expected, await fleet.observe(plan))
+    report = {"description": scenario.description, "settled": settled, "duration_s": round(time.monotonic() - began, 1),
+              **figures.as_dict(), "evidence": fleet.evidence(), "timeline": fleet.timeline.entries}
+    report["passed"] = settled and figures.passed
+    _print_figures(scenario.name, report)
+    return report
+
+
+async def _until_stocked(fleet: ChaosFleet, levels: dict[str, int], timeout_s: float = 60.0) -> None:
+    """The first delivery must be in inventory's store before any order is: otherwise an early order would be short."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if fleet.stock_levels() == levels:
+                return
+        except (sqlite3.Error, RuntimeError):
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"inventory did not record the first delivery within {timeout_s}s")
+
+
+def _print_figures(name: str, report: dict) -> None:
+    dead = report["dead_letters"]
+    print(
+        f"   {name}: {'PASSED' if report['passed'] else 'FAILED'} in {report['duration_s']}s | orders {report['orders']} "
+        f"lost {report['lost']} wrong {report['wrong_outcome']} double effects {report['double_effects_total']} "
+        f"{report['double_effects']} | per-key inversions {report['per_key_inversions']} | dead letters {dead['distinct']} "
+        f"of {dead['expected']} expected (missing {dead['missing']}, unexpected {dead['unexpected']}, wrong reason "
+        f"{dead['wrong_reason']}) | retried {report['retried_events']}, wire duplicates {report['wire_duplicates_deduplicated']}",
+        flush=True,
+    )
+    print(f"     evidence: {report['evidence']}", flush=True)
+    for label, examples in report["examples"].items():
+        for example in examples:
+            print(f"     {label}: {example}", flush=True)
