@@ -7,7 +7,9 @@ from datetime import datetime
 
 from contracts import InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 
-__all__ = ["DECLINE_EXPLANATIONS", "Notification", "compose"]
+__all__ = ["CHANNEL", "FEED_COLUMNS", "DECLINE_EXPLANATIONS", "Notification", "compose", "feed_line"]
+
+CHANNEL = "email"  # the only channel so far; the feed line and the event both name it
 
 DECLINE_EXPLANATIONS = {
     "over_limit": "the total is above your spending limit",
@@ -25,16 +27,18 @@ class Notification:
     sent: NotificationSent
 
     def as_outbox_line(self) -> dict:
-        return {
-            "notification_id": self.sent.notification_id,
-            "order_id": self.sent.order_id,
-            "customer_id": self.sent.customer_id,
-            "channel": self.sent.channel,
-            "template": self.sent.template,
-            "subject": self.subject,
-            "body": self.body,
-            "recorded_at": self.sent.sent_at.isoformat(),
-        }
+        sent = self.sent
+        return feed_line(sent.notification_id, sent.order_id, sent.customer_id, sent.template, self.subject, self.body, sent.sent_at.isoformat())
+
+
+# The columns of the notifications table, in the order `feed_line` takes them.
+FEED_COLUMNS = ("notification_id", "order_id", "customer_id", "template", "subject", "body", "recorded_at")
+
+
+def feed_line(notification_id: str, order_id: str, customer_id: str, template: str, subject: str, body: str, recorded_at: str) -> dict:
+    """The mail system's line for one notification: the same whether written at once or caught up after a crash."""
+    return {"notification_id": notification_id, "order_id": order_id, "customer_id": customer_id, "channel": CHANNEL,
+            "template": template, "subject": subject, "body": body, "recorded_at": recorded_at}
 
 
 Outcome = PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled
@@ -47,7 +51,7 @@ def compose(outcome: Outcome, now: datetime) -> Notification:
         notification_id=f"ntf-{outcome.order_id}-{template}",
         order_id=outcome.order_id,
         customer_id=outcome.customer_id,
-        channel="email",
+        channel=CHANNEL,
         template=template,
         sent_at=now,
     )

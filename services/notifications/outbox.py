@@ -26,6 +26,10 @@ class FileOutbox:
         finally:
             os.close(fd)
 
+    def ids(self) -> set[str]:
+        """The notification ids the feed has already."""
+        return {line["notification_id"] for line in self.read()}
+
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fleet.store import Transaction
 
-from .core import Notification
+from .core import FEED_COLUMNS, Notification, feed_line
 
-__all__ = ["MIGRATIONS", "record_once"]
+__all__ = ["MIGRATIONS", "feed_lines", "record_once"]
 
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS notifications (
@@ -30,3 +30,9 @@ async def record_once(tx: Transaction, notification: Notification) -> bool:
         (sent.notification_id, sent.order_id, sent.customer_id, sent.template, notification.subject, notification.body, sent.sent_at.isoformat()),
     )
     return changed == 1
+
+
+async def feed_lines(tx: Transaction) -> list[dict]:
+    """Every recorded notification as its mail-feed line, oldest first."""
+    rows = await tx.fetchall(f"SELECT {', '.join(FEED_COLUMNS)} FROM notifications ORDER BY recorded_at")
+    return [feed_line(*row) for row in rows]

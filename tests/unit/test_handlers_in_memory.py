@@ -101,6 +101,24 @@ async def test_notifications_records_each_message_once_and_says_so(tmp_path):
     assert [line["template"] for line in FileOutbox(settings.outbox_path).read()] == ["payment_authorized", "payment_declined"]
 
 
+async def test_notifications_puts_a_recorded_message_a_crash_kept_out_of_the_feed_back_in_once(tmp_path):
+    settings = NotificationsSettings(outbox_path=tmp_path / "outbox.jsonl", store_url=_store(tmp_path, "n"))
+    app = in_memory(create_notifications, settings)
+    async with TestKafkaBroker(app.broker):
+        await app.start()
+        await _send(app.broker, an_authorization(an_order()), service="payments")
+        await app.stop()
+    feed = FileOutbox(settings.outbox_path)
+    written = feed.read()
+    settings.outbox_path.write_text("")  # as if the worker died between its commit and the append
+    for _ in range(2):  # the next start puts the line back, and the one after adds nothing
+        restarted = in_memory(create_notifications, settings)
+        async with TestKafkaBroker(restarted.broker):
+            await restarted.start()
+            await restarted.stop()
+    assert feed.read() == written
+
+
 async def test_inventory_reserves_a_paid_order_from_received_stock_and_backorders_what_it_lacks(tmp_path):
     app = in_memory(create_inventory, InventorySettings(store_url=_store(tmp_path, "i")))
     reserved, backordered = capture(app.broker, InventoryReserved), capture(app.broker, InventoryBackordered)
