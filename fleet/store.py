@@ -70,6 +70,12 @@ ADD_TO_OUTBOX = (
 PENDING_COLUMNS = "SELECT o.id, o.ce_id, o.topic, o.key, o.value, o.headers FROM outbox AS o WHERE o.published_at IS NULL"
 BACKLOG = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
 PRUNE = "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at <= ?"
+PRUNE_INBOX = "DELETE FROM inbox WHERE claimed_at <= ?"
+
+
+# An inbox claim must outlive every way its event can come back: the topic's retention (7 days), retries (minutes) and a
+# replay from the dead-letter topic (kept 30 days). After that, a service's own keys (one charge per order) still hold.
+INBOX_RETENTION_S = 35 * 86_400.0
 
 
 class DuplicateOutboxEvent(ValueError):
@@ -206,9 +212,12 @@ class Store(abc.ABC):
             row = await tx.fetchone(BACKLOG)
         return int(row[0])
 
-    async def prune(self, older_than_s: float) -> int:
-        """Deletes rows published more than `older_than_s` ago; returns how many."""
+    async def prune(self, older_than_s: float, inbox_older_than_s: float | None = None) -> int:
+        """Deletes outbox rows published more than `older_than_s` ago, and inbox claims older than `inbox_older_than_s`
+        (if given); returns how many outbox rows went."""
         async with self._begin() as tx:
+            if inbox_older_than_s is not None:
+                await tx.execute(PRUNE_INBOX, (now_ms() - int(inbox_older_than_s * 1000),))
             return await tx.execute(PRUNE, (now_ms() - int(older_than_s * 1000),))
 
     def subscribe(self, wake: asyncio.Event) -> None:
@@ -388,6 +397,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
         retention_s: float = 86_400.0,
+        inbox_retention_s: float = INBOX_RETENTION_S,
         prune_every_s: float = 600.0,
         stop_timeout_s: float = 5.0,
         refresh: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
@@ -400,6 +410,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
+        self.inbox_retention_s = inbox_retention_s
         self.prune_every_s = prune_every_s
         self.stop_timeout_s = stop_timeout_s
         self._producer = producer
@@ -441,8 +452,8 @@ class OutboxRelay:
         return await self.store.backlog()
 
     async def prune(self) -> int:
-        """Deletes rows published longer ago than `retention_s`."""
-        return await self.store.prune(self.retention_s)
+        """Deletes outbox rows published longer ago than `retention_s`, and inbox claims older than `inbox_retention_s`."""
+        return await self.store.prune(self.retention_s, self.inbox_retention_s)
 
     async def __aenter__(self) -> OutboxRelay:
         await self.start()

@@ -307,6 +307,16 @@ async def test_two_relays_draining_a_backlog_publish_each_key_in_order(store):
         assert [w for w in sent if w[1] == key.encode()] == [wire(r) for r in emitted if r.key == key]
 
 
+async def test_the_relay_forgets_inbox_claims_only_after_the_inbox_retention(store):
+    await handle(store, "evt-old")
+    await a_relay(store, FakeProducer(), inbox_retention_s=3600).prune()
+    async with store.transaction() as tx:
+        assert not await tx.claim("payments", "evt-old"), "a fresh claim is kept"
+    await a_relay(store, FakeProducer(), inbox_retention_s=0).prune()
+    async with store.transaction() as tx:
+        assert await tx.claim("payments", "evt-old"), "a claim past the retention is gone"
+
+
 async def test_the_relay_prunes_published_rows_past_their_retention_and_keeps_pending_ones(store):
     await handle(store, "evt-1", emits=tuple(records(2)))
     relay = a_relay(store, FakeProducer(), retention_s=0)
