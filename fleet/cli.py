@@ -24,6 +24,9 @@ app.add_typer(gateway_app, name="gateway")
 from .dlq_cli import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
+from .trace_cli import trace as trace_command  # noqa: E402
+
+app.command("trace")(trace_command)
 keys_app = typer.Typer(help="Signing keys and the keyring (FLEET_KEYS_DIR, default .fleet/keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

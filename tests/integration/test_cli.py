@@ -21,7 +21,7 @@ def fleet(*args: str, timeout: float = 120, env: dict | None = None) -> subproce
 
 
 def test_every_command_has_help():
-    for command in (["--help"], ["run", "--help"], ["topics", "apply", "--help"], ["demo", "--help"], ["watch", "--help"], ["up", "--help"], ["kafka", "start", "--help"]):
+    for command in (["--help"], ["run", "--help"], ["topics", "apply", "--help"], ["demo", "--help"], ["watch", "--help"], ["up", "--help"], ["kafka", "start", "--help"], ["trace", "--help"]):
         result = fleet(*command)
         assert result.returncode == 0 and "Usage" in result.stdout, command
 
