@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 
+import psycopg
 import pytest
 
 from fleet import kafka_local, postgres_local
@@ -40,3 +41,18 @@ def postgres() -> str:
     except Exception as error:  # any reason at all: the run fails, loudly
         pytest.fail(f"the local PostgreSQL cluster could not start, so the store tests on it cannot run: {error}", pytrace=False)
     return postgres_local.dsn()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A schema of this test's own in the cluster's database (dropped afterwards), and a URL whose connections use it:
+    no outbox rows of another test, or of another run on the same cluster, are ever relayed by this test's workers.
+
+    Synchronous, so the parametrized `store` fixture can ask for it only on its PostgreSQL run.
+    """
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    yield f"{postgres}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(postgres, autocommit=True) as connection:
+        connection.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from contracts import REGISTRY, NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, verify_record
+from contracts import NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, verify_record
 from fleet.keys import KeyStore, keyring_path
 from fleet.settings import KafkaSettings
 from services.notifications import NotificationsSettings

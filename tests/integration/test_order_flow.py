@@ -85,10 +85,10 @@ async def test_a_worker_handles_the_events_of_each_key_in_the_order_they_were_pu
     assert seen == {k: [100 * (v + 1) for v in range(versions)] for k in keys}
 
 
-async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_order_once(kafka, group_id, postgres):
+async def test_two_replicas_in_one_group_share_the_partitions_and_decide_each_order_once(kafka, group_id, postgres_url):
     """Several replicas share one PostgreSQL store (SQLite is one replica per file)."""
     await start_group_at_end(kafka, group_id, [OrderPlaced])
-    first, second = _payments(kafka, group_id, store_url=postgres), _payments(kafka, group_id, store_url=postgres)
+    first, second = _payments(kafka, group_id, store_url=postgres_url), _payments(kafka, group_id, store_url=postgres_url)
     orders = [an_order_costing(1_000) for _ in range(60)]
     def orders_partitions(running, app):
         return {p for p in running.assignments(app) if p[0] == "orders.placed.v1"}

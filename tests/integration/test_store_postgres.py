@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from dataclasses import replace
 
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,6 +30,7 @@ from tests.unit.test_store import (  # noqa: F401  the contract's test bodies, r
     test_outbox_rows_keep_bytes_that_are_not_text,
     test_outbox_rows_keep_their_order_and_their_raw_bytes,
     test_queries_use_question_marks_and_leave_literal_question_marks_and_percents_alone,
+    test_the_relay_forgets_inbox_claims_only_after_the_inbox_retention,
     test_the_relay_prunes_published_rows_past_their_retention_and_keeps_pending_ones,
     test_the_relay_publishes_pending_rows_in_order_and_marks_them,
     test_two_relays_draining_a_backlog_publish_each_key_in_order,
@@ -38,20 +38,6 @@ from tests.unit.test_store import (  # noqa: F401  the contract's test bodies, r
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def postgres_url(postgres) -> str:
-    """A schema of this test's own in the cluster's database (dropped afterwards), and a URL whose connections use it.
-
-    Synchronous, so the parametrized `store` fixture can ask for it only on its PostgreSQL run.
-    """
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    yield f"{postgres}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(postgres, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

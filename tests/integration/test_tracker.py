@@ -18,7 +18,6 @@ from services.tracker import create_app as create_tracker
 from services.tracker.app import OrderEvent, track
 from services.tracker.queries import MIGRATIONS
 from tests.integration.test_gateway import gateway_settings
-from tests.integration.test_store_postgres import postgres_url  # noqa: F401  a schema of the test's own
 from tests.support import RunningApps, TopicReader, a_record, an_authorization, an_order, as_raw, produce_raw, start_group_at_end
 
 pytestmark = pytest.mark.integration
