@@ -31,6 +31,7 @@ from .events import (
     ShipmentScheduled,
     StockLine,
     StockReceived,
+    redacted,
 )
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
 from .signing import ED25519, HMAC_SHA256, Keyring, KeyError_, PrivateKey, TrustedKey, signing_input
@@ -46,6 +47,7 @@ __all__ = [
     "Event",
     "InvalidPayload",
     "StockReceived",
+    "redacted",
     "StockLine",
     "ShipmentScheduled",
     "MissingStock",

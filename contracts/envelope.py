@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .events import Event
 from .registry import REGISTRY, Registry, Topic
 from .signing import Keyring, PrivateKey, signing_input
+from .tracing import with_trace_context
 
 __all__ = [
     "CONTENT_TYPE",
@@ -227,19 +228,21 @@ def _single_envelope_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, 
 
 @dataclass(frozen=True)
 class Record:
-    """What goes on the wire for one event: topic, key, value bytes and envelope headers."""
+    """What goes on the wire for one event: topic, key, value bytes, envelope headers, and unsigned transport headers
+    (W3C `traceparent`, which every hop rewrites, so it cannot be signed)."""
 
     topic: str
     key: str
     value: bytes
     envelope: Envelope
+    transport: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def headers(self) -> dict[str, str]:
-        return self.envelope.to_headers()
+        return self.envelope.to_headers() | {name: value.decode("utf-8", "replace") for name, value in self.transport}
 
     def raw_headers(self) -> list[tuple[str, bytes]]:
-        return [(name, text.encode("utf-8")) for name, text in self.headers.items()]
+        return [(name, text.encode("utf-8")) for name, text in self.envelope.to_headers().items()] + list(self.transport)
 
 
 def _refuse_line_feeds(key: str, envelope: Envelope) -> None:
@@ -270,7 +273,7 @@ def encode(
     topic = registry.of(event)
     value = event.model_dump_json().encode("utf-8")
     envelope = Envelope.new(topic, event, source=source, cause=cause, correlation_id=correlation_id, now=now)
-    return sign(Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope), signer)
+    return with_trace_context(sign(Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope), signer))
 
 
 def verify_record(

@@ -20,13 +20,16 @@ __all__ = [
     "ShipmentScheduled",
     "StockLine",
     "StockReceived",
+    "redacted",
 ]
 
 # Field types shared by several events, each with the description and example the AsyncAPI reader sees.
 # Printable text only: ids travel as record keys and signed headers, where a control character has no business.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 OrderId = Annotated[str, Field(description="The order's id, unique across the fleet; also the record key.", examples=["ord-7f3a9c"], min_length=1, max_length=64, pattern=PRINTABLE)]
-CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64, pattern=PRINTABLE)]
+# Personal data: `redacted()` hides it wherever a payload is logged, and the schema marks it with `x-personal`.
+CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64, pattern=PRINTABLE,
+                                  json_schema_extra={"x-personal": True})]
 Currency = Annotated[str, Field(description="ISO 4217 currency code of every amount in the event.", examples=["EUR"], pattern=r"^[A-Z]{3}$")]
 
 
@@ -160,3 +163,27 @@ class ShipmentScheduled(Event):
     units: int = Field(description="How many units the shipment holds.", examples=[2], ge=1)
     ship_by: date = Field(description="The day it leaves the warehouse: the next working day.", examples=["2026-11-25"])
     scheduled_at: AwareDatetime = Field(description="When the shipment was booked.", examples=["2026-11-24T16:00:04Z"])
+
+
+PERSONAL = "[personal]"
+
+
+def redacted(model: BaseModel) -> dict:
+    """The model as JSON data with every field marked `x-personal` replaced by "[personal]": what an opt-in payload log
+    may show."""
+    data = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("x-personal"):
+            data[name] = PERSONAL
+        elif isinstance(value, BaseModel):
+            data[name] = redacted(value)
+        elif isinstance(value, (tuple, list)) and value and isinstance(value[0], BaseModel):
+            data[name] = [redacted(item) for item in value]
+        else:
+            data[name] = _json_of(model, name)
+    return data
+
+
+def _json_of(model: BaseModel, name: str):
+    return model.model_dump(mode="json", include={name})[name]

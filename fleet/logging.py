@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 import sys
+from typing import Any
 
 import orjson
 import structlog
 
 from .settings import LogSettings
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "redact_secrets", "replica_id"]
 
 get_logger = structlog.get_logger
+
+# Field names whose values never reach a log line, whoever logs them (ours or a library's `extra=`).
+SECRET_FIELDS = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|private|signature|credential|bearer)")
+REDACTED = "[redacted]"
+BEARER = re.compile(r"Bearer\s+\S+")
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: dict) -> dict:
+    """A structlog processor: values of secret-looking fields become "[redacted]", and a bearer token inside any text too."""
+    for name, value in event_dict.items():
+        if name != "event" and SECRET_FIELDS.search(name):
+            event_dict[name] = REDACTED
+        elif isinstance(value, str) and "Bearer " in value:
+            event_dict[name] = BEARER.sub("Bearer " + REDACTED, value)
+    return event_dict
+
 
 _SHARED_PROCESSORS = [
     structlog.contextvars.merge_contextvars,
@@ -20,6 +40,7 @@ _SHARED_PROCESSORS = [
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),
+    redact_secrets,
 ]
 
 
@@ -56,4 +77,9 @@ def configure_logging(service: str, settings: LogSettings | None = None) -> None
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(service=service)
+    structlog.contextvars.bind_contextvars(service=service, replica=replica_id())
+
+
+def replica_id() -> str:
+    """`FLEET_REPLICA_ID` (the supervisor sets `<service>-<n>`; Kubernetes can pass the pod name), else host and pid."""
+    return os.environ.get("FLEET_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}"

@@ -9,6 +9,7 @@ from types import ModuleType
 from services import HTTP_SERVICES, SERVICES
 
 from .logging import configure_logging
+from .tracing import configure_tracing
 
 __all__ = ["UnknownService", "load_service", "run_service"]
 
@@ -29,6 +30,7 @@ def run_service(name: str) -> None:
     """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
     module = load_service(name)
     configure_logging(name)
+    configure_tracing(name)
     if name in HTTP_SERVICES:
         module.serve()  # uvicorn, on the host and port of the service's settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
         return

@@ -1,0 +1,46 @@
+"""W3C trace context on records, when OpenTelemetry is installed: a `create <topic>` span per record, its traceparent in
+the record's unsigned transport headers, so one trace follows an order across every service."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+try:  # optional: the contracts package works without OpenTelemetry, and then adds no trace headers
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover - exercised by the standalone package test
+    propagate = trace = None
+
+if TYPE_CHECKING:
+    from .envelope import Record
+
+__all__ = ["TRACE_HEADERS", "message_attributes", "with_trace_context"]
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def message_attributes(record: "Record") -> dict[str, str | int]:
+    """OpenTelemetry messaging attributes of a record: no payload, no key material."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.destination.name": record.topic,
+        "messaging.kafka.message.key": record.key,
+        "messaging.message.id": record.envelope.id,
+        "messaging.message.conversation_id": record.envelope.correlation_id,
+        "messaging.message.body.size": len(record.value),
+        "cloudevents.event_type": record.envelope.type,
+    }
+
+
+def with_trace_context(record: "Record") -> "Record":
+    """The record with the headers of a new `create` span, a child of the current span (the handler's consumer span, or
+    nothing at the edge, where a flow's trace begins). Without a configured tracer provider this adds nothing."""
+    if trace is None:
+        return record
+    tracer = trace.get_tracer("eventfleet")
+    attributes = message_attributes(record) | {"messaging.operation.type": "create", "messaging.operation.name": "create"}
+    with tracer.start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    kept = tuple((k, v) for k, v in record.transport if k not in TRACE_HEADERS)
+    return replace(record, transport=kept + tuple((k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS))

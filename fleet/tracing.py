@@ -1,0 +1,98 @@
+"""Traces: a tracer provider per worker process (sampling, exporter) and a consumer span per handled event, the child of
+the producer span whose W3C trace context the record carries, so one trace follows a flow across the fleet."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from opentelemetry import propagate, trace
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts import Envelope
+from contracts.tracing import TRACE_HEADERS, message_attributes
+
+__all__ = ["TracingSettings", "configure_tracing", "consumer_span", "trace_id_of"]
+
+
+class TracingSettings(BaseSettings):
+    """`FLEET_TRACING_EXPORTER=otlp-http FLEET_TRACING_ENDPOINT=http://collector:4318/v1/traces FLEET_TRACING_SAMPLE_RATIO=0.1`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_TRACING_", extra="ignore")
+
+    exporter: str = Field("none", pattern="^(none|console|otlp-http|otlp-grpc)$",
+                          description="Where spans go: nowhere (the default; trace context still flows), stdout, or an OTLP collector.")
+    endpoint: str | None = Field(None, description="The OTLP endpoint; the exporter's own default (localhost) when unset.")
+    sample_ratio: float = Field(0.1, ge=0.0, le=1.0,
+                                description="Share of new flows traced at the edge; downstream follows the edge's decision (parent-based).")
+
+
+def configure_tracing(service: str, settings: TracingSettings | None = None) -> Any:
+    """Installs the process's tracer provider; called once by `fleet run`, never at import. Returns the provider."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    settings = settings or TracingSettings()
+    provider = TracerProvider(resource=Resource.create({"service.name": service, "service.namespace": "eventfleet"}),
+                              sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    exporter = _exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))  # exported off the event path, in batches
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _exporter(settings: TracingSettings) -> Any:
+    options = {"endpoint": settings.endpoint} if settings.endpoint else {}
+    if settings.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if settings.exporter == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**options)
+    if settings.exporter == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(**options)
+    return None
+
+
+@contextlib.contextmanager
+def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> Iterator[Any]:
+    """`process <topic>`: a CONSUMER span, child of the producer's `create` span and linked to it (messaging conventions).
+    Events the handler emits become its children, so the flow stays one trace."""
+    carrier = {k: v.decode("ascii", "replace") for k, v in (record.headers or ()) if k in TRACE_HEADERS}
+    parent = propagate.extract(carrier)
+    producer = trace.get_current_span(parent).get_span_context()
+    links = [trace.Link(producer)] if producer.is_valid else []
+    attributes = {
+        **_record_attributes(record, envelope),
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.consumer.group.name": group,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+        "eventfleet.service": service,
+    }
+    tracer = trace.get_tracer("eventfleet")
+    with tracer.start_as_current_span(f"process {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
+                                      links=links, attributes=attributes) as span:
+        yield span
+
+
+def _record_attributes(record: Any, envelope: Envelope) -> dict:
+    # The record as a contracts Record would describe it: the same attribute names on both ends.
+    from contracts import Record
+
+    return message_attributes(Record(record.topic, envelope.subject, record.value or b"", envelope))
+
+
+def trace_id_of(span: Any) -> str | None:
+    """The span's trace id as 32 hex digits, for log lines; None when no trace is known."""
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

@@ -1,0 +1,102 @@
+"""Logs hide secrets and personal data; records carry W3C trace context that consumers continue; tracing is configurable."""
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from contracts import redacted
+from contracts.tracing import with_trace_context
+from fleet.logging import REDACTED, redact_secrets, replica_id
+from fleet.tracing import TracingSettings, _exporter, consumer_span, trace_id_of
+from tests.support import FakeRecord, a_record, an_authorization, an_order
+
+
+def test_secret_looking_fields_are_redacted_whoever_logs_them():
+    line = redact_secrets(None, "info", {"event": "client_added", "token": "s3cr3t", "Authorization": "Bearer abc",
+                                         "private_key_path": "/k", "order_id": "ord-1"})
+    assert line == {"event": "client_added", "token": REDACTED, "Authorization": REDACTED, "private_key_path": REDACTED, "order_id": "ord-1"}
+
+
+def test_a_bearer_token_inside_any_text_is_redacted():
+    line = redact_secrets(None, "info", {"event": "request", "detail": "sent Authorization: Bearer eyJhbGciOi.abc to gateway"})
+    assert "eyJhbGciOi" not in line["detail"] and REDACTED in line["detail"]
+
+
+def test_a_redacted_payload_hides_the_fields_the_contract_marks_personal_and_keeps_the_rest():
+    order = an_order()
+    shown = redacted(order)
+    assert shown["customer_id"] == "[personal]"
+    assert shown["order_id"] == order.order_id and shown["items"][0]["sku"] == order.items[0].sku
+    assert redacted(an_authorization(order))["customer_id"] == "[personal]"
+
+
+def test_the_replica_id_comes_from_the_supervisor_when_it_gives_one(monkeypatch):
+    monkeypatch.setenv("FLEET_REPLICA_ID", "payments-2")
+    assert replica_id() == "payments-2"
+    monkeypatch.delenv("FLEET_REPLICA_ID")
+    assert replica_id().endswith(f"-{__import__('os').getpid()}")
+
+
+@pytest.fixture
+def tracer_provider(monkeypatch):
+    """A provider of this test only: trace's global is set once per process, so the tests ask for it directly."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer", lambda *args, **kwargs: provider.get_tracer(*args, **kwargs))
+    return exporter
+
+
+def test_a_record_built_at_the_edge_starts_a_trace_and_carries_its_context(tracer_provider):
+    record = a_record(an_order())
+    [span] = tracer_provider.get_finished_spans()
+    assert span.name == "create orders.placed.v1" and span.parent is None and span.kind == trace.SpanKind.PRODUCER
+    version, trace_id, parent_id, flags = record.headers["traceparent"].split("-")
+    assert (version, trace_id, parent_id) == ("00", format(span.context.trace_id, "032x"), format(span.context.span_id, "016x"))
+    assert int(flags, 16) & 1, "sampled"
+    assert "traceparent" not in record.envelope.to_headers(), "trace context is transport, outside the signed envelope"
+
+
+def test_the_consumer_span_is_the_child_of_the_producer_span_and_linked_to_it_and_what_it_emits_is_its_child(tracer_provider):
+    placed = a_record(an_order())
+    raw = FakeRecord(topic=placed.topic, key=placed.key.encode(), value=placed.value, headers=placed.raw_headers(), partition=3, offset=41)
+    with consumer_span(raw, placed.envelope, "payments", "payments") as span:
+        emitted = with_trace_context(a_record(an_authorization(), service="payments"))
+        assert trace_id_of(span) == placed.headers["traceparent"].split("-")[1]
+    create, nested_create, process = _by_name(tracer_provider)
+    assert process.parent.span_id == create.context.span_id and [l.context.span_id for l in process.links] == [create.context.span_id]
+    assert process.attributes["messaging.consumer.group.name"] == "payments" and process.attributes["messaging.kafka.offset"] == 41
+    assert nested_create.parent.span_id == process.context.span_id
+    assert emitted.headers["traceparent"].split("-")[1] == placed.headers["traceparent"].split("-")[1]
+
+
+def _by_name(exporter):
+    spans = exporter.get_finished_spans()
+    creates = [s for s in spans if s.name.startswith("create")]
+    process = next(s for s in spans if s.name.startswith("process"))
+    return creates[0], creates[-1], process
+
+
+def test_a_record_without_trace_context_starts_a_new_trace_in_its_consumer(tracer_provider):
+    placed = a_record(an_order())
+    raw = FakeRecord(topic=placed.topic, key=placed.key.encode(), value=placed.value, headers=[(k, v) for k, v in placed.raw_headers() if k != "traceparent"], partition=0, offset=0)
+    with consumer_span(raw, placed.envelope, "payments", "payments") as span:
+        assert trace_id_of(span) is not None
+    process = next(s for s in tracer_provider.get_finished_spans() if s.name.startswith("process"))
+    assert process.parent is None and process.links == ()
+
+
+@pytest.mark.parametrize("exporter, kind", [("none", type(None)), ("console", "ConsoleSpanExporter"),
+                                            ("otlp-http", "OTLPSpanExporter"), ("otlp-grpc", "OTLPSpanExporter")])
+def test_the_exporter_is_chosen_by_settings(exporter, kind):
+    chosen = _exporter(TracingSettings(exporter=exporter, endpoint="http://127.0.0.1:4318/v1/traces" if exporter == "otlp-http" else None))
+    assert (chosen is None) if kind is type(None) else type(chosen).__name__ == kind
+
+
+def test_tracing_settings_refuse_an_unknown_exporter_and_a_ratio_outside_0_to_1():
+    with pytest.raises(ValueError):
+        TracingSettings(exporter="jaeger")
+    with pytest.raises(ValueError):
+        TracingSettings(sample_ratio=1.5)
