@@ -21,7 +21,7 @@ from .keys import KeyStore
 from .middlewares import WorkerState, event_context_middleware
 from .rejects import DeadLetters
 from .retries import DEFAULT_DELAYS_S, RetryPolicy
-from .settings import KafkaSettings, KeySettings
+from .settings import KafkaSettings, KeySettings, LogSettings
 
 __all__ = [
     "ContractViolation",
@@ -76,7 +76,7 @@ def create_broker(
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
     dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
     policies: dict = {}
-    state = WorkerState(Faults(FaultSettings()))
+    state = WorkerState(service, Faults(FaultSettings()))
     broker = FleetBroker(
         kafka.bootstrap_servers,
         client_id=service,
@@ -86,7 +86,8 @@ def create_broker(
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
-        middlewares=(event_context_middleware(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s),),
+        middlewares=(event_context_middleware(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
+                                              log_payloads=LogSettings().payloads),),
         logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,

@@ -10,14 +10,18 @@ from typing import Any, Callable
 
 import structlog
 from faststream import BaseMiddleware
+from opentelemetry import trace
 
-from contracts import REGISTRY, Envelope, Registry, Rejected, verify_record
+from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 
 from .errors import PermanentError
 from .faults import Faults
+from .health import Progress
 from .keys import KeyStore
+from .metrics import WorkerMetrics
 from .rejects import DeadLetters, Rejection
 from .retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
+from .tracing import consumer_span, trace_id_of
 
 __all__ = ["EventContextMiddleware", "WorkerState", "event_context_middleware"]
 
@@ -38,6 +42,7 @@ class EventContextMiddleware(BaseMiddleware):
     policies: dict
     state: "WorkerState"
     window_s: float = 300.0
+    log_payloads: bool = False
 
     async def on_receive(self) -> None:
         record = self.msg
@@ -45,8 +50,10 @@ class EventContextMiddleware(BaseMiddleware):
         self.rejection: Rejection | None = None
         self.foreign = False
         policy = self._policy()
+        self.state.metrics.record_received(record.topic)
         if policy.tier and dict(record.headers or ()).get("retry-group", b"") != policy.group.encode():
             self.foreign = True  # another consumer group's retry: not ours to judge or handle
+            self.state.metrics.record_outcome(record.topic, "skipped")
             return
         try:
             self.envelope = verify_record(
@@ -61,10 +68,14 @@ class EventContextMiddleware(BaseMiddleware):
             return None  # refused in on_receive and dead-lettered there, or another group's retry: committed next
         record, envelope, policy = self.msg, self.envelope, self._policy()
         headers = record.headers or ()
-        with structlog.contextvars.bound_contextvars(**_event_context(record, envelope, policy)), self.context.scope("envelope", envelope):
+        with consumer_span(record, envelope, policy.group, self.dead_letters.service) as span, \
+                structlog.contextvars.bound_contextvars(**_event_context(record, envelope, policy), trace_id=trace_id_of(span)), \
+                self.context.scope("envelope", envelope):
             if policy.tier:
                 await self._wait_until_due(due_ms(headers))
             started = time.perf_counter()
+            progress, subscriber = self.state.progress, id(self.context.get("handler_"))
+            progress.started(subscriber)
             try:
                 result = await asyncio.wait_for(self._handle(call_next, msg), policy.handler_timeout_s)
             except Rejected as refused:  # the value failed its model: decoded inside call_next
@@ -73,7 +84,14 @@ class EventContextMiddleware(BaseMiddleware):
             except Exception as error:  # includes TransientError, PermanentError and the time limit
                 await self._after_failure(error, policy, started)
                 return None
-            log.info("event_handled", duration_ms=_ms_since(started))
+            finally:
+                progress.finished(subscriber)
+            seconds = time.perf_counter() - started
+            self.state.metrics.record_outcome(record.topic, "handled", seconds)
+            if self.log_payloads:  # opt-in, for debugging: personal fields are redacted even then
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3), payload=redacted(await msg.decode()))
+            else:
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3))
             return result
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
@@ -104,39 +122,46 @@ class EventContextMiddleware(BaseMiddleware):
         failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
                                   origin=(record.topic, record.partition, record.offset), now=now)
         step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
+        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}"))
         log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
                     next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
         try:
             if isinstance(step, DeadLetter):
-                await self._dead_letter(Rejection.of(record, step.reason, one_line(error), failure))
+                await self._dead_letter(Rejection.of(record, step.reason, one_line(error), failure), time.perf_counter() - started)
             else:
                 topic = self.registry.resolve(record.topic)
                 retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, self.envelope,
                                             record.headers or (), failure, step.due_ms, self.keys.signer(), now)
                 await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
+                self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
                 log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
         except Exception as routing_error:
+            self.state.metrics.record_outcome(record.topic, "failed")
             log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
             await asyncio.sleep(ROUTING_BACKOFF_S)
             raise
 
-    async def _dead_letter(self, rejection: Rejection) -> None:
+    async def _dead_letter(self, rejection: Rejection, seconds: float | None = None) -> None:
         self.rejection = rejection
         await self.dead_letters.send(rejection, group=self._policy().group)
+        self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
 
 
 class WorkerState:
-    """What every record's middleware of one worker shares: whether the worker is stopping, and any injected faults."""
+    """What every record's middleware of one worker shares: whether it is stopping, injected faults, metrics, progress."""
 
-    def __init__(self, faults: Faults | None = None) -> None:
+    def __init__(self, service: str = "worker", faults: Faults | None = None) -> None:
         self.stopping = False
         self.faults = faults or Faults()
+        self.metrics = WorkerMetrics(service)
+        self.progress = Progress()
 
 
 def event_context_middleware(keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
-                             registry: Registry = REGISTRY, window_s: float = 300.0) -> type[EventContextMiddleware]:
+                             registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> type[EventContextMiddleware]:
     """The middleware class bound to one worker's keys, dead letters and retry policies (FastStream makes one object per record)."""
-    attributes = {"registry": registry, "keys": keys, "dead_letters": dead_letters, "policies": policies, "state": state, "window_s": window_s}
+    attributes = {"registry": registry, "keys": keys, "dead_letters": dead_letters, "policies": policies, "state": state,
+                  "window_s": window_s, "log_payloads": log_payloads}
     return type("EventContextMiddleware", (EventContextMiddleware,), attributes)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "KeySettings", "LogSettings", "WorkerSettings"]
+__all__ = ["HttpPort", "KafkaSettings", "KeySettings", "LogSettings", "WorkerSettings"]
+
+# The worker's /metrics and /health port; 0 picks a free one (the worker logs which). Each service sets its own default.
+HttpPort = Annotated[int, Field(ge=0, le=65535, description="Port of /metrics, /health/live and /health/ready; 0 picks a free port.")]
 
 
 class KafkaSettings(BaseSettings):
@@ -32,6 +36,7 @@ class LogSettings(BaseSettings):
 
     level: str = Field("INFO", description="Minimum level of the worker's own and library log lines.")
     format: str = Field("auto", description="`json`, `console`, or `auto` (console on a terminal, JSON otherwise).", pattern="^(auto|json|console)$")
+    payloads: bool = Field(False, description="Debugging only: add each handled event's payload to its line, personal fields redacted.")
 
 
 class KeySettings(BaseSettings):
@@ -52,3 +57,13 @@ class WorkerSettings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
+    http_port: HttpPort = 0
+    http_host: str = Field("127.0.0.1", description="Address the /metrics and /health port listens on (0.0.0.0 in a container).")
+    liveness_bound_s: float = Field(
+        120.0, gt=0,
+        description="/health/live fails when a handler runs longer than this, or when records wait and none was handled "
+                    "for this long while the broker answers.",
+    )
+    readiness_lag_threshold: int = Field(
+        1000, gt=0, description="/health/ready fails while the main subscribers are this many records behind or more.",
+    )

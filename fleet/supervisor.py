@@ -65,7 +65,7 @@ class Supervisor:
         base_env = {**os.environ, "FLEET_LOG_FORMAT": "json", **(env or {})}
         scale, service_env = scale or {}, service_env or {}
         self.replicas = [
-            Replica(s, n, state_dir / "logs" / f"{s}-{n}.log", env={**base_env, **service_env.get(s, {})})
+            Replica(s, n, state_dir / "logs" / f"{s}-{n}.log", env={**base_env, "FLEET_REPLICA_ID": f"{s}-{n}", **service_env.get(s, {})})
             for s in services
             for n in range(1, scale.get(s, 1) + 1)
         ]

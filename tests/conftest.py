@@ -27,6 +27,7 @@ init_keys(KEYS_DIR, [*SERVICES, *UPSTREAM_SIGNERS])
 STATE_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-state-"))
 for _service in ("payments", "inventory", "shipping", "notifications", "tracker"):
     os.environ.setdefault(f"{_service.upper()}_STORE_URL", f"sqlite:///{STATE_DIR / _service}.db")
+    os.environ.setdefault(f"{_service.upper()}_HTTP_PORT", "0")  # a free port each: never the ones `make run` uses
 os.environ.setdefault("NOTIFICATIONS_OUTBOX_PATH", str(STATE_DIR / "notifications.jsonl"))
 os.environ.setdefault("GATEWAY_TRACKER_STORE_URL", os.environ["TRACKER_STORE_URL"])
 

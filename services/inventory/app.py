@@ -12,6 +12,7 @@ from fleet.broker import create_broker, publisher_for, subscriber_for, worker_ap
 from fleet.errors import TransientError
 from fleet.stateful import attach_store
 from fleet.store import Producer, Transaction
+from fleet.worker_http import attach_http
 
 from . import core, stock
 from .settings import InventorySettings
@@ -26,6 +27,7 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Reserves stock for paid orders, or backorders them; keeps stock levels.")
     state = attach_store(app, broker, settings.store_url, stock.MIGRATIONS, settings.kafka, producer)
+    attach_http(app, broker, settings, state)
     outcomes = {InventoryReserved: publisher_for(broker, InventoryReserved), InventoryBackordered: publisher_for(broker, InventoryBackordered)}
 
     async def reserve(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:

@@ -11,6 +11,7 @@ from contracts import Envelope, InventoryBackordered, NotificationSent, PaymentA
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.stateful import attach_store
 from fleet.store import Producer
+from fleet.worker_http import attach_http
 
 from . import core, records
 from .outbox import FileOutbox
@@ -27,6 +28,7 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Tells customers what happened to their order: payment, backorder, shipment.")
     state = attach_store(app, broker, settings.store_url, records.MIGRATIONS, settings.kafka, producer)
+    attach_http(app, broker, settings, state)
     to_notification_sent = publisher_for(broker, NotificationSent)
 
     @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id)

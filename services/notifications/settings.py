@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import WorkerSettings
+from fleet.settings import HttpPort, WorkerSettings
 
 __all__ = ["NotificationsSettings"]
 
@@ -16,5 +16,6 @@ class NotificationsSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
     group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
+    http_port: HttpPort = 8104
     outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The mail system's feed: one JSON line per new notification.")
     store_url: str = Field("sqlite:///.fleet/notifications.db", description="Notifications, inbox and outbox: sqlite:///file.db, or postgresql://...")

@@ -11,6 +11,7 @@ from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.stateful import attach_store
 from fleet.store import Producer
+from fleet.worker_http import attach_http
 
 from . import core, ledger
 from .settings import PaymentsSettings
@@ -26,6 +27,7 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Authorizes or declines each placed order; charges each order at most once.")
     state = attach_store(app, broker, settings.store_url, ledger.MIGRATIONS, settings.kafka, producer)
+    attach_http(app, broker, settings, state)
     to_payment_authorized = publisher_for(broker, PaymentAuthorized)
     to_payment_declined = publisher_for(broker, PaymentDeclined)
 

@@ -11,6 +11,7 @@ from contracts import Envelope, InventoryReserved, ShipmentScheduled
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.stateful import attach_store
 from fleet.store import Producer
+from fleet.worker_http import attach_http
 
 from . import core
 from .settings import ShippingSettings
@@ -26,6 +27,7 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Books a shipment for every reserved order.")
     state = attach_store(app, broker, settings.store_url, MIGRATIONS, settings.kafka, producer)
+    attach_http(app, broker, settings, state)
     to_shipment_scheduled = publisher_for(broker, ShipmentScheduled)
 
     @subscriber_for(broker, InventoryReserved, group_id=settings.group_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import WorkerSettings
+from fleet.settings import HttpPort, WorkerSettings
 
 __all__ = ["ShippingSettings"]
 
@@ -14,4 +14,5 @@ class ShippingSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="SHIPPING_", extra="ignore")
 
     group_id: str = Field("shipping", description="Consumer group; every replica of the service shares it.")
+    http_port: HttpPort = 8103
     store_url: str = Field("sqlite:///.fleet/shipping.db", description="Shipments, inbox and outbox.")

@@ -20,6 +20,7 @@ from contracts import (
 from fleet.broker import create_broker, subscriber_for, worker_app
 from fleet.stateful import attach_store
 from fleet.store import Transaction
+from fleet.worker_http import attach_http
 
 from . import core, queries
 from .settings import TrackerSettings
@@ -37,6 +38,7 @@ def create_app(settings: TrackerSettings | None = None) -> FastStream:
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Keeps each order's status and history, folded from every event of its flow (the read side).")
     state = attach_store(app, broker, settings.store_url, queries.MIGRATIONS, settings.kafka)
+    attach_http(app, broker, settings, state)
 
     # One subscriber for the whole flow: one group member per replica, and one place that folds.
     @subscriber_for(broker, *typing.get_args(OrderEvent), group_id=settings.group_id)
