@@ -100,3 +100,32 @@ def test_tracing_settings_refuse_an_unknown_exporter_and_a_ratio_outside_0_to_1(
         TracingSettings(exporter="jaeger")
     with pytest.raises(ValueError):
         TracingSettings(sample_ratio=1.5)
+
+
+async def _handled_lines(tmp_path, monkeypatch, payloads: str) -> list[dict]:
+    import structlog
+    from faststream.kafka import TestKafkaBroker
+
+    from services.payments import PaymentsSettings
+    from services.payments import create_app as create_payments
+    from tests.support import in_memory
+
+    monkeypatch.setenv("FLEET_LOG_PAYLOADS", payloads)
+    app = in_memory(create_payments, PaymentsSettings(store_url=f"sqlite:///{tmp_path / 'p.db'}", http_port=0))
+    record = a_record(an_order())
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        async with TestKafkaBroker(app.broker):
+            await app.start()
+            await app.broker.publish(record.value, record.topic, key=record.key.encode(), headers=record.headers)
+            await app.stop()
+    return [line for line in lines if line["event"] == "event_handled" and line["event_id"] == record.envelope.id]
+
+
+async def test_payloads_stay_out_of_the_logs_by_default(tmp_path, monkeypatch):
+    [line] = await _handled_lines(tmp_path, monkeypatch, "false")
+    assert "payload" not in line
+
+
+async def test_an_opt_in_payload_log_shows_the_event_with_its_personal_fields_redacted(tmp_path, monkeypatch):
+    [line] = await _handled_lines(tmp_path, monkeypatch, "true")
+    assert line["payload"]["customer_id"] == "[personal]" and line["payload"]["order_id"].startswith("ord-")
