@@ -18,6 +18,7 @@ from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, Registry,
 from contracts.envelope import ENVELOPE_HEADERS
 
 from .keys import KeyStore
+from .reading import read_spans
 from .retries import ORIGINAL_KEYID, RETRY_HEADERS
 from .topics import partitions_of
 
@@ -48,7 +49,6 @@ REPLAYED_FROM = "eventfleet-replayed-from"
 # Kafka keeps at most 4096 bytes of metadata per committed offset (offset.metadata.max.bytes): the ledger stays below.
 LEDGER_MAX_CHARS = 3500
 LEDGER_PREFIX = "moved:"
-STALL_S = 30.0  # a read that gets nothing for this long has lost the broker: fail rather than hang
 TEXT_LIMIT = 200
 
 Select = Callable[["DeadLetter"], bool]
@@ -376,25 +376,8 @@ async def _read(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[in
     """Batches of dead letters from each partition's start up to its end; never waits for records beyond the ends."""
     # Every partition is assigned, even one with nothing to read, so progress can be committed for each of them.
     consumer.assign(list(spans))
-    ends = {tp: end for tp, (start, end) in spans.items() if start < end}
-    consumer.pause(*(tp for tp in spans if tp not in ends))
-    for tp in ends:
-        consumer.seek(tp, spans[tp][0])
-    loop = asyncio.get_running_loop()
-    heard_at = loop.time()
-    while ends:
-        batches = await consumer.getmany(*ends, timeout_ms=500)
-        letters = [DeadLetter.of(r) for tp, records in batches.items() for r in records if r.offset < ends.get(tp, 0)]
-        for tp in list(ends):
-            if await consumer.position(tp) >= ends[tp]:
-                consumer.pause(tp)
-                del ends[tp]
-        if batches:
-            heard_at = loop.time()
-        elif loop.time() - heard_at > STALL_S:
-            raise TimeoutError(f"no records from the broker for {STALL_S:.0f}s while {len(ends)} partition(s) were unread")
-        if letters:
-            yield letters
+    async for records in read_spans(consumer, spans):
+        yield [DeadLetter.of(r) for r in records]
 
 
 async def count_dead_letters(bootstrap: str, topics: Sequence[str], *, select: Select | None = None) -> dict[str, Counter | None]:

@@ -12,6 +12,7 @@ import typer
 
 from contracts import REGISTRY, Registry
 
+from .reading import read_spans
 from .timeline import (
     Timeline,
     TraceRecord,
@@ -27,7 +28,6 @@ from .timeline import (
 
 __all__ = ["flow_topics", "read_flow", "trace", "trace_flow"]
 
-STALL_S = 30.0  # a read that gets nothing for this long has lost the broker: fail rather than hang
 
 
 class NoTopics(RuntimeError):
@@ -67,26 +67,9 @@ async def read_flow(bootstrap: str, topics: list[str], since_ms: int, keep: Call
 
 async def _read(consumer, spans: dict) -> AsyncIterator[TraceRecord]:
     """Every record of each partition's span (the consumer has them assigned); never waits for records beyond the ends."""
-    consumer.pause(*(tp for tp in consumer.assignment() if tp not in spans))
-    for tp, (start, _end) in spans.items():
-        consumer.seek(tp, start)
-    ends = {tp: end for tp, (_start, end) in spans.items()}
-    loop = asyncio.get_running_loop()
-    heard_at = loop.time()
-    while ends:
-        batches = await consumer.getmany(*ends, timeout_ms=500)
-        for tp, records in batches.items():
-            for record in records:
-                if record.offset < ends.get(tp, 0):
-                    yield TraceRecord.of(record)
-        for tp in list(ends):
-            if await consumer.position(tp) >= ends[tp]:
-                consumer.pause(tp)
-                del ends[tp]
-        if batches:
-            heard_at = loop.time()
-        elif ends and loop.time() - heard_at > STALL_S:
-            raise TimeoutError(f"no records from the broker for {STALL_S:.0f}s while {len(ends)} partition(s) were unread")
+    async for records in read_spans(consumer, spans):
+        for record in records:
+            yield TraceRecord.of(record)
 
 
 async def trace_flow(bootstrap: str, *, since: datetime, correlation_id: str | None = None, order_id: str | None = None,

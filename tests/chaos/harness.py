@@ -21,6 +21,7 @@ from fleet import kafka_local, postgres_local
 from fleet.demo import CATALOGUE, demo_orders
 from fleet.groups import group_members
 from fleet.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from fleet.reading import read_spans
 from fleet.supervisor import Supervisor
 from fleet.topics import apply_topics
 from services import SERVICES
@@ -434,19 +435,15 @@ async def _read_all(bootstrap: str, names: list[str]) -> list:
     """Every record of the topics, from the beginning to the end offsets of now."""
     from aiokafka import AIOKafkaConsumer
 
-    ends = {tp: end for tp, end in (await _end_offsets(bootstrap, names)).items() if end > 0}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    ends = await _end_offsets(bootstrap, names)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    records = []
     try:
         consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                records += batch
+        starts = await consumer.beginning_offsets(list(ends))
+        return [r async for batch in read_spans(consumer, {tp: (starts[tp], end) for tp, end in ends.items()}) for r in batch]
     finally:
         await consumer.stop()
-    return records
 
 
 def _wire_event(record) -> WireEvent:

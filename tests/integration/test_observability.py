@@ -24,13 +24,14 @@ from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, 
 EVENT_FIELDS = ("topic", "partition", "offset", "event_id", "event_type", "correlation_id", "causation_id", "trace_id")
 
 
-@pytest.fixture(scope="session")
-def spans() -> InMemorySpanExporter:
-    """Every span of this test process, kept in memory (the tracer provider can be set once per process)."""
+@pytest.fixture
+def spans(monkeypatch) -> InMemorySpanExporter:
+    """The spans of this test, kept in memory. The tracer is swapped for this test only: the process-wide provider can be
+    set once, and would make every other test's records carry trace headers."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    monkeypatch.setattr(trace, "get_tracer", lambda *args, **kwargs: provider.get_tracer(*args, **kwargs))
     return exporter
 
 
