@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos clean
+.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos docs-tools debian-tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ run: install kafka ## Start the broker, the topics, the fleet and a demo feed; C
 TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
 
-test: install kafka-test postgres ## The whole suite: unit tests and integration tests on the real broker
+test: install kafka-test postgres docs-tools debian-tools ## The whole suite: unit tests and integration tests on the real broker
 	$(TEST_ENV) $(BIN)/pytest
 
 unit: install ## Only the fast tests (no broker)
@@ -34,6 +34,19 @@ unit: install ## Only the fast tests (no broker)
 
 integration: install kafka-test postgres ## Only the tests on the real broker
 	$(TEST_ENV) $(BIN)/pytest tests/integration
+
+# Node tools of the docs (the AsyncAPI parser and the React component's standalone bundle), pinned by package-lock.json.
+DOCS_TOOLS := docs/tools/node_modules/.installed
+$(DOCS_TOOLS): docs/tools/package.json docs/tools/package-lock.json
+	npm ci --prefix docs/tools --no-audit --no-fund --loglevel=error
+	touch $@
+
+docs-tools: $(DOCS_TOOLS) ## Install the docs' Node tools (npm ci into docs/tools/node_modules)
+
+# Debian's Chromium (the docs' browser test) and graphviz (the fleet graph), when missing.
+debian-tools: ## Install Debian's chromium and graphviz if they are missing
+	@command -v chromium >/dev/null && command -v dot >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium graphviz; }
 
 kafka-test: install ## Start the tests' broker (127.0.0.1:19092); returns when it answers
 	$(TEST_ENV) $(FLEET) kafka start
