@@ -26,7 +26,8 @@ run: install kafka ## Start the broker, the topics, the fleet and a demo feed; C
 TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
 
-test: install kafka-test postgres docs-tools debian-tools ## The whole suite: unit tests and integration tests on the real broker
+test: install kafka-test postgres docs-tools debian-tools ## The whole suite: `fleet check` (docs/contracts.md), unit tests and integration tests on the real broker
+	$(FLEET) check
 	$(TEST_ENV) $(BIN)/pytest
 
 unit: install ## Only the fast tests (no broker)
@@ -42,6 +43,14 @@ $(DOCS_TOOLS): docs/tools/package.json docs/tools/package-lock.json
 	touch $@
 
 docs-tools: $(DOCS_TOOLS) ## Install the docs' Node tools (npm ci into docs/tools/node_modules)
+
+# The offline docs site (docs/asyncapi-docs.md): the fleet graph and the rendered AsyncAPI document, no network needed.
+.PHONY: docs docs-serve
+docs: install docs-tools debian-tools ## Build the offline docs site into docs/site/ (fleet docs build)
+	$(FLEET) docs build
+
+docs-serve: docs ## Serve docs/site/ on http://127.0.0.1:8100 until Ctrl-C (fleet docs serve)
+	$(FLEET) docs serve --port 8100
 
 # Debian's Chromium (the docs' browser test) and graphviz (the fleet graph), when missing.
 debian-tools: ## Install Debian's chromium and graphviz if they are missing

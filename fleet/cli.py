@@ -174,23 +174,90 @@ docs_app = typer.Typer(help="The fleet's AsyncAPI document.", no_args_is_help=Tr
 app.add_typer(docs_app, name="docs")
 
 
-@docs_app.command("gen")
-def docs_gen() -> None:
-    """Write asyncapi.yaml from the code (every service's FastStream specification, merged)."""
-    from .asyncapi import DOCUMENT, render
+@docs_app.command("build")
+def docs_build(out: Path = typer.Option(Path("docs/site"), "--out", help="The site's folder.")) -> None:
+    """Write the offline HTML site (fleet graph + rendered AsyncAPI document) to docs/site/; see docs/asyncapi-docs.md."""
+    from .docs_site import DocsToolsMissing, build_site
+    from .fleet_graph import GraphvizMissing
 
-    DOCUMENT.write_text(render())
-    typer.echo(f"wrote {DOCUMENT}")
+    try:
+        index = build_site(out)
+    except (DocsToolsMissing, GraphvizMissing, ValueError) as error:
+        _fail(str(error))
+    typer.echo(f"wrote {index} (open it from disk, or `fleet docs serve`)")
+
+
+@docs_app.command("serve")
+def docs_serve(
+    port: int = typer.Option(8100, "--port", help="The port on 127.0.0.1."),
+    out: Path = typer.Option(Path("docs/site"), "--out", help="The site's folder (built first if missing)."),
+) -> None:
+    """Serve docs/site/ on 127.0.0.1 with a plain static server until Ctrl-C (builds the site first if missing)."""
+    from .docs_site import serve_site
+
+    if not (out / "index.html").exists():
+        docs_build(out)
+    typer.echo(f"serving {out} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    serve_site(out, port=port)
+
+
+@docs_app.command("gen")
+def docs_gen(
+    service: Optional[str] = typer.Option(None, "--service", help="Only what this service sends and receives (e.g. payments); written to stdout unless --output is given."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead (default: asyncapi.yaml for the whole fleet, stdout for --service)."),
+) -> None:
+    """Write asyncapi.yaml from the code: every worker's FastStream specification, completed from the registry and the wire format."""
+    from .asyncapi import DOCUMENT, UnknownService, fleet_document, render, service_document
+
+    if service is None:
+        text = render(fleet_document())
+        target = output or DOCUMENT
+    else:
+        try:
+            text = render(service_document(service))
+        except UnknownService as error:
+            _fail(str(error))
+        target = output
+    if target is None:
+        typer.echo(text, nl=False)
+        return
+    target.write_text(text)
+    typer.echo(f"wrote {target}")
+
+
+contracts_app = typer.Typer(help="The events' JSON Schemas, one file per revision in contracts/schemas/<topic>/ (docs/contracts.md).", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+
+
+@contracts_app.command("export")
+def contracts_export() -> None:
+    """Write revision N+1 of each topic whose model's schema changed compatibly; never overwrites a revision (docs/contracts.md)."""
+    from contracts.governance import export_schemas
+
+    written, problems = export_schemas()
+    for revision in written:
+        typer.echo(f"wrote {revision.path.relative_to(Path.cwd()) if revision.path.is_relative_to(Path.cwd()) else revision.path}")
+    if problems:
+        _fail("\n".join(map(str, problems)) + f"\n{len(problems)} problem(s); nothing written for those topics")
+    if not written:
+        typer.echo("every topic's latest revision is its model's schema: nothing to write")
 
 
 @app.command()
 def check() -> None:
-    """Fail when the committed asyncapi.yaml differs from what the code generates."""
+    """Fail when asyncapi.yaml is not what the code generates or a contract rule fails (docs/contracts.md); lists every problem."""
     from .asyncapi import DOCUMENT, render
+    from .governance import all_problems
 
-    if not DOCUMENT.exists() or DOCUMENT.read_text() != render():
-        _fail("asyncapi.yaml is not what the code generates: run `fleet docs gen` and commit it")
-    typer.echo("asyncapi.yaml is current")
+    current = DOCUMENT.exists() and DOCUMENT.read_text() == render()
+    problems, summary = all_problems()
+    summary.insert(0, f"asyncapi.yaml is what the code generates: {'ok' if current else '1 problem(s)'}")
+    failures = [str(problem) for problem in problems]
+    if not current:
+        failures.insert(0, "asyncapi.yaml: [asyncapi-stale] it is not what the code generates\n    fix: run `fleet docs gen` and commit it")
+    if failures:
+        _fail("\n".join(failures) + "\n\n" + "\n".join(summary) + f"\nfleet check failed: {len(failures)} problem(s)")
+    typer.echo("\n".join(summary) + "\nfleet check ok")
 
 
 def _keys_dir() -> Path:

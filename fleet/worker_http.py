@@ -1,4 +1,5 @@
-"""Each Kafka worker's small HTTP port: GET /metrics for Prometheus, GET /health/live and GET /health/ready for probes."""
+"""Each Kafka worker's small HTTP port: GET /metrics for Prometheus, GET /health/live and /health/ready for probes, and
+GET /docs/asyncapi for the worker's own AsyncAPI document (JSON; YAML with ?format=yaml or Accept: application/yaml)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,8 @@ class WorkerHttp:
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._loop_task: asyncio.Task | None = None
+        self._asyncapi: dict[str, bytes] | None = None  # this service's document as JSON and YAML, made on first request
+        self._asyncapi_lock = asyncio.Lock()
 
     # ---- the decisions -------------------------------------------------------------------------------
 
@@ -173,6 +176,14 @@ class WorkerHttp:
             log.debug("outbox_backlog_unknown", error_class=type(error).__name__)
             return math.nan
 
+    async def asyncapi_document(self) -> dict[str, bytes]:
+        """This worker's AsyncAPI document (`fleet.asyncapi.service_document`) as {"json": ..., "yaml": ...}: made once, on
+        the first request and in a thread (it builds the services' FastStream specifications), never at import."""
+        async with self._asyncapi_lock:
+            if self._asyncapi is None:
+                self._asyncapi = await asyncio.to_thread(_asyncapi_bodies, str(getattr(self.broker, "service", "")))
+            return self._asyncapi
+
     # ---- HTTP ----------------------------------------------------------------------------------------
 
     def asgi(self) -> Starlette:
@@ -185,7 +196,18 @@ class WorkerHttp:
         async def ready(request: Request) -> Response:
             return _answer(await self.ready())
 
-        return Starlette(routes=[Route("/metrics", metrics), Route("/health/live", live), Route("/health/ready", ready)])
+        async def asyncapi(request: Request) -> Response:
+            wanted = request.query_params.get("format") or ("yaml" if "yaml" in request.headers.get("accept", "") else "json")
+            if wanted not in ("json", "yaml"):
+                return JSONResponse({"reason": "unknown_format", "detail": "format is json (default) or yaml"}, status_code=400)
+            try:
+                bodies = await self.asyncapi_document()
+            except LookupError as error:  # fleet.asyncapi.UnknownService: a worker the document does not know
+                return JSONResponse({"reason": "unknown_service", "detail": str(error)}, status_code=404)
+            return Response(bodies[wanted], media_type=ASYNCAPI_MEDIA_TYPES[wanted])
+
+        return Starlette(routes=[Route("/metrics", metrics), Route("/health/live", live), Route("/health/ready", ready),
+                                 Route("/docs/asyncapi", asyncapi)])
 
     async def start(self) -> None:
         self._socket = _bind(self.settings.http_host, self.settings.http_port)
@@ -204,7 +226,7 @@ class WorkerHttp:
             raise
         self._loop_task = asyncio.create_task(self._server.main_loop(), name=f"{getattr(self.broker, 'service', 'worker')}-http")
         log.info("worker_http_started", host=self.settings.http_host, port=self.port,
-                 endpoints=["/metrics", "/health/live", "/health/ready"])
+                 endpoints=["/metrics", "/health/live", "/health/ready", "/docs/asyncapi"])
 
     async def stop(self) -> None:
         if self._server is None:
@@ -215,6 +237,19 @@ class WorkerHttp:
         await self._server.shutdown(sockets=[self._socket] if self._socket else None)
         self._server, self._socket, self._loop_task = None, None, None
         log.info("worker_http_stopped", port=self.port)
+
+
+ASYNCAPI_MEDIA_TYPES = {"json": "application/json", "yaml": "application/yaml"}
+
+
+def _asyncapi_bodies(service: str) -> dict[str, bytes]:
+    import json
+
+    from .asyncapi import render, service_document
+
+    document = service_document(service)
+    return {"json": json.dumps(document, ensure_ascii=False, sort_keys=True).encode(),
+            "yaml": render(document).encode()}
 
 
 def _answer(verdict: Verdict) -> JSONResponse:
