@@ -37,7 +37,7 @@ from services import SERVICES
 
 from . import __version__
 from .dlq import REPLAY_GROUP, REPLAYED_FROM
-from .keys import REPLAY_SIGNER, UPSTREAM_SIGNERS, topics_signed_by
+from .keys import REPLAY_SIGNER, UPSTREAM_SIGNERS, throwaway_keys, topics_signed_by
 from .rejects import DLQ_HEADERS
 from .retries import (
     H_ATTEMPT,
@@ -245,8 +245,10 @@ def _default_settings(service: str):
 
 @functools.lru_cache(maxsize=None)
 def _worker_spec(service: str) -> WorkerSpec:
-    module, settings = _default_settings(service)
-    app = module.create_app(settings)
+    # Throwaway keys: the document depends on the code only, not on whether this machine has run `fleet keys init`.
+    with throwaway_keys():
+        module, settings = _default_settings(service)
+        app = module.create_app(settings)
     spec = app.schema.to_specification().to_jsonable()
     groups = {name: subscriber.group_id for subscriber in app.broker.subscribers for name in subscriber.topic_names_for_subscribe}
     flows = []

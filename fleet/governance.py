@@ -14,6 +14,8 @@ from contracts import REGISTRY, Registry, UnknownTopic
 from contracts.governance import SCHEMAS_DIR, Problem, contract_problems
 from services import SERVICES
 
+from .keys import throwaway_keys
+
 __all__ = [
     "ROOT",
     "Wiring",
@@ -46,7 +48,8 @@ def service_wiring(services: Iterable[str] = SERVICES, registry: Registry = REGI
 
     wiring = {}
     for service in services:
-        broker = importlib.import_module(f"services.{service}.app").create_app().broker
+        with throwaway_keys():  # the wiring depends on the code, not on this machine's keys
+            broker = importlib.import_module(f"services.{service}.app").create_app().broker
         subscribes = {name for subscriber in broker.subscribers for name in getattr(subscriber, "topic_names_for_subscribe", ())}
         publishes = {publisher.topic for publisher in broker.publishers if getattr(publisher, "topic", None)}
         errors: tuple[str, ...] = ()

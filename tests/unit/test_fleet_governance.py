@@ -121,3 +121,17 @@ def test_all_problems_runs_every_check_on_a_tree_and_names_each_in_its_summary(t
         summary[0].split(":")[0], summary[1].split(":")[0], "asyncapi.yaml channels",
     ]
     assert summary[0].endswith("ok") and summary[1].endswith("ok") and summary[2].endswith(f"{len(REGISTRY)} problem(s)")
+
+
+def test_fleet_check_needs_no_keys_on_the_machine(tmp_path):
+    """A fresh clone has no .fleet/keys: building the apps to read their wiring uses throwaway keys."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FLEET_KEYS_DIR": str(tmp_path / "no-keys-here")}
+    done = subprocess.run([sys.executable, "-m", "fleet", "check"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not (tmp_path / "no-keys-here").exists(), "nothing is written where the keys would be"
