@@ -33,13 +33,14 @@ def _payments(bootstrap: str, group_id: str, store_url: str):
     return create_payments(PaymentsSettings(group_id=group_id, store_url=store_url, kafka=KafkaSettings(bootstrap_servers=bootstrap)))
 
 
-async def tracked(store_url: str, order_id: str, status: str, timeout_s: float = 60.0) -> dict:
-    """Reads the tracker's store, as the gateway does, until the order has `status`; fails with what it last saw."""
+async def tracked(store_url: str, order_id: str, status: str, timeout_s: float = 60.0, events: int = 1) -> dict:
+    """Reads the tracker's store, as the gateway does, until the order has `status` and `events` history entries (the
+    tracker folds a flow's events in whatever order its topics deliver them); fails with what it last saw."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     async with await open_store(store_url) as store:
         await store.migrate(MIGRATIONS)  # the tracker may not have created its table yet
-        while (answer := await order_status(store, order_id)) is None or answer["status"] != status:
+        while (answer := await order_status(store, order_id)) is None or answer["status"] != status or len(answer["history"]) < events:
             assert loop.time() < deadline, f"order {order_id} did not reach {status} in {timeout_s}s; last seen: {answer}"
             await asyncio.sleep(0.1)
     return answer
@@ -66,7 +67,7 @@ async def test_an_order_paid_by_payments_is_tracked_with_its_flow_and_served_by_
     async with RunningApps(*apps), TopicReader(kafka, [PaymentAuthorized]) as reader:
         await produce_raw(kafka, [as_raw(order)])
         [payment] = await reader.wait_for_keys([order.key])
-        answer = await tracked(store_url, order.key, "payment_authorized")
+        answer = await tracked(store_url, order.key, "payment_authorized", events=2)
         settings, token = gateway_settings(tmp_path, kafka, tracker_store_url=store_url)
         served, unknown = await ask_gateway(settings, token, order.key, "ord-never-placed")
     assert history_of(answer) == [(REGISTRY.of(OrderPlaced).type_name, order.envelope.id),
@@ -97,7 +98,7 @@ async def test_the_tracker_keeps_its_read_model_on_postgresql(kafka, group_id, p
     payment = a_record(an_authorization(placed), service="payments", correlation_id=f"flow-{group_id}")
     async with RunningApps(_tracker(kafka, group_id, postgres_url)):
         await produce_raw(kafka, [as_raw(order), as_raw(payment)])
-        answer = await tracked(postgres_url, placed.order_id, "payment_authorized")
+        answer = await tracked(postgres_url, placed.order_id, "payment_authorized", events=2)
     assert history_of(answer) == [(REGISTRY.of(OrderPlaced).type_name, order.envelope.id),
                                                        (REGISTRY.of(PaymentAuthorized).type_name, payment.envelope.id)]
     assert answer["correlation_id"] == f"flow-{group_id}" and answer["customer_id"] == placed.customer_id
