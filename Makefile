@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos docs-tools debian-tools clean
+.PHONY: help install run test unit integration k8s-tools k8s-schemas check-manifests kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos docs-tools debian-tools clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +26,51 @@ run: install kafka ## Start the broker, the topics, the fleet and a demo feed; C
 TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
 
-test: install kafka-test postgres docs-tools debian-tools ## The whole suite: `fleet check` (docs/contracts.md), unit tests and integration tests on the real broker
+test: install kafka-test postgres docs-tools debian-tools check-manifests ## The whole suite: `fleet check` (docs/contracts.md), manifests, unit and integration tests
 	$(FLEET) check
 	$(TEST_ENV) $(BIN)/pytest
 
 unit: install ## Only the fast tests (no broker)
 	$(BIN)/pytest tests/unit
 
-integration: install kafka-test postgres ## Only the tests on the real broker
+integration: install kafka-test postgres k8s-tools k8s-schemas ## Only the integration tests (the real broker, the deploy manifests)
 	$(TEST_ENV) $(BIN)/pytest tests/integration
+
+# Deploy manifests (deploy/k8s, docker-compose.yml; docs/operations.md). kustomize and kubeconform are built with Go into
+# .cache/go/bin; the schemas come from Go modules through the module proxy (no GitHub needed): Kubernetes' swagger.json,
+# the KEDA and Prometheus Operator CRDs, the compose-spec schema. Each is made once; a version change remakes it.
+GO_ENV := GOPATH=$(CURDIR)/.cache/go GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build \
+	GOBIN=$(CURDIR)/.cache/go/bin GOFLAGS="-modcacherw -buildvcs=false"
+KUBECONFORM_VERSION := v0.7.0
+KUSTOMIZE_VERSION := v5.7.1
+KUBECONFORM := .cache/go/bin/kubeconform
+KUSTOMIZE := .cache/go/bin/kustomize
+K8S_TOOLS := .cache/go/.k8s-tools-$(KUBECONFORM_VERSION)-$(KUSTOMIZE_VERSION)
+K8S_SCHEMAS := .cache/k8s-schemas/.built
+K8S_SCHEMA_LOCATIONS := -schema-location '.cache/k8s-schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json' \
+	-schema-location '.cache/k8s-schemas/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json'
+
+$(K8S_TOOLS):
+	@command -v go >/dev/null || { echo "Go is needed to build kubeconform and kustomize (https://go.dev/dl, or apt-get install golang-go)"; exit 1; }
+	$(GO_ENV) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	$(GO_ENV) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	touch $@
+
+k8s-tools: $(K8S_TOOLS) ## Build kubeconform and kustomize into .cache/go/bin (once)
+
+$(K8S_SCHEMAS): deploy/schemas/build.py | $(INSTALLED)
+	@command -v go >/dev/null || { echo "Go is needed to fetch the schemas' modules through the Go module proxy"; exit 1; }
+	rm -rf .cache/k8s-schemas
+	$(GO_ENV) $(BIN)/python deploy/schemas/build.py --out .cache/k8s-schemas
+	touch $@
+
+k8s-schemas: install $(K8S_SCHEMAS) ## Build kubeconform's schemas (Kubernetes, KEDA, Prometheus Operator) and the compose schema into .cache/k8s-schemas
+
+check-manifests: k8s-tools k8s-schemas ## Validate both Kubernetes overlays (kustomize build | kubeconform -strict)
+	@for overlay in deploy/k8s/overlays/*/; do \
+		echo "$$overlay"; \
+		$(KUSTOMIZE) build $$overlay | $(KUBECONFORM) -strict -summary $(K8S_SCHEMA_LOCATIONS) - || exit 1; \
+	done
 
 # Node tools of the docs (the AsyncAPI parser and the React component's standalone bundle), pinned by package-lock.json.
 DOCS_TOOLS := docs/tools/node_modules/.installed
