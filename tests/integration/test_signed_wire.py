@@ -111,3 +111,31 @@ async def test_a_record_signed_by_a_plain_kafka_client_with_an_hmac_key_is_proce
         await produce_raw(kafka, [_raw(record)])
         [outcome] = await reader.wait_for_keys([record.key])
     assert outcome.headers["ce_causationid"] == record.envelope.id
+
+
+async def test_an_unparseable_poison_record_at_the_end_of_its_partition_is_committed_past(kafka, group_id):
+    """FastStream cannot even parse a record whose header is not UTF-8: it is dead-lettered, and its offset is committed
+    too, so its group is not left one record behind (and never dead-letters it again after a rebalance)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    await start_group_at_end(kafka, group_id, [OrderPlaced])
+    record = a_record(an_order(order_id=f"ord-utf8-tail-{uuid.uuid4().hex[:8]}"))
+    poison = _raw(record, headers=[(k, b"\xff\xfe" if k == "ce_source" else v) for k, v in record.raw_headers()])
+    async with RunningApps(_payments(kafka, group_id)), TopicReader(kafka, raw_topics=["orders.placed.v1.dlq"]) as reader:
+        await produce_raw(kafka, [(*poison, 2)])
+        await reader.wait_for(lambda seen: any(s.headers.get("dlq-group") == group_id and s.key == record.key for s in seen))
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await admin.start()
+        try:
+            partition = TopicPartition("orders.placed.v1", 2)
+            end = (await reader._consumer.end_offsets([partition]))[partition]
+            committed = None
+            for _ in range(50):  # the commit follows the dead letter by a moment
+                committed = (await admin.list_consumer_group_offsets(group_id)).get(partition)
+                if committed is not None and committed.offset == end:
+                    break
+                await __import__("asyncio").sleep(0.1)
+        finally:
+            await admin.close()
+    assert committed is not None and committed.offset == end, f"committed {committed}, end {end}"
