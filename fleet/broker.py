@@ -126,6 +126,8 @@ def subscriber_for(
     name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
 
     def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str):
+        static = {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms} \
+            if broker.kafka.static_membership and "group_instance_id" not in options else {}
         subscriber = broker.subscriber(
             *names,
             group_id=group,
@@ -140,6 +142,7 @@ def subscriber_for(
             decoder=decoder,
             title=title,
             description=" ".join(topic.description for topic in topics),
+            **static,
             **options,
         )
         broker.retry_policies[id(subscriber)] = policy
@@ -154,6 +157,17 @@ def subscriber_for(
         return wrapped
 
     return register
+
+
+def instance_id(group: str) -> str:
+    """Static membership: `<group>-<replica id>`, e.g. `payments-payments-2`, `payments.retry.1-payments-2`. The replica
+    id comes from FLEET_REPLICA_ID (set by `fleet up`; set it per pod in Kubernetes, e.g. to the StatefulSet pod name)."""
+    import os
+
+    replica = os.environ.get("FLEET_REPLICA_ID")
+    if not replica:
+        raise RuntimeError("FLEET_KAFKA_STATIC_MEMBERSHIP=true needs FLEET_REPLICA_ID, unique per process (e.g. payments-1)")
+    return f"{group}-{replica}"
 
 
 def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:

@@ -59,11 +59,17 @@ def topics_apply(
     bootstrap: Optional[str] = BootstrapOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, change nothing."),
     replication_factor: int = typer.Option(1, "--replication-factor", min=1, help="Replicas of each new topic."),
+    min_insync_replicas: Optional[int] = typer.Option(
+        None, "--min-insync-replicas", min=1,
+        help="min.insync.replicas of every topic (default: replication factor - 1, at least 1: 1 locally, 2 with 3 replicas)."),
 ) -> None:
-    """Create or update every registry topic (idempotent); prints what it changed."""
+    """Create or update every registry topic (idempotent); prints what it changed (with --dry-run: what it would)."""
     from .topics import apply_topics
 
-    changes = asyncio.run(apply_topics(_bootstrap(bootstrap), replication_factor=replication_factor, dry_run=dry_run))
+    if min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        _fail(f"--min-insync-replicas {min_insync_replicas} > --replication-factor {replication_factor}: every acks=all publish would fail")
+    changes = asyncio.run(apply_topics(_bootstrap(bootstrap), replication_factor=replication_factor, dry_run=dry_run,
+                                       min_insync_replicas=min_insync_replicas))
     for change in changes:
         typer.echo(("would " if dry_run and change.action != "unchanged" else "") + str(change))
 
@@ -105,14 +111,29 @@ def watch(
         pass
 
 
+def _scale_pairs(pairs: List[str], *, known: tuple[str, ...] = SERVICES) -> dict[str, int]:
+    """`payments=3 inventory=2` → {"payments": 3, "inventory": 2}; a bad pair fails the command."""
+    wanted: dict[str, int] = {}
+    for pair in pairs:
+        service, sep, count = pair.partition("=")
+        if not sep or not count.strip().isdigit():
+            _fail(f"{pair!r}: expected SERVICE=N, e.g. payments=3")
+        if service not in known:
+            _fail(f"unknown service {service!r}; the fleet has: {', '.join(known)}")
+        wanted[service] = int(count)
+    return wanted
+
+
 @app.command()
 def up(
     services: Optional[List[str]] = typer.Argument(None, help="Services to run (default: all)."),
+    scale: List[str] = typer.Option([], "--scale", help="SERVICE=N: run N replicas of SERVICE (repeatable; default 1 each)."),
     demo: bool = typer.Option(False, "--demo", help="Feed demo orders (a burst, then a trickle) and show events as they flow."),
     orders: int = typer.Option(20, "--orders", min=0, help="Size of the demo burst."),
     every: float = typer.Option(2.0, "--every", min=0.0, help="Seconds between trickled demo orders (0: no trickle)."),
 ) -> None:
-    """Start the broker if needed, apply topics, run the services as processes; Ctrl-C stops everything cleanly."""
+    """Start the broker if needed, apply topics, run the services as processes (replica n of a service serves /metrics
+    on its port + 10*(n-1)); `fleet scale` changes replicas while it runs; Ctrl-C or `fleet down` stops everything."""
     from .logging import configure_logging
     from .up import run_fleet
 
@@ -120,16 +141,100 @@ def up(
     unknown = sorted(set(chosen) - set(SERVICES))
     if unknown:
         _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(SERVICES)}")
+    replicas = _scale_pairs(scale)
     configure_logging("fleet-up")
-    asyncio.run(
-        run_fleet(
-            chosen,
-            state_dir=STATE_DIR,
-            emit=typer.echo,
-            demo_orders=orders if demo else 0,
-            trickle_every_s=every if demo else 0.0,
+    try:
+        asyncio.run(
+            run_fleet(
+                [*chosen, *(s for s in replicas if s not in chosen)],
+                state_dir=STATE_DIR,
+                emit=typer.echo,
+                demo_orders=orders if demo else 0,
+                trickle_every_s=every if demo else 0.0,
+                scale=replicas,
+            )
         )
-    )
+    except RuntimeError as error:
+        _fail(str(error))
+
+
+@app.command("scale")
+def scale_command(
+    pairs: List[str] = typer.Argument(..., help="SERVICE=N ... e.g. payments=3 (0 stops every replica of it)."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the running fleet to answer."),
+) -> None:
+    """Change the replica count of services in the running `fleet up`; scaling down stops the highest-numbered
+    replicas with SIGTERM and waits for their graceful exit."""
+    from .up import request_scale
+
+    wanted = _scale_pairs(pairs)
+    try:
+        outcome = request_scale(STATE_DIR, wanted, timeout_s=timeout)
+    except (LookupError, TimeoutError) as error:
+        _fail(str(error))
+    if outcome.get("error"):
+        _fail(outcome["error"])
+    started, stopped = outcome.get("started", []), outcome.get("stopped", [])
+    typer.echo(", ".join(f"{s}={n}" for s, n in wanted.items()) + ": "
+               + "; ".join(part for part in (f"started {', '.join(started)}" if started else "",
+                                             f"stopped {', '.join(stopped)}" if stopped else "") if part) or "nothing to change")
+
+
+@app.command()
+def down(timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the fleet to stop.")) -> None:
+    """Stop the running `fleet up` (its replicas gracefully, and the broker if it started it)."""
+    from .up import state_file_of, stop_fleet
+
+    try:
+        pid = stop_fleet(STATE_DIR, timeout_s=timeout)
+    except TimeoutError as error:
+        _fail(str(error))
+    if pid is None:
+        typer.echo(f"no local fleet is running (no live `fleet up` in {state_file_of(STATE_DIR)}): nothing to stop")
+        return
+    typer.echo(f"fleet up (pid {pid}) stopped")
+
+
+@app.command()
+def status(
+    services: Optional[List[str]] = typer.Argument(None, help="Services to show (default: all)."),
+    watch_: bool = typer.Option(False, "--watch", help="Refresh live until Ctrl-C."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document, for scripts."),
+    interval: float = typer.Option(1.0, "--interval", min=0.0, help="Seconds between the two looks events/s is measured from (--watch: between refreshes)."),
+    state_file: Optional[Path] = typer.Option(None, "--state-file", help="The local fleet's state file (default .fleet/fleet.json)."),
+    bootstrap: Optional[str] = BootstrapOption,
+) -> None:
+    """Per service: replicas, consumer group state and members, partitions per member, lag, events/s, dead letters."""
+    import json
+    import os
+
+    from .status import local_fleet, status_document, table_of, watch_status
+    from .up import state_file_of
+
+    chosen = services or list(SERVICES)
+    unknown = sorted(set(chosen) - set(SERVICES))
+    if unknown:
+        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(SERVICES)}")
+    state_file = state_file or state_file_of(STATE_DIR)
+    local = local_fleet(state_file)
+    # A running local fleet knows its broker; --bootstrap and FLEET_KAFKA_BOOTSTRAP_SERVERS come first.
+    address = bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap") or _bootstrap(None)
+    if watch_:
+        try:
+            asyncio.run(watch_status(address, chosen, state_file=state_file, interval_s=max(interval, 0.5)))
+        except KeyboardInterrupt:
+            pass
+        return
+    try:
+        document = asyncio.run(status_document(address, chosen, state_file=state_file, interval_s=interval))
+    except Exception as error:  # no broker: say so plainly
+        _fail(f"could not read the fleet's groups from {address}: {type(error).__name__}: {error}")
+    if as_json:
+        typer.echo(json.dumps(document, indent=1))
+        return
+    from rich.console import Console
+
+    Console().print(table_of(document))
 
 
 @kafka_app.command("start")

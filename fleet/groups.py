@@ -1,24 +1,75 @@
-"""Consumer groups as the broker sees them: which of the fleet's groups have live members."""
+"""Consumer groups as the broker sees them: which of the fleet's groups have live members, who they are, which
+partitions each holds, and what each group has committed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-__all__ = ["group_members"]
+__all__ = ["GroupDescription", "Member", "committed_offsets", "describe_groups", "group_members"]
 
 
-async def group_members(bootstrap_servers: str, group_ids: list[str]) -> dict[str, int]:
-    """How many members each group has right now (0 for an empty or unknown group)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-groups")
-    await admin.start()
+@dataclass(frozen=True)
+class Member:
+    """One consumer in a group: its member id, client id and host, static instance id if any, and its partitions."""
+
+    member_id: str
+    client_id: str
+    host: str
+    instance_id: str | None
+    partitions: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    group: str
+    state: str  # Stable, PreparingRebalance, CompletingRebalance, Empty, Dead (an unknown group)
+    members: tuple[Member, ...] = field(default_factory=tuple)
+
+
+def _assignment(raw: bytes | None) -> tuple[tuple[str, int], ...]:
+    if not raw:
+        return ()
+    decoded = ConsumerProtocolMemberAssignment.decode(raw)
+    return tuple(sorted((topic, partition) for topic, partitions in decoded.assignment for partition in partitions))
+
+
+def _member(raw: dict) -> Member:
+    return Member(
+        member_id=raw.get("member_id", ""), client_id=raw.get("client_id", ""), host=raw.get("client_host", ""),
+        instance_id=raw.get("group_instance_id"), partitions=_assignment(raw.get("member_assignment")),
+    )
+
+
+async def describe_groups(bootstrap_servers: str, group_ids: list[str], *, admin: AIOKafkaAdminClient | None = None) -> dict[str, GroupDescription]:
+    """Each group's state and members with their assigned partitions (state Dead, no members, for an unknown group)."""
+    own = admin is None
+    if own:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-groups")
+        await admin.start()
     try:
-        members = {group_id: 0 for group_id in group_ids}
+        found = {group_id: GroupDescription(group_id, "Dead") for group_id in group_ids}
         # One group per request: aiokafka 0.14's DescribeGroups with several groups makes a 4.x broker close the connection.
         for group_id in group_ids:
             for response in await admin.describe_consumer_groups([group_id]):
                 for group in response.to_object()["groups"]:
-                    if group["error_code"] == 0 and group["group"] in members:
-                        members[group["group"]] = len(group["members"])
-        return members
+                    if group["error_code"] == 0 and group["group"] in found:
+                        found[group["group"]] = GroupDescription(
+                            group["group"], group.get("state", ""), tuple(_member(m) for m in group["members"]))
+        return found
     finally:
-        await admin.close()
+        if own:
+            await admin.close()
+
+
+async def group_members(bootstrap_servers: str, group_ids: list[str]) -> dict[str, int]:
+    """How many members each group has right now (0 for an empty or unknown group)."""
+    return {group_id: len(d.members) for group_id, d in (await describe_groups(bootstrap_servers, group_ids)).items()}
+
+
+async def committed_offsets(admin: AIOKafkaAdminClient, group_id: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) → the group's committed offset (partitions it never committed are left out)."""
+    offsets = await admin.list_consumer_group_offsets(group_id)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

@@ -27,6 +27,17 @@ class KafkaSettings(BaseSettings):
         description="A consumer that has not asked for records for this long leaves its group and its partitions move "
                     "to another replica (their uncommitted records are redelivered). Keep it above the handler time limit.",
     )
+    static_membership: bool = Field(
+        False,
+        description="Give each consumer group_instance_id=<group>-<FLEET_REPLICA_ID> (KIP-345): a replica that restarts "
+                    "within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
+                    "replica id: two live consumers with one instance id fence each other (docs/local-fleet.md).",
+    )
+    session_timeout_ms: int = Field(
+        45_000, gt=0,
+        description="With static membership only: how long the group waits for a silent member before moving its "
+                    "partitions, so how long a restarting replica keeps them (aiokafka's 10 s otherwise).",
+    )
 
 
 class LogSettings(BaseSettings):

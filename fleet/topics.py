@@ -11,7 +11,7 @@ from aiokafka.errors import for_code
 
 from contracts import REGISTRY, Registry
 
-__all__ = ["Change", "ExistingTopic", "TopicSpec", "apply_topics", "desired_topics", "partitions_of", "plan_topics"]
+__all__ = ["Change", "ExistingTopic", "TopicSpec", "apply_topics", "default_min_insync_replicas", "desired_topics", "partitions_of", "plan_topics"]
 
 
 DEAD_LETTER_RETENTION_MS = 30 * 24 * 3600 * 1000  # long enough for an operator to look, fix and replay
@@ -26,14 +26,22 @@ class TopicSpec:
     configs: Mapping[str, str]
 
 
-def desired_topics(registry: Registry = REGISTRY) -> list[TopicSpec]:
+def default_min_insync_replicas(replication_factor: int) -> int:
+    """One replica may be down without stopping acks=all publishes: RF 3 → 2; a single local broker → 1."""
+    return max(1, replication_factor - 1)
+
+
+def desired_topics(registry: Registry = REGISTRY, *, min_insync_replicas: int | None = None) -> list[TopicSpec]:
     """Every registry topic, and beside each its retry topics and its dead-letter topic (same partitions, so per-key
-    order survives there too)."""
+    order survives there too). `min_insync_replicas` (acks=all waits for that many replicas) depends on the cluster's
+    replication factor, not on the registry: `apply_topics` always sets it; None leaves it out (the AsyncAPI document)."""
     specs = []
     for topic in registry:
-        specs.append(TopicSpec(topic.name, topic.partitions, dict(topic.configs)))
-        specs.extend(TopicSpec(name, topic.partitions, dict(topic.configs)) for name in topic.retry_topics)
-        specs.append(TopicSpec(topic.dead_letter_topic, topic.partitions, dict(topic.configs) | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}))
+        insync = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
+        configs = dict(topic.configs) | insync
+        specs.append(TopicSpec(topic.name, topic.partitions, configs))
+        specs.extend(TopicSpec(name, topic.partitions, configs) for name in topic.retry_topics)
+        specs.append(TopicSpec(topic.dead_letter_topic, topic.partitions, configs | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}))
     return specs
 
 
@@ -86,12 +94,15 @@ async def apply_topics(
     registry: Registry = REGISTRY,
     replication_factor: int = 1,
     dry_run: bool = False,
+    min_insync_replicas: int | None = None,
 ) -> list[Change]:
-    """Creates or updates every registry topic; idempotent, and returns what it changed (or would, with dry_run)."""
+    """Creates or updates every registry topic; idempotent, and returns what it changed (or would, with dry_run).
+    `min_insync_replicas` defaults to `default_min_insync_replicas(replication_factor)`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-topics")
     await admin.start()
     try:
-        desired = desired_topics(registry)
+        insync = min_insync_replicas or default_min_insync_replicas(replication_factor)
+        desired = desired_topics(registry, min_insync_replicas=insync)
         changes = plan_topics(desired, await _existing(admin, [t.name for t in desired]))
         if not dry_run:
             await _carry_out(admin, changes, replication_factor)

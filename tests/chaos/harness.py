@@ -19,7 +19,7 @@ from typing import Callable
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PrivateKey, Record, StockReceived, encode, sign, source_of
 from fleet import kafka_local, postgres_local
 from fleet.demo import CATALOGUE, demo_orders
-from fleet.groups import group_members
+from fleet.groups import describe_groups, group_members
 from fleet.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
 from fleet.reading import read_spans
 from fleet.supervisor import Supervisor
@@ -33,7 +33,10 @@ from .figures import NOTIFICATIONS, TERMINAL_STATUS, Expected, Observed, Poison,
 __all__ = ["ChaosFleet", "Feed", "plan_orders"]
 
 REPO = Path(__file__).resolve().parents[2]
-KAFKA_PORT, CONTROLLER_PORT, POSTGRES_PORT = 29092, 29093, 55433
+# Overridable to run beside another checkout's chaos run (FLEET_CHAOS_KAFKA_PORT, ..._CONTROLLER_PORT, ..._POSTGRES_PORT).
+KAFKA_PORT = int(os.environ.get("FLEET_CHAOS_KAFKA_PORT", 29092))
+CONTROLLER_PORT = int(os.environ.get("FLEET_CHAOS_CONTROLLER_PORT", KAFKA_PORT + 1))
+POSTGRES_PORT = int(os.environ.get("FLEET_CHAOS_POSTGRES_PORT", 55433))
 OUT_OF_STOCK = "SKU-ESPRESSO-006"  # never delivered: an authorized order with it is backordered, whatever the timing
 PLENTY = 1_000_000  # units of every other product: never short, so each outcome is known before the run
 SCALED = {"payments": 2}  # two replicas share payments' partitions (and its PostgreSQL ledger)
@@ -101,9 +104,12 @@ class Timeline:
 class ChaosFleet:
     """`async with ChaosFleet(work, service_env=...) as fleet:` a fresh broker, topics, keys, stores and every worker."""
 
-    def __init__(self, work: Path, *, service_env: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(self, work: Path, *, service_env: dict[str, dict[str, str]] | None = None,
+                 scale: dict[str, int] | None = None) -> None:
         self.work = work
         self.service_env = service_env or {}
+        self.scale_at_start = dict(SCALED if scale is None else scale)
+        self.notes: dict = {}  # what a scenario found out on the way, reported with the evidence
         self.timeline = Timeline()
         self.supervisor: Supervisor | None = None
         self.bootstrap = f"127.0.0.1:{KAFKA_PORT}"
@@ -118,8 +124,9 @@ class ChaosFleet:
         init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
         await apply_topics(self.bootstrap)
         self.supervisor = Supervisor(
-            list(SERVICES), state_dir=self.work, grace_s=30.0, scale=SCALED,
+            list(SERVICES), state_dir=self.work, grace_s=30.0, scale=self.scale_at_start,
             env={"PAYMENTS_STORE_URL": payments_dsn}, service_env=self.service_env,
+            state_file=self.work / "fleet.json", extra_state={"bootstrap": self.bootstrap},
         )
         await self.supervisor.start()
         await self._until_groups_have_members()
@@ -141,7 +148,7 @@ class ChaosFleet:
         return postgres_local.ensure_database("chaos_payments", fresh=True)
 
     async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
-        wanted = {service: SCALED.get(service, 1) for service in SERVICES}
+        wanted = {service: self.scale_at_start.get(service, 1) for service in SERVICES}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             members = await group_members(self.bootstrap, list(wanted))
@@ -194,8 +201,88 @@ class ChaosFleet:
             "handler_failures": count('"event_failed"'),
             "retries_scheduled": count('"event_retry_scheduled"'),
             "outcomes_not_durable": count('"event_outcome_not_durable"'),
-            "replica_restarts": {r.name: r.restarts for r in self.supervisor.replicas if r.restarts},
+            "replica_restarts": {r.name: r.restarts for r in [*self.supervisor.retired, *self.supervisor.replicas] if r.restarts},
+            **self.notes,
         }
+
+    # ---- scaling and the groups as the broker sees them -------------------------------------------------------------
+
+    async def scale(self, service: str, count: int) -> None:
+        began = time.monotonic()
+        done = await self.supervisor.scale(service, count)
+        self.timeline.note("scaled", service=service, replicas=count, took_s=round(time.monotonic() - began, 1), **done)
+
+    async def groups(self, group_ids: list[str]) -> dict:
+        return await describe_groups(self.bootstrap, group_ids)
+
+    async def until_members(self, service: str, count: int, timeout_s: float = 90.0, *, other_than: set[str] | None = None) -> None:
+        """Until the service's group is Stable with exactly `count` members, and (given `other_than`) not that set of
+        member ids: a SIGKILLed member lingers until its session times out, its restarted replica joins as a new one."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            group = (await self.groups([service]))[service]
+            ids = {m.member_id for m in group.members}
+            if group.state == "Stable" and len(group.members) == count and ids != other_than:
+                self.timeline.note("group_members", group=service, members=count)
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"group {service} did not settle at {count} members within {timeout_s}s: {group}")
+
+    async def until_restarted(self, service: str, index: int, old_pid: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            replica = self.supervisor.replica(service, index)
+            if replica.status == "up" and replica.process.pid != old_pid and replica.process.returncode is None:
+                self.timeline.note("replica_restarted", replica=replica.name, pid=replica.process.pid)
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{service}-{index} was not restarted within {timeout_s}s")
+
+    def assignments_logged(self, services: list[str]) -> dict[str, int]:
+        """How many times each replica's consumers logged a new assignment ("... assigned to partitions"): once per
+        consumer at start, once more per rebalance of its group."""
+        found = {}
+        for path in sorted((self.work / "logs").glob("*.log")):
+            if path.stem.rsplit("-", 1)[0] in services:
+                found[path.stem] = path.read_text(errors="replace").count("assigned to partitions")
+        return found
+
+    async def status_json(self, *services: str) -> dict:
+        """`fleet status --json` of the running fleet, as an operator would run it."""
+        import sys
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "status", *services, "--json", "--interval", "0", "--bootstrap", self.bootstrap,
+            "--state-file", str(self.work / "fleet.json"), cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"fleet status --json failed ({process.returncode}): {err.decode()[-2000:]}")
+        return json.loads(out)
+
+    async def until_no_lag(self, timeout_s: float = 60.0, *, poison_tails: set[tuple[str, int, int]] = frozenset()) -> dict[str, int]:
+        """Until every service's group has committed up to the end of the topics it consumes; returns the lag seen last.
+
+        `poison_tails` are the poison records left last on their partitions (topic, partition, offset). Lag on them alone is
+        reported as `lag_on_poison_tail`, and anything else as `lag_unexplained`; both must be empty, since the worker
+        commits past a record it dead-lettered even when FastStream could not parse it."""
+        from fleet.status import build_status, gather
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            snapshot = await gather(self.bootstrap, list(SERVICES), dead_letters=False)
+            lag = {row["service"]: row["lag_total"] for row in build_status(snapshot)["services"]}
+            behind = [{"service": s, "topic": t, "partition": p, "committed": f.committed.get((t, p)), "end": end}
+                      for s, f in snapshot.services.items() for (t, p), end in sorted(f.ends.items())
+                      if end > f.committed.get((t, p), f.beginnings.get((t, p), 0))]
+            unexplained = [b for b in behind if not (b["committed"] is not None and b["end"] - b["committed"] == 1
+                                                     and (b["topic"], b["partition"], b["committed"]) in poison_tails)]
+            if not unexplained or time.monotonic() > deadline:
+                self.notes["lag_unexplained"] = unexplained
+                self.notes["lag_on_poison_tail"] = [b for b in behind if b not in unexplained]
+                self.timeline.note("lag", **lag)
+                return lag
+            await asyncio.sleep(1.0)
 
     # ---- progress and collection ----------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from services import SERVICES
+
 from .figures import figures_of
 from .harness import ChaosFleet, Feed, plan_orders
 
@@ -27,6 +29,8 @@ class Scenario:
     strike: Strike
     # Extra environment per service, given `orders` (fault injection, tighter bounds).
     service_env: Callable[[int], dict[str, dict[str, str]]] = field(default=lambda orders: {})
+    # Replicas per service at the start (None: the harness's default, payments × 2).
+    scale: dict[str, int] | None = None
 
 
 async def _kill_workers_mid_batch(fleet: ChaosFleet, feed: Feed) -> None:
@@ -71,6 +75,36 @@ async def _database_outage(fleet: ChaosFleet, feed: Feed) -> None:
     await fleet.stop_database(down_s=6.0)
 
 
+async def _scale_payments(fleet: ChaosFleet, feed: Feed) -> None:
+    """payments 1 → 3, SIGKILL one of the three, 3 → 1, while orders flow; the other services' groups must not notice."""
+    others = [s for s in SERVICES if s != "payments"]
+    await feed.reached(0.1).wait()
+    members_before = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.groups(others)).items()}
+    assigned_before = fleet.assignments_logged(others)
+    await fleet.scale("payments", 3)
+    await fleet.until_members("payments", 3)
+    status = await fleet.status_json("payments")
+    [row] = status["services"]
+    fleet.notes["status_while_three"] = {
+        "member_count": row["member_count"], "replicas_up": row["replicas"]["up"] if row["replicas"] else None,
+        "partitions_per_member": sorted(len(m["partitions"]) for m in row["members"]), "warnings": row["warnings"],
+    }
+    three = {m.member_id for m in (await fleet.groups(["payments"]))["payments"].members}
+    killed = fleet.supervisor.replica("payments", 2).process.pid
+    fleet.kill_replica("payments", 2, signal.SIGKILL)
+    await fleet.until_restarted("payments", 2, killed)
+    # The killed member stays in the group until its session times out; the restarted one joins as a new member.
+    await fleet.until_members("payments", 3, other_than=three)
+    await fleet.scale("payments", 1)
+    await fleet.until_members("payments", 1)
+    members_after = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.groups(others)).items()}
+    assigned_after = fleet.assignments_logged(others)
+    fleet.notes["other_groups_unchanged"] = members_before == members_after and all(members_before.values())
+    fleet.notes["other_assignments_logged"] = {"before": assigned_before, "after": assigned_after}
+    fleet.notes["other_groups_rebalanced"] = sorted(k for k in assigned_after if assigned_after[k] != assigned_before.get(k))
+    fleet.notes["payments_replicas_at_end"] = len(fleet.supervisor.replicas_of("payments"))
+
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -82,6 +116,8 @@ SCENARIOS = {
         Scenario("slower_than_max_poll", "Handlers of both payments replicas take 8 s with max.poll.interval.ms at 5 s.",
                  _watch_slow_handlers, _slower_than_max_poll),
         Scenario("dependency_outage", "payments' PostgreSQL stops for 6 s mid-run, then comes back.", _database_outage),
+        Scenario("scale_payments", "payments scaled 1 → 3 while orders flow, one of the three SIGKILLed, then 3 → 1.",
+                 _scale_payments, scale={"payments": 1}),
     )
 }
 
@@ -91,7 +127,7 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
     print(f"\n== {scenario.name}: {scenario.description}", flush=True)
     began = time.monotonic()
     plan = plan_orders(orders, seed)
-    fleet = ChaosFleet(work / scenario.name, service_env=scenario.service_env(orders))
+    fleet = ChaosFleet(work / scenario.name, service_env=scenario.service_env(orders), scale=scenario.scale)
     async with fleet:
         feed = Feed(fleet, plan, per_second=per_second, poison_every=max(1, orders // 10))
         await feed.publish_stock(plan.initial_stock, "rcpt-initial")
@@ -106,6 +142,8 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
         plan.expected.poison = feed.poison
         dead_letters = sum(len(p.groups) for p in feed.poison)
         settled = await fleet.wait_until_settled(plan.expected, dead_letters, settle_timeout_s)
+        tails = {(p.topic, p.partition, p.offset) for p in feed.poison if p.reason == "invalid_header"}
+        fleet.notes["lag_after_settled"] = await fleet.until_no_lag(poison_tails=tails)
     figures = figures_of(plan.expected, await fleet.observe(plan))
     report = {"description": scenario.description, "settled": settled, "duration_s": round(time.monotonic() - began, 1),
               **figures.as_dict(), "evidence": fleet.evidence(), "timeline": fleet.timeline.entries}

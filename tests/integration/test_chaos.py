@@ -21,6 +21,19 @@ STRUCK = {
     "slower_than_max_poll": lambda r: r["evidence"]["commits_refused_after_rebalance"] >= 1,
     "dependency_outage": lambda r: {"database_stopped", "database_restarted"} <= {e["event"] for e in r["timeline"]}
     and r["evidence"]["handler_failures"] >= 1,
+    # Scaled 1 → 3 → 1 with a SIGKILL between: `fleet status --json` saw three members (two partitions each), the killed
+    # replica was restarted, payments ended on one replica, the other services' groups kept their members and logged no
+    # new assignment, and every group's lag went back to zero (an unparseable poison record at the end of a partition
+    # is committed past too: tests/integration/test_signed_wire.py).
+    "scale_payments": lambda r: [e["replicas"] for e in r["timeline"] if e["event"] == "scaled"] == [3, 1]
+    and r["evidence"]["status_while_three"]["member_count"] == 3
+    and r["evidence"]["status_while_three"]["replicas_up"] == 3
+    and r["evidence"]["status_while_three"]["partitions_per_member"] == [2, 2, 2]
+    and "payments-2" in r["evidence"]["replica_restarts"]
+    and r["evidence"]["payments_replicas_at_end"] == 1
+    and r["evidence"]["other_groups_unchanged"] and r["evidence"]["other_groups_rebalanced"] == []
+    and r["evidence"]["lag_unexplained"] == [] and r["evidence"]["lag_on_poison_tail"] == []
+    and sum(r["evidence"]["lag_after_settled"].values()) == 0,
 }
 
 
