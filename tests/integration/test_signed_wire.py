@@ -27,6 +27,11 @@ def _next_microsecond(time_text: str) -> str:
     return time_text[:-2] + str((int(time_text[-2]) + 1) % 10) + "Z"
 
 
+def _changed_last_digit(text: str) -> str:
+    """The same text with its last character changed, never equal to it (a UUID may already end in 0)."""
+    return text[:-1] + ("1" if text.endswith("0") else "0")
+
+
 def _flip(data: bytes, at: int = 5) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
@@ -46,7 +51,7 @@ def poison_records() -> dict[str, tuple[tuple, str]]:
     stranger = PrivateKey.generate("stranger-1")
     cases = {
         "flipped byte in the value": (_raw(flipped_value, value=_flip(flipped_value.value)), "bad_signature"),
-        "changed ce_id": (_with_header(r := order("ce-id"), "ce_id", r.envelope.id[:-1] + "0"), "bad_signature"),
+        "changed ce_id": (_with_header(r := order("ce-id"), "ce_id", _changed_last_digit(r.envelope.id)), "bad_signature"),
         "changed ce_source": (_with_header(order("ce-source"), "ce_source", "/eventfleet/payments"), "bad_signature"),
         "changed ce_correlationid": (_with_header(order("ce-corr"), "ce_correlationid", "someone-elses-flow"), "bad_signature"),
         "changed ce_time": (_with_header(r := order("ce-time"), "ce_time", _next_microsecond(r.envelope.time)), "bad_signature"),
