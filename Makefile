@@ -115,6 +115,17 @@ postgres-stop: install ## Stop the local PostgreSQL cluster
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
 
+# Throughput of the relay path on a broker of its own (127.0.0.1:39292, fresh data in .cache/kafka-bench): docs/performance.md.
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS='--events 500 --runs 1'.
+.PHONY: bench
+BENCH_INSTALLED := $(VENV)/.bench-installed
+$(BENCH_INSTALLED): pyproject.toml | $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: install $(BENCH_INSTALLED) ## Kafka's ceiling, a raw aiokafka relay, plain FastStream; reports/bench.json and bench.png
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
 topics: kafka ## Create or update the registry's topics on the broker
 	$(FLEET) topics apply
 

@@ -1,0 +1,107 @@
+"""The bench's own broker (127.0.0.1:39292, data in .cache/kafka-bench, fresh every run), its topics, the prefill, and Kafka's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from fleet import kafka_local
+
+from .events import event_key, event_value
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("FLEET_BENCH_KAFKA_PORT", 39292))
+CONTROLLER_PORT = int(os.environ.get("FLEET_BENCH_CONTROLLER_PORT", PORT + 1))
+BOOTSTRAP = f"127.0.0.1:{PORT}"
+TOPICS = ("bench.in", "bench.out")
+PARTITIONS = 6
+TOOLS_POM = REPO / "deploy" / "local" / "kafka-tools" / "pom.xml"
+TOOLS_LIB = REPO / ".cache" / "kafka-tools" / "lib"
+KAFKA_POM = REPO / "deploy" / "local" / "kafka" / "pom.xml"
+
+
+def configure_environment() -> None:
+    """fleet.kafka_local reads these: every start, stop and probe of this process is the bench broker's."""
+    os.environ.update({
+        "FLEET_KAFKA_HOME": str(REPO / ".cache" / "kafka-bench"),
+        "FLEET_KAFKA_PORT": str(PORT),
+        "FLEET_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
+        "FLEET_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+    })
+
+
+def fresh_broker() -> str:
+    """Stops an earlier bench broker, drops its data (formatted anew at start) and starts it."""
+    configure_environment()
+    kafka_local.stop()
+    shutil.rmtree(kafka_local.home() / "data", ignore_errors=True)
+    return kafka_local.start()
+
+
+def stop_broker() -> str:
+    configure_environment()
+    return kafka_local.stop()
+
+
+def kafka_version() -> str:
+    """The broker's Kafka version, from the jar in its lib folder (the POM's version when not fetched yet)."""
+    for jar in (kafka_local.home() / "lib").glob("kafka_2.13-*.jar"):
+        return jar.stem.removeprefix("kafka_2.13-")
+    return "unknown"
+
+
+async def create_topics(names: tuple[str, ...] = TOPICS, partitions: int = PARTITIONS) -> None:
+    """Creates the bench topics (the data is fresh, so they never exist yet) and waits until each has its leaders."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="bench-topics")
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics(list(names))
+            if all(len(t["partitions"]) == partitions and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"topics {names} have no leaders after 30 s")
+    finally:
+        await admin.close()
+
+
+async def prefill(events: int, topic: str = "bench.in") -> float:
+    """Writes `events` bench events to `topic` as fast as the client goes; returns the seconds it took."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    began = time.perf_counter()
+    try:
+        acks = [await producer.send(topic, event_value(seq), key=event_key(seq)) for seq in range(events)]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - began
+
+
+def ensure_tools() -> Path:
+    """kafka-tools and its runtime jars in .cache/kafka-tools/lib, fetched by Maven once (like the broker's jars)."""
+    if any(TOOLS_LIB.glob("kafka-tools-*.jar")):
+        return TOOLS_LIB
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise RuntimeError("`mvn` is not on PATH: it fetches Kafka's tools (apt-get install maven)")
+    print(f"Fetching kafka-tools from Maven Central into {TOOLS_LIB} (first run only)...", file=sys.stderr, flush=True)
+    partial = TOOLS_LIB.with_name("lib.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    done = subprocess.run([mvn, "-B", "-q", "-f", str(TOOLS_POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
+                           f"-DoutputDirectory={partial}"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"Maven could not fetch kafka-tools (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+    shutil.rmtree(TOOLS_LIB, ignore_errors=True)
+    partial.rename(TOOLS_LIB)
+    return TOOLS_LIB

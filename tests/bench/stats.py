@@ -1,0 +1,102 @@
+"""Pure figures of the benchmark: median and min–max spread of repeated runs, ratios between cases, tool output parsing, the table."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Iterable, Mapping, Sequence
+
+__all__ = [
+    "Summary", "format_table", "parse_consumer_performance", "parse_producer_performance", "ratio", "summarize",
+]
+
+Summary = dict  # {"median", "min", "max", "spread", "spread_pct", "runs"}: see summarize()
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """Median and min–max spread of one figure over repeated runs; `spread_pct` is (max − min) / median in percent."""
+    runs = [float(v) for v in values]
+    if not runs:
+        raise ValueError("no runs to summarize")
+    median = statistics.median(runs)
+    low, high = min(runs), max(runs)
+    spread_pct = (high - low) / median * 100 if median else None
+    return {"median": median, "min": low, "max": high, "spread": high - low, "spread_pct": spread_pct, "runs": runs}
+
+
+def ratio(numerator: Summary, denominator: Summary) -> dict:
+    """`numerator / denominator` of two summaries: the ratio of medians, and the widest range the runs allow."""
+    if not denominator["median"] or not denominator["min"]:
+        raise ValueError("the denominator has a zero figure")
+    return {
+        "median": numerator["median"] / denominator["median"],
+        "min": numerator["min"] / denominator["max"],
+        "max": numerator["max"] / denominator["min"],
+    }
+
+
+# "20000 records sent, 51813.5 records/sec (24.71 MB/sec), 310.95 ms avg latency, 540.00 ms max latency,
+#  318 ms 50th, 509 ms 95th, 529 ms 99th, 538 ms 99.9th."
+_PRODUCER_SUMMARY = re.compile(
+    r"(?P<records>\d+) records sent, (?P<records_per_s>[\d.]+) records/sec \((?P<mb_per_s>[\d.]+) MB/sec\), "
+    r"(?P<avg_latency_ms>[\d.]+) ms avg latency, (?P<max_latency_ms>[\d.]+) ms max latency"
+    r"(?:, (?P<p50_ms>[\d.]+) ms 50th, (?P<p95_ms>[\d.]+) ms 95th, (?P<p99_ms>[\d.]+) ms 99th, (?P<p999_ms>[\d.]+) ms 99\.9th)?"
+)
+
+
+def parse_producer_performance(output: str) -> dict[str, float]:
+    """The final summary of `ProducerPerformance` (the last matching line: the periodic lines come before it)."""
+    found = [m for m in (_PRODUCER_SUMMARY.search(line) for line in output.splitlines()) if m]
+    if not found:
+        raise ValueError(f"no ProducerPerformance summary line in:\n{output[-2000:]}")
+    return {k: float(v) for k, v in found[-1].groupdict().items() if v is not None}
+
+
+def parse_consumer_performance(output: str) -> dict[str, float | str]:
+    """`ConsumerPerformance`'s header line (start.time, ..., fetch.nMsg.sec) and the values line under it, as a dict."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("start.time"):
+            headers = [h.strip() for h in line.split(",")]
+            values = [v.strip() for v in lines[i + 1].split(",")]
+            if len(values) < len(headers):
+                break
+            parsed: dict[str, float | str] = {}
+            for header, value in zip(headers, values):
+                try:
+                    parsed[header] = float(value)
+                except ValueError:
+                    parsed[header] = value  # start.time and end.time are timestamps
+            return parsed
+    raise ValueError(f"no ConsumerPerformance header and values in:\n{output[-2000:]}")
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, int]]) -> str:
+    """A plain-text table: `columns` are (key, title, digits); a row value is a number, a Summary (median [min–max]),
+    a string, or missing ("-"). Text columns are left-aligned, figures right-aligned."""
+    def cell(value, digits: int) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, Mapping):
+            return f"{_number(value['median'], digits)} [{_number(value['min'], digits)}–{_number(value['max'], digits)}]"
+        if isinstance(value, (int, float)):
+            return _number(value, digits)
+        return str(value)
+
+    cells = [[cell(row.get(key), digits) for key, _, digits in columns] for row in rows]
+    titles = [title for _, title, _ in columns]
+    widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
+    text_columns = {i for i, (key, _, _) in enumerate(columns)
+                    if any(isinstance(row.get(key), str) for row in rows)
+                    and all(isinstance(row.get(key), str) or row.get(key) is None for row in rows)}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i in text_columns else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    return "\n".join([line(titles), line(["-" * w for w in widths]), *(line(r) for r in cells)])
