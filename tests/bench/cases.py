@@ -97,6 +97,13 @@ def _process_figures(outcome: ProcessOutcome, events: int) -> dict:
             "process_cpu_us_per_event": outcome.cpu_s / events * 1e6, "peak_rss_mib": outcome.maxrss_kib / 1024}
 
 
+def _run_kafka_tool(ctx: RunContext, key: str, tool: str, args: list[str]):
+    """One run of a tool of the kafka-tools artifact, its output logged to the run's file."""
+    log = ctx.work / f"{key}-{ctx.run}.log"
+    cmd = [_java(), *JAVA_OPTS, "-cp", str(ctx.tools_lib / "*"), f"org.apache.kafka.tools.{tool}", *args]
+    return _checked(run_process(cmd, log=log, timeout_s=120 + ctx.events / 500), tool, log)
+
+
 @dataclass(frozen=True)
 class ProducerCeiling:
     """Kafka's ProducerPerformance: N records of EVENT_BYTES to bench.in as fast as it goes (its default producer:
@@ -108,11 +115,9 @@ class ProducerCeiling:
     phase: str = "ceiling"
 
     def run(self, ctx: RunContext) -> dict:
-        log = ctx.work / f"{self.key}-{ctx.run}.log"
-        cmd = [_java(), *JAVA_OPTS, "-cp", str(ctx.tools_lib / "*"), "org.apache.kafka.tools.ProducerPerformance",
-               "--topic", "bench.in", "--num-records", str(ctx.events), "--record-size", str(EVENT_BYTES),
-               "--throughput", "-1", "--bootstrap-server", ctx.bootstrap]  # 4.x: --producer-props is deprecated
-        outcome = _checked(run_process(cmd, log=log, timeout_s=120 + ctx.events / 500), "ProducerPerformance", log)
+        outcome = _run_kafka_tool(ctx, self.key, "ProducerPerformance",
+                                  ["--topic", "bench.in", "--num-records", str(ctx.events), "--record-size", str(EVENT_BYTES),
+                                   "--throughput", "-1", "--bootstrap-server", ctx.bootstrap])  # 4.x: --producer-props is deprecated
         figures = parse_producer_performance(outcome.output)
         return {"events_per_s": figures["records_per_s"], **figures, **_process_figures(outcome, ctx.events)}
 
@@ -128,11 +133,9 @@ class ConsumerCeiling:
     phase: str = "ceiling"
 
     def run(self, ctx: RunContext) -> dict:
-        log = ctx.work / f"{self.key}-{ctx.run}.log"
-        cmd = [_java(), *JAVA_OPTS, "-cp", str(ctx.tools_lib / "*"), "org.apache.kafka.tools.ConsumerPerformance",
-               "--bootstrap-server", ctx.bootstrap, "--topic", "bench.in", "--num-records", str(ctx.events),  # 4.x: --messages is deprecated
-               "--group", f"bench-consumer-perf-{ctx.run}-{time.time_ns()}"]
-        outcome = _checked(run_process(cmd, log=log, timeout_s=120 + ctx.events / 500), "ConsumerPerformance", log)
+        outcome = _run_kafka_tool(ctx, self.key, "ConsumerPerformance",
+                                  ["--bootstrap-server", ctx.bootstrap, "--topic", "bench.in", "--num-records", str(ctx.events),  # 4.x: --messages is deprecated
+                                   "--group", f"bench-consumer-perf-{ctx.run}-{time.time_ns()}"])
         figures = parse_consumer_performance(outcome.output)
         numbers = {k: v for k, v in figures.items() if isinstance(v, float)}
         return {"events_per_s": numbers["fetch.nMsg.sec"], **numbers, **_process_figures(outcome, ctx.events)}
