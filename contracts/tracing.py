@@ -14,9 +14,20 @@ except ImportError:  # pragma: no cover - exercised by the standalone package te
 if TYPE_CHECKING:
     from .envelope import Record
 
-__all__ = ["TRACE_HEADERS", "message_attributes", "with_trace_context"]
+__all__ = ["TRACE_HEADERS", "message_attributes", "tracer", "with_trace_context"]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+_CACHED: list = [None, None, None]  # the provider and the get_tracer it was made with, and the tracer
+
+
+def tracer():
+    """The `eventfleet` tracer, made once per provider: `get_tracer` builds a new Tracer (and emits a deprecation
+    warning) on every call, about 10 µs on the per-event path. Keyed by the provider and by `get_tracer` itself, so a
+    provider set later, or a test's stand-in for either, is seen at once."""
+    provider, getter = trace.get_tracer_provider(), trace.get_tracer
+    if _CACHED[0] is not provider or _CACHED[1] is not getter:
+        _CACHED[:] = [provider, getter, getter("eventfleet")]  # holding both: an id could be reused, an object cannot
+    return _CACHED[2]
 
 
 def message_attributes(record: "Record") -> dict[str, str | int]:
@@ -37,9 +48,8 @@ def with_trace_context(record: "Record") -> "Record":
     nothing at the edge, where a flow's trace begins). Without a configured tracer provider this adds nothing."""
     if trace is None:
         return record
-    tracer = trace.get_tracer("eventfleet")
     attributes = message_attributes(record) | {"messaging.operation.type": "create", "messaging.operation.name": "create"}
-    with tracer.start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+    with tracer().start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
     kept = tuple((k, v) for k, v in record.transport if k not in TRACE_HEADERS)

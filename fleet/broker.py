@@ -18,7 +18,8 @@ from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, Unknow
 
 from .faults import Faults, FaultSettings
 from .keys import KeyStore
-from .middlewares import WorkerState, event_context_middleware
+from .batch import BatchRunner, deferred_sends, raw_batch_parser, records_of
+from .middlewares import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
 from .rejects import DeadLetters
 from .retries import DEFAULT_DELAYS_S, RetryPolicy
 from .settings import KafkaSettings, KeySettings, LogSettings
@@ -53,6 +54,8 @@ class FleetBroker(KafkaBroker):
     registry: Registry
     retry_policies: dict  # id(subscriber) → RetryPolicy
     state: WorkerState
+    outcomes: RecordOutcomes
+    batch_runners: list[BatchRunner]
 
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
@@ -61,6 +64,8 @@ class FleetBroker(KafkaBroker):
     async def stop(self, *args: Any, **kwargs: Any) -> None:
         self.state.stopping = True  # handlers waiting for a retry's due time give up at once
         await super().stop(*args, **kwargs)
+        for runner in self.batch_runners:
+            runner.close()
         await self.dead_letters.close()
 
 
@@ -77,6 +82,8 @@ def create_broker(
     dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
     policies: dict = {}
     state = WorkerState(service, Faults(FaultSettings()))
+    outcomes = RecordOutcomes(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
+                              log_payloads=LogSettings().payloads)
     broker = FleetBroker(
         kafka.bootstrap_servers,
         client_id=service,
@@ -86,15 +93,14 @@ def create_broker(
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
-        middlewares=(event_context_middleware(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
-                                              log_payloads=LogSettings().payloads),),
+        middlewares=(event_context_middleware(outcomes),),
         logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
     broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = service, kafka, key_store, dead_letters, registry
-    broker.retry_policies, broker.state = policies, state
+    broker.retry_policies, broker.state, broker.outcomes, broker.batch_runners = policies, state, outcomes, []
     return broker
 
 
@@ -113,6 +119,7 @@ def subscriber_for(
     retry_delays_s: tuple[float, ...] = DEFAULT_DELAYS_S,
     handler_timeout_s: float = 30.0,
     registry: Registry = REGISTRY,
+    batch_max_records: int | None = None,
     **options: Any,
 ) -> Callable:
     """Subscribes a handler to the registry topics of `models`, in the service's own consumer group, and to their retry
@@ -120,12 +127,19 @@ def subscriber_for(
 
     Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
     costs one rebalance, not one per topic.
+
+    `batch_max_records` (default: FLEET_KAFKA_BATCH_MAX_RECORDS, 0 = one record at a time) makes the main subscriber
+    take up to that many records per poll (fleet.batch): the same handler runs for each record, with the same checks
+    and outcomes; what it emits is sent without waiting, and the batch commits once the broker has all of it.
+    Retry subscribers stay one at a time: they wait for each record's due time.
     """
     topics = [registry.of(model) for model in models]
-    decoder = _decoder_for({name: topic for topic in topics for name in (topic.name, *topic.retry_topics)})
+    by_name = {name: topic for topic in topics for name in (topic.name, *topic.retry_topics)}
+    decoder = _decoder_for(by_name)
     name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
+    batch = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
 
-    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str):
+    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
         static = {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms} \
             if broker.kafka.static_membership and "group_instance_id" not in options else {}
         subscriber = broker.subscriber(
@@ -134,13 +148,13 @@ def subscriber_for(
             max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
             # A new group reads the topic's history; an existing group resumes at its committed offset.
             auto_offset_reset="earliest",
-            # The middleware makes every outcome durable first; an error that escapes it means "not durable":
-            # seek back and redeliver rather than commit past the record.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
             # Never let a sender's `reply_to` header make us publish to a topic it names.
             no_reply=True,
-            decoder=decoder,
             title=title,
+            # The batch runner commits and seeks itself. One at a time, the middleware makes every outcome durable
+            # first, and an error that escapes it means "not durable": seek back and redeliver, never commit past it.
+            **({"batch": True, "max_records": max_records, "ack_policy": AckPolicy.MANUAL, "parser": raw_batch_parser,
+                "decoder": records_of} if max_records else {"ack_policy": AckPolicy.NACK_ON_ERROR, "decoder": decoder}),
             description=" ".join(topic.description for topic in topics),
             **static,
             **options,
@@ -149,14 +163,49 @@ def subscriber_for(
         return subscriber
 
     def register(handler: Callable) -> Callable:
-        main = subscribe([t.name for t in topics], group_id, RetryPolicy(group_id, retry_delays_s, handler_timeout_s), name)
-        wrapped = main(handler)
+        policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
+        per_event = _per_event_call(handler, models)
+        main = subscribe([t.name for t in topics], group_id, policy, name, batch)
+        wrapped = main(_batch_handler(broker, main, per_event, by_name, policy) if batch else per_event)
         for tier in range(1, len(retry_delays_s) + 1):
             policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
-            subscribe([t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")(handler)
+            subscribe([t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")(per_event)
         return wrapped
 
     return register
+
+
+def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Callable:
+    """What FastStream calls with the decoded event: the service's handler, given the verified envelope directly when it
+    has an `envelope` parameter. Not `envelope = Context()`: FastStream's dependency injection resolves such a parameter
+    in a task group and a worker thread, per event (about 200 µs, docs/performance.md)."""
+    wants_envelope = "envelope" in inspect.signature(handler).parameters
+
+    async def on_event(event: Any) -> Any:
+        return await (handler(event, envelope=current_envelope()) if wants_envelope else handler(event))
+
+    # FastStream documents and checks the payload from this signature: the topic models, as the handler declares them.
+    payload = models[0] if len(models) == 1 else Union[models]  # type: ignore[valid-type]
+    on_event.__signature__ = inspect.Signature([inspect.Parameter("event", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)])  # type: ignore[attr-defined]
+    on_event.__annotations__ = {"event": payload}
+    on_event.__name__ = on_event.__qualname__ = handler.__name__
+    on_event.__doc__ = handler.__doc__
+    on_event.per_event_handler = getattr(handler, "per_event_handler", handler)  # type: ignore[attr-defined]
+    return on_event
+
+
+def _batch_handler(broker: FleetBroker, subscriber: Any, handler: Callable, topics: dict[str, Topic], policy: RetryPolicy) -> Callable:
+    """What FastStream calls with each batch's raw records: the runner, which calls `handler` once per event."""
+    runner = BatchRunner(handler, topics, broker.outcomes, policy, subscriber)
+    broker.batch_runners.append(runner)
+
+    async def on_batch(records: Any) -> None:
+        await runner(records)
+
+    on_batch.__name__ = on_batch.__qualname__ = handler.__name__
+    on_batch.__doc__ = handler.__doc__
+    on_batch.per_event_handler = handler.per_event_handler  # what check_one_type_per_topic inspects
+    return on_batch
 
 
 def instance_id(group: str) -> str:
@@ -180,7 +229,7 @@ def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
 
 def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
     # Decoding to the record's topic model here means the handler receives an already validated event.
-    def decode(message: Any) -> Event:
+    async def decode(message: Any) -> Event:  # async: FastStream runs a sync decoder in a worker thread
         record = message.raw_message
         return decode_keyed_value(topics[record.topic], record.key, message.body)
 
@@ -198,11 +247,12 @@ def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY)
             except UnknownTopic as error:
                 raise ContractViolation(str(error)) from None
         for call in subscriber.calls:
-            declared = _event_models_of(call.handler._declared_call)
+            declared_call = call.handler._declared_call
+            declared = _event_models_of(getattr(declared_call, "per_event_handler", declared_call))
             if declared != expected:
                 got = ", ".join(sorted(m.__name__ for m in declared)) or "no event model"
                 want = ", ".join(sorted(m.__name__ for m in expected))
-                raise ContractViolation(f"handler {call.handler._declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}")
+                raise ContractViolation(f"handler {declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}")
 
 
 def _event_models_of(handler: Callable) -> set[type]:
@@ -237,13 +287,19 @@ class EventPublisher:
         return encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
 
     async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
+        """Sends the signed event and waits for the broker; inside a batch (fleet.batch) it only sends, and the batch
+        waits for every ack before it commits, so the promise is the same: no offset is committed before its output."""
         record = self.record(event, cause=cause, correlation_id=correlation_id)
-        await self._publisher.publish(
+        pending = deferred_sends()
+        sent = await self._publisher.publish(
             record.value,
             key=record.key.encode("utf-8"),
             headers=record.headers,
             correlation_id=record.envelope.correlation_id,
+            no_confirm=pending is not None,
         )
+        if pending is not None and inspect.isawaitable(sent):  # the in-memory test broker returns nothing to wait for
+            pending.append(sent)
         structlog.get_logger("fleet.events").debug("event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic)
         return record.envelope
 

@@ -370,11 +370,16 @@ def _keys_dir() -> Path:
 
 
 @keys_app.command("init")
-def keys_init() -> None:
-    """Create a dev Ed25519 key for every service and upstream signer that has none, and trust each for its topics."""
+def keys_init(alg: str = typer.Option("ed25519", "--alg", help="ed25519 (default) or hmac-sha256: a shared secret, "
+                                                                   "cheaper to verify, but any verifier could sign too.")) -> None:
+    """Create a dev key for every service and upstream signer that has none, and trust each for its topics."""
+    from contracts.signing import ALGORITHMS
+
     from .keys import UPSTREAM_SIGNERS, init_keys
 
-    created = init_keys(_keys_dir(), [*SERVICES, *UPSTREAM_SIGNERS])
+    if alg not in ALGORITHMS:
+        _fail(f"unknown algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}")
+    created = init_keys(_keys_dir(), [*SERVICES, *UPSTREAM_SIGNERS], alg=alg)
     typer.echo("\n".join(f"created {kid}" for kid in created) or f"every signer already has a key in {_keys_dir()}")
 
 

@@ -4,9 +4,10 @@ and makes every outcome durable (handled, retried later, or dead-lettered) befor
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import structlog
 from faststream import BaseMiddleware
@@ -23,10 +24,123 @@ from .rejects import DeadLetters, Rejection
 from .retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
 from .tracing import consumer_span, trace_id_of
 
-__all__ = ["EventContextMiddleware", "WorkerState", "event_context_middleware"]
+__all__ = ["EventContextMiddleware", "RecordOutcomes", "WorkerState", "current_envelope", "event_context_middleware"]
 
 log = structlog.get_logger("fleet.events")
+# The verified envelope of the record being handled: the handler receives it as its `envelope` argument (fleet.broker).
+_ENVELOPE: contextvars.ContextVar[Envelope] = contextvars.ContextVar("fleet_envelope")
+
+
+def current_envelope() -> Envelope:
+    return _ENVELOPE.get()
 ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be reached: wait, then redeliver
+
+
+class WorkerState:
+    """What every record's middleware of one worker shares: whether it is stopping, injected faults, metrics, progress."""
+
+    def __init__(self, service: str = "worker", faults: Faults | None = None) -> None:
+        self.stopping = False
+        self.faults = faults or Faults()
+        self.metrics = WorkerMetrics(service)
+        self.progress = Progress()
+
+
+class RecordOutcomes:
+    """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption (fleet.batch):
+    verify, run the handler in the record's context within its time limit, and route a failure to retry or dead letter.
+    Every method returns once the outcome is durable, or raises when it could not be made so (then: redeliver)."""
+
+    def __init__(self, keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
+                 registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> None:
+        self.keys, self.dead_letters, self.policies, self.state = keys, dead_letters, policies, state
+        self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
+
+    def policy_of(self, subscriber: Any) -> RetryPolicy:
+        return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
+
+    def is_foreign(self, record: Any, policy: RetryPolicy) -> bool:
+        """Another consumer group's retry on a shared retry topic: not ours to judge or handle."""
+        return bool(policy.tier) and _header(record, "retry-group") != policy.group.encode()
+
+    def verify(self, record: Any) -> Envelope:
+        """The record's envelope, or `Rejected`; pure and thread-safe, so a batch may verify in a thread pool."""
+        return verify_record(record.topic, record.key, record.value, record.headers or (), record.timestamp,
+                             self.keys.keyring(), registry=self.registry, window_s=self.window_s)
+
+    async def run(self, record: Any, envelope: Envelope, policy: RetryPolicy, subscriber: Any,
+                  call: Callable[[], Awaitable[Any]], payload: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """The handler (`call`) in the record's span and log context, within its time limit, then one line on how it ended."""
+        with consumer_span(record, envelope, policy.group, self.dead_letters.service) as span, \
+                structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)):
+            if policy.tier:
+                await self._wait_until_due(due_ms(record.headers or ()))
+            started = time.perf_counter()
+            progress = self.state.progress
+            progress.started(id(subscriber))
+            token = _ENVELOPE.set(envelope)
+            try:
+                # asyncio.timeout, not wait_for: no task per event (Python 3.11's wait_for wraps the call in one).
+                async with asyncio.timeout(policy.handler_timeout_s):
+                    result = await self._handle(call)
+            except Rejected as refused:  # the value failed its model: decoded inside the call
+                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
+                return None
+            except Exception as error:  # includes TransientError, PermanentError and the time limit
+                await self.after_failure(record, envelope, error, policy, started)
+                return None
+            finally:
+                _ENVELOPE.reset(token)
+                progress.finished(id(subscriber))
+            seconds = time.perf_counter() - started
+            self.state.metrics.record_outcome(record.topic, "handled", seconds)
+            if self.log_payloads and payload is not None:  # opt-in, for debugging: personal fields are redacted even then
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3), payload=redacted(await payload()))
+            else:
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3))
+            return result
+
+    async def _handle(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self.state.faults.active and (delay := self.state.faults.delay_for_next()):  # chaos runs only
+            log.warning("fault_injected_slow_handler", delay_s=delay)
+            await asyncio.sleep(delay)
+        return await call()
+
+    async def _wait_until_due(self, due: int) -> None:
+        """Sleeps in short steps, so a stopping worker abandons the wait at once (the record is then redelivered)."""
+        while (left := due - now_ms()) > 0:
+            if self.state.stopping:
+                raise asyncio.CancelledError("worker stopping; the retry is redelivered")
+            await asyncio.sleep(min(left / 1000, 0.2))
+
+    async def after_failure(self, record: Any, envelope: Envelope, error: Exception, policy: RetryPolicy, started: float) -> None:
+        attempts = attempt_of(record.headers or ())
+        now = datetime.now(timezone.utc)
+        failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
+                                  origin=(record.topic, record.partition, record.offset), now=now)
+        step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
+        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}"))
+        log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
+                    next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
+        try:
+            if isinstance(step, DeadLetter):
+                await self.dead_letter(Rejection.of(record, step.reason, one_line(error), failure), policy, time.perf_counter() - started)
+            else:
+                topic = self.registry.resolve(record.topic)
+                retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, envelope,
+                                            record.headers or (), failure, step.due_ms, self.keys.signer(), now)
+                await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
+                self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
+                log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
+        except Exception as routing_error:
+            self.state.metrics.record_outcome(record.topic, "failed")
+            log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
+            await asyncio.sleep(ROUTING_BACKOFF_S)
+            raise
+
+    async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
+        await self.dead_letters.send(rejection, group=policy.group)
+        self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
 
 
 class EventContextMiddleware(BaseMiddleware):
@@ -34,65 +148,39 @@ class EventContextMiddleware(BaseMiddleware):
     then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
 
     Only an outcome that is durable lets the record be committed. If the retry or dead-letter topic cannot be reached,
-    the error goes up and the subscriber seeks back (NACK_ON_ERROR): the record is redelivered, never skipped."""
+    the error goes up and the subscriber seeks back (NACK_ON_ERROR): the record is redelivered, never skipped.
+    A batch subscriber's records (a tuple) pass through: fleet.batch runs the same steps per record itself."""
 
-    registry: Registry = REGISTRY
-    keys: KeyStore
-    dead_letters: DeadLetters
-    policies: dict
-    state: "WorkerState"
-    window_s: float = 300.0
-    log_payloads: bool = False
+    outcomes: RecordOutcomes
 
     async def on_receive(self) -> None:
         record = self.msg
         self.envelope: Envelope | None = None
         self.rejection: Rejection | None = None
         self.foreign = False
-        policy = self._policy()
-        self.state.metrics.record_received(record.topic)
-        if policy.tier and dict(record.headers or ()).get("retry-group", b"") != policy.group.encode():
-            self.foreign = True  # another consumer group's retry: not ours to judge or handle
-            self.state.metrics.record_outcome(record.topic, "skipped")
+        if isinstance(record, tuple):
+            return
+        outcomes = self.outcomes
+        policy = outcomes.policy_of(self.context.get("handler_"))
+        outcomes.state.metrics.record_received(record.topic)
+        if outcomes.is_foreign(record, policy):
+            self.foreign = True
+            outcomes.state.metrics.record_outcome(record.topic, "skipped")
             return
         try:
-            self.envelope = verify_record(
-                record.topic, record.key, record.value, record.headers or (), record.timestamp,
-                self.keys.keyring(), registry=self.registry, window_s=self.window_s,
-            )
+            self.envelope = outcomes.verify(record)
         except Rejected as refused:
-            await self._dead_letter(Rejection.of(record, refused.reason, refused.detail))
+            self.rejection = Rejection.of(record, refused.reason, refused.detail)
+            await outcomes.dead_letter(self.rejection, policy)
 
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
+        if isinstance(self.msg, tuple):
+            return await call_next(msg)  # a batch: fleet.batch verifies and handles each record
         if self.envelope is None:
             return None  # refused in on_receive and dead-lettered there, or another group's retry: committed next
-        record, envelope, policy = self.msg, self.envelope, self._policy()
-        headers = record.headers or ()
-        with consumer_span(record, envelope, policy.group, self.dead_letters.service) as span, \
-                structlog.contextvars.bound_contextvars(**_event_context(record, envelope, policy), trace_id=trace_id_of(span)), \
-                self.context.scope("envelope", envelope):
-            if policy.tier:
-                await self._wait_until_due(due_ms(headers))
-            started = time.perf_counter()
-            progress, subscriber = self.state.progress, id(self.context.get("handler_"))
-            progress.started(subscriber)
-            try:
-                result = await asyncio.wait_for(self._handle(call_next, msg), policy.handler_timeout_s)
-            except Rejected as refused:  # the value failed its model: decoded inside call_next
-                await self._dead_letter(Rejection.of(record, refused.reason, refused.detail))
-                return None
-            except Exception as error:  # includes TransientError, PermanentError and the time limit
-                await self._after_failure(error, policy, started)
-                return None
-            finally:
-                progress.finished(subscriber)
-            seconds = time.perf_counter() - started
-            self.state.metrics.record_outcome(record.topic, "handled", seconds)
-            if self.log_payloads:  # opt-in, for debugging: personal fields are redacted even then
-                log.info("event_handled", duration_ms=round(seconds * 1000, 3), payload=redacted(await msg.decode()))
-            else:
-                log.info("event_handled", duration_ms=round(seconds * 1000, 3))
-            return result
+        subscriber = self.context.get("handler_")
+        policy = self.outcomes.policy_of(subscriber)
+        return await self.outcomes.run(self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode)
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
         # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
@@ -112,74 +200,17 @@ class EventContextMiddleware(BaseMiddleware):
         if consumer is not None:  # the in-memory test broker has no consumer: nothing to commit there
             await consumer.commit({TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "")})
 
-    async def _handle(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
-        if self.state.faults.active and (delay := self.state.faults.delay_for_next()):  # chaos runs only
-            log.warning("fault_injected_slow_handler", delay_s=delay)
-            await asyncio.sleep(delay)
-        return await call_next(msg)
 
-    def _policy(self) -> RetryPolicy:
-        subscriber = self.context.get("handler_")
-        return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
-
-    async def _wait_until_due(self, due: int) -> None:
-        """Sleeps in short steps, so a stopping worker abandons the wait at once (the record is then redelivered)."""
-        while (left := due - now_ms()) > 0:
-            if self.state.stopping:
-                raise asyncio.CancelledError("worker stopping; the retry is redelivered")
-            await asyncio.sleep(min(left / 1000, 0.2))
-
-    async def _after_failure(self, error: Exception, policy: RetryPolicy, started: float) -> None:
-        record = self.msg
-        attempts = attempt_of(record.headers or ())
-        now = datetime.now(timezone.utc)
-        failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
-                                  origin=(record.topic, record.partition, record.offset), now=now)
-        step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
-        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}"))
-        log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
-                    next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
-        try:
-            if isinstance(step, DeadLetter):
-                await self._dead_letter(Rejection.of(record, step.reason, one_line(error), failure), time.perf_counter() - started)
-            else:
-                topic = self.registry.resolve(record.topic)
-                retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, self.envelope,
-                                            record.headers or (), failure, step.due_ms, self.keys.signer(), now)
-                await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
-                self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
-                log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
-        except Exception as routing_error:
-            self.state.metrics.record_outcome(record.topic, "failed")
-            log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
-            await asyncio.sleep(ROUTING_BACKOFF_S)
-            raise
-
-    async def _dead_letter(self, rejection: Rejection, seconds: float | None = None) -> None:
-        self.rejection = rejection
-        await self.dead_letters.send(rejection, group=self._policy().group)
-        self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
-
-
-class WorkerState:
-    """What every record's middleware of one worker shares: whether it is stopping, injected faults, metrics, progress."""
-
-    def __init__(self, service: str = "worker", faults: Faults | None = None) -> None:
-        self.stopping = False
-        self.faults = faults or Faults()
-        self.metrics = WorkerMetrics(service)
-        self.progress = Progress()
-
-
-def event_context_middleware(keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
-                             registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> type[EventContextMiddleware]:
+def event_context_middleware(outcomes: RecordOutcomes) -> type[EventContextMiddleware]:
     """The middleware class bound to one worker's keys, dead letters and retry policies (FastStream makes one object per record)."""
-    attributes = {"registry": registry, "keys": keys, "dead_letters": dead_letters, "policies": policies, "state": state,
-                  "window_s": window_s, "log_payloads": log_payloads}
-    return type("EventContextMiddleware", (EventContextMiddleware,), attributes)
+    return type("EventContextMiddleware", (EventContextMiddleware,), {"outcomes": outcomes})
 
 
-def _event_context(record: Any, envelope: Envelope, policy: RetryPolicy) -> dict[str, Any]:
+def _header(record: Any, name: str) -> bytes:
+    return dict(record.headers or ()).get(name, b"")
+
+
+def _event_context(record: Any, envelope: Envelope) -> dict[str, Any]:
     return {
         "topic": record.topic,
         "partition": record.partition,

@@ -33,6 +33,12 @@ class KafkaSettings(BaseSettings):
                     "within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
                     "replica id: two live consumers with one instance id fence each other (docs/local-fleet.md).",
     )
+    batch_max_records: int = Field(
+        0, ge=0, le=10_000,
+        description="0: each subscriber handles one record at a time. N: the main subscribers take up to N records per "
+                    "poll, verify them in a small thread pool, run the handler per event, send what it emits without "
+                    "waiting for each ack, and commit once the broker has everything (docs/performance.md).",
+    )
     session_timeout_ms: int = Field(
         45_000, gt=0,
         description="With static membership only: how long the group waits for a silent member before moving its "

@@ -11,7 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import Envelope
-from contracts.tracing import TRACE_HEADERS, message_attributes
+from contracts.tracing import TRACE_HEADERS, message_attributes, tracer
 
 __all__ = ["TracingSettings", "configure_tracing", "consumer_span", "trace_id_of"]
 
@@ -79,8 +79,7 @@ def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> 
         "messaging.kafka.offset": record.offset,
         "eventfleet.service": service,
     }
-    tracer = trace.get_tracer("eventfleet")
-    with tracer.start_as_current_span(f"process {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
+    with tracer().start_as_current_span(f"process {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
                                       links=links, attributes=attributes) as span:
         yield span
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context, FastStream
+from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
@@ -41,7 +41,7 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
             log.info("order_settled", order_id=payment.order_id, outcome=type(result.outcome).__name__)
 
     @subscriber_for(broker, StockReceived, OrderPlaced, PaymentAuthorized, group_id=settings.group_id)
-    async def on_inventory_input(event: StockReceived | OrderPlaced | PaymentAuthorized, envelope: Envelope = Context()) -> None:
+    async def on_inventory_input(event: StockReceived | OrderPlaced | PaymentAuthorized, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id):
                 return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context, FastStream
+from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
@@ -33,7 +33,7 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
 
     @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id)
     async def on_order_outcome(
-        outcome: PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled, envelope: Envelope = Context()
+        outcome: PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled, envelope: Envelope
     ) -> None:
         notification = core.compose(outcome, now=datetime.now(timezone.utc))
         async with state.store.transaction() as tx:

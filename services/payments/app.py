@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context, FastStream
+from faststream import FastStream
 
 from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
@@ -32,7 +32,7 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
     to_payment_declined = publisher_for(broker, PaymentDeclined)
 
     @subscriber_for(broker, OrderPlaced, group_id=settings.group_id)
-    async def on_order_placed(order: OrderPlaced, envelope: Envelope = Context()) -> None:
+    async def on_order_placed(order: OrderPlaced, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id) or await ledger.charge_for(tx, order.order_id):
                 log.info("order_already_decided", order_id=order.order_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import structlog
-from faststream import Context, FastStream
+from faststream import FastStream
 
 from contracts import Envelope, InventoryReserved, ShipmentScheduled
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
@@ -31,7 +31,7 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
     to_shipment_scheduled = publisher_for(broker, ShipmentScheduled)
 
     @subscriber_for(broker, InventoryReserved, group_id=settings.group_id)
-    async def on_inventory_reserved(reservation: InventoryReserved, envelope: Envelope = Context()) -> None:
+    async def on_inventory_reserved(reservation: InventoryReserved, envelope: Envelope) -> None:
         shipment = core.schedule(reservation, now=datetime.now(timezone.utc))
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 
 import structlog
-from faststream import Context, FastStream
+from faststream import FastStream
 
 from contracts import (
     Envelope,
@@ -42,7 +42,7 @@ def create_app(settings: TrackerSettings | None = None) -> FastStream:
 
     # One subscriber for the whole flow: one group member per replica, and one place that folds.
     @subscriber_for(broker, *typing.get_args(OrderEvent), group_id=settings.group_id)
-    async def on_order_event(event: OrderEvent, envelope: Envelope = Context()) -> None:
+    async def on_order_event(event: OrderEvent, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             status = await track(tx, settings.group_id, event, envelope)
         if status is None:
