@@ -15,13 +15,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import broker
-from .cases import CASES, PLANNED, RATIOS, Case, CaseFailed, RunContext
+from .cases import CASES, RATIOS, Case, CaseFailed, RunContext
 from .chart import draw
+from .contract import ALGORITHMS
 from .events import EVENT_BYTES
 from .stats import format_table, ratio, summarize
 
-SUMMARIZED = ("events_per_s", "cpu_us_per_event", "process_cpu_us_per_event", "peak_rss_mib", "window_s",
-              "avg_latency_ms", "p99_ms", "nMsg.sec")
+SUMMARIZED = ("events_per_s", "steady_events_per_s", "cpu_us_per_event", "process_cpu_us_per_event", "peak_rss_mib", "window_s",
+              "avg_latency_ms", "p99_ms", "nMsg.sec", "steady_window_records_per_s", "total_records_per_s")
 TABLE = [("number", "#", 0), ("title", "case", 0), ("events_per_s", "events/s median [min–max]", 0),
          ("cpu_us_per_event", "CPU µs/event", 1), ("process_cpu_us_per_event", "process CPU µs/event", 1),
          ("peak_rss_mib", "peak RSS MiB", 0)]
@@ -81,12 +82,16 @@ def build_report(args, results: dict[str, list[dict]], *, meta: dict) -> dict:
         summary = {f: summarize(r[f] for r in good) for f in SUMMARIZED if good and all(r.get(f) is not None for r in good)}
         cases.append({"key": case.key, "number": case.number, "title": case.title, "description": " ".join(type(case).__doc__.split()),
                       "runs": results[case.key], "failed_runs": len(results[case.key]) - len(good), "summary": summary})
-    by_key = {c["key"]: c["summary"].get("events_per_s") for c in cases}
-    ratios = [{"numerator": a, "denominator": b, "what": what, **ratio(by_key[a], by_key[b])}
-              for a, b, what in RATIOS if by_key.get(a) and by_key.get(b)]
+    summaries = {c["key"]: c["summary"] for c in cases}
+    ratios = []
+    for numerator, denominator, what, *figure in RATIOS:
+        field = figure[0] if figure else "events_per_s"
+        top, bottom = summaries.get(numerator, {}).get(field), summaries.get(denominator, {}).get(field)
+        if top and bottom:
+            ratios.append({"numerator": numerator, "denominator": denominator, "figure": field, "what": what, **ratio(top, bottom)})
     return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "events": args.events,
             "runs": args.runs, "event_bytes": EVENT_BYTES, "partitions": broker.PARTITIONS, "bootstrap": broker.BOOTSTRAP,
-            **meta, "machine": machine(), "versions": versions(), "cases": cases, "ratios": ratios, "planned": PLANNED}
+            **meta, "machine": machine(), "versions": versions(), "cases": cases, "ratios": ratios}
 
 
 def print_report(report: dict) -> None:
@@ -116,9 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         tools = broker.ensure_tools() if any(c.phase == "ceiling" for c in cases) else broker.TOOLS_LIB
         print(broker.fresh_broker(), flush=True)
         asyncio.run(broker.create_topics())
+        asyncio.run(broker.create_fleet_topics())
         prefill_s = asyncio.run(broker.prefill(args.events))
         print(f"prefilled bench.in with {args.events:,} events in {prefill_s:.1f}s", flush=True)
-        results = run_cases(cases, lambda run: RunContext(broker.BOOTSTRAP, args.events, run, args.work, tools), args.runs)
+        keys = {alg: broker.keys_dir(args.work, alg) for alg in ALGORITHMS}
+        for alg, folder in keys.items():
+            signed_s = asyncio.run(broker.prefill_signed(args.events, alg, folder))
+            print(f"prefilled the {alg} relay's input with {args.events:,} signed events in {signed_s:.1f}s", flush=True)
+        results = run_cases(cases, lambda run: RunContext(broker.BOOTSTRAP, args.events, run, args.work, tools, keys), args.runs)
     finally:
         if not args.keep_running:
             print(broker.stop_broker(), flush=True)

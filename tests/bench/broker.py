@@ -13,8 +13,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from contracts import encode, source_of
 from fleet import kafka_local
+from fleet.keys import KeyStore, init_keys
+from fleet.topics import apply_topics
 
+from .contract import ALGORITHMS, RELAY, SOURCE, BenchOrderReceived, bench_registry
 from .events import event_key, event_value
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,6 +86,39 @@ async def prefill(events: int, topic: str = "bench.in") -> float:
     began = time.perf_counter()
     try:
         acks = [await producer.send(topic, event_value(seq), key=event_key(seq)) for seq in range(events)]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - began
+
+
+def keys_dir(work: Path, alg: str) -> Path:
+    """The bench relay's keyring and its signers' keys for one algorithm (FLEET_KEYS_DIR of its processes)."""
+    folder = work / f"keys-{alg}"
+    init_keys(folder, [SOURCE, RELAY], registry=bench_registry(alg), alg=ALGORITHMS[alg])
+    return folder
+
+
+async def create_fleet_topics() -> None:
+    """The bench relay's registry topics (input, retry tiers, dead letters, output) for every algorithm, as `fleet
+    topics apply` makes them: 6 partitions, LogAppendTime."""
+    for alg in ALGORITHMS:
+        await apply_topics(BOOTSTRAP, registry=bench_registry(alg))
+
+
+async def prefill_signed(events: int, alg: str, keys: Path) -> float:
+    """Writes the same `events` bench events as `prefill`, each a signed fleet record from bench-source; returns the seconds."""
+    registry = bench_registry(alg)
+    signer = KeyStore.for_signer(keys, SOURCE).signer()
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    began = time.perf_counter()
+    try:
+        acks = []
+        for seq in range(events):
+            record = encode(BenchOrderReceived.model_validate_json(event_value(seq)), source=source_of(SOURCE), signer=signer,
+                            registry=registry)
+            acks.append(await producer.send(record.topic, record.value, key=record.key.encode(), headers=record.raw_headers()))
         await asyncio.gather(*acks)
     finally:
         await producer.stop()

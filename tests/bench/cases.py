@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Protocol
 
 from .events import EVENT_BYTES
-from .stats import parse_consumer_performance, parse_producer_performance
+from .kafka_tools import parse_producer_performance_steady, producer_performance_args
+from .stats import parse_consumer_performance, steady_rate
 
-__all__ = ["CASES", "PLANNED", "RATIOS", "Case", "RunContext", "run_process"]
+__all__ = ["CASES", "RATIOS", "Case", "FleetRelayCase", "RunContext", "combine_processes", "run_process", "run_processes"]
 
 JAVA_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
@@ -30,6 +31,7 @@ class RunContext:
     run: int
     work: Path
     tools_lib: Path
+    keys: dict[str, Path]  # the eventfleet relay's keys folder per algorithm (FLEET_KEYS_DIR)
 
 
 @dataclass(frozen=True)
@@ -43,26 +45,36 @@ class ProcessOutcome:
 
 def run_process(cmd: list[str], *, log: Path, timeout_s: float, env: dict[str, str] | None = None) -> ProcessOutcome:
     """Runs `cmd` with stdout and stderr in `log`, and reaps it with wait4 for its own rusage (CPU, peak RSS)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    return run_processes([cmd], logs=[log], timeout_s=timeout_s, env=env)[0]
+
+
+def run_processes(cmds: list[list[str]], *, logs: list[Path], timeout_s: float, env: dict[str, str] | None = None) -> list[ProcessOutcome]:
+    """Starts every command at once (each with its own log) and reaps each with wait4, so each one's CPU time and peak
+    RSS are its own; past `timeout_s` the ones still running are killed (exit code -1)."""
     began = time.perf_counter()
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {})})
-        status, usage = 0, None
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - began > timeout_s:
+    running: dict[int, tuple[int, subprocess.Popen]] = {}
+    outcomes: list[ProcessOutcome | None] = [None] * len(cmds)
+    for index, (cmd, log) in enumerate(zip(cmds, logs)):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, **(env or {})})
+        running[process.pid] = (index, process)
+    while running:
+        for pid, (index, process) in list(running.items()):
+            timed_out = time.perf_counter() - began > timeout_s
+            if timed_out:
                 process.send_signal(signal.SIGKILL)
-                _, status, usage = os.wait4(process.pid, 0)
-                status = -1
-                break
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status) if status != -1 else -1  # Popen must not reap it again
-    wall = time.perf_counter() - began
-    return ProcessOutcome(process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
-                          log.read_text(errors="replace"))
+            found, status, usage = os.wait4(pid, 0 if timed_out else os.WNOHANG)
+            if not found:
+                continue
+            code = -1 if timed_out else os.waitstatus_to_exitcode(status)
+            process.returncode = code  # Popen must not reap it again
+            outcomes[index] = ProcessOutcome(code, time.perf_counter() - began, usage.ru_utime + usage.ru_stime,
+                                             usage.ru_maxrss, logs[index].read_text(errors="replace"))
+            del running[pid]
+        time.sleep(0.05)
+    return outcomes  # type: ignore[return-value]
 
 
 class CaseFailed(RuntimeError):
@@ -106,8 +118,10 @@ def _run_kafka_tool(ctx: RunContext, key: str, tool: str, args: list[str]):
 
 @dataclass(frozen=True)
 class ProducerCeiling:
-    """Kafka's ProducerPerformance: N records of EVENT_BYTES to bench.in as fast as it goes (its default producer:
-    acks=all, idempotent, linger 5 ms). CPU covers the JVM's start too, so only its throughput is the ceiling."""
+    """Kafka's ProducerPerformance: max(N, 200 000) records of EVENT_BYTES to bench.in as fast as it goes, the first
+    50 000 a warm-up (--warmup-records: the JVM's JIT and the producer's batches settle); its default producer (acks=all,
+    idempotent, linger 5 ms). events/s is its steady-state line, a lower bound (steady_window_records_per_s, the median of
+    its 1 s progress lines, beside it); with N records alone it measured mostly the JVM's warm-up."""
 
     key: str = "kafka_producer_perf"
     number: str = "1a"
@@ -115,11 +129,11 @@ class ProducerCeiling:
     phase: str = "ceiling"
 
     def run(self, ctx: RunContext) -> dict:
-        outcome = _run_kafka_tool(ctx, self.key, "ProducerPerformance",
-                                  ["--topic", "bench.in", "--num-records", str(ctx.events), "--record-size", str(EVENT_BYTES),
-                                   "--throughput", "-1", "--bootstrap-server", ctx.bootstrap])  # 4.x: --producer-props is deprecated
-        figures = parse_producer_performance(outcome.output)
-        return {"events_per_s": figures["records_per_s"], **figures, **_process_figures(outcome, ctx.events)}
+        args = producer_performance_args("bench.in", ctx.events, EVENT_BYTES, ctx.bootstrap)
+        outcome = _run_kafka_tool(ctx, self.key, "ProducerPerformance", args)
+        figures = parse_producer_performance_steady(outcome.output)
+        return {"events_per_s": figures["records_per_s"], **figures,
+                **_process_figures(outcome, int(figures["total_records"]))}  # CPU over every record it sent
 
 
 @dataclass(frozen=True)
@@ -167,31 +181,82 @@ class RelayCase:
         return {**figures, **_process_figures(outcome, ctx.events)}
 
 
-# In the order of the table. Cases 4–6 (docs/performance.md, "Next cases") are added here as RelayCase entries with a
-# relay module each, e.g. RelayCase("eventfleet_ed25519", "4a", "eventfleet relay, Ed25519", "eventfleet_relay",
-# env=(("BENCH_SIGNING", "ed25519"),)), and their ratios below.
+@dataclass(frozen=True)
+class FleetRelayCase:
+    """The eventfleet relay (relays/eventfleet_relay.py), a fleet service with its defaults, in `processes` processes of
+    one consumer group, on the signed prefill of its algorithm's input topic. Each process reports its clock and when it
+    handled each event; the case adds them up (see `combine_processes`)."""
+
+    key: str
+    number: str
+    title: str
+    alg: str = "ed25519"
+    batch: int = 0  # FLEET_KAFKA_BATCH_MAX_RECORDS; 0 = one record at a time (the default)
+    processes: int = 1
+    phase: str = "relay"
+
+    def run(self, ctx: RunContext) -> dict:
+        group = f"bench-{self.key}-{ctx.run}-{time.time_ns()}"
+        logs = [ctx.work / f"{self.key}-{ctx.run}-p{i}.log" for i in range(1, self.processes + 1)]
+        results = [log.with_suffix(".json") for log in logs]
+        for result in results:
+            result.unlink(missing_ok=True)
+        cmds = [[sys.executable, "-m", "tests.bench.relays.eventfleet_relay", "--bootstrap", ctx.bootstrap, "--group", group,
+                 "--events", str(ctx.events), "--result", str(result), "--alg", self.alg, "--batch", str(self.batch)]
+                for result in results]
+        # The prefill is written once and replayed by every run, minutes later: the freshness window must cover the
+        # whole bench. It changes no work per event (the check still runs), only how old a record may be.
+        env = {"FLEET_KEYS_DIR": str(ctx.keys[self.alg]), "FLEET_KEYS_WINDOW_S": "3600"}
+        outcomes = run_processes(cmds, logs=logs, timeout_s=120 + ctx.events / 50, env=env)
+        for outcome, log, result in zip(outcomes, logs, results):
+            _checked(outcome, "eventfleet_relay", log)
+            if not result.exists():
+                raise CaseFailed(f"eventfleet_relay wrote no result (log {log})")
+        runs = [json.loads(result.read_text()) for result in results]
+        return combine_processes(runs, [_process_figures(o, ctx.events) for o in outcomes], ctx.events)
+
+
+def combine_processes(runs: list[dict], processes: list[dict], events: int) -> dict:
+    """One figure set for the processes of one group. Their clocks are CLOCK_MONOTONIC, one clock for the machine:
+    events/s over first consumed (any) → last commit (all); `steady_events_per_s` over the time every process was
+    handling (none still joining, none done), the fair base of a 1 vs 2 process ratio."""
+    first, last = min(r["first"] for r in runs), max(r["last"] for r in runs)
+    handled = [r.pop("handled_at") for r in runs]
+    cpu = sum(r["cpu_window_s"] for r in runs)
+    return {
+        "events": events, "processes": len(runs), "window_s": last - first, "events_per_s": events / (last - first),
+        "steady_events_per_s": steady_rate(handled), "handled_per_process": [len(h) for h in handled],
+        "cpu_window_s": cpu, "cpu_us_per_event": cpu / events * 1e6,
+        "process_cpu_us_per_event": sum(p["process_cpu_s"] for p in processes) / events * 1e6,
+        "peak_rss_mib": max(p["peak_rss_mib"] for p in processes),
+        "per_process": [{**r, **p} for r, p in zip(runs, processes)],
+    }
+
+
+# In the order of the table.
 CASES: list[Case] = [
     ProducerCeiling(),
     ConsumerCeiling(),
     RelayCase("raw_aiokafka", "2", "Raw aiokafka relay (manual commit)", "raw_aiokafka"),
     RelayCase("faststream_plain", "3", "Plain FastStream relay (defaults)", "faststream_plain"),
+    FleetRelayCase("eventfleet_ed25519", "4a", "eventfleet relay, Ed25519 (defaults)"),
+    FleetRelayCase("eventfleet_hmac", "4b", "eventfleet relay, HMAC keys", alg="hmac"),
+    FleetRelayCase("eventfleet_batch_ed25519", "4c", "eventfleet relay, Ed25519, batches of 500", batch=500),
+    FleetRelayCase("eventfleet_batch_hmac", "4d", "eventfleet relay, HMAC keys, batches of 500", alg="hmac", batch=500),
+    FleetRelayCase("eventfleet_ed25519_2proc", "6", "eventfleet relay, Ed25519, 2 processes", processes=2),
 ]
 
-# The headline: (numerator, denominator, what it says), on the medians of events/s.
-RATIOS: list[tuple[str, str, str]] = [
+# The headline: (numerator, denominator, what it says[, figure]): the ratio of the medians of events/s, or of the figure named.
+RATIOS: list[tuple[str, ...]] = [
+    ("eventfleet_hmac", "faststream_plain", "eventfleet HMAC / plain FastStream (target >= 1.0)"),
+    ("eventfleet_batch_hmac", "faststream_plain", "eventfleet batch HMAC / plain FastStream (target >= 2.0)"),
+    ("eventfleet_batch_ed25519", "faststream_plain", "eventfleet batch Ed25519 / plain FastStream (target >= 2.0)"),
+    ("eventfleet_ed25519", "faststream_plain", "eventfleet Ed25519 / plain FastStream (target >= 0.6)"),
+    ("eventfleet_batch_hmac", "raw_aiokafka", "eventfleet batch HMAC / raw aiokafka relay (target >= 0.5)"),
+    ("eventfleet_batch_ed25519", "raw_aiokafka", "eventfleet batch Ed25519 / raw aiokafka relay"),
+    ("eventfleet_ed25519", "raw_aiokafka", "eventfleet Ed25519 / raw aiokafka relay"),
+    ("eventfleet_hmac", "raw_aiokafka", "eventfleet HMAC / raw aiokafka relay"),
+    ("eventfleet_ed25519_2proc", "eventfleet_ed25519", "2 processes / 1 process, Ed25519 (target >= 1.6)", "steady_events_per_s"),
     ("faststream_plain", "raw_aiokafka", "plain FastStream / raw aiokafka relay"),
     ("raw_aiokafka", "kafka_producer_perf", "raw aiokafka relay / broker producer ceiling"),
-    # ("eventfleet_ed25519", "faststream_plain", "eventfleet (Ed25519) / plain FastStream"),   case 4a
-    # ("eventfleet_hmac", "eventfleet_ed25519", "HMAC / Ed25519"),                              case 4b
-    # ("eventfleet_batch", "eventfleet_ed25519", "batch / one-by-one consumption"),             case 5
-    # ("eventfleet_2proc", "eventfleet_ed25519", "2 processes / 1 process"),                    case 6b
-]
-
-# Listed in reports/bench.json as not run yet, so a reader sees the whole plan.
-PLANNED: list[dict[str, str]] = [
-    {"number": "4a", "key": "eventfleet_ed25519", "title": "eventfleet relay: verify + sign with Ed25519 (fleet middleware)"},
-    {"number": "4b", "key": "eventfleet_hmac", "title": "eventfleet relay with HMAC-SHA256 keys"},
-    {"number": "5", "key": "eventfleet_batch", "title": "eventfleet relay with batch consumption"},
-    {"number": "6a", "key": "end_to_end_latency", "title": "end-to-end latency (publish → relayed record read back)"},
-    {"number": "6b", "key": "eventfleet_2proc", "title": "1 vs 2 relay processes in one group"},
 ]

@@ -44,6 +44,19 @@ _PRODUCER_SUMMARY = re.compile(
 )
 
 
+def steady_rate(handled: Sequence[Sequence[float]]) -> float | None:
+    """Events per second while every process was handling: from the latest first event of any process to the earliest
+    last one, counting every process's events in between. Leaves out a process still joining its group and one whose
+    partitions ran dry first; for one process it is its own first-to-last rate. None if the spans never overlap."""
+    if not handled or any(len(times) < 2 for times in handled):
+        return None
+    start, end = max(times[0] for times in handled), min(times[-1] for times in handled)
+    if end <= start:
+        return None
+    inside = sum(1 for times in handled for t in times if start <= t <= end)
+    return (inside - 1) / (end - start)
+
+
 def parse_producer_performance(output: str) -> dict[str, float]:
     """The final summary of `ProducerPerformance` (the last matching line: the periodic lines come before it)."""
     found = [m for m in (_PRODUCER_SUMMARY.search(line) for line in output.splitlines()) if m]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--source", default="bench.in")
@@ -19,7 +19,7 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--group", required=True, help="a fresh group per run: it reads the prefilled events from the start")
     parser.add_argument("--events", type=int, required=True, help="stop after relaying this many")
     parser.add_argument("--result", type=Path, required=True, help="where to write the JSON result")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 @dataclass
@@ -48,6 +48,8 @@ class Clock:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "events": self.events,
+            "first": self.first,  # CLOCK_MONOTONIC: comparable between the processes of one run
+            "last": self.last,
             "window_s": window,
             "events_per_s": self.events / window if window > 0 else None,
             "cpu_window_s": cpu,
