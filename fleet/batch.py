@@ -4,31 +4,21 @@ the GIL), each handled by the same per-event handler, everything they emit sent 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 
+from .commits import pending_sends
 from .middlewares import RecordOutcomes
 from .rejects import Rejection
 from .retries import RetryPolicy
 
-__all__ = ["BatchRunner", "VERIFY_THREADS", "deferred_sends", "raw_batch_parser", "records_of"]
+__all__ = ["BatchRunner", "VERIFY_THREADS", "raw_batch_parser", "records_of"]
 
 VERIFY_THREADS = 2  # verification threads per worker process: one per core of a small pod
 PARALLEL_VERIFY_FROM = 16  # smaller batches verify inline: two thread hops cost more than they save
-
-# Set while a batch runs its handlers: `EventPublisher.emit` puts its send here instead of waiting for the broker's ack,
-# and the batch waits for all of them before it commits. Outside a batch it is None and every emit waits for its ack.
-_PENDING: contextvars.ContextVar[list[asyncio.Future] | None] = contextvars.ContextVar("fleet_pending_sends", default=None)
-
-
-def deferred_sends() -> list[asyncio.Future] | None:
-    """The running batch's list of unacknowledged sends, or None outside a batch."""
-    return _PENDING.get()
-
 
 async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable[Any]]) -> Any:
     """FastStream's batch parser decodes every header of every record as UTF-8 and raises on one that is not: a single
@@ -73,7 +63,7 @@ class BatchRunner:
             metrics.record_received(record.topic)
         checked = await self._verify_all(records)
         pending: list[asyncio.Future] = []
-        token = _PENDING.set(pending)
+        token = pending_sends.set(pending)
         try:
             for record, envelope in zip(records, checked):
                 if isinstance(envelope, Rejected):
@@ -81,7 +71,7 @@ class BatchRunner:
                 else:
                     await self._handle_one(record, envelope)
         finally:
-            _PENDING.reset(token)
+            pending_sends.reset(token)
         if pending:
             await asyncio.gather(*pending)  # every emitted record is on the broker before any offset is committed
 

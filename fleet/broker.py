@@ -18,7 +18,8 @@ from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, Unknow
 
 from .faults import Faults, FaultSettings
 from .keys import KeyStore
-from .batch import BatchRunner, deferred_sends, raw_batch_parser, records_of
+from .batch import BatchRunner, raw_batch_parser, records_of
+from .commits import FlushOnRevoke, OffsetCommitter, deferred_sends
 from .middlewares import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
 from .rejects import DeadLetters
 from .retries import DEFAULT_DELAYS_S, RetryPolicy
@@ -60,6 +61,9 @@ class FleetBroker(KafkaBroker):
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
         await super().start()
+        for subscriber in self.subscribers:
+            if (committer := self.outcomes.committers.get(id(subscriber))) is not None:
+                _flush_before_stop(subscriber, committer)
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
         self.state.stopping = True  # handlers waiting for a retry's due time give up at once
@@ -67,6 +71,21 @@ class FleetBroker(KafkaBroker):
         for runner in self.batch_runners:
             runner.close()
         await self.dead_letters.close()
+
+
+def _flush_before_stop(subscriber: Any, committer: OffsetCommitter) -> None:
+    """FastStream stops a consumer once its in-flight handlers are done (or the graceful timeout cut them): commit
+    what they finished first, so a clean stop leaves nothing behind to redo."""
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None or getattr(consumer.stop, "_fleet_flushes", False):
+        return
+
+    async def stop(*args: Any, _original=consumer.stop, **kwargs: Any) -> Any:
+        await committer.flush()
+        return await _original(*args, **kwargs)
+
+    stop._fleet_flushes = True  # type: ignore[attr-defined]
+    consumer.stop = stop
 
 
 def create_broker(
@@ -140,6 +159,7 @@ def subscriber_for(
     batch = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
 
     def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
+        revoke = FlushOnRevoke()
         static = {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms} \
             if broker.kafka.static_membership and "group_instance_id" not in options else {}
         subscriber = broker.subscriber(
@@ -151,15 +171,19 @@ def subscriber_for(
             # Never let a sender's `reply_to` header make us publish to a topic it names.
             no_reply=True,
             title=title,
-            # The batch runner commits and seeks itself. One at a time, the middleware makes every outcome durable
-            # first, and an error that escapes it means "not durable": seek back and redeliver, never commit past it.
-            **({"batch": True, "max_records": max_records, "ack_policy": AckPolicy.MANUAL, "parser": raw_batch_parser,
-                "decoder": records_of} if max_records else {"ack_policy": AckPolicy.NACK_ON_ERROR, "decoder": decoder}),
+            # The fleet commits, never FastStream: the batch runner after each batch; one at a time, the middleware
+            # hands each record whose outcome is durable to the subscriber's OffsetCommitter, and seeks back to one
+            # that is not (fleet.commits). MANUAL keeps FastStream's own ack step out of it.
+            ack_policy=AckPolicy.MANUAL,
+            **({"batch": True, "max_records": max_records, "parser": raw_batch_parser, "decoder": records_of} if max_records
+               else {"decoder": decoder, "listener": revoke}),
             description=" ".join(topic.description for topic in topics),
             **static,
             **options,
         )
         broker.retry_policies[id(subscriber)] = policy
+        if not max_records:
+            revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(subscriber, broker.kafka.commit_interval_ms / 1000)
         return subscriber
 
     def register(handler: Callable) -> Callable:
@@ -266,7 +290,7 @@ def _event_models_of(handler: Callable) -> set[type]:
 
 
 class EventPublisher:
-    """Publishes one registry topic's events, signed by the worker's current key; `emit` returns once the broker has it."""
+    """Publishes one registry topic's events, signed by the worker's current key."""
 
     def __init__(self, broker: FleetBroker, topic: Topic, registry: Registry = REGISTRY) -> None:
         self.topic = topic
@@ -287,8 +311,9 @@ class EventPublisher:
         return encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
 
     async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
-        """Sends the signed event and waits for the broker; inside a batch (fleet.batch) it only sends, and the batch
-        waits for every ack before it commits, so the promise is the same: no offset is committed before its output."""
+        """Sends the signed event. Inside a handler it does not wait for the broker's ack: the record's offset is committed
+        only once every ack arrived (fleet.commits), so the promise holds: no input is committed before its output is on
+        the broker. Outside a handler it waits. For a handler that also changes state, use the outbox (fleet.store)."""
         record = self.record(event, cause=cause, correlation_id=correlation_id)
         pending = deferred_sends()
         sent = await self._publisher.publish(

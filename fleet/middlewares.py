@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 
+from .commits import OffsetCommitter, pending_sends
 from .errors import PermanentError
 from .faults import Faults
 from .health import Progress
@@ -55,6 +56,7 @@ class RecordOutcomes:
                  registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> None:
         self.keys, self.dead_letters, self.policies, self.state = keys, dead_letters, policies, state
         self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
+        self.committers: dict[int, OffsetCommitter] = {}  # id(subscriber) → its committer (one-at-a-time subscribers)
 
     def policy_of(self, subscriber: Any) -> RetryPolicy:
         return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
@@ -147,8 +149,9 @@ class EventContextMiddleware(BaseMiddleware):
     """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is due;
     then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
 
-    Only an outcome that is durable lets the record be committed. If the retry or dead-letter topic cannot be reached,
-    the error goes up and the subscriber seeks back (NACK_ON_ERROR): the record is redelivered, never skipped.
+    Only an outcome that is durable (and every event the handler emitted acknowledged) lets the record be committed, by
+    the subscriber's OffsetCommitter. If the retry or dead-letter topic cannot be reached, the error goes up and the
+    consumer seeks back to the record: it is redelivered, never skipped.
     A batch subscriber's records (a tuple) pass through: fleet.batch runs the same steps per record itself."""
 
     outcomes: RecordOutcomes
@@ -176,29 +179,40 @@ class EventContextMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
         if isinstance(self.msg, tuple):
             return await call_next(msg)  # a batch: fleet.batch verifies and handles each record
-        if self.envelope is None:
-            return None  # refused in on_receive and dead-lettered there, or another group's retry: committed next
         subscriber = self.context.get("handler_")
+        committer = self.outcomes.committers.get(id(subscriber))
+        if self.envelope is None:  # refused in on_receive and dead-lettered there, or another group's retry
+            await self._done(committer)
+            return None
         policy = self.outcomes.policy_of(subscriber)
-        return await self.outcomes.run(self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode)
+        sends: list = []
+        token = pending_sends.set(sends)  # what the handler emits is acknowledged before the offset is committed
+        try:
+            result = await self.outcomes.run(self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode)
+        except BaseException:
+            if committer is not None:  # not durable: the record comes again, never committed past
+                committer.redeliver(self.msg)
+            raise
+        finally:
+            pending_sends.reset(token)
+        await self._done(committer, sends)
+        return result
+
+    async def _done(self, committer: OffsetCommitter | None, sends: list = ()) -> None:
+        if committer is None:
+            return
+        committer.done(self.msg, sends)
+        if committer.interval_s <= 0:
+            await committer.flush()
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
         # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
         if exc_val is None or not (self.rejection is not None or self.foreign):
             return None
-        # Suppressing the error is not enough: FastStream's ack step parses the record again, fails again, and skips the
-        # commit. Its outcome is durable (dead-lettered, or another group's), so commit past it here; else a poison record
-        # at the end of a partition would hold its group one record behind, and be dead-lettered again after a rebalance.
-        await self._commit_past(self.msg)
+        # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a poison
+        # record at the end of a partition would hold its group one record behind, and be dead-lettered again after a rebalance.
+        await self._done(self.outcomes.committers.get(id(self.context.get("handler_"))))
         return True
-
-    async def _commit_past(self, record: Any) -> None:
-        from aiokafka import TopicPartition
-        from aiokafka.structs import OffsetAndMetadata
-
-        consumer = getattr(self.context.get("handler_"), "consumer", None)
-        if consumer is not None:  # the in-memory test broker has no consumer: nothing to commit there
-            await consumer.commit({TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "")})
 
 
 def event_context_middleware(outcomes: RecordOutcomes) -> type[EventContextMiddleware]:

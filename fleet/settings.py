@@ -33,6 +33,12 @@ class KafkaSettings(BaseSettings):
                     "within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
                     "replica id: two live consumers with one instance id fence each other (docs/local-fleet.md).",
     )
+    commit_interval_ms: int = Field(
+        100, ge=0, le=10_000,
+        description="One at a time, a handled record's offset is committed within this long, together with the others "
+                    "(and always before the consumer stops or its partitions move); 0 commits each record before the "
+                    "next. Never before its outcome is durable; a crash redelivers at most this much (docs/delivery.md).",
+    )
     batch_max_records: int = Field(
         0, ge=0, le=10_000,
         description="0: each subscriber handles one record at a time. N: the main subscribers take up to N records per "

@@ -117,3 +117,27 @@ def test_every_event_is_the_stated_size_and_valid_json():
         assert len(value) == EVENT_BYTES
         assert json.loads(value)["seq"] == seq
     assert event_key(5) == event_key(5 + 997)
+
+
+def test_the_steady_rate_counts_only_the_time_every_process_was_handling():
+    from tests.bench.stats import steady_rate
+
+    early = [0.0, 1.0, 2.0, 3.0, 4.0]  # alone from 0 to 2, then with the other until 4
+    late = [2.0, 2.5, 3.0, 3.5, 4.0, 9.0]  # alone after 4
+    # Between 2 and 4: three of early's (2, 3, 4) and five of late's: 8 events, 7 intervals over 2 s.
+    assert steady_rate([early, late]) == pytest.approx(3.5)
+    assert steady_rate([early]) == pytest.approx(1.0), "one process: its own first-to-last rate"
+    assert steady_rate([[0.0, 1.0], [5.0, 6.0]]) is None, "spans that never overlap give no steady rate"
+
+
+def test_the_processes_of_one_group_add_up_to_one_figure_set():
+    from tests.bench.cases import combine_processes
+
+    runs = [{"first": 10.0, "last": 14.0, "cpu_window_s": 1.0, "handled_at": [10.0, 11.0, 12.0]},
+            {"first": 10.5, "last": 15.0, "cpu_window_s": 2.0, "handled_at": [10.5, 11.5, 14.5]}]
+    processes = [{"process_cpu_s": 2.0, "peak_rss_mib": 70.0}, {"process_cpu_s": 3.0, "peak_rss_mib": 90.0}]
+    figures = combine_processes(runs, processes, events=6)
+    assert figures["window_s"] == 5.0 and figures["events_per_s"] == pytest.approx(1.2)
+    assert figures["cpu_us_per_event"] == pytest.approx(0.5e6) and figures["process_cpu_us_per_event"] == pytest.approx(5 / 6 * 1e6)
+    assert figures["peak_rss_mib"] == 90.0 and figures["handled_per_process"] == [3, 3]
+    assert all("handled_at" not in p for p in figures["per_process"]), "the long lists stay out of the report"
