@@ -57,36 +57,48 @@ class OffsetCommitter:
         self._seek(tp, record.offset)
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.interval_s)
-        await self.flush()
+        while self._pending:
+            await asyncio.sleep(self.interval_s)
+            await self.flush(wait=False)
 
-    async def flush(self, partitions: Any = None) -> None:
-        """Commits what is ready now (only `partitions`, when given: the ones being revoked)."""
+    async def flush(self, partitions: Any = None, *, wait: bool = True) -> None:
+        """Commits, per partition, up to the last record whose sends all arrived (only `partitions`, when given: the ones
+        being revoked). `wait` first waits for every outstanding ack (before a stop or a rebalance); the timer does not,
+        and leaves what is still in flight for its next turn, so it never holds up the records being handled."""
         async with self._lock:  # flushes in order, so an older one never overwrites a newer commit
             taken = {tp: entries for tp, entries in self._pending.items() if partitions is None or tp in partitions}
             for tp in taken:
                 del self._pending[tp]
+            if wait:
+                sends = [send for entries in taken.values() for _, record_sends in entries for send in record_sends]
+                if sends:
+                    await asyncio.gather(*sends, return_exceptions=True)
             offsets = {}
             for tp, entries in taken.items():
-                if (last := await self._last_acknowledged(tp, entries)) is not None:
+                last, waiting = self._last_acknowledged(tp, entries)
+                if waiting:  # still in flight: back in front of what was handled meanwhile
+                    self._pending[tp] = waiting + self._pending.get(tp, [])
+                if last is not None:
                     offsets[tp] = last
             await self._commit(offsets)
 
-    async def _last_acknowledged(self, tp: Any, entries: list[tuple[int, list[asyncio.Future]]]) -> int | None:
+    def _last_acknowledged(self, tp: Any, entries: list) -> tuple[int | None, list]:
+        """The last offset whose sends (and those of every record before it) are acknowledged, and the entries after it
+        that are still waiting for an ack. A failed send sends the consumer back to its record."""
         last = None
-        for offset, sends in entries:
-            try:
-                if sends:
-                    await asyncio.gather(*sends)
-            except Exception as error:  # the broker never took an emitted record: its cause must come again
+        for index, (offset, sends) in enumerate(entries):
+            if not all(send.done() for send in sends):
+                return last, entries[index:]
+            error = next((send.exception() for send in sends if not send.cancelled() and send.exception()), None)
+            if error is not None or any(send.cancelled() for send in sends):
+                # The broker never took an emitted record: its cause must come again, with everything after it.
                 log.error("emitted_record_not_acknowledged", topic=tp.topic, partition=tp.partition, offset=offset,
                           error_class=type(error).__name__, reason=str(error)[:300])
                 self._seek(tp, offset)
-                # What was handled since (after this flush began) comes again too: none of it may be committed.
                 self._pending[tp] = [(o, s) for o, s in self._pending.get(tp, []) if o < offset]
-                break
+                return last, []
             last = offset
-        return last
+        return last, []
 
     async def _commit(self, offsets: dict) -> None:
         from aiokafka.structs import OffsetAndMetadata
@@ -117,7 +129,7 @@ class FlushOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         if self.committer is not None:
-            await self.committer.flush(set(revoked))
+            await self.committer.flush(set(revoked), wait=True)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None

@@ -102,3 +102,17 @@ async def test_the_committer_flushes_by_itself_after_its_interval():
     commits.done(record(1))
     await asyncio.sleep(0.1)
     assert consumer.commits == [{("orders.placed.v1", 0): 2}], "one commit for both"
+
+
+async def test_the_timer_commits_what_is_acknowledged_and_leaves_what_is_in_flight_for_its_next_turn():
+    consumer = FakeConsumer()
+    commits = OffsetCommitter(SimpleNamespace(consumer=consumer), interval_s=0.01)
+    in_flight = asyncio.get_running_loop().create_future()
+    commits.done(record(1), [acked()])
+    commits.done(record(2), [in_flight])
+    commits.done(record(3), [acked()])
+    await asyncio.sleep(0.05)
+    assert consumer.commits == [{("orders.placed.v1", 0): 2}], "up to the record before the one still in flight"
+    in_flight.set_result("metadata")
+    await asyncio.sleep(0.05)
+    assert consumer.commits[-1] == {("orders.placed.v1", 0): 4}
