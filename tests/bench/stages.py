@@ -12,6 +12,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -109,20 +110,36 @@ def worker_tracer(settings: TracingSettings = DEFAULT_TRACING, export_to: Any = 
         provider.shutdown()
 
 
+_SINKS: list = []  # the stdout of the worker_logging block in force
+
+
+def _last_line(sink: Any) -> str:
+    sink.flush()
+    size = sink.seek(0, os.SEEK_END)
+    sink.seek(max(0, size - 8192))
+    lines = sink.read().splitlines()
+    sink.seek(0, os.SEEK_END)
+    return lines[-1] if lines else ""
+
+
 @contextlib.contextmanager
 def worker_logging(service: str = SERVICE):
-    """configure_logging as a worker runs it (JSON lines, INFO) with its stdout on os.devnull: every line is rendered and
-    written, nowhere. The process's logging and structlog set-up (a test run's, a caller's) are put back afterwards."""
+    """configure_logging as a worker runs it (JSON lines, INFO) with its stdout on a temporary file: every line is
+    rendered and written, as a worker's to its log file. The process's logging and structlog set-up (a test run's, a
+    caller's) are put back afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_aiokafka = logging.getLogger("aiokafka").level
     saved_config, saved_context = structlog.get_config(), structlog.contextvars.get_contextvars()
-    with open(os.devnull, "w") as sink:
+    with tempfile.TemporaryFile("w+") as sink:
         try:
             with mock.patch.object(sys, "stdout", sink):  # configure_logging's handler writes to the stdout of its call
                 configure_logging(service, LogSettings(level="INFO", format="json", payloads=False))
+            _SINKS.append(sink)
             yield sink
         finally:
+            if _SINKS and _SINKS[-1] is sink:
+                _SINKS.pop()
             root.handlers[:] = saved_handlers
             root.setLevel(saved_level)
             logging.getLogger("aiokafka").setLevel(saved_aiokafka)
@@ -267,20 +284,14 @@ def log_stage(inputs: Inputs) -> Stage:
             log.info("event_handled", duration_ms=0.123)
 
     def check(_: Any) -> None:
-        # The sink is os.devnull: catch one line elsewhere, to see that a whole line is rendered and written.
-        handler = logging.getLogger().handlers[0]
-        caught = io.StringIO()
-        previous = handler.setStream(caught)
-        try:
-            call()
-        finally:
-            handler.setStream(previous)
-        lines = caught.getvalue().splitlines()
-        line = json.loads(lines[-1]) if lines else {}
+        # The last line written to the worker's stdout (a temporary file) must be this record's whole line.
+        written = _last_line(_SINKS[-1]) if _SINKS else ""
+        lines = [written] if written else []
+        line = json.loads(written) if written else {}
         if line.get("event") != "event_handled" or line.get("event_id") != envelope.id or line.get("service") != SERVICE:
             raise StageFailed(f"log: no event_handled line with the record's context was written ({lines[-1:]})")
 
-    return Stage("log", "bound_contextvars(record context) + one event_handled JSON line (structlog → logging → os.devnull)",
+    return Stage("log", "bound_contextvars(record context) + one event_handled JSON line (structlog → the worker's stdout, a file)",
                  call, check, worker_logging)
 
 
