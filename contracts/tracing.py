@@ -48,9 +48,15 @@ def with_trace_context(record: "Record") -> "Record":
     nothing at the edge, where a flow's trace begins). Without a configured tracer provider this adds nothing."""
     if trace is None:
         return record
-    attributes = message_attributes(record) | {"messaging.operation.type": "create", "messaging.operation.name": "create"}
-    with tracer().start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
-        carrier: dict[str, str] = {}
+    carrier: dict[str, str] = {}
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and not current.trace_flags.sampled:
+        # Inside a flow that is not sampled, parent-based sampling would drop the `create` span anyway: pass the
+        # flow's context on as it is, without the SDK's work for a span nobody records.
         propagate.inject(carrier)
+    else:
+        attributes = message_attributes(record) | {"messaging.operation.type": "create", "messaging.operation.name": "create"}
+        with tracer().start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+            propagate.inject(carrier)
     kept = tuple((k, v) for k, v in record.transport if k not in TRACE_HEADERS)
     return replace(record, transport=kept + tuple((k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS))

@@ -88,6 +88,20 @@ def test_a_record_without_trace_context_starts_a_new_trace_in_its_consumer(trace
     assert process.parent is None and process.links == ()
 
 
+def test_a_flow_that_is_not_sampled_keeps_its_trace_id_downstream_and_records_no_spans(tracer_provider):
+    placed = a_record(an_order())
+    trace_id = placed.headers["traceparent"].split("-")[1]
+    unsampled = [(k, f"00-{trace_id}-00f067aa0ba902b7-00".encode() if k == "traceparent" else v) for k, v in placed.raw_headers()]
+    tracer_provider.clear()
+    raw = FakeRecord(topic=placed.topic, key=placed.key.encode(), value=placed.value, headers=unsampled, partition=1, offset=7)
+    with consumer_span(raw, placed.envelope, "payments", "payments") as span:
+        emitted = with_trace_context(a_record(an_authorization(), service="payments"))
+        assert trace_id_of(span) == trace_id, "log lines still name the flow's trace"
+    assert tracer_provider.get_finished_spans() == (), "no span is built for a flow nobody records"
+    version, emitted_trace, parent, flags = emitted.headers["traceparent"].split("-")
+    assert (emitted_trace, parent, flags) == (trace_id, "00f067aa0ba902b7", "00"), "the unsampled context goes on as it came"
+
+
 @pytest.mark.parametrize("exporter, kind", [("none", type(None)), ("console", "ConsoleSpanExporter"),
                                             ("otlp-http", "OTLPSpanExporter"), ("otlp-grpc", "OTLPSpanExporter")])
 def test_the_exporter_is_chosen_by_settings(exporter, kind):
