@@ -17,7 +17,7 @@ from .events import EVENT_BYTES
 from .kafka_tools import parse_producer_performance_steady, producer_performance_args
 from .stats import parse_consumer_performance, steady_rate
 
-__all__ = ["CASES", "RATIOS", "Case", "FleetRelayCase", "RunContext", "combine_processes", "run_process", "run_processes"]
+__all__ = ["Case", "CaseFailed", "ConsumerCeiling", "FleetRelayCase", "ProducerCeiling", "RelayCase", "RunContext", "combine_processes", "run_process", "run_processes"]
 
 JAVA_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
@@ -85,7 +85,7 @@ class Case(Protocol):
     key: str  # the name in reports/bench.json
     number: str  # its place in docs/performance.md: 1a, 1b, 2, 3, ...
     title: str
-    phase: str  # "relay" runs first, on the prefilled bench.in; "ceiling" after (ProducerPerformance appends to it)
+    phase: str  # "relay" first, on the prefilled inputs; "flow" next (its rate from case 4a); "ceiling" last (it appends to bench.in)
 
     def run(self, ctx: RunContext) -> dict:
         """One repetition; the figures always include `events_per_s`."""
@@ -220,43 +220,15 @@ def combine_processes(runs: list[dict], processes: list[dict], events: int) -> d
     """One figure set for the processes of one group. Their clocks are CLOCK_MONOTONIC, one clock for the machine:
     events/s over first consumed (any) → last commit (all); `steady_events_per_s` over the time every process was
     handling (none still joining, none done), the fair base of a 1 vs 2 process ratio."""
-    first, last = min(r["first"] for r in runs), max(r["last"] for r in runs)
-    handled = [r.pop("handled_at") for r in runs]
+    active = [r for r in runs if r["first"] is not None]  # a process may get no partition before the others are done
+    first, last = min(r["first"] for r in active), max(r["last"] for r in active)
+    handled = [h for h in (r.pop("handled_at") for r in runs) if h]
     cpu = sum(r["cpu_window_s"] for r in runs)
     return {
         "events": events, "processes": len(runs), "window_s": last - first, "events_per_s": events / (last - first),
-        "steady_events_per_s": steady_rate(handled), "handled_per_process": [len(h) for h in handled],
+        "steady_events_per_s": steady_rate(handled), "handled_per_process": [r["handled"] for r in runs],
         "cpu_window_s": cpu, "cpu_us_per_event": cpu / events * 1e6,
         "process_cpu_us_per_event": sum(p["process_cpu_s"] for p in processes) / events * 1e6,
         "peak_rss_mib": max(p["peak_rss_mib"] for p in processes),
         "per_process": [{**r, **p} for r, p in zip(runs, processes)],
     }
-
-
-# In the order of the table.
-CASES: list[Case] = [
-    ProducerCeiling(),
-    ConsumerCeiling(),
-    RelayCase("raw_aiokafka", "2", "Raw aiokafka relay (manual commit)", "raw_aiokafka"),
-    RelayCase("faststream_plain", "3", "Plain FastStream relay (defaults)", "faststream_plain"),
-    FleetRelayCase("eventfleet_ed25519", "4a", "eventfleet relay, Ed25519 (defaults)"),
-    FleetRelayCase("eventfleet_hmac", "4b", "eventfleet relay, HMAC keys", alg="hmac"),
-    FleetRelayCase("eventfleet_batch_ed25519", "4c", "eventfleet relay, Ed25519, batches of 500", batch=500),
-    FleetRelayCase("eventfleet_batch_hmac", "4d", "eventfleet relay, HMAC keys, batches of 500", alg="hmac", batch=500),
-    FleetRelayCase("eventfleet_ed25519_2proc", "6", "eventfleet relay, Ed25519, 2 processes", processes=2),
-]
-
-# The headline: (numerator, denominator, what it says[, figure]): the ratio of the medians of events/s, or of the figure named.
-RATIOS: list[tuple[str, ...]] = [
-    ("eventfleet_hmac", "faststream_plain", "eventfleet HMAC / plain FastStream (target >= 1.0)"),
-    ("eventfleet_batch_hmac", "faststream_plain", "eventfleet batch HMAC / plain FastStream (target >= 2.0)"),
-    ("eventfleet_batch_ed25519", "faststream_plain", "eventfleet batch Ed25519 / plain FastStream (target >= 2.0)"),
-    ("eventfleet_ed25519", "faststream_plain", "eventfleet Ed25519 / plain FastStream (target >= 0.6)"),
-    ("eventfleet_batch_hmac", "raw_aiokafka", "eventfleet batch HMAC / raw aiokafka relay (target >= 0.5)"),
-    ("eventfleet_batch_ed25519", "raw_aiokafka", "eventfleet batch Ed25519 / raw aiokafka relay"),
-    ("eventfleet_ed25519", "raw_aiokafka", "eventfleet Ed25519 / raw aiokafka relay"),
-    ("eventfleet_hmac", "raw_aiokafka", "eventfleet HMAC / raw aiokafka relay"),
-    ("eventfleet_ed25519_2proc", "eventfleet_ed25519", "2 processes / 1 process, Ed25519 (target >= 1.6)", "steady_events_per_s"),
-    ("faststream_plain", "raw_aiokafka", "plain FastStream / raw aiokafka relay"),
-    ("raw_aiokafka", "kafka_producer_perf", "raw aiokafka relay / broker producer ceiling"),
-]

@@ -1,4 +1,5 @@
-"""reports/bench.png: events/s of every case (median bar, min–max error bar) and CPU µs per event, with matplotlib."""
+"""reports/bench.png: events/s of every case (median bar, min–max error bar), CPU µs per event, and the order flow's
+end-to-end latency (p99 bar, p50 inside it), with matplotlib."""
 
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ def draw(report: dict, path: Path) -> Path | None:
 
     cases = [c for c in report["cases"] if c.get("summary", {}).get("events_per_s")]
     labels = [f"{c['number']}. {c['title']}" for c in cases]
-    fig, (speed, cpu) = plt.subplots(1, 2, sharey=True, figsize=(13, 0.7 * len(cases) + 2.2), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (speed, cpu, latency) = plt.subplots(1, 3, sharey=True, figsize=(17, 0.7 * len(cases) + 2.2),
+                                              gridspec_kw={"width_ratios": [3, 2, 2]})
     positions = list(range(len(cases)))[::-1]
 
-    def bars(axis, figure: str, colour: str) -> None:
+    def bars(axis, figure: str, colour: str, height: float = 0.8) -> None:
         present = [(p, c["summary"][figure]) for p, c in zip(positions, cases) if figure in c["summary"]]
         if not present:
             return
         ys, summaries = zip(*present)
         medians = [s["median"] for s in summaries]
         errors = [[s["median"] - s["min"] for s in summaries], [s["max"] - s["median"] for s in summaries]]
-        axis.barh(ys, medians, xerr=errors, color=colour, capsize=4)
+        axis.barh(ys, medians, xerr=errors, color=colour, capsize=4, height=height)
         for y, m in zip(ys, medians):
             axis.annotate(f"{m:,.0f}", (m, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
 
@@ -36,6 +38,10 @@ def draw(report: dict, path: Path) -> Path | None:
     speed.set_xlabel("events/s (median, min–max)")
     bars(cpu, "cpu_us_per_event", "#c0504d")
     cpu.set_xlabel("CPU µs per event in the relay's window (relays only)")
+    bars(latency, "p99_ms", "#9bbb59")
+    bars(latency, "p50_ms", "#4f6228", height=0.4)
+    latency.set_xscale("log")
+    latency.set_xlabel("order → shipment latency, ms (p99; p50 inside; log scale)")
     runs, events = report["runs"], report["events"]
     fig.suptitle(f"make bench: {events:,} events of {report['event_bytes']} B, {runs} runs each, "
                  f"{report['machine']['cpu_count']} CPUs", fontsize=11)

@@ -133,11 +133,21 @@ def test_the_steady_rate_counts_only_the_time_every_process_was_handling():
 def test_the_processes_of_one_group_add_up_to_one_figure_set():
     from tests.bench.cases import combine_processes
 
-    runs = [{"first": 10.0, "last": 14.0, "cpu_window_s": 1.0, "handled_at": [10.0, 11.0, 12.0]},
-            {"first": 10.5, "last": 15.0, "cpu_window_s": 2.0, "handled_at": [10.5, 11.5, 14.5]}]
+    runs = [{"first": 10.0, "last": 14.0, "cpu_window_s": 1.0, "handled": 3, "handled_at": [10.0, 11.0, 12.0]},
+            {"first": 10.5, "last": 15.0, "cpu_window_s": 2.0, "handled": 3, "handled_at": [10.5, 11.5, 14.5]}]
     processes = [{"process_cpu_s": 2.0, "peak_rss_mib": 70.0}, {"process_cpu_s": 3.0, "peak_rss_mib": 90.0}]
     figures = combine_processes(runs, processes, events=6)
     assert figures["window_s"] == 5.0 and figures["events_per_s"] == pytest.approx(1.2)
     assert figures["cpu_us_per_event"] == pytest.approx(0.5e6) and figures["process_cpu_us_per_event"] == pytest.approx(5 / 6 * 1e6)
     assert figures["peak_rss_mib"] == 90.0 and figures["handled_per_process"] == [3, 3]
     assert all("handled_at" not in p for p in figures["per_process"]), "the long lists stay out of the report"
+
+
+def test_a_process_that_got_no_partition_before_the_others_were_done_counts_as_idle_not_as_a_failure():
+    from tests.bench.cases import combine_processes
+
+    runs = [{"first": 10.0, "last": 12.0, "cpu_window_s": 1.0, "handled": 4, "handled_at": [10.0, 10.5, 11.0, 11.5]},
+            {"first": None, "last": None, "cpu_window_s": 0.0, "handled": 0, "handled_at": []}]
+    figures = combine_processes(runs, [{"process_cpu_s": 1.0, "peak_rss_mib": 70.0}] * 2, events=4)
+    assert figures["events_per_s"] == 2.0 and figures["handled_per_process"] == [4, 0]
+    assert figures["steady_events_per_s"] == pytest.approx(2.0), "the one process that worked sets the pace"

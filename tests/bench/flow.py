@@ -1,0 +1,648 @@
+"""Case 5: end-to-end latency of the whole order flow (order placed → shipment scheduled) at a fixed rate, on a real fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from .cases import CaseFailed, RunContext
+
+__all__ = [
+    "DEFAULT_RATE_PER_S", "FlowLatency", "FlowSaturated", "busy_pct", "cpu_jiffies_of_proc_stat", "cpu_ticks_of_stat",
+    "due_times", "fleet_groups", "hop_latencies", "latency_summary", "order_count", "pair_latencies", "percentile",
+    "throughput_per_s", "vm_hwm_kib_of_status", "worker_figures",
+]
+
+DEFAULT_RATE_PER_S = 200.0  # when the run has no case-4 throughput to halve
+WINDOW_S = 20.0  # the measured orders span about this long at the target rate
+WARMUP_ORDERS = 50
+PLENTY = 1_000_000  # units of every product: no order is ever short, so each one ships
+FLOW_SERVICES = ("payments", "inventory", "shipping")  # the path from an order to its shipment
+# The hops whose broker timestamps the collector reads, in flow order: each hop is one service's share of the latency.
+HOP_TOPICS = ("payments.authorized.v1", "inventory.reserved.v1", "shipments.scheduled.v1")
+HOPS = (("payments", "orders.placed.v1", "payments.authorized.v1"),
+        ("inventory", "payments.authorized.v1", "inventory.reserved.v1"),
+        ("shipping", "inventory.reserved.v1", "shipments.scheduled.v1"))
+SHIPMENTS = "shipments.scheduled.v1"
+ORDERS = "orders.placed.v1"
+LOG_APPEND_TIME = 1  # aiokafka's timestamp_type for a broker-stamped record
+SATURATED_BELOW = 0.9  # shipped/s under this share of the order rate: the fleet did not keep up
+SHIPPED_WITHIN_S = 60.0  # after the last send: an order not shipped by then counts as lost (or the fleet is saturated)
+
+
+class FlowSaturated(CaseFailed):
+    """Orders still without a shipment when the wait ended; `figures` holds what was measured of the shipped ones."""
+
+    def __init__(self, message: str, figures: dict) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
+# ---- pure figures ------------------------------------------------------------------------------------------------
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest rank on sorted values: the smallest value with at least q % of the values at or below it (no interpolation,
+    so p99 of 4000 samples is the 3960th, a value that really occurred)."""
+    if not ordered:
+        raise ValueError("no values")
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile {q} is outside (0, 100]")
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def latency_summary(values_ms: Iterable[float]) -> dict:
+    """count, min, p50, p90, p99, max and mean of a set of latencies in ms (nearest-rank percentiles)."""
+    ordered = sorted(values_ms)
+    if not ordered:
+        return {"count": 0}
+    return {"count": len(ordered), "min_ms": ordered[0], "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
+            "p99_ms": percentile(ordered, 99), "max_ms": ordered[-1], "mean_ms": sum(ordered) / len(ordered)}
+
+
+def order_count(rate_per_s: float, events: int, window_s: float = WINDOW_S) -> int:
+    """Orders to send: enough for `window_s` at the rate, never more than the bench's event count."""
+    return max(1, min(events, round(rate_per_s * window_s)))
+
+
+def due_times(count: int, rate_per_s: float, t0: float) -> list[float]:
+    """An open-loop schedule: order i is due at t0 + i / rate, whatever happened to the orders before it."""
+    if rate_per_s <= 0:
+        raise ValueError("the rate must be positive")
+    return [t0 + i / rate_per_s for i in range(count)]
+
+
+def throughput_per_s(stamps_ms: Iterable[float]) -> float | None:
+    """Events per second between the first and the last of a set of timestamps (ms); None for fewer than two."""
+    ordered = sorted(stamps_ms)
+    span_s = (ordered[-1] - ordered[0]) / 1000 if len(ordered) > 1 else 0.0
+    return (len(ordered) - 1) / span_s if span_s else None
+
+
+def pair_latencies(starts_ms: Mapping[str, float], ends_ms: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+    """end − start per order that has both; the orders still without an end. Ends of unknown orders (a warm-up's,
+    an earlier run's) are ignored."""
+    paired = {order_id: ends_ms[order_id] - start for order_id, start in starts_ms.items() if order_id in ends_ms}
+    missing = sorted(order_id for order_id in starts_ms if order_id not in ends_ms)
+    return paired, missing
+
+
+def hop_latencies(stamps: Mapping[str, Mapping[str, float]], order_ids: Iterable[str]) -> dict[str, dict]:
+    """Per service on the path, the gap between the broker timestamps of the record it consumed and the one it caused."""
+    hops = {}
+    for service, source, sink in HOPS:
+        starts = {o: stamps.get(source, {})[o] for o in order_ids if o in stamps.get(source, {})}
+        hops[service] = latency_summary(pair_latencies(starts, stamps.get(sink, {}))[0].values())
+    return hops
+
+
+def cpu_ticks_of_stat(text: str) -> int:
+    """utime + stime (clock ticks) from /proc/<pid>/stat; the command name may hold spaces and parentheses, so the
+    fields are counted from the last ')'."""
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5); fields[0] is field 3 (state)
+
+
+def vm_hwm_kib_of_status(text: str) -> int | None:
+    """The peak resident set (VmHWM, kB) from /proc/<pid>/status; None for a process that has none (a zombie)."""
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def cpu_jiffies_of_proc_stat(text: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's `cpu` line; idle and iowait count as not busy."""
+    values = [int(v) for v in next(line for line in text.splitlines() if line.startswith("cpu ")).split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])  # guest time is already inside user and nice
+    return total - idle, total
+
+
+def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The machine's CPU use between two /proc/stat readings, in % of all its CPUs."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * 100 if total else 0.0
+
+
+def worker_figures(cpu_before_s: Mapping[str, float], cpu_after_s: Mapping[str, float], peak_rss_kib: Mapping[str, int | None],
+                   orders: int, idle_cpu_pct: Mapping[str, float] | None = None) -> dict:
+    """Per worker process: CPU seconds in the window, CPU µs per order, peak RSS; plus the sums the report headlines."""
+    workers = {}
+    for name in cpu_after_s:
+        cpu = cpu_after_s[name] - cpu_before_s[name]
+        rss = peak_rss_kib.get(name)
+        workers[name] = {"cpu_s": cpu, "cpu_us_per_order": cpu / orders * 1e6,
+                         "peak_rss_mib": rss / 1024 if rss is not None else None}
+        if idle_cpu_pct is not None:
+            workers[name]["idle_cpu_pct"] = idle_cpu_pct.get(name)
+    total = sum(w["cpu_s"] for w in workers.values())
+    peaks = [w["peak_rss_mib"] for w in workers.values() if w["peak_rss_mib"] is not None]
+    return {"workers": workers, "workers_cpu_s": total, "cpu_us_per_event": total / orders * 1e6,
+            "max_worker_peak_rss_mib": max(peaks) if peaks else None}
+
+
+# ---- /proc -------------------------------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    return cpu_ticks_of_stat(Path(f"/proc/{pid}/stat").read_text()) / CLOCK_TICKS
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    return vm_hwm_kib_of_status(Path(f"/proc/{pid}/status").read_text())
+
+
+def machine_jiffies() -> tuple[int, int]:
+    return cpu_jiffies_of_proc_stat(Path("/proc/stat").read_text())
+
+
+# ---- the orders --------------------------------------------------------------------------------------------------
+
+def authorized_orders(count: int, tag: str, seed: int = 5) -> list:
+    """Demo orders that payments' own rules authorize (so each leads to exactly one shipment), with ids unique to the run."""
+    from contracts import PaymentAuthorized
+    from fleet.demo import demo_orders
+    from services.payments import core as payments_core
+    from services.payments.settings import PaymentsSettings
+
+    policy = PaymentsSettings(_env_file=None).credit_policy()
+    now = datetime.now(timezone.utc)
+    kept, candidates = [], demo_orders(count * 3 + 100, seed=seed, now=now)
+    for order in candidates:
+        if isinstance(payments_core.decide(order, policy, now), PaymentAuthorized):
+            kept.append(order.model_copy(update={"order_id": f"ord-{tag}-{len(kept):06d}"}))
+            if len(kept) == count:
+                return kept
+    raise RuntimeError(f"only {len(kept)} of {count} demo orders are authorized")  # demo_orders authorizes most
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+
+class Collector:
+    """Reads the hop topics from their ends of now; keeps, per topic and order, the broker's LogAppendTime (ms)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.stamps: dict[str, dict[str, float]] = {t: {} for t in HOP_TOPICS}
+        self.not_log_append = 0  # records stamped by the producer's clock: the topic's config is not the registry's
+        self._consumer = None
+        self._task: asyncio.Task | None = None
+        self._arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, client_id="bench-flow")
+        await self._consumer.start()
+        partitions = [TopicPartition(t, p) for t in HOP_TOPICS for p in await self._partitions(t)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)  # resolves the end now, before any order is sent
+        self._task = asyncio.create_task(self._read())
+
+    async def _partitions(self, topic: str) -> set[int]:
+        for _ in range(50):
+            found = self._consumer.partitions_for_topic(topic)
+            if found:
+                return found
+            await self._consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise CaseFailed(f"topic {topic} has no partitions on {self.bootstrap}")
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if record.timestamp_type != LOG_APPEND_TIME:
+                        self.not_log_append += 1
+                    self.stamps[record.topic].setdefault((record.key or b"").decode(), float(record.timestamp))
+            if batches:
+                self._arrived.set()
+
+    async def until_shipped(self, order_ids: Iterable[str], timeout_s: float) -> list[str]:
+        """Waits until every order has its shipment or the time is up; returns the orders still without one."""
+        wanted = set(order_ids)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._arrived.clear()  # before looking: a batch read after the look sets it again, none is missed
+            missing = wanted - self.stamps[SHIPMENTS].keys()
+            if not missing or time.monotonic() >= deadline:
+                return sorted(missing)
+            try:
+                await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+@dataclass
+class Sent:
+    """What the sender knows of each order: when it was due and sent (time.time(), s), and its broker LogAppendTime (ms)."""
+
+    due_s: dict[str, float] = field(default_factory=dict)
+    sent_s: dict[str, float] = field(default_factory=dict)
+    appended_ms: dict[str, float] = field(default_factory=dict)
+    not_log_append: int = 0
+
+
+class OrderSender:
+    """Plays the storefront: each order encoded and signed with its key at its due time, sent without waiting for the
+    one before (acks=all, idempotent, as contracts.Publisher); the ack's timestamp is the order's LogAppendTime."""
+
+    def __init__(self, bootstrap: str, keys_dir: Path) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        from fleet.keys import KeyStore
+
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="storefront", acks="all", enable_idempotence=True)
+        self._keys_dir = keys_dir
+        self._storefront = KeyStore.for_signer(keys_dir, "storefront").signer()
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def stock(self, skus: Iterable[str], tag: str) -> None:
+        """One delivery of PLENTY units of each product, signed by the warehouse, acknowledged before this returns."""
+        from contracts import StockReceived, encode, source_of
+        from fleet.keys import KeyStore
+
+        warehouse = KeyStore.for_signer(self._keys_dir, "warehouse").signer()
+        now = datetime.now(timezone.utc)
+        deliveries = []
+        for n, sku in enumerate(sorted(skus)):
+            receipt = StockReceived(receipt_id=f"rcpt-{tag}-{n:03d}", sku=sku, quantity=PLENTY, received_at=now)
+            deliveries.append(await self._send(encode(receipt, source=source_of("warehouse"), signer=warehouse)))
+        await asyncio.gather(*deliveries)
+
+    async def open_loop(self, orders: list, rate_per_s: float) -> Sent:
+        """Sends order i at t0 + i / rate (monotonic clock); returns once the broker acknowledged every one."""
+        from contracts import encode, source_of
+
+        sent, loop, acks = Sent(), asyncio.get_running_loop(), []
+        to_wall = time.time() - loop.time()  # the schedule runs on the monotonic clock; its due times are kept as wall time
+        for order, due in zip(orders, due_times(len(orders), rate_per_s, loop.time() + 0.05)):
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            record = encode(order, source=source_of("storefront"), signer=self._storefront)
+            sent.due_s[order.order_id] = due + to_wall
+            sent.sent_s[order.order_id] = time.time()
+            ack = await self._send(record)
+            ack.add_done_callback(lambda done, order_id=order.order_id: self._acked(sent, order_id, done))
+            acks.append(ack)
+        await asyncio.gather(*acks)
+        return sent
+
+    @staticmethod
+    def _acked(sent: Sent, order_id: str, done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # gather() raises it
+        metadata = done.result()
+        if metadata.timestamp_type != LOG_APPEND_TIME:
+            sent.not_log_append += 1
+        sent.appended_ms[order_id] = float(metadata.timestamp)
+
+    async def _send(self, record) -> asyncio.Future:
+        return await self._producer.send(record.topic, value=record.value, key=record.key.encode("utf-8"),
+                                         headers=record.raw_headers())
+
+
+def fleet_groups(services: Iterable[str], group_of, registry) -> dict[str, list[str]]:
+    """Each worker's consumer group and its retry tiers' groups (`<group>.retry.<n>`), with the topics each reads."""
+    groups: dict[str, list[str]] = {}
+    for service in services:
+        topics, group = registry.consumed_by(service), group_of(service)
+        groups[group] = [t.name for t in topics]
+        for tier in range(1, len(topics[0].retry_topics) + 1 if topics else 1):
+            groups[f"{group}.retry.{tier}"] = [t.retry_topic(tier) for t in topics]
+    return groups
+
+
+def worker_env(bootstrap: str, work: Path, services: Sequence[str], run: int) -> dict[str, str]:
+    """What the workers read besides the fleet's defaults: the broker, keys, a fresh store each, the mail feed, logging.
+    HTTP ports are left to the system (0): the bench must not collide with a fleet already on 8101..."""
+    env = {"FLEET_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FLEET_KEYS_DIR": str(work / "keys"), "FLEET_LOG_LEVEL": "INFO",
+           "NOTIFICATIONS_OUTBOX_PATH": str(work / "mail-feed.jsonl")}
+    for service in services:
+        env[f"{service.upper()}_STORE_URL"] = f"sqlite:///{work / f'{service}-{run}.db'}"
+        env[f"{service.upper()}_HTTP_PORT"] = "0"
+    return env
+
+
+class FlowRun:
+    """One repetition: topics, keys, the workers under a Supervisor, stock, a warm-up, the measured orders, the figures."""
+
+    def __init__(self, bootstrap: str, work: Path, run: int, rate_per_s: float, orders: int, services: Sequence[str],
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.bootstrap, self.work, self.run, self.rate_per_s, self.orders = bootstrap, work, run, rate_per_s, orders
+        self.services, self.extra_env = list(services), extra_env or {}
+        self.tag = f"b5r{run}{uuid.uuid4().hex[:6]}"
+        self.supervisor = None
+
+    async def measure(self) -> dict:
+        from fleet.supervisor import Supervisor
+
+        began = time.perf_counter()
+        await self._prepare()
+        self.supervisor = Supervisor(self.services, state_dir=self.work, grace_s=30.0,
+                                     env={**worker_env(self.bootstrap, self.work, self.services, self.run), **self.extra_env})
+        collector, sender = Collector(self.bootstrap), OrderSender(self.bootstrap, self.work / "keys")
+        try:
+            await self.supervisor.start()
+            await self._until_groups_have_members()
+            await collector.start()
+            await sender.start()
+            return await self._flow(collector, sender, began)
+        finally:
+            await asyncio.gather(sender.stop(), collector.stop(), return_exceptions=True)
+            await self.supervisor.stop()
+
+    async def _prepare(self) -> None:
+        from fleet.keys import UPSTREAM_SIGNERS, init_keys
+        from fleet.topics import apply_topics
+        from services import SERVICES
+
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
+        # Replication factor 1 on the bench's one broker, so min.insync.replicas is 1: acks=all waits for that one.
+        await apply_topics(self.bootstrap, replication_factor=1)
+        await self._until_leaders()
+        await self._start_at_the_ends()
+
+    async def _flow(self, collector: Collector, sender: OrderSender, began: float) -> dict:
+        from fleet.demo import CATALOGUE
+
+        orders = authorized_orders(WARMUP_ORDERS + self.orders, self.tag)
+        warmup, measured = orders[:WARMUP_ORDERS], orders[WARMUP_ORDERS:]
+        await sender.stock(CATALOGUE, self.tag)
+        await self._until_stocked(CATALOGUE)
+        await sender.open_loop(warmup, min(self.rate_per_s, 50.0))
+        if lost := await collector.until_shipped([o.order_id for o in warmup], 60.0):
+            raise CaseFailed(f"warm-up: {len(lost)} of {len(warmup)} orders never shipped (logs in {self.work / 'logs'})")
+        await self._until_settled()
+        idle = await self._idle_cpu_pct(2.0)
+        cpu_before, machine_before, window_began = self._cpu(), machine_jiffies(), time.perf_counter()
+        sent = await sender.open_loop(measured, self.rate_per_s)
+        last_sent = time.perf_counter()
+        lost = await collector.until_shipped(sent.sent_s, SHIPPED_WITHIN_S)
+        shipped_after_s = time.perf_counter() - last_sent
+        settled = await self._until_settled() if not lost else False
+        self._check_alive()  # a restarted replica has a new pid: its CPU and RSS would not be this window's
+        cpu_after, window_s = self._cpu(), time.perf_counter() - window_began
+        rss = {name: peak_rss_kib(pid) for name, pid in self._pids().items()}
+        busy = busy_pct(machine_before, machine_jiffies())  # every process: workers, broker, this one, anything else
+        figures = self._figures(sent, collector, cpu_before, cpu_after, rss, idle, window_s=window_s, machine_busy_pct=busy,
+                                shipped_after_s=shipped_after_s, settled=settled, took_s=time.perf_counter() - began)
+        if lost:
+            raise FlowSaturated(self._lost_message(lost, figures), figures)
+        return figures
+
+    def _lost_message(self, lost: list[str], figures: dict) -> str:
+        return (f"{len(lost)} of {figures['orders']} orders not shipped {SHIPPED_WITHIN_S:.0f} s after the last send: the fleet "
+                f"shipped {figures['shipped_per_s'] or 0:.1f} orders/s for {figures['rate_target_per_s']:.0f}/s offered, so it is saturated and "
+                f"the latency of the shipped ones (p50 {figures.get('p50_ms', float('nan')):.0f} ms, p99 "
+                f"{figures.get('p99_ms', float('nan')):.0f} ms) only grows with the run's length (logs in {self.work / 'logs'})")
+
+    def _figures(self, sent: Sent, collector: Collector, cpu_before, cpu_after, rss, idle, **clock) -> dict:
+        ships = collector.stamps[SHIPMENTS]
+        from_append, _ = pair_latencies(sent.appended_ms, ships)
+        from_send, _ = pair_latencies({o: s * 1000 for o, s in sent.sent_s.items()}, ships)
+        from_due, _ = pair_latencies({o: s * 1000 for o, s in sent.due_s.items()}, ships)
+        headline = latency_summary(from_append.values())
+        lateness = latency_summary((sent.sent_s[o] - sent.due_s[o]) * 1000 for o in sent.sent_s)
+        stamps = {ORDERS: sent.appended_ms, **collector.stamps}
+        # Every order's broker timestamps along the flow, beside the workers' logs: what a slow order's hops were.
+        (self.work / "stamps.json").write_text(json.dumps(stamps))
+        return {
+            "events_per_s": throughput_per_s(s * 1000 for s in sent.sent_s.values()),  # the order rate achieved
+            "rate_target_per_s": self.rate_per_s, "orders": len(sent.sent_s), "shipped": len(from_append),
+            # Below the order rate, the fleet is saturated: this is then what it can do end to end.
+            "shipped_per_s": throughput_per_s(ships[o] for o in from_append),
+            "warmup_orders": WARMUP_ORDERS,
+            **{k: v for k, v in headline.items() if k != "count"},
+            "latency_from": "order's LogAppendTime → shipment's LogAppendTime (broker clock, ms); percentiles by nearest rank",
+            "from_send": latency_summary(from_send.values()), "from_due": latency_summary(from_due.values()),
+            "send_lateness": lateness, "hops": hop_latencies(stamps, sent.appended_ms),
+            **worker_figures(cpu_before, cpu_after, rss, len(sent.sent_s), idle),
+            "services": self.services, "worker_env": self.extra_env, "store": "sqlite (one file per service, fresh per run)",
+            "records_not_log_append_time": sent.not_log_append + collector.not_log_append,
+            # settled false: notifications and the tracker had not caught up when the CPU window closed (a lower bound).
+            "evidence": self._evidence(), "settled": clock.pop("settled"), **clock, "work": str(self.work),
+        }
+
+    def _pids(self) -> dict[str, int]:
+        return {r.name: r.process.pid for r in self.supervisor.replicas if r.process is not None}
+
+    def _cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+
+    async def _idle_cpu_pct(self, seconds: float) -> dict[str, float]:
+        """Each worker's CPU use while no order flows (polling consumers, relays, heartbeats), in % of one core."""
+        before = self._cpu()
+        await asyncio.sleep(seconds)
+        after = self._cpu()
+        return {name: (after[name] - before[name]) / seconds * 100 for name in after}
+
+    async def _until_leaders(self, timeout_s: float = 30.0) -> None:
+        """Until every partition of the fleet's topics has a leader: workers that start earlier only log errors and retry."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from fleet.topics import desired_topics
+
+        names = [t.name for t in desired_topics()]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench-flow-topics")
+        await admin.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                described = await admin.describe_topics(names)
+                if all(t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        raise CaseFailed(f"the fleet's topics have no leaders after {timeout_s}s")
+
+    async def _start_at_the_ends(self) -> None:
+        """Commits every group of the workers (and of their retry tiers) at the end of what it consumes: a backlog that
+        an earlier run left (a saturated fleet stopped mid-way) must not flow into this run's fresh stores."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.structs import OffsetAndMetadata
+
+        from contracts import REGISTRY
+        from fleet.status import group_of
+
+        for group, names in fleet_groups(self.services, group_of, REGISTRY).items():
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
+                                        client_id="bench-flow-reset")
+            await consumer.start()
+            try:
+                tps = [TopicPartition(n, p) for n in names for p in range(REGISTRY.resolve(n).partitions)]
+                consumer.assign(tps)
+                ends = await consumer.end_offsets(tps)
+                await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+            finally:
+                await consumer.stop()
+
+    async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
+        from fleet.groups import group_members
+
+        deadline, members = time.monotonic() + timeout_s, {}
+        while time.monotonic() < deadline:
+            self._check_alive()
+            members = await group_members(self.bootstrap, self.services)
+            if all(members[s] >= 1 for s in self.services):
+                return
+            await asyncio.sleep(0.5)
+        raise CaseFailed(f"the workers' groups did not fill within {timeout_s}s: {members}; logs in {self.work / 'logs'}")
+
+    async def _until_stocked(self, skus: Iterable[str], timeout_s: float = 60.0) -> None:
+        """Until inventory's store holds the delivery: orders placed before it would be backordered, never shipped."""
+        db, wanted = self.work / f"inventory-{self.run}.db", set(skus)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0) as connection:
+                    have = {sku for sku, units in connection.execute("SELECT sku, units FROM stock") if units >= PLENTY}
+                if wanted <= have:
+                    return
+            except sqlite3.Error:
+                pass  # the store or its table is not created yet
+            await asyncio.sleep(0.2)
+        raise CaseFailed(f"inventory did not take the stock delivery within {timeout_s}s (logs in {self.work / 'logs'})")
+
+    async def _until_settled(self, timeout_s: float = 60.0) -> bool:
+        """Until every worker's group has committed up to the end of what it consumes (notifications and the tracker
+        trail the shipments): their work for these orders then falls inside the CPU window."""
+        from fleet.status import build_status, gather
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            snapshot = await gather(self.bootstrap, self.services, dead_letters=False)
+            if all(row["lag_total"] == 0 for row in build_status(snapshot)["services"]):
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    def _check_alive(self) -> None:
+        dead = [r.name for r in self.supervisor.replicas if r.restarts]
+        if dead:
+            raise CaseFailed(f"worker(s) {dead} crashed (logs in {self.work / 'logs'})")
+
+    def _evidence(self) -> dict:
+        """Counts from the workers' JSON logs that explain slow orders: failures, retries, restarts."""
+        counts = {}
+        for path in sorted((self.work / "logs").glob("*.log")):
+            text = path.read_text(errors="replace")
+            counts[path.stem] = {"handled": text.count('"event_handled"'), "failed": text.count('"event_failed"'),
+                                 "retries_scheduled": text.count('"event_retry_scheduled"'),
+                                 "outcomes_not_durable": text.count('"event_outcome_not_durable"')}
+        restarts = {r.name: r.restarts for r in self.supervisor.replicas if r.restarts}
+        return {"logs": counts, "replica_restarts": restarts}
+
+
+@dataclass(frozen=True)
+class FlowLatency:
+    """The whole fleet (payments, inventory, shipping, notifications, tracker), each worker a process of its own under
+    fleet.supervisor with the fleet's default settings and a fresh SQLite store; signed orders sent on an open-loop
+    schedule at a fixed rate (half of case 4's throughput); latency from each order's LogAppendTime to its shipment's."""
+
+    rate_per_s: float | None = None  # None: DEFAULT_RATE_PER_S
+    orders: int | None = None  # None: order_count(rate, ctx.events)
+    services: tuple[str, ...] = ("payments", "inventory", "shipping", "notifications", "tracker")
+    worker_env: tuple[tuple[str, str], ...] = ()  # diagnosis only (e.g. a proposed setting); the bench keeps the defaults
+    key: str = "end_to_end_latency"
+    number: str = "5"
+    title: str = "End-to-end latency of the order flow (half of case 4's rate)"
+    phase: str = "flow"
+    probe: bool = False  # True: a saturated fleet is a result (its shipped_per_s is the capacity), not a failure
+    window_s: float = WINDOW_S
+    once: bool = False  # True: one run whatever --runs says (a probe's figure is its capacity, not a distribution)
+
+    def with_rate(self, rate_per_s: float) -> FlowLatency:
+        return replace(self, rate_per_s=rate_per_s)
+
+    def run(self, ctx: RunContext) -> dict:
+        rate = self.rate_per_s or DEFAULT_RATE_PER_S
+        orders = self.orders or order_count(rate, ctx.events, self.window_s)
+        if missing := set(FLOW_SERVICES) - set(self.services):
+            raise CaseFailed(f"the flow needs {sorted(missing)} too")
+        flow = FlowRun(ctx.bootstrap, ctx.work / f"{self.key}-{ctx.run}", ctx.run, rate, orders, self.services, dict(self.worker_env))
+        try:
+            figures = asyncio.run(flow.measure())
+            # Shipping clearly slower than ordering: the queue grew all along, so the latency says only how long the run was.
+            return {**figures, "saturated": (figures.get("shipped_per_s") or 0) < SATURATED_BELOW * (figures.get("events_per_s") or 0)}
+        except FlowSaturated as saturated:
+            if not self.probe:
+                raise
+            # A probe is there to find out: the fleet's end-to-end capacity is its figure, not a failure.
+            return {**saturated.figures, "saturated": True, "why": str(saturated)}
+
+
+def _context(**values) -> RunContext:
+    # Only the fields RunContext has: the bench's other cases add their own (tools_lib, keys) and this case needs none.
+    names = {f.name for f in dataclasses.fields(RunContext)}
+    return RunContext(**{k: v for k, v in values.items() if k in names})
+
+
+def _supervisor_lines_to_stderr() -> None:
+    # The supervisor logs with structlog's default (stdout): keep stdout for the JSON figures.
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.flow", description=__doc__)
+    parser.add_argument("--bootstrap", required=True, help="a running broker (not the bench's while a bench runs)")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_S, help="orders per second")
+    parser.add_argument("--orders", type=int, help="measured orders (default: rate × 20 s)")
+    parser.add_argument("--services", nargs="+", default=list(FlowLatency.services), help="workers to start")
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parents[2] / ".cache" / "bench-flow")
+    parser.add_argument("--run", type=int, default=1)
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="diagnosis only: a setting for every worker (e.g. to try a proposed fix)")
+    args = parser.parse_args(argv)
+    _supervisor_lines_to_stderr()
+    extra = tuple(tuple(pair.split("=", 1)) for pair in args.worker_env)
+    case = FlowLatency(orders=args.orders, services=tuple(args.services), worker_env=extra).with_rate(args.rate)
+    ctx = _context(bootstrap=args.bootstrap, events=args.orders or 20_000, run=args.run, work=args.work, tools_lib=Path("."), keys={})
+    try:
+        figures = case.run(ctx)
+    except CaseFailed as failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+        if isinstance(failed, FlowSaturated):
+            print(json.dumps(failed.figures, indent=2))
+        return 1
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
