@@ -115,7 +115,7 @@ postgres-stop: install ## Stop the local PostgreSQL cluster
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
 
-# Throughput of the relay path on a broker of its own (127.0.0.1:39292, fresh data in .cache/kafka-bench): docs/performance.md.
+# What an event costs, side by side, on a broker of its own (127.0.0.1:39292, fresh data in .cache/kafka-bench): docs/performance.md.
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS='--events 500 --runs 1'.
 .PHONY: bench
 BENCH_INSTALLED := $(VENV)/.bench-installed
@@ -123,7 +123,7 @@ $(BENCH_INSTALLED): pyproject.toml | $(INSTALLED)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
-bench: install $(BENCH_INSTALLED) ## Kafka's ceiling, a raw aiokafka relay, plain FastStream; reports/bench.json and bench.png
+bench: install $(BENCH_INSTALLED) ## Kafka's ceiling, raw aiokafka, plain FastStream and the eventfleet relay side by side, the flow's latency, scaling; reports/bench.json and bench.png
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 topics: kafka ## Create or update the registry's topics on the broker

@@ -9,7 +9,6 @@ from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
 from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
-from fleet.errors import TransientError
 from fleet.stateful import attach_store
 from fleet.store import Producer, Transaction
 from fleet.worker_http import attach_http
@@ -32,8 +31,10 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
 
     async def reserve(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:
         items = await stock.items_of(tx, payment.order_id)
-        if items is None:  # the order's lines travel on another topic and may come later: try again soon
-            raise TransientError(f"the lines of order {payment.order_id} are not known yet")
+        if items is None:  # the order's lines travel on another topic and may come later: settle it when they do
+            await stock.park_payment(tx, payment, envelope)
+            log.info("payment_parked", order_id=payment.order_id)
+            return
         result = core.reserve(payment, items, await stock.levels(tx, core.wanted(items)), datetime.now(timezone.utc))
         if await stock.settle_once(tx, payment.order_id, type(result.outcome).__name__, envelope.time):
             await stock.set_levels(tx, dict(result.stock_after))
@@ -49,6 +50,8 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
                 await stock.add_stock(tx, event)
             elif isinstance(event, OrderPlaced):
                 await stock.remember_order(tx, event)
+                if parked := await stock.take_parked(tx, event.order_id):
+                    await reserve(tx, *parked)
             else:
                 await reserve(tx, event, envelope)
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from contracts import OrderItem, OrderPlaced, StockReceived
+from contracts import Envelope, OrderItem, OrderPlaced, PaymentAuthorized, StockReceived
 
 from fleet.store import Transaction
 
-__all__ = ["MIGRATIONS", "add_stock", "items_of", "levels", "remember_order", "set_levels", "settle_once"]
+__all__ = ["MIGRATIONS", "add_stock", "items_of", "levels", "park_payment", "remember_order", "set_levels", "settle_once", "take_parked"]
 
 MIGRATIONS = [
     "CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, units BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS order_lines (order_id TEXT PRIMARY KEY, items TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS reservations (order_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, decided_at TEXT NOT NULL)",
+    # A payment heard before its order's lines (they travel on another topic): settled when the lines arrive.
+    "CREATE TABLE IF NOT EXISTS parked_payments (order_id TEXT PRIMARY KEY, payment TEXT NOT NULL, envelope TEXT NOT NULL)",
 ]
 
 
@@ -54,3 +56,19 @@ async def settle_once(tx: Transaction, order_id: str, outcome: str, decided_at: 
         (order_id, outcome, decided_at),
     )
     return changed == 1
+
+
+async def park_payment(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:
+    """Keeps a payment whose order lines are not known yet, with its envelope (the cause of the outcome to come)."""
+    await tx.execute("INSERT INTO parked_payments (order_id, payment, envelope) VALUES (?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+                     (payment.order_id, payment.model_dump_json(), json.dumps(envelope.to_headers())))
+
+
+async def take_parked(tx: Transaction, order_id: str) -> tuple[PaymentAuthorized, Envelope] | None:
+    """The payment parked for this order, removed from the table (in the caller's transaction), or None."""
+    row = await tx.fetchone("SELECT payment, envelope FROM parked_payments WHERE order_id = ?", (order_id,))
+    if row is None:
+        return None
+    await tx.execute("DELETE FROM parked_payments WHERE order_id = ?", (order_id,))
+    headers = [(name, value.encode("utf-8")) for name, value in json.loads(row[1]).items()]
+    return PaymentAuthorized.model_validate_json(row[0]), Envelope.from_headers(headers)

@@ -151,3 +151,22 @@ def test_a_process_that_got_no_partition_before_the_others_were_done_counts_as_i
     figures = combine_processes(runs, [{"process_cpu_s": 1.0, "peak_rss_mib": 70.0}] * 2, events=4)
     assert figures["events_per_s"] == 2.0 and figures["handled_per_process"] == [4, 0]
     assert figures["steady_events_per_s"] == pytest.approx(2.0), "the one process that worked sets the pace"
+
+
+def test_the_readme_table_shows_each_case_with_its_range_and_the_flow_with_its_latency():
+    from tests.bench.markdown import figures_table, ratios_table
+
+    summary = lambda median, low, high: {"median": median, "min": low, "max": high}  # noqa: E731
+    report = {"cases": [
+        {"number": "3", "title": "Plain FastStream", "summary": {"events_per_s": summary(900, 850, 990), "cpu_us_per_event": summary(700, 690, 720),
+                                                                 "peak_rss_mib": summary(51, 50, 52)}},
+        {"number": "5b", "title": "Order flow", "summary": {"events_per_s": summary(20, 20, 20), "p50_ms": summary(41, 40, 45),
+                                                            "p99_ms": summary(88, 80, 95), "max_ms": summary(120, 110, 130),
+                                                            "max_worker_peak_rss_mib": summary(80, 79, 81)}},
+        {"number": "6", "title": "Two processes", "summary": {}},
+    ], "ratios": [{"what": "HMAC / plain", "median": 1.5, "min": 1.2, "max": 1.9}]}
+    rows = figures_table(report).splitlines()
+    assert rows[2] == "| 3 | Plain FastStream | 900 (850–990) | 700 | 51 |  |"
+    assert rows[3] == "| 5b | Order flow | 20 (20–20) |  | 80 | 41 / 88 / 120 |"
+    assert rows[4].startswith("| 6 | Two processes | failed |")
+    assert "| HMAC / plain | **1.50** | 1.20–1.90 |" in ratios_table(report)

@@ -151,3 +151,19 @@ async def test_shipping_books_one_shipment_per_reservation(tmp_path):
         await _send(app.broker, reservation, service="inventory")  # republished with a new event id
         await app.stop()
     assert [(s.key, s.event.carrier, s.event.units) for s in shipments] == [("ord-s1", "parcel", 2)]
+
+
+async def test_inventory_settles_a_payment_heard_before_its_order_once_the_order_arrives(tmp_path):
+    app = in_memory(create_inventory, InventorySettings(store_url=_store(tmp_path, "i")))
+    reserved = capture(app.broker, InventoryReserved)
+    order = an_order(lines=(("SKU-TEA-001", 2, 1250),))
+    async with TestKafkaBroker(app.broker):
+        await app.start()
+        for delivery in demo_stock():
+            await _send(app.broker, delivery, service="warehouse")
+        payment = await _send(app.broker, an_authorization(order), service="payments")  # its order's lines come later
+        await _send(app.broker, order)
+        await _send(app.broker, order)  # republished: settles nothing twice
+        await app.stop()
+    [out] = reserved
+    assert out.key == order.order_id and out.headers["ce_causationid"] == payment.envelope.id
