@@ -319,12 +319,15 @@ class PostgresStore(Store):
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str, pool_size: int) -> PostgresStore:
+    async def open(cls, url: str, pool_size: int, wait_s: float = 5.0) -> PostgresStore:
         from psycopg_pool import AsyncConnectionPool  # imported late: an SQLite service does not need it
 
         # autocommit: nothing runs outside `conn.transaction()` blocks, which BEGIN and COMMIT themselves.
+        # timeout: a handler waits at most `wait_s` for a connection (psycopg's default is 30 s). While the database is
+        # down it then fails like any dependency error, and its record goes to the retry tier instead of holding every
+        # partition of the consumer for as long as the outage lasts.
         pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
-                                   check=AsyncConnectionPool.check_connection, name="eventfleet-store")
+                                   check=AsyncConnectionPool.check_connection, name="eventfleet-store", timeout=wait_s)
         await pool.open(wait=True, timeout=10.0)
         return cls(url, pool)
 
@@ -353,13 +356,14 @@ class PostgresStore(Store):
         await self._pool.close()
 
 
-async def open_store(url: str, *, pool_size: int = 10) -> Store:
+async def open_store(url: str, *, pool_size: int = 10, wait_s: float = 5.0) -> Store:
     """`sqlite:///relative/file.db`, `sqlite:////absolute/file.db` or `postgresql://user@host:port/db`, with the
-    store's own inbox and outbox tables created; `pool_size` bounds PostgreSQL connections."""
+    store's own inbox and outbox tables created; `pool_size` bounds PostgreSQL connections, `wait_s` how long a
+    transaction waits for one."""
     if url.startswith("sqlite:///"):
         store: Store = await SqliteStore.open(url, url.removeprefix("sqlite:///"))
     elif url.startswith(("postgresql://", "postgres://")):
-        store = await PostgresStore.open(url, pool_size)
+        store = await PostgresStore.open(url, pool_size, wait_s)
     else:
         raise ValueError(f"unsupported store URL {url!r}: use sqlite:///path/to/file.db or postgresql://user@host:port/db")
     try:
