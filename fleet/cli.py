@@ -493,3 +493,22 @@ def publish(
 
 def main() -> None:
     app()
+
+
+acl_app = typer.Typer(help="Kafka ACLs per service, derived from the registry and the services' wiring.", no_args_is_help=True)
+app.add_typer(acl_app, name="acl")
+
+
+@acl_app.command("plan")
+def acl_plan(service: list[str] = typer.Option(None, "--service", help="Only these services (repeatable).")) -> None:
+    """Print the ACLs each service needs: Read on its input topics and its groups, Write on its outputs and on the retry
+    and dead-letter topics of its inputs, IdempotentWrite; nothing else."""
+    from .acls import fleet_acls
+    from .governance import service_wiring
+
+    chosen = service or list(SERVICES)
+    unknown = sorted(set(chosen) - set(SERVICES))
+    if unknown:
+        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has {', '.join(SERVICES)}")
+    for acl in fleet_acls(service_wiring(chosen), services=chosen):
+        typer.echo(str(acl))

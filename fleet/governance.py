@@ -39,6 +39,7 @@ class Wiring:
     subscribes: frozenset[str] = frozenset()
     publishes: frozenset[str] = frozenset()
     handler_errors: tuple[str, ...] = field(default=())
+    groups: frozenset[str] = frozenset()  # the consumer groups its subscribers join
 
 
 def service_wiring(services: Iterable[str] = SERVICES, registry: Registry = REGISTRY) -> dict[str, Wiring]:
@@ -52,12 +53,13 @@ def service_wiring(services: Iterable[str] = SERVICES, registry: Registry = REGI
             broker = importlib.import_module(f"services.{service}.app").create_app().broker
         subscribes = {name for subscriber in broker.subscribers for name in getattr(subscriber, "topic_names_for_subscribe", ())}
         publishes = {publisher.topic for publisher in broker.publishers if getattr(publisher, "topic", None)}
+        groups = {subscriber.group_id for subscriber in broker.subscribers if getattr(subscriber, "group_id", None)}
         errors: tuple[str, ...] = ()
         try:
             check_one_type_per_topic(broker, registry)
         except ContractViolation as error:
             errors = (str(error),)
-        wiring[service] = Wiring(frozenset(subscribes), frozenset(publishes), errors)
+        wiring[service] = Wiring(frozenset(subscribes), frozenset(publishes), errors, frozenset(groups))
     return wiring
 
 
