@@ -161,11 +161,7 @@ def _rendered_text(browser: Chromium, session: str) -> str:
             raise AssertionError(f"the AsyncAPI document did not render within {RENDER_TIMEOUT_S}s; the page says: {text[:500]}")
         time.sleep(0.25)
     # The component renders more than once (first a shell, then the parsed document): wait until the text settles.
-    length, steady = -1, 0
-    while steady < 3 and time.monotonic() < deadline:
-        now = browser.evaluate(session, f"document.getElementById('{RENDER_ELEMENT}').innerText.length")
-        steady, length = (steady + 1, now) if now == length else (0, now)
-        time.sleep(0.3)
+    before = _settled_length(browser, session, deadline)
     # Payload schemas start collapsed: press the first "Expand all" (the first operation's payload), as a reader would.
     # Expanding all seventy takes a minute of rendering, and one payload is enough to show fields are rendered.
     pressed = browser.evaluate(session, f"""(() => {{
@@ -174,8 +170,25 @@ def _rendered_text(browser: Chromium, session: str) -> str:
         if (button) button.click();
         return !!button; }})()""")
     assert pressed, "no payload schema to expand on the rendered page"
-    time.sleep(0.5)
+    # The expanded schema renders after the click, later on a busy machine: wait for the text to grow, then to settle.
+    while _text_length(browser, session) <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _settled_length(browser, session, deadline)
     return browser.evaluate(session, f"document.getElementById('{RENDER_ELEMENT}').innerText")
+
+
+def _text_length(browser: Chromium, session: str) -> int:
+    return browser.evaluate(session, f"document.getElementById('{RENDER_ELEMENT}').innerText.length")
+
+
+def _settled_length(browser: Chromium, session: str, deadline: float) -> int:
+    """The rendered text's length once it has not changed for three looks in a row (or at the deadline)."""
+    length, steady = -1, 0
+    while steady < 3 and time.monotonic() < deadline:
+        now = _text_length(browser, session)
+        steady, length = (steady + 1, now) if now == length else (0, now)
+        time.sleep(0.3)
+    return length
 
 
 def test_the_refusing_proxy_and_the_request_recorder_catch_a_page_that_needs_the_network(chromium, tmp_path):
