@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 
-from .commits import pending_sends
+from .commits import OffsetCommitter, pending_sends
 from .middlewares import RecordOutcomes
 from .rejects import Rejection
 from .retries import RetryPolicy
@@ -44,8 +44,12 @@ class BatchRunner:
     topics: dict[str, Topic]  # subscribed topic name → its registry topic
     outcomes: RecordOutcomes
     policy: RetryPolicy
-    subscriber: Any = None  # the FastStream subscriber, set once it exists: its consumer commits and seeks
+    subscriber: Any = None  # the FastStream subscriber: its consumer commits and seeks
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # The batch waits for its acks itself, then commits at once: no timer (interval 0).
+        self.committer = OffsetCommitter(self.subscriber, interval_s=0)
 
     async def __call__(self, records: Sequence[Any]) -> None:
         try:
@@ -53,9 +57,15 @@ class BatchRunner:
         except BaseException:
             # An outcome is not durable (the retry or dead-letter topic, or an emitted record, was not acknowledged):
             # go back to the batch's first offsets, so every record of it is redelivered rather than skipped.
-            self._seek_back(records)
+            firsts: dict[tuple[str, int], Any] = {}
+            for record in records:
+                firsts.setdefault((record.topic, record.partition), record)
+            for record in firsts.values():
+                self.committer.redeliver(record)
             raise
-        await self._commit(records)
+        for record in records:
+            self.committer.done(record)
+        await self.committer.flush()
 
     async def _run(self, records: Sequence[Any]) -> None:
         metrics = self.outcomes.state.metrics
@@ -105,34 +115,6 @@ class BatchRunner:
             except Rejected as refused:
                 outcomes.append(refused)
         return outcomes
-
-    async def _commit(self, records: Sequence[Any]) -> None:
-        from aiokafka import TopicPartition
-        from aiokafka.structs import OffsetAndMetadata
-
-        consumer = getattr(self.subscriber, "consumer", None)
-        if consumer is None:  # the in-memory test broker has no consumer: nothing to commit there
-            return
-        last: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            last[tp] = max(last.get(tp, -1), record.offset)
-        await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()})
-
-    def _seek_back(self, records: Sequence[Any]) -> None:
-        from aiokafka import TopicPartition
-
-        consumer = getattr(self.subscriber, "consumer", None)
-        if consumer is None:
-            return
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
-        for tp, offset in first.items():
-            try:
-                consumer.seek(tp, offset)
-            except Exception:  # the partition moved to another member meanwhile: it resumes from the committed offset
-                pass
 
     def close(self) -> None:
         if self._pool is not None:

@@ -45,7 +45,7 @@ class OffsetCommitter:
         from aiokafka import TopicPartition
 
         self._pending.setdefault(TopicPartition(record.topic, record.partition), []).append((record.offset, list(sends)))
-        if self._timer is None or self._timer.done():
+        if self.interval_s > 0 and (self._timer is None or self._timer.done()):  # interval 0: the caller flushes
             self._timer = asyncio.get_running_loop().create_task(self._flush_later())  # one task per interval, not per record
 
     def redeliver(self, record: Any) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import inspect
-import io
 import json
 import logging
 import os

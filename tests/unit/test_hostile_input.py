@@ -73,13 +73,13 @@ def hostile_records(draw) -> Hostile:
     if kind == "huge_int":
         return _signed(_huge_integer(draw(st.integers(20, 4_000))))
     if kind == "random_value":
-        return draw(st.sampled_from([Hostile(kind, key, draw(st.binary(max_size=2048)), headers)])) if draw(st.booleans()) \
-            else _signed(draw(st.binary(max_size=2048)))
+        junk = draw(st.binary(max_size=2048))
+        return Hostile(kind, key, junk, headers) if draw(st.booleans()) else _signed(junk)
     if kind == "random_key":
         return Hostile(kind, draw(st.binary(min_size=1, max_size=64).filter(lambda k: k != key)), value, headers)
     if kind == "non_utf8":
         name = draw(st.sampled_from([n for n, _ in headers]))
-        junk = draw(st.binary(min_size=1, max_size=16).filter(lambda b: not _utf8(b))) 
+        junk = draw(st.binary(min_size=1, max_size=16).filter(lambda b: not _utf8(b)))
         return Hostile(f"{kind} {name}", key, value, tuple((n, junk if n == name else v) for n, v in headers))
     if kind == "duplicated":
         name, raw = draw(st.sampled_from(headers))
