@@ -7,6 +7,7 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from .connection import KafkaConnection, client_options
 from .envelope import Envelope, Record, encode, source_of
 from .events import Event
 from .registry import REGISTRY, Registry
@@ -18,15 +19,19 @@ __all__ = ["Publisher"]
 class Publisher:
     """`async with Publisher("127.0.0.1:9092", service="storefront", signer=PrivateKey.load(path)) as p: await p.publish(order)`.
 
+    On a secure cluster, pass a `KafkaConnection` instead of the address: `KafkaConnection.from_env(username="storefront")`
+    reads FLEET_KAFKA_BOOTSTRAP_SERVERS, FLEET_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FLEET_KAFKA_SSL_CAFILE and the password
+    (FLEET_KAFKA_SASL_PASSWORD_FILE, ...); TLS and SCRAM-SHA-512 follow from it.
+
     Every record is signed (wire format v1). Idempotent producer with acks=all: `publish` returns once the broker has it.
     """
 
-    def __init__(self, bootstrap_servers: str, *, service: str, signer: PrivateKey, registry: Registry = REGISTRY, **producer_options) -> None:
+    def __init__(self, bootstrap_servers: str | KafkaConnection, *, service: str, signer: PrivateKey, registry: Registry = REGISTRY, **producer_options) -> None:
         self.source = source_of(service)
         self.signer = signer
         self.registry = registry
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **client_options(bootstrap_servers),
             client_id=service,
             acks="all",
             enable_idempotence=True,

@@ -10,12 +10,16 @@ import typing
 from typing import Any, Callable, Union
 
 import structlog
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 
 from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
+from contracts.connection import KafkaConnection
 
+from .access import authenticate
 from .faults import Faults, FaultSettings
 from .keys import KeyStore
 from .batch import BatchRunner, raw_batch_parser, records_of
@@ -31,6 +35,7 @@ __all__ = [
     "FleetBroker",
     "WrongTopic",
     "create_broker",
+    "faststream_security",
     "publisher_for",
     "subscriber_for",
     "worker_app",
@@ -60,10 +65,17 @@ class FleetBroker(KafkaBroker):
 
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
-        await super().start()
+        try:
+            await authenticate(self.state.connection)  # a wrong password is named as such, not "Unable to bootstrap"
+            await super().start()  # a consumer refused its topic or group raises here, before anything is consumed
+        except Exception as error:
+            if self.state.refused(error, "starting its consumers and producers"):
+                raise self.state.denials.first from None
+            raise
         for subscriber in self.subscribers:
             if (committer := self.outcomes.committers.get(id(subscriber))) is not None:
                 _flush_before_stop(subscriber, committer)
+            _report_refusals(subscriber, self.state)
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
         self.state.stopping = True  # handlers waiting for a retry's due time give up at once
@@ -88,6 +100,30 @@ def _flush_before_stop(subscriber: Any, committer: OffsetCommitter) -> None:
     consumer.stop = stop
 
 
+def _refusal_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
+    return lambda error: state.refused(error, "publishing what its handler emitted")
+
+
+def _report_refusals(subscriber: Any, state: WorkerState) -> None:
+    """FastStream's consume loop logs a Kafka error and tries again every 5 s, forever: a refusal (an ACL revoked while
+    the worker runs) is reported once instead, and stops the worker."""
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None or getattr(consumer.getone, "_fleet_reports", False):
+        return
+    doing = f"consuming {', '.join(getattr(subscriber, 'topic_names_for_subscribe', ()))} in group {subscriber.group_id}"
+    for name in ("getone", "getmany"):
+
+        async def fetch(*args: Any, _original=getattr(consumer, name), **kwargs: Any) -> Any:
+            try:
+                return await _original(*args, **kwargs)
+            except KafkaError as error:
+                state.refused(error, doing)
+                raise
+
+        fetch._fleet_reports = True  # type: ignore[attr-defined]
+        setattr(consumer, name, fetch)
+
+
 def create_broker(
     service: str,
     kafka: KafkaSettings | None = None,
@@ -97,14 +133,17 @@ def create_broker(
 ) -> FleetBroker:
     """A broker with the fleet's producer guarantees, its keys, and per-record verification."""
     kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
+    connection = kafka.connection(service)  # each service is its own SCRAM user on a secure cluster
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
-    dead_letters = DeadLetters(kafka.bootstrap_servers, service, registry)
+    dead_letters = DeadLetters(connection, service, registry)
     policies: dict = {}
     state = WorkerState(service, Faults(FaultSettings()))
+    state.connection = connection
     outcomes = RecordOutcomes(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
                               log_payloads=LogSettings().payloads)
     broker = FleetBroker(
-        kafka.bootstrap_servers,
+        connection.bootstrap_servers,
+        security=faststream_security(connection),
         client_id=service,
         # The producer side of at-least-once: every publish waits for all in-sync replicas.
         acks="all",
@@ -121,6 +160,16 @@ def create_broker(
     broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = service, kafka, key_store, dead_letters, registry
     broker.retry_policies, broker.state, broker.outcomes, broker.batch_runners = policies, state, outcomes, []
     return broker
+
+
+def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:
+    """FastStream's form of the connection's TLS and SCRAM settings (None: plaintext)."""
+    if connection.security_protocol == "SASL_SSL":
+        scram = SASLScram512 if connection.sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
+        return scram(connection.username, connection.password.reveal(), ssl_context=connection.ssl_context(), use_ssl=True)
+    if connection.security_protocol == "SSL":
+        return BaseSecurity(ssl_context=connection.ssl_context(), use_ssl=True)
+    return None
 
 
 def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStream:
@@ -183,7 +232,8 @@ def subscriber_for(
         )
         broker.retry_policies[id(subscriber)] = policy
         if not max_records:
-            revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(subscriber, broker.kafka.commit_interval_ms / 1000)
+            revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(
+                subscriber, broker.kafka.commit_interval_ms / 1000, refused=_refusal_reporter(broker.state))
         return subscriber
 
     def register(handler: Callable) -> Callable:

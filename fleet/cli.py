@@ -11,7 +11,7 @@ import typer
 
 from services import HTTP_SERVICES, SERVICES
 
-from .settings import KafkaSettings, KeySettings
+from .settings import KeySettings, operator_connection
 
 app = typer.Typer(help="eventfleet: signed, typed events between small async workers on Apache Kafka.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Topics from the registry.", no_args_is_help=True)
@@ -34,8 +34,6 @@ STATE_DIR = Path(".fleet")
 BootstrapOption = typer.Option(None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).")
 
 
-def _bootstrap(value: Optional[str]) -> str:
-    return value or KafkaSettings().bootstrap_servers
 
 
 def _fail(message: str) -> None:
@@ -68,7 +66,7 @@ def topics_apply(
 
     if min_insync_replicas is not None and min_insync_replicas > replication_factor:
         _fail(f"--min-insync-replicas {min_insync_replicas} > --replication-factor {replication_factor}: every acks=all publish would fail")
-    changes = asyncio.run(apply_topics(_bootstrap(bootstrap), replication_factor=replication_factor, dry_run=dry_run,
+    changes = asyncio.run(apply_topics(operator_connection(bootstrap), replication_factor=replication_factor, dry_run=dry_run,
                                        min_insync_replicas=min_insync_replicas))
     for change in changes:
         typer.echo(("would " if dry_run and change.action != "unchanged" else "") + str(change))
@@ -88,9 +86,9 @@ def demo(
 
     keys_dir = KeySettings().dir
     if stock:
-        asyncio.run(publish_demo_stock(_bootstrap(bootstrap), KeyStore.for_signer(keys_dir, WAREHOUSE).signer()))
+        asyncio.run(publish_demo_stock(operator_connection(bootstrap), KeyStore.for_signer(keys_dir, WAREHOUSE).signer()))
     signer = KeyStore.for_signer(keys_dir, DEMO_SERVICE).signer()
-    envelopes = asyncio.run(publish_demo_orders(_bootstrap(bootstrap), orders, signer, seed=seed))
+    envelopes = asyncio.run(publish_demo_orders(operator_connection(bootstrap), orders, signer, seed=seed))
     typer.echo(f"published {len(envelopes)} orders; the broker has them all")
 
 
@@ -103,7 +101,7 @@ def watch(
     from .watch import watch_events
 
     async def main() -> None:
-        await watch_events(_bootstrap(bootstrap), typer.echo, asyncio.Event(), from_beginning=from_beginning)
+        await watch_events(operator_connection(bootstrap), typer.echo, asyncio.Event(), from_beginning=from_beginning)
 
     try:
         asyncio.run(main())
@@ -218,7 +216,7 @@ def status(
     state_file = state_file or state_file_of(STATE_DIR)
     local = local_fleet(state_file)
     # A running local fleet knows its broker; --bootstrap and FLEET_KAFKA_BOOTSTRAP_SERVERS come first.
-    address = bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap") or _bootstrap(None)
+    address = operator_connection(bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap"))
     if watch_:
         try:
             asyncio.run(watch_status(address, chosen, state_file=state_file, interval_s=max(interval, 0.5)))
@@ -238,12 +236,16 @@ def status(
 
 
 @kafka_app.command("start")
-def kafka_start(timeout: float = typer.Option(90.0, help="Seconds to wait for the broker to answer.")) -> None:
+def kafka_start(
+    timeout: float = typer.Option(90.0, help="Seconds to wait for the broker to answer."),
+    secure: bool = typer.Option(False, "--secure", help="A new broker gets TLS, SASL/SCRAM-SHA-512 (a user per service) and "
+                                "ACLs (docs/security.md); an existing broker keeps the mode it was formatted with."),
+) -> None:
     """Start the local broker (assembling it from Maven Central the first time); returns when it answers."""
     from . import kafka_local
 
     try:
-        typer.echo(kafka_local.start(timeout=timeout))
+        typer.echo(kafka_local.start(timeout=timeout, secure=secure or None))
     except Exception as error:  # the launcher's errors carry the broker log's tail: show them, fail the command
         _fail(f"the local Kafka broker did not start: {error}")
 
@@ -484,7 +486,7 @@ def publish(
         _fail(f"no signing key: {error}")
 
     async def send():
-        async with Publisher(_bootstrap(bootstrap), service=target.owner, signer=signer) as publisher:
+        async with Publisher(operator_connection(bootstrap), service=target.owner, signer=signer) as publisher:
             return await publisher.publish(event, correlation_id=correlation_id)
 
     envelope = asyncio.run(send())
@@ -492,23 +494,70 @@ def publish(
 
 
 def main() -> None:
-    app()
+    from aiokafka.errors import KafkaConnectionError
+
+    from contracts.connection import ConnectionError_
+
+    from .access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
+    from .settings import last_operator_connection
+
+    try:
+        try:
+            app()
+        except KafkaConnectionError:
+            # aiokafka says "Unable to bootstrap" for a refused password too: log in once to tell which it was.
+            if (connection := last_operator_connection()) is not None:
+                asyncio.run(authenticate(connection))
+            raise
+    except KafkaAccessDenied as denial:  # refused by the broker: one line, not a traceback
+        typer.secho(str(denial), fg=typer.colors.RED, err=True)
+        raise SystemExit(EXIT_ACCESS_DENIED) from None
+    except ConnectionError_ as error:  # incomplete TLS/SASL settings
+        typer.secho(f"Kafka connection settings: {error}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 acl_app = typer.Typer(help="Kafka ACLs per service, derived from the registry and the services' wiring.", no_args_is_help=True)
 app.add_typer(acl_app, name="acl")
+AclUsersOption = typer.Option(None, "--service", help="Only these users: workers, gateway or upstream systems (repeatable).")
+
+
+def _chosen_acls(service: Optional[List[str]]) -> tuple[list, list[str]]:
+    from .acls import fleet_acls, fleet_users
+    from .governance import service_wiring
+
+    users = list(fleet_users())
+    chosen = service or users
+    unknown = sorted(set(chosen) - set(users))
+    if unknown:
+        _fail(f"unknown user(s) {', '.join(unknown)}; the fleet's users are {', '.join(users)}")
+    return fleet_acls(service_wiring([s for s in chosen if s in SERVICES]), services=chosen), chosen
 
 
 @acl_app.command("plan")
-def acl_plan(service: list[str] = typer.Option(None, "--service", help="Only these services (repeatable).")) -> None:
-    """Print the ACLs each service needs: Read on its input topics and its groups, Write on its outputs and on the retry
-    and dead-letter topics of its inputs, IdempotentWrite; nothing else."""
-    from .acls import fleet_acls
-    from .governance import service_wiring
-
-    chosen = service or list(SERVICES)
-    unknown = sorted(set(chosen) - set(SERVICES))
-    if unknown:
-        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has {', '.join(SERVICES)}")
-    for acl in fleet_acls(service_wiring(chosen), services=chosen):
+def acl_plan(service: Optional[List[str]] = AclUsersOption) -> None:
+    """Print the ACLs each user needs: a worker reads its input topics in its groups, writes its outputs and the retry
+    and dead-letter topics of its inputs; gateway and upstream systems write the topics they own; nothing else."""
+    for acl in _chosen_acls(service)[0]:
         typer.echo(str(acl))
+
+
+@acl_app.command("apply")
+def acl_apply(
+    service: Optional[List[str]] = AclUsersOption,
+    bootstrap: Optional[str] = BootstrapOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be added and removed, change nothing."),
+) -> None:
+    """Make the broker's ACLs for the fleet's users exactly `fleet acl plan`: add what is missing, remove what they no
+    longer need (other principals' ACLs are never touched). Connects as an operator (admin on the local secure broker)."""
+    from .acls import apply_acls
+
+    desired, users = _chosen_acls(service)
+    connection = operator_connection(bootstrap)
+    plan = asyncio.run(apply_acls(connection, desired, users, dry_run=dry_run))
+    verb = "would " if dry_run else ""
+    for acl in plan.add:
+        typer.echo(f"{verb}add    {acl}")
+    for acl in plan.remove:
+        typer.echo(f"{verb}remove {acl}")
+    typer.echo(f"{connection}: {len(plan.add)} {verb}added, {len(plan.remove)} {verb}removed, {len(plan.keep)} unchanged")

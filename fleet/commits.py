@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 from aiokafka import ConsumerRebalanceListener
@@ -34,9 +34,12 @@ class OffsetCommitter:
     waits for before its next record. Committing later changes what a crash costs (up to `interval_s` of records are
     redelivered; the fleet's handlers are idempotent for that), never what is committed before it is durable."""
 
-    def __init__(self, subscriber: Any, interval_s: float = 0.1) -> None:
+    def __init__(self, subscriber: Any, interval_s: float = 0.1, refused: Callable[[BaseException], bool] | None = None) -> None:
         self.subscriber = subscriber
         self.interval_s = interval_s
+        # Whether a send's error is Kafka refusing the worker (an ACL): reported once and the worker stops, where
+        # redelivering the record would fail the same way forever.
+        self.refused = refused
         self._pending: dict[Any, list[tuple[int, list[asyncio.Future]]]] = {}
         self._timer: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -92,6 +95,8 @@ class OffsetCommitter:
             error = next((send.exception() for send in sends if not send.cancelled() and send.exception()), None)
             if error is not None or any(send.cancelled() for send in sends):
                 # The broker never took an emitted record: its cause must come again, with everything after it.
+                if error is not None and self.refused is not None:
+                    self.refused(error)
                 log.error("emitted_record_not_acknowledged", topic=tp.topic, partition=tp.partition, offset=offset,
                           error_class=type(error).__name__, reason=str(error)[:300])
                 self._seek(tp, offset)

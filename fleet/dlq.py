@@ -16,6 +16,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, Registry, Rejected, sign, verify
 from contracts.envelope import ENVELOPE_HEADERS
+from contracts.connection import client_options
 
 from .keys import KeyStore
 from .reading import read_spans
@@ -341,7 +342,7 @@ def triage(letter: DeadLetter, progress: Progress, wanted: Select, plan: Callabl
 @asynccontextmanager
 async def _consumer(bootstrap: str, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
     # No subscription, ever: partitions are assigned by hand, so reading never joins (or disturbs) a consumer group.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         await consumer.start()  # inside the try: a consumer that failed to start is closed too
         yield consumer
@@ -354,7 +355,7 @@ async def _producer(bootstrap: str, dry_run: bool) -> AsyncIterator[AIOKafkaProd
     if dry_run:
         yield None
         return
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="fleet-dlq-replay", acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), client_id="fleet-dlq-replay", acks="all", enable_idempotence=True)
     try:
         await producer.start()
         yield producer
@@ -413,7 +414,7 @@ async def last_dead_letters(bootstrap: str, topic: str, *, limit: int = 20, reas
 async def _saved_progress(bootstrap: str, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, Progress]:
     if not partitions:
         return {}  # asked for no partitions, the broker would answer with all of the group's
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="fleet-dlq-replay")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-dlq-replay")
     try:
         await admin.start()
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)

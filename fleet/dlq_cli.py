@@ -9,6 +9,8 @@ from typing import NoReturn, Optional
 
 import typer
 
+from .settings import operator_connection
+
 __all__ = ["dlq_app"]
 
 dlq_app = typer.Typer(help="Dead letters (<topic>.dlq): count them, show them, replay them re-signed by the replay key.", no_args_is_help=True)
@@ -24,10 +26,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _bootstrap(value: Optional[str]) -> str:
-    from .settings import KafkaSettings
-
-    return value or KafkaSettings().bootstrap_servers
 
 
 def _dead_letter_topic(name: str) -> str:
@@ -93,7 +91,7 @@ def ls(
     from .dlq import count_dead_letters
 
     topics = [_dead_letter_topic(topic)] if topic else [t.dead_letter_topic for t in REGISTRY]
-    counts = _run(count_dead_letters(_bootstrap(bootstrap), topics))
+    counts = _run(count_dead_letters(operator_connection(bootstrap), topics))
     if as_json:
         _echo_json({name: _counts_json(found) for name, found in counts.items()})
         return
@@ -127,7 +125,7 @@ def show(
     """Show the last N dead letters, oldest first: why each was refused, where from, its event id and signing key."""
     from .dlq import describe, last_dead_letters
 
-    letters = _run(last_dead_letters(_bootstrap(bootstrap), _dead_letter_topic(topic), limit=limit, reason=reason))
+    letters = _run(last_dead_letters(operator_connection(bootstrap), _dead_letter_topic(topic), limit=limit, reason=reason))
     rows = [describe(letter) for letter in letters]
     if as_json:
         _echo_json(rows)
@@ -193,7 +191,7 @@ def replay(
     dlq = _dead_letter_topic(topic)
     try:
         keys = KeyStore.for_signer(KeySettings().dir, REPLAY_SIGNER)
-        report = _run(replay_dead_letters(_bootstrap(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning))
+        report = _run(replay_dead_letters(operator_connection(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning))
     except (KeyError_, ReplayKeyError) as error:
         _fail(f"no usable replay key: {error}")
     if as_json:

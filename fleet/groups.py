@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from contracts.connection import client_options
 
 __all__ = ["GroupDescription", "Member", "committed_offsets", "describe_groups", "group_members"]
 
@@ -47,7 +48,7 @@ async def describe_groups(bootstrap_servers: str, group_ids: list[str], *, admin
     """Each group's state and members with their assigned partitions (state Dead, no members, for an unknown group)."""
     own = admin is None
     if own:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-groups")
+        admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), client_id="fleet-groups")
         await admin.start()
     try:
         found = {group_id: GroupDescription(group_id, "Dead") for group_id in group_ids}

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -17,10 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.connection import KafkaConnection
+
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
-TEMPLATES = POM.parent  # beside the POM: server.properties.template, log4j2.properties
+TEMPLATES = POM.parent  # beside the POM: server.properties.template, secure.properties.template, log4j2.properties
+ADMIN = "admin"  # the secure broker's super user: the operators' CLI and the broker talking to itself
 # Plenty for a dev broker on 2 cores; a bigger heap only slows the JVM start.
 JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 CLUSTER_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # a Kafka Uuid: 16 bytes in unpadded base64url
@@ -59,26 +63,106 @@ def log_path() -> Path:
     return home() / "logs" / "server.log"
 
 
+def secure_dir(folder: Path | None = None) -> Path:
+    """The secure broker's TLS files, its users' passwords (credentials/<user>.password) and fleet.env."""
+    return (folder or home()) / "secure"
+
+
+def is_secure(folder: Path | None = None) -> bool:
+    """Whether the broker in `folder` was set up with TLS, SCRAM and ACLs (it stays so until its data is deleted)."""
+    return (secure_dir(folder) / "credentials" / f"{ADMIN}.password").exists()
+
+
+def connection(user: str = ADMIN, folder: Path | None = None) -> KafkaConnection:
+    """How a client reaches the local broker: plaintext, or TLS + SCRAM as `user` on a secure one."""
+    folder = folder or home()
+    if not is_secure(folder):
+        return KafkaConnection(bootstrap_servers())
+    secure = secure_dir(folder)
+    password = (secure / "credentials" / f"{user}.password").read_text().strip()
+    return KafkaConnection(bootstrap_servers(), "SASL_SSL", user, password, ssl_cafile=secure / "ca.pem")
+
+
 def render_server_properties(folder: Path) -> str:
     template = (TEMPLATES / "server.properties.template").read_text()
-    return template.format(host=HOST, port=port(), controller_port=controller_port(), data=folder / "data")
+    text = template.format(host=HOST, port=port(), controller_port=controller_port(), data=folder / "data")
+    if is_secure(folder):
+        secure = secure_dir(folder)
+        text += (TEMPLATES / "secure.properties.template").read_text().format(
+            host=HOST, port=port(), controller_port=controller_port(), keystore=secure / "keystore.pem",
+            truststore=secure / "ca.pem", admin_password=connection(ADMIN, folder).password.reveal(),
+            broker_principal=f"CN={HOST},O=eventfleet local",  # the subject of fleet.tls's broker certificate, as Kafka prints it
+        )
+    return text
 
 
-def start(timeout: float = 90.0) -> str:
-    """Start the broker unless one answers already; return once it answers a metadata request."""
+def client_env(folder: Path | None = None) -> dict[str, str]:
+    """The FLEET_KAFKA_ variables that point a fleet process at this broker (each worker then logs in as its service)."""
+    folder = folder or home()
+    env = {"FLEET_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers()}
+    if is_secure(folder):
+        secure = secure_dir(folder)
+        env |= {"FLEET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "FLEET_KAFKA_SSL_CAFILE": str(secure / "ca.pem"),
+                "FLEET_KAFKA_CREDENTIALS_DIR": str(secure / "credentials")}
+    return env
+
+
+def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
+    """Start the broker unless one answers already; return once it answers a metadata request.
+    `secure`: a new broker's data is set up for TLS + SCRAM + ACLs (docs/security.md); None keeps the mode it has."""
     folder = home()
     pid = _running_pid(folder)
+    secure = is_secure(folder) if secure is None else secure
+    _check_mode(folder, secure)
     if _answers():
         by = f"pid {pid}" if pid else f"not started from {folder}"
-        return f"Kafka is already running on {bootstrap_servers()} ({by})."
+        return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''})."
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
         _ensure_jars(folder)
+        if secure:
+            _ensure_secure_files(folder)
         _write_configs(folder)
         _format_storage(java, folder)
         pid = _launch(java, folder)
     took = _wait_until_ready(pid, timeout)
-    return f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s (pid {pid}, log {log_path()})."
+    mode = f", TLS + SCRAM; clients' settings in {secure_dir(folder) / 'fleet.env'}" if is_secure(folder) else ""
+    return f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s (pid {pid}, log {log_path()}{mode})."
+
+
+def _check_mode(folder: Path, secure: bool) -> None:
+    """A formatted broker cannot change mode: its SCRAM users are written when the storage is formatted."""
+    formatted = (folder / "data" / "meta.properties").exists()
+    if formatted and secure != is_secure(folder):
+        have, want = ("secure", "plaintext") if is_secure(folder) else ("plaintext", "secure")
+        raise KafkaLocalError(f"the broker in {folder} is {have}; a {want} one needs its own FLEET_KAFKA_HOME "
+                              f"(or delete {folder / 'data'} to start over)")
+
+
+def _ensure_secure_files(folder: Path) -> None:
+    """A throwaway CA and broker certificate (made anew when they are about to expire), and one password per user of
+    the fleet (made once: they are stored in the broker's data when its storage is formatted)."""
+    from . import tls
+    from .acls import fleet_users
+
+    secure = secure_dir(folder)
+    credentials = secure / "credentials"
+    credentials.mkdir(parents=True, exist_ok=True)
+    os.chmod(credentials, 0o700)
+    for user in (ADMIN, *fleet_users()):
+        path = credentials / f"{user}.password"
+        if not path.exists():
+            tls.write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+    files = tls.LocalTls(secure / "ca.pem", secure / "broker-chain.pem", secure / "broker-key.pem")
+    if not files.broker_cert.exists() or files.expires_within(tls.RENEW_BEFORE):
+        files = tls.make_local_tls(secure)
+    tls.write_private(secure / "keystore.pem", files.broker_key.read_bytes() + files.broker_cert.read_bytes())
+    (secure / "fleet.env").write_text(
+        "# Source it (set -a; . this file; set +a): the fleet's processes then connect to the secure local broker.\n"
+        "# Each worker is its own SCRAM user (its service name) and reads its own password from the credentials folder;\n"
+        "# the CLI connects as admin. Passwords never appear in this file or in logs.\n"
+        + "".join(f"{name}={value}\n" for name, value in client_env(folder).items())
+    )
 
 
 def stop(timeout: float = 30.0) -> str:
@@ -159,6 +243,10 @@ def _format_storage(java: str, folder: Path) -> None:
         raise KafkaLocalError(f"StorageTool random-uuid printed no cluster id: {out!r}")
     (folder / "cluster.id").write_text(out[-1] + "\n")
     fmt = [*tool, "format", "-t", out[-1], "-c", str(folder / "server.properties")]
+    if is_secure(folder):  # SCRAM users go into the bootstrap metadata: the broker authenticates itself as admin at once
+        credentials = secure_dir(folder) / "credentials"
+        for path in sorted(credentials.glob("*.password")):
+            fmt += ["--add-scram", f"SCRAM-SHA-512=[name={path.stem},password={path.read_text().strip()}]"]
     _run(fmt, "Kafka could not format its storage")
 
 
@@ -260,7 +348,7 @@ async def _probe(timeout: float) -> bool:
     aiokafka_log = logging.getLogger("aiokafka")
     level = aiokafka_log.level
     aiokafka_log.setLevel(logging.CRITICAL)  # a broker still starting is expected, not an error to log
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers(), request_timeout_ms=int(timeout * 1000))
+    client = AIOKafkaClient(**connection().aiokafka_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         # Asks the advertised listener too: a broker that advertises a wrong address is not ready.

@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 
+from .access import Denials, denial_of
 from .commits import OffsetCommitter, pending_sends
 from .errors import PermanentError
 from .faults import Faults
@@ -45,6 +46,15 @@ class WorkerState:
         self.faults = faults or Faults()
         self.metrics = WorkerMetrics(service)
         self.progress = Progress()
+        self.denials = Denials()
+        self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
+
+    def refused(self, error: BaseException, doing: str) -> bool:
+        """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""
+        denial = denial_of(error, self.connection, doing) if self.connection is not None else None
+        if denial is not None:
+            self.denials.report(denial)
+        return denial is not None
 
 
 class RecordOutcomes:
@@ -89,6 +99,8 @@ class RecordOutcomes:
                 await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
                 return None
             except Exception as error:  # includes TransientError, PermanentError and the time limit
+                if self.state.refused(error, "publishing what its handler emitted"):
+                    raise  # not the event's fault, and every event would fail alike: the worker stops, the record waits
                 await self.after_failure(record, envelope, error, policy, started)
                 return None
             finally:
@@ -136,12 +148,18 @@ class RecordOutcomes:
                 log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
         except Exception as routing_error:
             self.state.metrics.record_outcome(record.topic, "failed")
+            if self.state.refused(routing_error, "writing a retry or dead letter"):
+                raise
             log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
             await asyncio.sleep(ROUTING_BACKOFF_S)
             raise
 
     async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
-        await self.dead_letters.send(rejection, group=policy.group)
+        try:
+            await self.dead_letters.send(rejection, group=policy.group)
+        except Exception as error:
+            self.state.refused(error, "writing a dead letter")
+            raise
         self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
 
 

@@ -11,6 +11,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from contracts import REGISTRY, Registry, UnknownTopic
+from contracts.connection import KafkaConnection, client_options
 
 __all__ = ["DLQ_HEADERS", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
 
@@ -70,14 +71,14 @@ class Rejection:
 class KafkaSink:
     """Sends dead letters with an idempotent, acks=all producer of their own (original headers stay raw bytes)."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    def __init__(self, bootstrap_servers: str | KafkaConnection, client_id: str) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, acks="all", enable_idempotence=True)
+            producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
             await producer.start()
             self._producer = producer
         await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
@@ -104,7 +105,7 @@ class MemorySink:
 class DeadLetters:
     """Puts refused records on `<topic>.dlq` and waits for the broker, so the offset behind it is safe to commit."""
 
-    def __init__(self, bootstrap_servers: str, service: str, registry: Registry = REGISTRY) -> None:
+    def __init__(self, bootstrap_servers: str | KafkaConnection, service: str, registry: Registry = REGISTRY) -> None:
         self.service = service
         self.registry = registry
         self.sink: KafkaSink | MemorySink = KafkaSink(bootstrap_servers, f"{service}-dlq")

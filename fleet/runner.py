@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from types import ModuleType
 
 from services import HTTP_SERVICES, SERVICES
 
+from .access import EXIT_ACCESS_DENIED, KafkaAccessDenied
 from .logging import configure_logging
 from .tracing import configure_tracing
 
@@ -35,4 +37,12 @@ def run_service(name: str) -> None:
         module.serve()  # uvicorn, on the host and port of the service's settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
         return
     app = module.create_app()
-    asyncio.run(app.run())
+    denials = app.broker.state.denials
+    denials.stop = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
+    try:
+        asyncio.run(app.run())
+    except KafkaAccessDenied:  # refused at start: already logged as kafka_access_denied
+        denials.first = denials.first or sys.exc_info()[1]
+    if denials.first is not None:
+        # Not a crash to restart: every restart would be refused alike until a password or an ACL changes.
+        sys.exit(EXIT_ACCESS_DENIED)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["HttpPort", "KafkaSettings", "KeySettings", "LogSettings", "WorkerSettings"]
+from contracts.connection import KafkaConnection, read_password
+
+__all__ = ["HttpPort", "KafkaSettings", "KeySettings", "LogSettings", "WorkerSettings", "last_operator_connection", "operator_connection"]
 
 # The worker's /metrics and /health port; 0 picks a free one (the worker logs which). Each service sets its own default.
 HttpPort = Annotated[int, Field(ge=0, le=65535, description="Port of /metrics, /health/live and /health/ready; 0 picks a free port.")]
@@ -20,6 +22,15 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_KAFKA_", extra="ignore")
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT for the local dev broker; SASL_SSL: TLS, then SCRAM as this service (docs/security.md).")
+    ssl_cafile: Path | None = Field(None, description="PEM file of the CA that signed the brokers' certificates (the system's CAs when unset).")
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field("SCRAM-SHA-512", description="SASL mechanism with SASL_SSL.")
+    sasl_username: str | None = Field(None, description="SCRAM user; a worker's default is its service name, the CLI's `admin`.")
+    sasl_password: SecretStr | None = Field(None, description="SCRAM password (prefer sasl_password_file or credentials_dir: never logged).")
+    sasl_password_file: Path | None = Field(None, description="File whose first line is the SCRAM password (a mounted Kubernetes Secret).")
+    credentials_dir: Path | None = Field(
+        None, description="Folder of `<user>.password` files (the local secure broker's): each process reads its own user's.")
     graceful_timeout_s: float = Field(15.0, description="How long a stopping worker waits for in-flight handlers.", gt=0)
     request_timeout_ms: int = Field(30_000, description="Kafka request timeout.", gt=0)
     max_poll_interval_ms: int = Field(
@@ -50,6 +61,13 @@ class KafkaSettings(BaseSettings):
         description="With static membership only: how long the group waits for a silent member before moving its "
                     "partitions, so how long a restarting replica keeps them (aiokafka's 10 s otherwise).",
     )
+
+    def connection(self, default_username: str | None = None) -> KafkaConnection:
+        """Where and as whom this process connects: `sasl_username`, else `default_username` (a worker's service)."""
+        user = self.sasl_username or default_username
+        secret = self.sasl_password.get_secret_value() if self.sasl_password else None
+        password = read_password(user, secret, self.sasl_password_file, self.credentials_dir) if self.security_protocol == "SASL_SSL" else None
+        return KafkaConnection(self.bootstrap_servers, self.security_protocol, user, password, self.sasl_mechanism, self.ssl_cafile)
 
 
 class LogSettings(BaseSettings):
@@ -90,3 +108,20 @@ class WorkerSettings(BaseSettings):
     readiness_lag_threshold: int = Field(
         1000, gt=0, description="/health/ready fails while the main subscribers are this many records behind or more.",
     )
+
+
+def operator_connection(bootstrap: str | None = None) -> KafkaConnection:
+    """The connection of an operator's command (`fleet topics`, `dlq`, `acl`, `status`, ...): the FLEET_KAFKA_ settings,
+    `--bootstrap` replacing the address, as FLEET_KAFKA_SASL_USERNAME or else `admin` on a secure cluster."""
+    settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+    connection = settings.connection("admin")
+    _operator_connections.append(connection)
+    return connection
+
+
+_operator_connections: list[KafkaConnection] = []
+
+
+def last_operator_connection() -> KafkaConnection | None:
+    """The connection the last operator command used: what `fleet` diagnoses when a client could not connect."""
+    return _operator_connections[-1] if _operator_connections else None

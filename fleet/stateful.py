@@ -11,6 +11,7 @@ from faststream import FastStream
 
 from contracts import Envelope, Record, sign
 
+from .access import authenticate_or_report
 from .broker import FleetBroker
 from .settings import KafkaSettings
 from .store import OutboxRelay, OutboxRow, Producer, Store, open_store
@@ -43,10 +44,14 @@ def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Seq
     handle = StateHandle()
 
     async def open_state() -> None:
+        connection = broker.state.connection
+        if producer is None:  # the relay's producer is the worker's first client: a wrong password is named here
+            await authenticate_or_report(connection, broker.state.denials)
         handle._store = await open_store(url)
         await handle._store.migrate(list(migrations))
-        handle.relay = OutboxRelay(handle._store, kafka.bootstrap_servers, f"{broker.service}-outbox", producer=producer,
-                                   refresh=lambda row: refresh_stale(row, broker))
+        handle.relay = OutboxRelay(handle._store, connection, f"{broker.service}-outbox", producer=producer,
+                                   refresh=lambda row: refresh_stale(row, broker),
+                                   refused=lambda error: broker.state.refused(error, "publishing its outbox"))
         await handle.relay.start()
         log.info("store_opened", store=handle._store.dialect)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import REGISTRY, Registry
+from contracts.connection import client_options
 
 __all__ = ["ServiceFacts", "Snapshot", "build_status", "gather", "local_fleet", "table_of"]
 
@@ -195,8 +196,8 @@ async def gather(bootstrap: str, services: list[str], *, state_file: Path | None
 
     consumed = {s: [t.name for t in registry.consumed_by(s)] for s in services}
     names = sorted({t for ts in consumed.values() for t in ts})
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="fleet-status")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="fleet-status")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-status")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, client_id="fleet-status")
     await admin.start()
     try:
         await consumer.start()

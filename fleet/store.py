@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
 import structlog
 
 from contracts import Record
+from contracts.connection import KafkaConnection, client_options
 
 __all__ = [
     "DuplicateOutboxEvent",
@@ -394,7 +395,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: Store,
-        bootstrap_servers: str,
+        bootstrap_servers: str | KafkaConnection,
         client_id: str,
         *,
         producer: Producer | None = None,
@@ -405,8 +406,11 @@ class OutboxRelay:
         prune_every_s: float = 600.0,
         stop_timeout_s: float = 5.0,
         refresh: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
+        refused: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.store = store
+        # Tells whether an error is Kafka refusing us (a password, an ACL): then the worker stops instead of retrying forever.
+        self.refused = refused
         # Gives the headers to send for a row: re-signs a row that waited too long for the freshness window.
         self.refresh = refresh
         self.bootstrap_servers = bootstrap_servers
@@ -472,7 +476,7 @@ class OutboxRelay:
 
             # Created here, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
             # producer of the fleet: a row is marked only once all in-sync replicas have it.
-            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+            self._producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id,
                                               acks="all", enable_idempotence=True)
         if not self._producer_started:
             await self._producer.start()
@@ -497,6 +501,8 @@ class OutboxRelay:
         try:
             await work()
         except Exception as error:
+            if self.refused is not None and self.refused(error):
+                return  # reported once by `refused`; the rows wait in the outbox until an operator fixes the ACL
             log.warning("outbox_relay_failed", work=work.__name__, error=f"{type(error).__name__}: {error}", client_id=self.client_id)
 
     async def _nap(self) -> None:
@@ -535,4 +541,6 @@ class OutboxRelay:
         return acknowledged
 
     def _log_failure(self, row: OutboxRow, error: Exception) -> None:
+        if self.refused is not None and self.refused(error):
+            return
         log.warning("outbox_send_failed", ce_id=row.ce_id, topic=row.topic, error=f"{type(error).__name__}: {error}")

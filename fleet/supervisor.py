@@ -15,6 +15,8 @@ from pathlib import Path
 
 import structlog
 
+from .access import EXIT_ACCESS_DENIED
+
 __all__ = ["Replica", "Supervisor", "backoff_delay", "default_http_port", "replica_http_port"]
 
 log = structlog.get_logger("fleet.supervisor")
@@ -67,7 +69,7 @@ class Replica:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     env: dict[str, str] = field(default_factory=dict)
-    status: str = "starting"  # starting, up, restarting (waiting out its backoff), stopping, stopped
+    status: str = "starting"  # starting, up, restarting (waiting out its backoff), stopping, stopped, refused (by Kafka: not restarted)
     http_port: int | None = None  # the port it really listens on, once its log says so
     started_at: float = 0.0
     _log_offset: int = 0
@@ -193,6 +195,12 @@ class Supervisor:
         while True:
             code = await replica.process.wait()
             if self._stopping.is_set() or replica.status in ("stopping", "stopped"):
+                return
+            if code == EXIT_ACCESS_DENIED:  # Kafka refused its password or an ACL: a restart would be refused alike
+                replica.status = "refused"
+                log.error("replica_refused_by_kafka", replica=replica.name, exit_code=code, log=str(replica.log_path),
+                          hint="its log's kafka_access_denied line says what was refused; fix it, then scale the service again")
+                self.write_state()
                 return
             delay = backoff_delay(replica.restarts)
             log.warning("replica_crashed", replica=replica.name, exit_code=code, restart_in_s=delay, log=str(replica.log_path))

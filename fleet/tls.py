@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["LocalTls", "make_local_tls"]
+__all__ = ["LocalTls", "RENEW_BEFORE", "make_local_tls", "write_private"]
 
 VALID_FOR = dt.timedelta(days=30)  # a dev CA: short-lived on purpose, made anew by the launcher when it runs out
+RENEW_BEFORE = dt.timedelta(days=1)  # the launcher makes new files when a start finds less than this left
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,15 @@ class LocalTls:
     def valid_until(self) -> dt.datetime:
         return x509.load_pem_x509_certificate(self.broker_cert.read_bytes()).not_valid_after_utc
 
+    def expires_within(self, margin: dt.timedelta, now: dt.datetime | None = None) -> bool:
+        return self.valid_until() - margin <= (now or dt.datetime.now(dt.timezone.utc))
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "eventfleet local"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -66,7 +70,7 @@ def make_local_tls(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localho
     folder.mkdir(parents=True, exist_ok=True)
     tls.ca_cert.write_bytes(ca.public_bytes(pem))
     tls.broker_cert.write_bytes(broker.public_bytes(pem) + ca.public_bytes(pem))
-    _write_private(tls.broker_key, broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_private(tls.broker_key, broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return tls
 
 

@@ -11,8 +11,10 @@ from typing import AsyncIterator, Callable, NoReturn, Optional
 import typer
 
 from contracts import REGISTRY, Registry
+from contracts.connection import client_options
 
 from .reading import read_spans
+from .settings import operator_connection
 from .timeline import (
     Timeline,
     TraceRecord,
@@ -53,7 +55,7 @@ async def read_flow(bootstrap: str, topics: list[str], since_ms: int, keep: Call
     partitions = [TopicPartition(name, p) for name in topics for p in range(counts.get(name, 0))]
     if not partitions:
         raise NoTopics("none of the registry's topics exist on the broker yet: run `fleet topics apply`")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="fleet-trace")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False, client_id="fleet-trace")
     try:
         await consumer.start()  # inside the try: a consumer that failed to start is closed too
         consumer.assign(partitions)  # first: it fetches their metadata, which the offset look-ups need (else they wait seconds)
@@ -95,12 +97,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _bootstrap(value: Optional[str]) -> str:
-    from .settings import KafkaSettings
-
-    return value or KafkaSettings().bootstrap_servers
-
-
 def trace(
     correlation_id: Optional[str] = typer.Argument(None, help="The flow's correlation id (ce_correlationid), e.g. what `fleet publish` printed."),
     order: Optional[str] = typer.Option(None, "--order", help="Find the flow from this order's records (record key = order id) instead."),
@@ -118,14 +114,14 @@ def trace(
         start = parse_since(since, now)
     except ValueError as error:
         _fail(str(error))
-    server = _bootstrap(bootstrap)
+    server = operator_connection(bootstrap)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection warnings would repeat our one-line error
     try:
         timeline = asyncio.run(trace_flow(server, since=start, correlation_id=correlation_id, order_id=order))
     except NoTopics as error:
         _fail(str(error))
     except ValueError as error:  # raised by the client for an address that is not host:port
-        _fail(f"bad bootstrap address {server!r}: {error}")
+        _fail(f"bad bootstrap address {server.bootstrap_servers!r}: {error}")
     except (KafkaError, TimeoutError, OSError) as error:
         detail = str(error) if str(error).startswith(type(error).__name__) else f"{type(error).__name__}: {error}"
         _fail(f"the broker at {server} did not answer: {detail}")

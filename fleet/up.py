@@ -13,11 +13,14 @@ from typing import Callable
 
 import structlog
 
+from contracts.connection import KafkaConnection
 from services import SERVICES
 
 from . import kafka_local
+from .acls import apply_acls, fleet_acls, fleet_users
 from .demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock, trickle_demo_orders
 from .keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from .governance import service_wiring
 from .settings import KeySettings
 from .supervisor import Supervisor
 from .topics import apply_topics
@@ -47,16 +50,20 @@ async def run_fleet(
     storefront = KeyStore.for_signer(keys_dir, DEMO_SERVICE)
     started_broker = not kafka_local.status().ready
     emit(kafka_local.start())
-    bootstrap = kafka_local.bootstrap_servers()
+    bootstrap = kafka_local.connection()  # as admin on a secure broker (`make kafka-secure`)
+    os.environ.update(kafka_local.client_env())  # the workers' way in: on a secure broker, each logs in as its service
     for change in await apply_topics(bootstrap):
         emit(f"topic {change}")
+    if kafka_local.is_secure():
+        plan = await apply_acls(bootstrap, fleet_acls(service_wiring()), fleet_users())
+        emit(f"acls: {len(plan.add)} added, {len(plan.remove)} removed, {len(plan.keep)} unchanged")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     _clear_requests(state_dir)
     supervisor = Supervisor(services, state_dir=state_dir, scale=scale, state_file=state_file,
-                            extra_state={"bootstrap": bootstrap, "started_at": time.time()})
+                            extra_state={"bootstrap": bootstrap.bootstrap_servers, "started_at": time.time()})
     try:
         await _supervise(supervisor, state_dir, bootstrap, emit, stop, keys_dir, storefront, demo_orders, trickle_every_s)
     finally:
@@ -66,7 +73,7 @@ async def run_fleet(
         emit(kafka_local.stop())
 
 
-async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: str, emit: Callable[[str], None], stop: asyncio.Event,
+async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: KafkaConnection, emit: Callable[[str], None], stop: asyncio.Event,
                      keys_dir: Path, storefront: KeyStore, demo_orders: int, trickle_every_s: float) -> None:
     await supervisor.start()
     state_file = supervisor.state_file
@@ -77,11 +84,11 @@ async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: str, em
     tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
     await asyncio.wait([tasks[0], asyncio.create_task(watching.wait())], return_when=asyncio.FIRST_COMPLETED)
     if demo_orders:
-        await publish_demo_stock(bootstrap, KeyStore.for_signer(keys_dir, WAREHOUSE).signer())
-        envelopes = await publish_demo_orders(bootstrap, demo_orders, storefront.signer())
+        await publish_demo_stock(kafka_local.connection(WAREHOUSE), KeyStore.for_signer(keys_dir, WAREHOUSE).signer())
+        envelopes = await publish_demo_orders(kafka_local.connection(DEMO_SERVICE), demo_orders, storefront.signer())
         emit(f"demo: the broker has all {len(envelopes)} orders")
     if trickle_every_s:
-        tasks.append(asyncio.create_task(trickle_demo_orders(bootstrap, trickle_every_s, stop, storefront.signer)))
+        tasks.append(asyncio.create_task(trickle_demo_orders(kafka_local.connection(DEMO_SERVICE), trickle_every_s, stop, storefront.signer)))
     await stop.wait()
     emit("stopping: feed, services, broker")
     for outcome in await asyncio.gather(*tasks, return_exceptions=True):

@@ -25,6 +25,7 @@ from contracts import (
     StockReceived,
     decode_value,
 )
+from contracts.connection import client_options
 
 from .topics import partitions_of
 
@@ -89,7 +90,7 @@ async def watch_events(
     partitions = [TopicPartition(name, p) for name, count in sorted(counts.items()) for p in range(count)]
     if not partitions:
         raise RuntimeError("none of the registry's topics exist yet: run `fleet topics apply`")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap_servers), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from contracts import OrderItem, OrderPlaced, PaymentAuthorized, PaymentDeclined, Record, encode, source_of
+from contracts.connection import client_options
 
 NOW = datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
 
@@ -138,7 +139,7 @@ async def end_offsets(bootstrap: str, topic_names) -> dict:
 
     counts = await partitions_of(bootstrap, list(topic_names))
     partitions = [TopicPartition(n, p) for n, c in counts.items() for p in range(c)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -162,7 +163,7 @@ async def _commit_ends(bootstrap: str, group_id: str, names: list[str]) -> None:
     from aiokafka.structs import OffsetAndMetadata
 
     ends = await end_offsets(bootstrap, names)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(ends))
@@ -186,7 +187,7 @@ class TopicReader:
         from aiokafka import AIOKafkaConsumer
 
         self.starts = self.starts or await end_offsets(self.bootstrap, self.topics)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(**client_options(self.bootstrap), enable_auto_commit=False)
         await self._consumer.start()
         self._consumer.assign(list(self.starts))
         for partition, offset in self.starts.items():
@@ -236,7 +237,7 @@ async def produce_raw(bootstrap: str, records) -> None:
     """Publishes (topic, key, value, headers[, partition]) tuples with a plain aiokafka producer: no eventfleet code on the way."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for topic, key, value, headers, *partition in records:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from contracts import REGISTRY, KeyError_, PrivateKey, Record, Topic, TrustedKey, encode, source_of
+from fleet.access import KafkaAccessDenied
 from fleet.keys import KeyStore, topics_signed_by
 from fleet.store import Store, open_store
 from services.tracker import queries as tracker_queries
@@ -164,7 +165,7 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.publisher = publisher or KafkaRecordPublisher(settings.kafka.bootstrap_servers, service=SERVICE, timeout_s=settings.publish_timeout_s)
+        app.state.publisher = publisher or KafkaRecordPublisher(settings.kafka.connection(SERVICE), service=SERVICE, timeout_s=settings.publish_timeout_s)
         read_model = None if order_status else TrackerReadModel(settings.tracker_store_url)
         app.state.order_status = order_status or read_model
         await app.state.publisher.start()
@@ -287,6 +288,8 @@ async def _publish(request: Request, record: Record, timeout_s: float) -> None:
         raise RequestRefused(Unavailable("not_started", "the gateway is not started"))
     try:
         await asyncio.wait_for(publisher.send(record), timeout_s)
+    except KafkaAccessDenied:  # logged as kafka_access_denied by the publisher
+        raise RequestRefused(Unavailable("broker_refused", "the broker refused the gateway's credentials; operators see why in its log")) from None
     except BROKER_ERRORS as error:
         log.error("publish_failed", topic=record.topic, event_id=record.envelope.id, detail=describe(error))
         raise RequestRefused(Unavailable("broker_unavailable", "the broker did not confirm the event in time; it may not be published, retry later")) from None

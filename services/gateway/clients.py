@@ -14,7 +14,9 @@ import structlog
 from pydantic import ValidationError
 
 from contracts import REGISTRY, Record, Registry, describe_errors
+from contracts.connection import KafkaConnection
 from contracts.publisher import Publisher
+from fleet.access import KafkaAccessDenied, authenticate
 
 from .core import Client, Clients, hash_token
 
@@ -127,7 +129,7 @@ class KafkaRecordPublisher:
     So the gateway starts while the broker is down, answers 503 meanwhile, and publishes as soon as the broker is back.
     """
 
-    def __init__(self, bootstrap_servers: str, *, service: str, timeout_s: float) -> None:
+    def __init__(self, bootstrap_servers: str | KafkaConnection, *, service: str, timeout_s: float) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.service = service
         self.timeout_s = timeout_s
@@ -139,7 +141,8 @@ class KafkaRecordPublisher:
         try:
             await asyncio.wait_for(self._started(), self.timeout_s)
         except Exception as error:  # any failure: the gateway must come up anyway
-            log.warning("broker_unavailable", bootstrap_servers=self.bootstrap_servers, detail=describe(error))
+            if not isinstance(error, KafkaAccessDenied):  # a refusal was logged as kafka_access_denied already
+                log.warning("broker_unavailable", bootstrap_servers=str(self.bootstrap_servers), detail=describe(error))
 
     async def send(self, record: Record) -> None:
         """Returns once the broker has the record; raises aiokafka's KafkaError (or an OSError) when it cannot get there."""
@@ -158,6 +161,12 @@ class KafkaRecordPublisher:
             return self._publisher
 
     async def _connect(self) -> Publisher:
+        if isinstance(self.bootstrap_servers, KafkaConnection):  # a wrong password is named, not "Unable to bootstrap"
+            try:
+                await authenticate(self.bootstrap_servers)
+            except KafkaAccessDenied as denial:
+                log.error("kafka_access_denied", **denial.fields())
+                raise
         # The signer is unused: the gateway signs each record itself with its current key (rotation), then calls `send`.
         publisher = Publisher(
             self.bootstrap_servers, service=self.service, signer=None,  # type: ignore[arg-type]
@@ -169,7 +178,7 @@ class KafkaRecordPublisher:
         except BaseException:  # also a cancellation by the caller's timeout: never leave a half-started producer behind
             await _stop(publisher, self.timeout_s)
             raise
-        log.info("broker_connected", bootstrap_servers=self.bootstrap_servers)
+        log.info("broker_connected", bootstrap_servers=str(self.bootstrap_servers))
         return publisher
 
 

@@ -1,15 +1,27 @@
 """The real broker for integration tests: started if it is not up, and a failure (never a skip) if it cannot start."""
 
 import asyncio
+import os
+import shutil
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from contracts.connection import KafkaConnection
 from fleet import kafka_local, postgres_local
+from fleet.acls import apply_acls, fleet_acls, fleet_users
+from fleet.governance import service_wiring
 from fleet.groups import group_members
+from fleet.settings import KafkaSettings
 from fleet.topics import apply_topics
 from services import SERVICES
+
+REPO = Path(__file__).resolve().parents[2]
+SECURE_PORT = 19292  # and 19293 for its controller: beside the plain test broker's 19092
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +68,56 @@ def postgres_url(postgres) -> str:
     yield f"{postgres}?options=-csearch_path%3D{schema}"
     with psycopg.connect(postgres, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """The secure test broker (TLS, SCRAM-SHA-512, ACLs from `fleet acl apply`): how each of the fleet's users connects."""
+
+    home: Path
+    admin: KafkaConnection
+
+    def password_of(self, user: str) -> str:
+        return (self.home / "secure" / "credentials" / f"{user}.password").read_text().strip()
+
+    def as_user(self, user: str) -> KafkaConnection:
+        return self.admin.as_user(user, self.password_of(user))
+
+    def settings(self, **overrides) -> KafkaSettings:
+        """A worker's Kafka settings as `fleet up` gives them: it logs in as its service, its password from the folder."""
+        secure = self.home / "secure"
+        return KafkaSettings(bootstrap_servers=self.admin.bootstrap_servers, security_protocol="SASL_SSL",
+                             ssl_cafile=secure / "ca.pem", credentials_dir=secure / "credentials", **overrides)
+
+
+@contextmanager
+def _local_broker_env(home: Path, port: int):
+    """kafka_local reads where its broker lives from the environment: point it at another broker for a while."""
+    wanted = {"FLEET_KAFKA_HOME": str(home), "FLEET_KAFKA_PORT": str(port), "FLEET_KAFKA_CONTROLLER_PORT": str(port + 1)}
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> SecureBroker:
+    """A fresh secure broker for this run (127.0.0.1:19292, data in .cache/kafka-secure-test), with the registry's topics
+    and exactly the ACLs `fleet acl plan` derives; stopped after the run. A failure, never a skip, if it cannot start."""
+    home = REPO / ".cache" / "kafka-secure-test"
+    with _local_broker_env(home, SECURE_PORT):
+        try:
+            kafka_local.stop()
+            shutil.rmtree(home / "data", ignore_errors=True)  # no groups, offsets or ACLs of an earlier run
+            kafka_local.start(secure=True)
+            admin = kafka_local.connection()
+        except Exception as error:  # any reason at all: the run fails, loudly
+            pytest.fail(f"the secure Kafka broker could not start, so its tests cannot run: {error}", pytrace=False)
+    asyncio.run(apply_topics(admin))
+    asyncio.run(apply_acls(admin, fleet_acls(service_wiring()), fleet_users()))
+    yield SecureBroker(home, admin)
+    with _local_broker_env(home, SECURE_PORT):
+        kafka_local.stop()
