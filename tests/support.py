@@ -2,6 +2,7 @@
 
 
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from dataclasses import dataclass
@@ -304,3 +305,28 @@ def in_memory(create_app, settings):
     app = create_app(settings, producer=producer)
     producer.broker = app.broker
     return app
+
+
+@contextmanager
+def running_gateway(settings):
+    """The gateway under uvicorn on a free port, in a thread with its own event loop: the real Publisher, the real lifespan."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from services.gateway import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -6,39 +6,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from contracts import OrderPlaced
 from fleet.settings import KafkaSettings
-from services.gateway import GatewaySettings, add_client, create_app
-from tests.support import TopicReader, an_order, signer_of
+from services.gateway import GatewaySettings, add_client
+from tests.support import TopicReader, an_order, running_gateway, signer_of
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def running_gateway(settings: GatewaySettings):
-    """The gateway under uvicorn on a free port, in a thread with its own event loop: the real Publisher, the real lifespan."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def gateway_settings(tmp_path, bootstrap: str, **overrides) -> tuple[GatewaySettings, str]:
