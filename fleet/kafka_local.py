@@ -227,7 +227,13 @@ def _ensure_jars(folder: Path) -> None:
 
 def _write_configs(folder: Path) -> None:
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    (folder / "server.properties").write_text(render_server_properties(folder))
+    text = render_server_properties(folder)
+    if is_secure(folder):  # it holds the admin password (the broker's own login): its owner only may read it
+        from .tls import write_private
+
+        write_private(folder / "server.properties", text.encode())
+    else:
+        (folder / "server.properties").write_text(text)
     shutil.copyfile(TEMPLATES / "log4j2.properties", folder / "log4j2.properties")
 
 
