@@ -112,6 +112,20 @@ postgres: install ## Start the local PostgreSQL cluster (127.0.0.1:55432); retur
 postgres-stop: install ## Stop the local PostgreSQL cluster
 	$(BIN)/python -m fleet.postgres_local stop
 
+# The secure local broker (docs/security.md): TLS with a throwaway CA, SASL/SCRAM-SHA-512 with one user per service, and
+# ACLs (nothing is allowed that `fleet acl plan` does not list). Its own data and port: the plaintext broker stays as it is.
+SECURE_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure FLEET_KAFKA_PORT=9192 FLEET_KAFKA_CONTROLLER_PORT=9193
+.PHONY: kafka-secure kafka-secure-stop run-secure
+kafka-secure: install ## Start the secure broker (127.0.0.1:9192: TLS, SCRAM, ACLs) with the registry's topics and the fleet's ACLs
+	$(SECURE_ENV) $(FLEET) kafka start --secure
+	set -a && . .cache/kafka-secure/secure/fleet.env && set +a && $(FLEET) topics apply && $(FLEET) acl apply
+
+kafka-secure-stop: install ## Stop the secure broker
+	$(SECURE_ENV) $(FLEET) kafka stop
+
+run-secure: kafka-secure ## `make run` on the secure broker: each worker logs in as its own service
+	$(SECURE_ENV) $(FLEET) up --demo
+
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
 
@@ -135,5 +149,7 @@ demo: topics ## Publish 20 demo orders
 clean: ## Remove the virtual environment and local state (keeps the Maven cache)
 	-$(FLEET) kafka stop
 	-$(TEST_ENV) $(FLEET) kafka stop
+	-$(SECURE_ENV) $(FLEET) kafka stop
+	-FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure-test FLEET_KAFKA_PORT=19292 FLEET_KAFKA_CONTROLLER_PORT=19293 $(FLEET) kafka stop
 	-$(BIN)/python -m fleet.postgres_local stop
 	rm -rf $(VENV) .cache .fleet

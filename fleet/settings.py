@@ -19,7 +19,8 @@ HttpPort = Annotated[int, Field(ge=0, le=65535, description="Port of /metrics, /
 class KafkaSettings(BaseSettings):
     """How a worker reaches the broker; `FLEET_KAFKA_BOOTSTRAP_SERVERS=host:9092,...`."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEET_KAFKA_", extra="ignore")
+    # Empty variables count as unset: a manifest may set FLEET_KAFKA_SASL_MECHANISM= for a PLAINTEXT broker.
+    model_config = SettingsConfigDict(env_prefix="FLEET_KAFKA_", extra="ignore", env_ignore_empty=True)
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = Field(

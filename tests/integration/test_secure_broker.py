@@ -210,3 +210,22 @@ async def test_acl_apply_removes_what_a_user_no_longer_needs_and_leaves_other_pr
     again = await apply_acls(secure_kafka.admin, desired, [*fleet_users(), "auditor"], dry_run=True)
     assert again.remove == (outsider,) and again.add == (), "the auditor's ACL was left alone by the fleet's apply"
     await apply_acls(secure_kafka.admin, desired, [*fleet_users(), "auditor"])
+
+
+async def test_an_acl_revoked_while_a_worker_runs_is_reported_once_and_stops_it(secure_kafka, tmp_path):
+    from fleet.acls import fleet_acls, fleet_users
+    from fleet.governance import service_wiring
+
+    desired = fleet_acls(service_wiring())
+    revoked = [a for a in desired if a != Acl("User:payments", "TOPIC", "orders.placed.v1", "READ")]
+    app = create_payments(PaymentsSettings(kafka=secure_kafka.settings(), store_url=f"sqlite:///{tmp_path / 'payments.db'}"))
+    stopped = asyncio.Event()
+    app.broker.state.denials.stop = stopped.set
+    async with RunningApps(app):
+        await apply_acls(secure_kafka.admin, revoked, fleet_users())
+        try:
+            await asyncio.wait_for(stopped.wait(), 60)  # bounded: FastStream alone would log and retry every 5 s, forever
+        finally:
+            await apply_acls(secure_kafka.admin, desired, fleet_users())
+    refusal = app.broker.state.denials.first
+    assert (refusal.kind, refusal.who) == ("topic", "User:payments") and "orders.placed.v1" in refusal.resource
