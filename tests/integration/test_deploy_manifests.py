@@ -13,12 +13,14 @@ import yaml
 
 from contracts.registry import REGISTRY
 from fleet.settings import KafkaSettings
-from services import SERVICES
+from services import HTTP_SERVICES, SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cache" / "go" / "bin"
 SCHEMAS = ROOT / ".cache" / "k8s-schemas"
 OVERLAYS = ("dev", "prod")
+KAFKA_SHARED = "eventfleet-kafka"  # bootstrap-servers and ca.crt only: no credentials
+WORKLOADS = SERVICES + HTTP_SERVICES
 METRICS = ("eventfleet_events_total", "eventfleet_handler_duration_seconds_bucket", "eventfleet_consumer_lag",
            "eventfleet_outbox_backlog", "eventfleet_last_commit_timestamp_seconds")
 
@@ -59,6 +61,103 @@ def settings_of(service: str):
 
 def env_of(container: dict) -> dict[str, dict]:
     return {item["name"]: item for item in container.get("env", [])}
+
+
+def user_secret(service: str) -> str:
+    return f"eventfleet-kafka-user-{service}"
+
+
+def file_source(pod: dict, container: dict, path: str | None) -> tuple[str, str, dict, dict] | None:
+    """(Secret name, key, mount, volume) of the Secret file a path names, through the container's deepest mount holding it."""
+    if not path:
+        return None
+    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    if not mounts:
+        return None
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), {})
+    secret = volume.get("secret")
+    if secret is None:
+        return None
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = secret.get("items")
+    key = relative if items is None else next((i["key"] for i in items if i["path"] == relative), None)
+    return (secret["secretName"], key, mount, volume) if key else None
+
+
+def kafka_credential_problems(docs: dict[tuple[str, str], dict], service: str) -> list[str]:
+    """A workload logs in as its own user (the default: its service's name) with the password file of its own Secret."""
+    deployment = docs.get(("Deployment", service))
+    if deployment is None:
+        return [f"{service}: no Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = next((c for c in pod["containers"] if c["name"] == service), pod["containers"][0])
+    env = env_of(container)
+    problems = []
+    for name in ("FLEET_KAFKA_SECURITY_PROTOCOL", "FLEET_KAFKA_SASL_MECHANISM"):
+        if not env.get(name, {}).get("valueFrom", {}).get("configMapKeyRef", {}).get("name", "").startswith("eventfleet-kafka-config"):
+            problems.append(f"{service}: {name} must come from the overlay's ConfigMap eventfleet-kafka-config")
+    if "FLEET_KAFKA_SASL_USERNAME" in env:  # unset: a worker is User:<service>, the principal `fleet acl plan` grants
+        problems.append(f"{service}: FLEET_KAFKA_SASL_USERNAME is set; the default user is the service's own name")
+    if "FLEET_KAFKA_SASL_PASSWORD" in env:
+        problems.append(f"{service}: the password must be a mounted file (FLEET_KAFKA_SASL_PASSWORD_FILE), not FLEET_KAFKA_SASL_PASSWORD")
+    if "FLEET_KAFKA_CREDENTIALS_DIR" in env:
+        problems.append(f"{service}: FLEET_KAFKA_CREDENTIALS_DIR is for the local secure broker, not Kubernetes")
+    password_file = env.get("FLEET_KAFKA_SASL_PASSWORD_FILE", {}).get("value")
+    source = file_source(pod, container, password_file)
+    if source is None:
+        problems.append(f"{service}: FLEET_KAFKA_SASL_PASSWORD_FILE ({password_file}) is not a file of a mounted Secret")
+    else:
+        secret, key, mount, volume = source
+        if service not in secret or secret != user_secret(service):
+            problems.append(f"{service}: its Kafka password comes from Secret {secret}, not its own {user_secret(service)}")
+        if key != "password":
+            problems.append(f"{service}: its Kafka password is key {key!r} of {secret}, not 'password'")
+        if "subPath" in mount or not mount.get("readOnly") or "items" in volume["secret"]:
+            problems.append(f"{service}: {secret} must be a read-only whole-Secret directory mount (no subPath, no items)")
+        if not volume["secret"].get("optional"):
+            problems.append(f"{service}: {secret} must be optional (the dev overlay's PLAINTEXT broker needs no password)")
+        if volume["secret"].get("defaultMode", 0o644) & 0o007:
+            problems.append(f"{service}: {secret} is readable by others (defaultMode {oct(volume['secret'].get('defaultMode', 0o644))})")
+    ca = file_source(pod, container, env.get("FLEET_KAFKA_SSL_CAFILE", {}).get("value"))
+    if ca is None or ca[:2] != (KAFKA_SHARED, "ca.crt"):
+        problems.append(f"{service}: FLEET_KAFKA_SSL_CAFILE must be ca.crt of the shared Secret {KAFKA_SHARED}")
+    if env.get("FLEET_KAFKA_BOOTSTRAP_SERVERS", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name") != KAFKA_SHARED:
+        problems.append(f"{service}: FLEET_KAFKA_BOOTSTRAP_SERVERS must come from the shared Secret {KAFKA_SHARED}")
+    return problems
+
+
+def password_secret(docs: dict[tuple[str, str], dict], service: str) -> str | None:
+    deployment = docs.get(("Deployment", service))
+    if deployment is None:
+        return None
+    pod = deployment["spec"]["template"]["spec"]
+    container = next((c for c in pod["containers"] if c["name"] == service), pod["containers"][0])
+    source = file_source(pod, container, env_of(container).get("FLEET_KAFKA_SASL_PASSWORD_FILE", {}).get("value"))
+    return source[0] if source else None
+
+
+def trigger_auth_problems(docs: dict[tuple[str, str], dict], service: str, auth_name: str) -> list[str]:
+    """KEDA reads the group's lag as the worker itself: its user name, the password Secret its pods read, the shared CA."""
+    auth = docs[("TriggerAuthentication", auth_name)]["spec"]
+    params: dict[str, tuple[str, str, str]] = {}
+    for kind, refs in (("Secret", auth.get("secretTargetRef", [])), ("ConfigMap", auth.get("configMapTargetRef", []))):
+        for ref in refs:
+            params[ref["parameter"]] = (kind, ref["name"], ref["key"])
+    problems = []
+    username = params.get("username")
+    if username is None or username[0] != "ConfigMap":
+        problems.append(f"{service}: TriggerAuthentication {auth_name} must take the user name from a ConfigMap (it is no secret)")
+    else:
+        value = docs.get(("ConfigMap", username[1]), {}).get("data", {}).get(username[2])
+        if value != service:
+            problems.append(f"{service}: KEDA logs in as {value!r}, not as the worker's own user {service!r}")
+    if params.get("password") != ("Secret", password_secret(docs, service), "password"):
+        problems.append(f"{service}: TriggerAuthentication {auth_name} must read the password its pods read "
+                        f"({password_secret(docs, service)}), not {params.get('password')}")
+    if params.get("ca") != ("Secret", KAFKA_SHARED, "ca.crt"):
+        problems.append(f"{service}: TriggerAuthentication {auth_name} must trust ca.crt of {KAFKA_SHARED}")
+    return problems
 
 
 def probe_problems(where: str, container: dict, probe: str, path: str, port: int) -> list[str]:
@@ -110,8 +209,7 @@ def worker_problems(docs: dict[tuple[str, str], dict], service: str) -> list[str
         problems.append(f"{service}: {prefix}_HTTP_PORT must be {port}")
     if env.get("FLEET_REPLICA_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
         problems.append(f"{service}: FLEET_REPLICA_ID must come from the pod name (downward API)")
-    if "secretKeyRef" not in env.get("FLEET_KAFKA_BOOTSTRAP_SERVERS", {}).get("valueFrom", {}):
-        problems.append(f"{service}: FLEET_KAFKA_BOOTSTRAP_SERVERS must come from a Secret")
+    problems += kafka_credential_problems(docs, service)
     # Keys: Secrets mounted as files (whole directories, so rotation reaches running pods) at FLEET_KEYS_DIR.
     keys_dir = env.get("FLEET_KEYS_DIR", {}).get("value")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -149,6 +247,8 @@ def worker_problems(docs: dict[tuple[str, str], dict], service: str) -> list[str
         auth = trigger.get("authenticationRef", {}).get("name")
         if ("TriggerAuthentication", auth) not in docs:
             problems.append(f"{service}: its trigger's TriggerAuthentication {auth!r} is not in the manifests")
+        else:
+            problems += trigger_auth_problems(docs, service, auth)
     return problems
 
 
@@ -163,6 +263,13 @@ def fleet_problems(docs: dict[tuple[str, str], dict]) -> list[str]:
             problems += probe_problems("gateway", container, probe, "/health", 8080)
         if env_of(container).get("GATEWAY_HOST", {}).get("value") != "0.0.0.0":
             problems.append("gateway: GATEWAY_HOST must be 0.0.0.0")
+        problems += kafka_credential_problems(docs, "gateway")
+    # One Kafka user per workload: no two read their password from one Secret.
+    users: dict[str, list[str]] = {}
+    for service in WORKLOADS:
+        if (secret := password_secret(docs, service)) is not None:
+            users.setdefault(secret, []).append(service)
+    problems += [f"{' and '.join(shared)} share the Kafka user Secret {secret}" for secret, shared in users.items() if len(shared) > 1]
     if ("Service", "gateway") not in docs:
         problems.append("gateway: no Service")
     monitors = [d for d in docs.values() if d["kind"] == "ServiceMonitor"]
@@ -203,7 +310,10 @@ def test_overlays_pick_their_kafka_security_and_sizes():
         assert prod[("ScaledObject", service)]["spec"]["minReplicaCount"] >= 2
         trigger = prod[("ScaledObject", service)]["spec"]["triggers"][0]["metadata"]
         assert (trigger["sasl"], trigger["tls"]) == ("scram_sha512", "enable")
-    assert ("Secret", "eventfleet-kafka") not in prod  # prod credentials never come from the repository
+    # Prod credentials never come from the repository: neither the shared Secret nor any service's password.
+    assert not [n for k, n in prod if k == "Secret" and n.startswith(KAFKA_SHARED)]
+    assert {user_secret(s) for s in WORKLOADS} <= {n for k, n in dev if k == "Secret"}
+    assert all(dev[("Secret", user_secret(s))]["data"]["password"] == "" for s in WORKLOADS)  # dev: PLAINTEXT, no passwords
 
 
 def test_dashboard_configmap_carries_the_raw_json_and_the_metrics():
@@ -234,3 +344,29 @@ def test_a_broken_manifest_fails(tmp_path):
     problems = fleet_problems(by_kind(manifests))
     assert any("payments: readinessProbe on /health/live" in p for p in problems), problems
     assert sum("maxReplicaCount 12" in p for p in problems) == len(SERVICES), problems
+
+
+def test_each_workload_logs_in_with_its_own_secret(tmp_path):
+    """The credential checks bite: a borrowed password Secret, a shared user name, a KEDA login as another user."""
+    shutil.copytree(ROOT / "deploy" / "k8s", tmp_path / "deploy" / "k8s")
+    shutil.copytree(ROOT / "deploy" / "grafana", tmp_path / "deploy" / "grafana")
+    base = tmp_path / "deploy" / "k8s" / "base"
+    inventory = base / "workers" / "inventory.yaml"
+    inventory.write_text(inventory.read_text().replace("secretName: eventfleet-kafka-user-inventory", "secretName: eventfleet-kafka-user-payments"))
+    gateway = base / "gateway.yaml"
+    gateway.write_text(gateway.read_text().replace(
+        "            - {name: FLEET_KAFKA_SASL_PASSWORD_FILE, value: /etc/eventfleet/kafka-user/password}\n",
+        "            - {name: FLEET_KAFKA_SASL_PASSWORD_FILE, value: /etc/eventfleet/kafka-user/password}\n"
+        "            - name: FLEET_KAFKA_SASL_USERNAME\n"
+        "              valueFrom: {secretKeyRef: {name: eventfleet-kafka, key: username, optional: true}}\n"))
+    auth = base / "kafka-auth.yaml"
+    auth.write_text(auth.read_text().replace("tracker: tracker}", "tracker: payments}"))
+    manifests = build(tmp_path / "deploy" / "k8s" / "overlays" / "prod")
+    assert kubeconform(manifests).returncode == 0  # valid Kubernetes, wrong fleet
+    problems = fleet_problems(by_kind(manifests))
+    assert any(p.startswith("inventory: its Kafka password comes from Secret eventfleet-kafka-user-payments") for p in problems), problems
+    assert "payments and inventory share the Kafka user Secret eventfleet-kafka-user-payments" in problems, problems
+    assert any(p.startswith("inventory: TriggerAuthentication eventfleet-kafka-user-inventory must read the password") for p in problems), problems
+    assert any(p.startswith("gateway: FLEET_KAFKA_SASL_USERNAME is set") for p in problems), problems
+    assert "tracker: KEDA logs in as 'payments', not as the worker's own user 'tracker'" in problems, problems
+    assert not [p for p in problems if p.startswith(("shipping", "notifications"))], problems
