@@ -13,7 +13,6 @@ from contracts import Envelope, Record, sign
 
 from .access import authenticate_or_report
 from .broker import FleetBroker
-from .settings import KafkaSettings
 from .store import OutboxRelay, OutboxRow, Producer, Store, open_store
 
 __all__ = ["StateHandle", "attach_store", "refresh_stale"]
@@ -37,10 +36,11 @@ class StateHandle:
         return self._store
 
 
-def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Sequence[str], kafka: KafkaSettings,
+def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Sequence[str],
                  producer: Producer | None = None) -> StateHandle:
     """Opens the store and starts its relay before the broker consumes; stops both after the broker has stopped,
-    so no handler writes to a closed store and the last committed rows still go out."""
+    so no handler writes to a closed store and the last committed rows still go out. The relay connects as the
+    broker's service does (its KafkaConnection: TLS and SCRAM on a secure cluster)."""
     handle = StateHandle()
 
     async def open_state() -> None:

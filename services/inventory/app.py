@@ -25,7 +25,7 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
     settings = settings or InventorySettings()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Reserves stock for paid orders, or backorders them; keeps stock levels.")
-    state = attach_store(app, broker, settings.store_url, stock.MIGRATIONS, settings.kafka, producer)
+    state = attach_store(app, broker, settings.store_url, stock.MIGRATIONS, producer)
     attach_http(app, broker, settings, state)
     outcomes = {InventoryReserved: publisher_for(broker, InventoryReserved), InventoryBackordered: publisher_for(broker, InventoryBackordered)}
 

@@ -27,7 +27,7 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
     delivery_log = FileOutbox(settings.outbox_path)
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Tells customers what happened to their order: payment, backorder, shipment.")
-    state = attach_store(app, broker, settings.store_url, records.MIGRATIONS, settings.kafka, producer)
+    state = attach_store(app, broker, settings.store_url, records.MIGRATIONS, producer)
     attach_http(app, broker, settings, state)
     to_notification_sent = publisher_for(broker, NotificationSent)
 

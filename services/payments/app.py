@@ -26,7 +26,7 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
     policy = settings.credit_policy()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Authorizes or declines each placed order; charges each order at most once.")
-    state = attach_store(app, broker, settings.store_url, ledger.MIGRATIONS, settings.kafka, producer)
+    state = attach_store(app, broker, settings.store_url, ledger.MIGRATIONS, producer)
     attach_http(app, broker, settings, state)
     to_payment_authorized = publisher_for(broker, PaymentAuthorized)
     to_payment_declined = publisher_for(broker, PaymentDeclined)

@@ -26,7 +26,7 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
     settings = settings or ShippingSettings()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Books a shipment for every reserved order.")
-    state = attach_store(app, broker, settings.store_url, MIGRATIONS, settings.kafka, producer)
+    state = attach_store(app, broker, settings.store_url, MIGRATIONS, producer)
     attach_http(app, broker, settings, state)
     to_shipment_scheduled = publisher_for(broker, ShipmentScheduled)
 

@@ -37,7 +37,7 @@ def create_app(settings: TrackerSettings | None = None) -> FastStream:
     settings = settings or TrackerSettings()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
     app = worker_app(broker, SERVICE, "Keeps each order's status and history, folded from every event of its flow (the read side).")
-    state = attach_store(app, broker, settings.store_url, queries.MIGRATIONS, settings.kafka)
+    state = attach_store(app, broker, settings.store_url, queries.MIGRATIONS)
     attach_http(app, broker, settings, state)
 
     # One subscriber for the whole flow: one group member per replica, and one place that folds.
