@@ -84,6 +84,8 @@ class KafkaConnection:
 
     def describe(self) -> str:
         """For logs and error messages: where and as whom, never the password."""
+        if not self.secure:
+            return self.bootstrap_servers
         who = f" as {self.username}" if self.security_protocol == "SASL_SSL" else ""
         return f"{self.bootstrap_servers} ({self.security_protocol}{who})"
 

@@ -595,6 +595,13 @@ _SERVERS = {
         "protocol": "kafka",
         "description": "The local single-node broker of `make run` / `fleet kafka start` (plaintext, no authentication).",
     },
+    "local-secure": {
+        "host": "127.0.0.1:9192",
+        "protocol": "kafka-secure",
+        "description": "The local secure broker of `make kafka-secure` / `fleet kafka start --secure`: TLS with a throwaway CA, "
+                       "SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",
+        "security": [{"$ref": "#/components/securitySchemes/scramSha512"}],
+    },
     "production": {
         "host": "{broker}:9093",
         "protocol": "kafka-secure",
@@ -609,8 +616,10 @@ _SERVERS = {
 _SECURITY_SCHEMES = {
     "scramSha512": {
         "type": "scramSha512",
-        "description": "SASL/SCRAM-SHA-512 over TLS (`kafka-secure`): each service authenticates with its own user. Authorization "
-                       "to a topic is the broker's ACLs; what an event may say is still decided by its signature (wire format v1).",
+        "description": "SASL/SCRAM-SHA-512 over TLS (`kafka-secure`): each service authenticates as its own user (`User:payments`, "
+                       "...), and the broker's ACLs (`fleet acl plan` / `fleet acl apply`) let it read only its inputs in its own "
+                       "groups and write only its outputs and its inputs' retry and dead-letter topics. What an event may say is "
+                       "still decided by its signature (wire format v1).",
     },
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import REGISTRY, Registry
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 
 __all__ = ["ServiceFacts", "Snapshot", "build_status", "gather", "local_fleet", "table_of"]
 
@@ -84,7 +84,7 @@ def _warnings(service: str, replicas: dict | None, members: int, partitions: dic
             f"{running - fewest} replica(s) get no partition of {'it' if len(narrow) == 1 else 'them'} and sit idle"]
 
 
-def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: str = "") -> dict:
+def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: str | KafkaConnection = "") -> dict:
     """The document `fleet status --json` prints: one entry per service, plus the local fleet if one runs."""
     seconds = now.at - before.at if before else 0.0
     services = []
@@ -107,7 +107,8 @@ def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: st
         })
     local = None if now.local is None else {"pid": now.local.get("pid"), "bootstrap": now.local.get("bootstrap"),
                                              "state_file": now.local.get("state_file")}
-    return {"bootstrap": bootstrap, "at": now.at, "local_fleet": local, "services": services}
+    address = getattr(bootstrap, "bootstrap_servers", bootstrap)  # a KafkaConnection: its address, never its login
+    return {"bootstrap": address, "at": now.at, "local_fleet": local, "services": services}
 
 
 def table_of(document: dict):
