@@ -225,7 +225,11 @@ def status(
         return
     try:
         document = asyncio.run(status_document(address, chosen, state_file=state_file, interval_s=interval))
-    except Exception as error:  # no broker: say so plainly
+    except Exception as error:  # no broker: say so plainly (a refused password is named by main)
+        from aiokafka.errors import KafkaConnectionError
+
+        if address.secure and isinstance(error, KafkaConnectionError):
+            raise
         _fail(f"could not read the fleet's groups from {address}: {type(error).__name__}: {error}")
     if as_json:
         typer.echo(json.dumps(document, indent=1))
