@@ -113,10 +113,11 @@ postgres-stop: install ## Stop the local PostgreSQL cluster
 	$(BIN)/python -m fleet.postgres_local stop
 
 # The secure local broker (docs/security.md): TLS with a throwaway CA, SASL/SCRAM-SHA-512 with one user per service, and
-# ACLs (nothing is allowed that `fleet acl plan` does not list). Its own data and port: the plaintext broker stays as it is.
-SECURE_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure FLEET_KAFKA_PORT=9192 FLEET_KAFKA_CONTROLLER_PORT=9193
+# ACLs (nothing is allowed that `fleet acl plan` does not list). Its own data and ports (9094, controller 9095): the plaintext
+# broker (9092) and the three-node cluster (9192-9393) stay as they are.
+SECURE_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure FLEET_KAFKA_PORT=9094 FLEET_KAFKA_CONTROLLER_PORT=9095
 .PHONY: kafka-secure kafka-secure-stop run-secure
-kafka-secure: install ## Start the secure broker (127.0.0.1:9192: TLS, SCRAM, ACLs) with the registry's topics and the fleet's ACLs
+kafka-secure: install ## Start the secure broker (127.0.0.1:9094: TLS, SCRAM, ACLs) with the registry's topics and the fleet's ACLs
 	$(SECURE_ENV) $(FLEET) kafka start --secure
 	set -a && . .cache/kafka-secure/secure/fleet.env && set +a && $(FLEET) topics apply && $(FLEET) acl apply
 

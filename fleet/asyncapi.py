@@ -596,7 +596,7 @@ _SERVERS = {
         "description": "The local single-node broker of `make run` / `fleet kafka start` (plaintext, no authentication).",
     },
     "local-secure": {
-        "host": "127.0.0.1:9192",
+        "host": "127.0.0.1:9094",
         "protocol": "kafka-secure",
         "description": "The local secure broker of `make kafka-secure` / `fleet kafka start --secure`: TLS with a throwaway CA, "
                        "SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",

@@ -211,7 +211,7 @@ def test_servers_and_the_security_scheme(document):
     assert document["components"]["securitySchemes"]["scramSha512"]["type"] == "scramSha512"
     # The local secure broker is where a reader can try what the scheme says (make kafka-secure).
     secure = document["servers"]["local-secure"]
-    assert (secure["host"], secure["protocol"], secure["security"]) == ("127.0.0.1:9192", "kafka-secure", production["security"])
+    assert (secure["host"], secure["protocol"], secure["security"]) == ("127.0.0.1:9094", "kafka-secure", production["security"])
 
 
 def test_the_info_explains_the_fleet_and_links_the_docs(document):

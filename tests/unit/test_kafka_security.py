@@ -25,7 +25,7 @@ SECRET = "s3cr3t-Pa55word"
 
 
 def a_secure_connection(tmp_path, user="payments") -> KafkaConnection:
-    return KafkaConnection("127.0.0.1:9192", "SASL_SSL", user, SECRET, ssl_cafile=make_local_tls(tmp_path / "tls").ca_cert)
+    return KafkaConnection("127.0.0.1:9094", "SASL_SSL", user, SECRET, ssl_cafile=make_local_tls(tmp_path / "tls").ca_cert)
 
 
 def test_a_password_never_prints_in_repr_str_or_a_json_log_line(tmp_path):
@@ -68,7 +68,7 @@ def test_a_worker_logs_in_as_its_service_unless_told_otherwise(tmp_path, monkeyp
 ])
 def test_incomplete_settings_say_which_setting_to_fix(settings, complaint):
     with pytest.raises(ConnectionError_, match=complaint):
-        KafkaConnection("127.0.0.1:9192", **settings)
+        KafkaConnection("127.0.0.1:9094", **settings)
 
 
 def test_a_missing_password_file_is_named_not_a_traceback_from_deep_inside(tmp_path):
