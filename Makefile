@@ -127,6 +127,16 @@ kafka-secure-stop: install ## Stop the secure broker
 run-secure: kafka-secure ## `make run` on the secure broker: each worker logs in as its own service
 	$(SECURE_ENV) $(FLEET) up --demo
 
+# Three brokers on loopback (docs/delivery.md): KRaft nodes 1-3 on 9192, 9292, 9392 (controllers on the next port), data in
+# .cache/kafka-cluster/node-N; the registry's topics get replication factor 3 and min.insync.replicas 2 there.
+.PHONY: kafka-cluster kafka-cluster-stop
+kafka-cluster: install ## Start the local three-node KRaft cluster (127.0.0.1:9192,9292,9392) and its topics (RF 3, min ISR 2)
+	$(BIN)/python -m fleet.kafka_cluster start
+	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392 $(FLEET) topics apply --replication-factor 3
+
+kafka-cluster-stop: install ## Stop the local three-node cluster
+	$(BIN)/python -m fleet.kafka_cluster stop
+
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
 
@@ -151,6 +161,7 @@ clean: ## Remove the virtual environment and local state (keeps the Maven cache)
 	-$(FLEET) kafka stop
 	-$(TEST_ENV) $(FLEET) kafka stop
 	-$(SECURE_ENV) $(FLEET) kafka stop
+	-$(BIN)/python -m fleet.kafka_cluster stop
 	-FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure-test FLEET_KAFKA_PORT=19292 FLEET_KAFKA_CONTROLLER_PORT=19293 $(FLEET) kafka stop
 	-$(BIN)/python -m fleet.postgres_local stop
 	rm -rf $(VENV) .cache .fleet

@@ -142,9 +142,11 @@ def create_broker(
     outcomes = RecordOutcomes(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
                               log_payloads=LogSettings().payloads)
     broker = FleetBroker(
-        connection.bootstrap_servers,
+        # A list: FastStream hands a string to aiokafka as one address, so "a:9092,b:9092" would never bootstrap.
+        [server.strip() for server in connection.bootstrap_servers.split(",")],
         security=faststream_security(connection),
         client_id=service,
+        metadata_max_age_ms=kafka.metadata_max_age_ms,
         # The producer side of at-least-once: every publish waits for all in-sync replicas.
         acks="all",
         enable_idempotence=True,

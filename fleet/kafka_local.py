@@ -264,21 +264,25 @@ def _run(cmd: list[str], failure: str) -> str:
 
 
 def _launch(java: str, folder: Path) -> int:
-    log = log_path()
+    return spawn_kafka(java, folder, folder / "server.properties", log_path(), "fleet.kafka_local starts the broker")
+
+
+def spawn_kafka(java: str, folder: Path, properties: Path, log: Path, banner: str) -> int:
+    """Starts `kafka.Kafka properties` with the jars and log config of `folder`, its output appended to `log`; writes
+    its pid beside `properties` (kafka.pid) and returns it. The cluster's nodes start the same way."""
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [java, *JVM_OPTS, f"-XX:ErrorFile={log.parent / 'hs_err_pid%p.log'}",
            f"-Dlog4j2.configurationFile={folder / 'log4j2.properties'}",
-           "-cp", str(folder / "lib" / "*"), "kafka.Kafka", str(folder / "server.properties")]
+           "-cp", str(folder / "lib" / "*"), "kafka.Kafka", str(properties)]
     with log.open("ab") as out, open(os.devnull, "rb") as null:
-        now = time.strftime("%Y-%m-%d %H:%M:%S")
-        out.write(f"\n===== {now} fleet.kafka_local starts the broker =====\n".encode())
+        out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {banner} =====\n".encode())
         out.flush()
         # posix_spawn, not Popen: the broker outlives us, and a Popen object warns when collected while
         # its child runs. setsid: a Ctrl-C in the terminal that started it does not reach the broker.
         redirects = [(os.POSIX_SPAWN_DUP2, null.fileno(), 0), (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
                      (os.POSIX_SPAWN_DUP2, out.fileno(), 2)]
         pid = os.posix_spawn(java, cmd, os.environ, file_actions=redirects, setsid=True)
-    (folder / "kafka.pid").write_text(f"{pid}\n")
+    (properties.parent / "kafka.pid").write_text(f"{pid}\n")
     return pid
 
 

@@ -34,6 +34,12 @@ class KafkaSettings(BaseSettings):
         None, description="Folder of `<user>.password` files (the local secure broker's): each process reads its own user's.")
     graceful_timeout_s: float = Field(15.0, description="How long a stopping worker waits for in-flight handlers.", gt=0)
     request_timeout_ms: int = Field(30_000, description="Kafka request timeout.", gt=0)
+    metadata_max_age_ms: int = Field(
+        10_000, gt=0,
+        description="A worker's clients refresh the cluster's metadata at least this often (aiokafka's default: 5 min). "
+                    "After a partition leader fails over, aiokafka 0.14's consumer keeps asking the old leader for a "
+                    "starting offset until the next refresh: without this, a group can stall for minutes (docs/delivery.md).",
+    )
     max_poll_interval_ms: int = Field(
         300_000, gt=0,
         description="A consumer that has not asked for records for this long leaves its group and its partitions move "

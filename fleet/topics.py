@@ -10,6 +10,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from contracts import REGISTRY, Registry
+from contracts.connection import client_options
 
 __all__ = ["Change", "ExistingTopic", "TopicSpec", "apply_topics", "default_min_insync_replicas", "desired_topics", "partitions_of", "plan_topics"]
 
@@ -98,7 +99,7 @@ async def apply_topics(
 ) -> list[Change]:
     """Creates or updates every registry topic; idempotent, and returns what it changed (or would, with dry_run).
     `min_insync_replicas` defaults to `default_min_insync_replicas(replication_factor)`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-topics")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), client_id="fleet-topics")
     await admin.start()
     try:
         insync = min_insync_replicas or default_min_insync_replicas(replication_factor)
@@ -113,7 +114,7 @@ async def apply_topics(
 
 async def partitions_of(bootstrap_servers: str, names: list[str]) -> dict[str, int]:
     """How many partitions each named topic has on the broker (topics it lacks are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="fleet-topics")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), client_id="fleet-topics")
     await admin.start()
     try:
         return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["partitions"]}

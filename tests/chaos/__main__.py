@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fleet import kafka_local, postgres_local
+from fleet import kafka_cluster, kafka_local, postgres_local
 
 from .harness import REPO, configure_environment
 from .scenarios import SCENARIOS, run_scenario
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-timeout", type=float, default=300.0, help="seconds to wait for the fleet to finish after the feed")
     parser.add_argument("--report", type=Path, default=REPO / "reports" / "chaos.json")
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "chaos", help="stores, keys and logs of each scenario")
-    parser.add_argument("--keep-running", action="store_true", help="leave the chaos broker and database running after")
+    parser.add_argument("--keep-running", action="store_true", help="leave the chaos broker (or cluster) and database running after")
     args = parser.parse_args(argv)
     # The broker restart scenario makes aiokafka log every refused connection: the timeline says it once.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_running:
             configure_environment(args.work)  # the chaos broker's and database's homes, not the dev ones
             print(kafka_local.stop(), postgres_local.stop(), sep="\n", flush=True)
+            if any(SCENARIOS[name].cluster for name in names):
+                print(kafka_cluster.stop(), flush=True)
     report = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "orders_per_scenario": args.orders,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Iterable
 
-__all__ = ["Expected", "Observed", "Poison", "Figures", "WireEvent", "expected_notifications", "figures_of"]
+__all__ = ["Expected", "Observed", "Poison", "Figures", "WireEvent", "expected_notifications", "figures_of", "progress_after_strike"]
 
 # An order's terminal status in the tracker, and the notifications its customer gets, per expected outcome.
 TERMINAL_STATUS = {"declined": "payment_declined", "backordered": "backordered", "shipped": "shipment_scheduled"}
@@ -207,6 +208,24 @@ def _dead_letters(expected: Expected, observed: Observed, examples) -> dict[str,
         "injected": len(expected.poison), "expected": len(want), "distinct": len(got),
         "records": len(observed.dead_letters), "missing": len(missing), "unexpected": len(unexpected), "wrong_reason": len(wrong_reason),
         "by_reason": dict(sorted(Counter(reason for *_, reason in observed.dead_letters).items())),
+    }
+
+
+def progress_after_strike(strike_at: float, sent_at: dict[str, float], done_at: dict[str, float]) -> dict:
+    """How long the fleet stood still after a failover scenario's strike, from time.monotonic() stamps.
+
+    `progress_resumed_after_s`: from the strike until the first order whose send began after it reached its terminal
+    status in the tracker. That order had to be acknowledged by the cluster (acks=all: the struck node must have left the
+    partition's ISR first), then decided by payments, inventory and shipping, whose publishes wait for the same, and
+    tracked: the fleet works end to end again. It is an upper bound of the stall, since it includes one order's trip
+    through the fleet; `order_latency_before_strike_s` is the median trip of the orders that completed before the strike.
+    None when no order sent after the strike completed (the strike came too late to measure anything)."""
+    after = [done_at[order] for order, sent in sent_at.items() if sent >= strike_at and order in done_at]
+    before = [done_at[order] - sent for order, sent in sent_at.items() if done_at.get(order, strike_at) < strike_at]
+    return {
+        "progress_resumed_after_s": round(min(after) - strike_at, 2) if after else None,
+        "order_latency_before_strike_s": round(median(before), 2) if before else None,
+        "orders_sent_after_strike": sum(1 for sent in sent_at.values() if sent >= strike_at),
     }
 
 

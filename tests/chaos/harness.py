@@ -1,5 +1,6 @@
-"""The fleet under chaos: a broker and a PostgreSQL cluster of its own, every worker as supervised processes, a feed of
-orders whose outcomes are known in advance, poison among them, and the readers that collect what really happened."""
+"""The fleet under chaos: a broker (or a three-node cluster) and a PostgreSQL cluster of its own, every worker as
+supervised processes, a feed of orders whose outcomes are known in advance, poison among them, and the readers that
+collect what really happened."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import time
 import uuid
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PrivateKey, Record, StockReceived, encode, sign, source_of
-from fleet import kafka_local, postgres_local
+from fleet import kafka_cluster, kafka_local, postgres_local
 from fleet.demo import CATALOGUE, demo_orders
 from fleet.groups import describe_groups, group_members
 from fleet.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
@@ -30,26 +32,37 @@ from services.payments.settings import PaymentsSettings
 
 from .figures import NOTIFICATIONS, TERMINAL_STATUS, Expected, Observed, Poison, WireEvent
 
-__all__ = ["ChaosFleet", "Feed", "plan_orders"]
+__all__ = ["ChaosFleet", "Feed", "chaos_cluster_env", "plan_orders"]
 
 REPO = Path(__file__).resolve().parents[2]
 # Overridable to run beside another checkout's chaos run (FLEET_CHAOS_KAFKA_PORT, ..._CONTROLLER_PORT, ..._POSTGRES_PORT).
 KAFKA_PORT = int(os.environ.get("FLEET_CHAOS_KAFKA_PORT", 29092))
 CONTROLLER_PORT = int(os.environ.get("FLEET_CHAOS_CONTROLLER_PORT", KAFKA_PORT + 1))
 POSTGRES_PORT = int(os.environ.get("FLEET_CHAOS_POSTGRES_PORT", 55433))
+# The three-node cluster of the failover scenarios: ports and data apart from `python -m fleet.kafka_cluster`'s, whose
+# data a chaos run would otherwise wipe (FLEET_CHAOS_CLUSTER_PORTS moves them).
+CLUSTER_PORTS = os.environ.get("FLEET_CHAOS_CLUSTER_PORTS", "29192,29292,29392")
 OUT_OF_STOCK = "SKU-ESPRESSO-006"  # never delivered: an authorized order with it is backordered, whatever the timing
 PLENTY = 1_000_000  # units of every other product: never short, so each outcome is known before the run
 SCALED = {"payments": 2}  # two replicas share payments' partitions (and its PostgreSQL ledger)
 FLOW_TOPICS = [t.name for t in REGISTRY.topics]
 
 
-def configure_environment(work: Path) -> None:
-    """Everything the harness and its children read: a broker, keys, stores and feed files of the chaos run's own."""
+def chaos_cluster_env() -> dict[str, str]:
+    """Where the failover scenarios' cluster lives, for `python -m fleet.kafka_cluster status|logs|stop` beside a run."""
+    return {"FLEET_KAFKA_CLUSTER_HOME": str(REPO / ".cache" / "kafka-chaos-cluster"), "FLEET_KAFKA_CLUSTER_PORTS": CLUSTER_PORTS}
+
+
+def configure_environment(work: Path, *, cluster: bool = False) -> None:
+    """Everything the harness and its children read: a broker (the cluster's three nodes with `cluster`), keys, stores
+    and feed files of the chaos run's own."""
     os.environ.update({
         "FLEET_KAFKA_HOME": str(REPO / ".cache" / "kafka-chaos"),
         "FLEET_KAFKA_PORT": str(KAFKA_PORT),
         "FLEET_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
-        "FLEET_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+        **chaos_cluster_env(),
+        "FLEET_KAFKA_BOOTSTRAP_SERVERS": kafka_cluster.bootstrap_servers(kafka_cluster.client_ports(CLUSTER_PORTS))
+        if cluster else f"127.0.0.1:{KAFKA_PORT}",
         "FLEET_POSTGRES_HOME": str(REPO / ".cache" / "postgres-chaos"),
         "FLEET_POSTGRES_PORT": str(POSTGRES_PORT),
         "FLEET_KEYS_DIR": str(work / "keys"),
@@ -102,27 +115,32 @@ class Timeline:
 
 
 class ChaosFleet:
-    """`async with ChaosFleet(work, service_env=...) as fleet:` a fresh broker, topics, keys, stores and every worker."""
+    """`async with ChaosFleet(work, service_env=...) as fleet:` a fresh broker (or, with `cluster`, a fresh three-node
+    cluster with every registry topic on three replicas), topics, keys, stores and every worker."""
 
     def __init__(self, work: Path, *, service_env: dict[str, dict[str, str]] | None = None,
-                 scale: dict[str, int] | None = None) -> None:
+                 scale: dict[str, int] | None = None, cluster: bool = False) -> None:
         self.work = work
         self.service_env = service_env or {}
         self.scale_at_start = dict(SCALED if scale is None else scale)
+        self.cluster = cluster
         self.notes: dict = {}  # what a scenario found out on the way, reported with the evidence
         self.timeline = Timeline()
         self.supervisor: Supervisor | None = None
-        self.bootstrap = f"127.0.0.1:{KAFKA_PORT}"
+        self.ports = kafka_cluster.client_ports(CLUSTER_PORTS) if cluster else [KAFKA_PORT]
+        self.bootstrap = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        self.strike_at: float | None = None  # time.monotonic() of a failover scenario's strike
 
     async def __aenter__(self) -> ChaosFleet:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
-        configure_environment(self.work)
-        await asyncio.to_thread(self._fresh_broker)
+        configure_environment(self.work, cluster=self.cluster)
+        await asyncio.to_thread(self._fresh_cluster if self.cluster else self._fresh_broker)
         self.timeline.note("broker_ready", bootstrap=self.bootstrap)
         payments_dsn = await asyncio.to_thread(self._fresh_postgres)
         init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
-        await apply_topics(self.bootstrap)
+        # On the cluster, three replicas of each partition; min.insync.replicas then defaults to 2.
+        await apply_topics(self.bootstrap, replication_factor=len(self.ports))
         self.supervisor = Supervisor(
             list(SERVICES), state_dir=self.work, grace_s=30.0, scale=self.scale_at_start,
             env={"PAYMENTS_STORE_URL": payments_dsn}, service_env=self.service_env,
@@ -139,9 +157,17 @@ class ChaosFleet:
             self.timeline.note("fleet_stopped", exit_codes={r.name: r.process.returncode for r in self.supervisor.replicas})
 
     def _fresh_broker(self) -> None:
+        kafka_cluster.stop()  # an earlier failover scenario's cluster would only take the cores
         kafka_local.stop()
         shutil.rmtree(kafka_local.home() / "data", ignore_errors=True)  # formatted anew at start: no earlier run's records
         kafka_local.start()
+
+    def _fresh_cluster(self) -> None:
+        kafka_local.stop()  # the single chaos broker of an earlier scenario would only take the cores
+        kafka_cluster.stop()
+        for node in kafka_cluster.NODES:  # formatted anew at start, with a new cluster id: no earlier run's records
+            shutil.rmtree(kafka_cluster.node_folder(node) / "data", ignore_errors=True)
+        kafka_cluster.start()
 
     def _fresh_postgres(self) -> str:
         postgres_local.start()
@@ -182,6 +208,92 @@ class ChaosFleet:
         began = time.monotonic()
         await asyncio.to_thread(kafka_local.start, 180.0)
         self.timeline.note("broker_restarted", took_s=round(time.monotonic() - began, 1))
+
+    # ---- failover on the cluster: one node at a time ----------------------------------------------------------------
+
+    async def partitions(self, topic: str, *, not_from: int | None = None) -> dict[int, dict]:
+        """partition → {leader, replicas, isr} of `topic`, as the first node (other than `not_from`) that answers says."""
+        for node, port in zip(kafka_cluster.NODES, self.ports):
+            if node != not_from and (found := await _partition_states(port, topic)):
+                return found
+        raise RuntimeError(f"no node of the cluster describes {topic}")
+
+    async def busiest_partition(self, topic: str) -> tuple[int, dict]:
+        """The partition of `topic` holding the most records, and its leader, replicas and ISR."""
+        ends = await _end_offsets(self.bootstrap, [topic])
+        partition = max(ends, key=lambda tp: (ends[tp], -tp.partition)).partition
+        return partition, (await self.partitions(topic))[partition]
+
+    def mark_strike(self) -> None:
+        """Now is when the fault strikes: `progress_resumed_after_s` counts from here."""
+        self.strike_at = time.monotonic()
+
+    async def kill_node(self, node: int, topic: str, partition: int, down_s: float) -> None:
+        """SIGKILL one node; it stays down `down_s` seconds (the partition's leadership moves meanwhile), then starts
+        again on its data; returns once it is back in the partition's ISR."""
+        self.mark_strike()
+        pid = kafka_cluster.signal_node(node, signal.SIGKILL)
+        self.timeline.note("broker_killed", node=node, pid=pid)
+        await self.until_leader_moved(topic, partition, node, timeout_s=down_s + 60.0)
+        await asyncio.sleep(max(0.0, down_s - (time.monotonic() - self.strike_at)))
+        began = time.monotonic()
+        await asyncio.to_thread(kafka_cluster.start_node, node, 180.0)
+        self.timeline.note("broker_restarted", node=node, took_s=round(time.monotonic() - began, 1))
+        await self.until_back_in_isr(topic, partition, node)
+
+    async def pause_node(self, node: int, topic: str, partition: int, paused_s: float) -> None:
+        """SIGSTOP one node for `paused_s` seconds (longer than its session with the controller lasts), then SIGCONT;
+        returns once it is back in the partition's ISR."""
+        self.mark_strike()
+        pid = kafka_cluster.signal_node(node, signal.SIGSTOP)
+        try:
+            self.timeline.note("broker_paused", node=node, pid=pid)
+            await self.until_fenced(node, timeout_s=paused_s)
+            await self.until_leader_moved(topic, partition, node, timeout_s=paused_s)
+            await asyncio.sleep(max(0.0, paused_s - (time.monotonic() - self.strike_at)))
+        finally:
+            kafka_cluster.signal_node(node, signal.SIGCONT)  # even when the run fails: never leave a node frozen
+        self.timeline.note("broker_resumed", node=node, paused_s=round(time.monotonic() - self.strike_at, 1))
+        await self.until_back_in_isr(topic, partition, node)
+
+    async def until_fenced(self, node: int, timeout_s: float) -> None:
+        """Until every other node's metadata leaves `node` out of the live brokers: the controller fenced it."""
+        others = [port for n, port in zip(kafka_cluster.NODES, self.ports) if n != node]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = [await kafka_cluster.brokers_seen(port, 3.0) for port in others]
+            if all(s is not None and node not in s for s in seen):
+                self.timeline.note("broker_fenced", node=node, live_brokers=list(seen[0]), after_s=self._since_strike())
+                return
+            await asyncio.sleep(0.25)
+        raise RuntimeError(f"node {node} was not fenced within {timeout_s}s of the strike")
+
+    async def until_leader_moved(self, topic: str, partition: int, old_leader: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = (await self.partitions(topic, not_from=old_leader)).get(partition, {})
+            if state.get("leader", -1) not in (-1, old_leader):
+                self.notes.setdefault("struck", {}).update(leader_while_down=state["leader"], isr_while_down=state["isr"])
+                self.timeline.note("leader_moved", topic=topic, partition=partition, leader=state["leader"], isr=state["isr"],
+                                   after_s=self._since_strike())
+                return
+            await asyncio.sleep(0.25)
+        raise RuntimeError(f"the leadership of {topic}[{partition}] did not leave node {old_leader} within {timeout_s}s")
+
+    async def until_back_in_isr(self, topic: str, partition: int, node: int, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = (await self.partitions(topic, not_from=node)).get(partition, {})
+            if node in state.get("isr", ()):
+                self.notes.setdefault("struck", {}).update(isr_after=state["isr"], leader_after=state["leader"])
+                self.timeline.note("back_in_isr", node=node, topic=topic, partition=partition, isr=state["isr"],
+                                   after_s=self._since_strike())
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"node {node} did not rejoin the ISR of {topic}[{partition}] within {timeout_s}s")
+
+    def _since_strike(self) -> float:
+        return round(time.monotonic() - self.strike_at, 2)
 
     async def stop_database(self, down_s: float) -> None:
         await asyncio.to_thread(postgres_local.stop)
@@ -286,6 +398,25 @@ class ChaosFleet:
 
     # ---- progress and collection ----------------------------------------------------------------------------------
 
+    def terminal_order_ids(self) -> list[str]:
+        terminal = ", ".join(f"'{status}'" for status in TERMINAL_STATUS.values())
+        return [row[0] for row in self._sqlite("tracker", f"SELECT order_id FROM order_status WHERE status IN ({terminal})")]
+
+    async def watch_progress(self, stop: asyncio.Event, every_s: float = 0.2) -> dict[str, float]:
+        """order id → when (time.monotonic()) the tracker first had it at its terminal status, looked up every `every_s`."""
+        done: dict[str, float] = {}
+        while not stop.is_set():
+            try:
+                now = time.monotonic()
+                done.update((order_id, now) for order_id in self.terminal_order_ids() if order_id not in done)
+            except (sqlite3.Error, RuntimeError):
+                pass  # the tracker's store not created yet, or busy: look again
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+            except asyncio.TimeoutError:
+                pass
+        return done
+
     def terminal_orders(self) -> int:
         rows = self._sqlite("tracker", "SELECT status, COUNT(*) FROM order_status GROUP BY status")
         return sum(n for status, n in rows if status in TERMINAL_STATUS.values())
@@ -368,6 +499,7 @@ class Feed:
         self.fleet, self.plan = fleet, plan
         self.per_second, self.poison_every = per_second, poison_every
         self.published = 0
+        self.sent_at: dict[str, float] = {}  # order id → time.monotonic() when its first send began
         self.poison: list[Poison] = []
         self._milestones: list[tuple[float, asyncio.Event]] = []
 
@@ -396,6 +528,7 @@ class Feed:
         kinds = list(POISON)
         async with _Producer(self.fleet.bootstrap) as producer:
             for n, order in enumerate(self.plan.orders, start=1):
+                self.sent_at[order.order_id] = time.monotonic()
                 await producer.send(encode(order, source=source_of("storefront"), signer=storefront))
                 self.published = n
                 if n % self.poison_every == 0:
@@ -511,6 +644,27 @@ async def _end_offsets(bootstrap: str, names: list[str]) -> dict:
         return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+
+
+async def _partition_states(port: int, topic: str, timeout_s: float = 3.0) -> dict[int, dict] | None:
+    """partition → {leader, replicas, isr} of `topic` as the node on `port` alone sees it; None when it does not answer.
+    One connection to that node, not an admin client: one of those may send its request to the node that is down, and
+    wait out its request timeout (40 s)."""
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    try:
+        connection = await asyncio.wait_for(create_conn("127.0.0.1", port, request_timeout_ms=int(timeout_s * 1000)), timeout_s)
+    except Exception:
+        return None
+    try:
+        answer = (await asyncio.wait_for(connection.send(MetadataRequest([topic], False)), timeout_s)).to_object()
+    except Exception:
+        return None
+    finally:
+        connection.close()
+    return {p["partition"]: {"leader": p["leader"], "replicas": sorted(p["replicas"]), "isr": sorted(p["isr"])}
+            for t in answer["topics"] if t["topic"] == topic for p in t["partitions"]}
 
 
 async def _partitions(consumer, name: str) -> set[int]:

@@ -11,15 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from contracts import REGISTRY, OrderPlaced
+from fleet import kafka_cluster
 from services import SERVICES
 
-from .figures import figures_of
+from .figures import figures_of, progress_after_strike
 from .harness import ChaosFleet, Feed, plan_orders
 
 __all__ = ["SCENARIOS", "Scenario", "run_scenario"]
 
 Strike = Callable[[ChaosFleet, Feed], Awaitable[None]]
 SLOWED = "fault_injected_slow_handler"
+ORDERS_TOPIC = REGISTRY.of(OrderPlaced).name  # payments' input: every order passes through it
+# How long the controller waits for a silent node before fencing it (deploy/local/kafka/cluster.properties.template).
+SESSION_TIMEOUT_S = int(kafka_cluster.template_setting("broker.session.timeout.ms")) / 1000
+PAUSED_S = 1.5 * SESSION_TIMEOUT_S + 3.0  # surely fenced meanwhile, yet a short wait for the test
+KILLED_DOWN_S = 10.0  # longer than the session timeout: the leadership moves while the node is down
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,8 @@ class Scenario:
     service_env: Callable[[int], dict[str, dict[str, str]]] = field(default=lambda orders: {})
     # Replicas per service at the start (None: the harness's default, payments × 2).
     scale: dict[str, int] | None = None
+    # On a three-node cluster (replication factor 3, min.insync.replicas 2) instead of the single chaos broker.
+    cluster: bool = False
 
 
 async def _kill_workers_mid_batch(fleet: ChaosFleet, feed: Feed) -> None:
@@ -58,6 +67,29 @@ def _slow_handlers(orders: int) -> dict[str, dict[str, str]]:
 async def _restart_broker(fleet: ChaosFleet, feed: Feed) -> None:
     await feed.reached(0.4).wait()
     await fleet.kill_broker(down_s=5.0)
+
+
+async def _strike_busy_leader(fleet: ChaosFleet, feed: Feed, *, how: str) -> None:
+    """Once orders flow, the node leading the orders topic's fullest partition is struck: SIGKILLed and started again
+    KILLED_DOWN_S later, or SIGSTOPped for PAUSED_S (fenced meanwhile), then resumed."""
+    await feed.reached(0.4).wait()
+    partition, state = await fleet.busiest_partition(ORDERS_TOPIC)
+    node = state["leader"]
+    fleet.notes["struck"] = {"node": node, "topic": ORDERS_TOPIC, "partition": partition, "leader_before": node,
+                             "isr_before": state["isr"], "how": how}
+    if how == "sigkill":
+        await fleet.kill_node(node, ORDERS_TOPIC, partition, down_s=KILLED_DOWN_S)
+    else:
+        fleet.notes["struck"].update(session_timeout_s=SESSION_TIMEOUT_S, paused_s=PAUSED_S)
+        await fleet.pause_node(node, ORDERS_TOPIC, partition, PAUSED_S)
+
+
+async def _kill_busy_leader(fleet: ChaosFleet, feed: Feed) -> None:
+    await _strike_busy_leader(fleet, feed, how="sigkill")
+
+
+async def _pause_busy_leader(fleet: ChaosFleet, feed: Feed) -> None:
+    await _strike_busy_leader(fleet, feed, how="sigstop")
 
 
 def _slower_than_max_poll(orders: int) -> dict[str, dict[str, str]]:
@@ -118,6 +150,11 @@ SCENARIOS = {
         Scenario("dependency_outage", "payments' PostgreSQL stops for 6 s mid-run, then comes back.", _database_outage),
         Scenario("scale_payments", "payments scaled 1 → 3 while orders flow, one of the three SIGKILLed, then 3 → 1.",
                  _scale_payments, scale={"payments": 1}),
+        Scenario("leader_sigkill", f"Three-node cluster: SIGKILL the leader of the busiest orders partition mid-run; it is "
+                 f"down for {KILLED_DOWN_S:g} s, then restarts on its data and rejoins the ISR.", _kill_busy_leader, cluster=True),
+        Scenario("broker_sigstop", f"Three-node cluster: SIGSTOP the leader of the busiest orders partition for "
+                 f"{PAUSED_S:g} s (its session timeout is {SESSION_TIMEOUT_S:g} s), then SIGCONT.",
+                 _pause_busy_leader, cluster=True),
     )
 }
 
@@ -127,13 +164,15 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
     print(f"\n== {scenario.name}: {scenario.description}", flush=True)
     began = time.monotonic()
     plan = plan_orders(orders, seed)
-    fleet = ChaosFleet(work / scenario.name, service_env=scenario.service_env(orders), scale=scenario.scale)
+    fleet = ChaosFleet(work / scenario.name, service_env=scenario.service_env(orders), scale=scenario.scale, cluster=scenario.cluster)
+    stop_watch = asyncio.Event()
     async with fleet:
         feed = Feed(fleet, plan, per_second=per_second, poison_every=max(1, orders // 10))
         await feed.publish_stock(plan.initial_stock, "rcpt-initial")
         await _until_stocked(fleet, plan.initial_stock)
         stop_trickle = asyncio.Event()
         trickle = asyncio.create_task(feed.trickle_stock(stop_trickle))
+        watch = asyncio.create_task(fleet.watch_progress(stop_watch)) if scenario.cluster else None
         strike = asyncio.create_task(scenario.strike(fleet, feed))
         await feed.run()
         await strike
@@ -142,11 +181,15 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
         plan.expected.poison = feed.poison
         dead_letters = sum(len(p.groups) for p in feed.poison)
         settled = await fleet.wait_until_settled(plan.expected, dead_letters, settle_timeout_s)
+        stop_watch.set()
+        done_at = await watch if watch else {}
         tails = {(p.topic, p.partition, p.offset) for p in feed.poison if p.reason == "invalid_header"}
         fleet.notes["lag_after_settled"] = await fleet.until_no_lag(poison_tails=tails)
     figures = figures_of(plan.expected, await fleet.observe(plan))
     report = {"description": scenario.description, "settled": settled, "duration_s": round(time.monotonic() - began, 1),
               **figures.as_dict(), "evidence": fleet.evidence(), "timeline": fleet.timeline.entries}
+    if fleet.strike_at is not None:  # the failover scenarios: how long the fleet stood still
+        report.update(progress_after_strike(fleet.strike_at, feed.sent_at, done_at))
     report["passed"] = settled and figures.passed
     _print_figures(scenario.name, report)
     return report
@@ -175,6 +218,9 @@ def _print_figures(name: str, report: dict) -> None:
         f"{dead['wrong_reason']}) | retried {report['retried_events']}, wire duplicates {report['wire_duplicates_deduplicated']}",
         flush=True,
     )
+    if "progress_resumed_after_s" in report:
+        print(f"     progress resumed {report['progress_resumed_after_s']}s after the strike (an order's trip before it: "
+              f"{report['order_latency_before_strike_s']}s, orders sent after it: {report['orders_sent_after_strike']})", flush=True)
     print(f"     evidence: {report['evidence']}", flush=True)
     for label, examples in report["examples"].items():
         for example in examples:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet import kafka_local
+from tests.support import properties
 
 
 @pytest.fixture
@@ -21,11 +22,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("FLEET_KAFKA_CONTROLLER_PORT", raising=False)
     monkeypatch.setattr(kafka_local, "_answers", lambda timeout=3.0: False)
     return tmp_path
-
-
-def properties(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
 
 
 @pytest.fixture

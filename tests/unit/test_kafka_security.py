@@ -20,6 +20,7 @@ from fleet.governance import service_wiring
 from fleet.settings import KafkaSettings
 from fleet.supervisor import Supervisor
 from fleet.tls import make_local_tls
+from tests.support import properties
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -126,12 +127,7 @@ def test_the_secure_broker_listens_only_with_tls_and_scram_and_denies_what_no_ac
     monkeypatch.setenv("FLEET_KAFKA_PORT", "19992")
     monkeypatch.setenv("FLEET_KAFKA_CONTROLLER_PORT", "19993")
     kafka_local._ensure_secure_files(tmp_path)
-    text = kafka_local.render_server_properties(tmp_path)
-    last = {}
-    for line in text.splitlines():  # Java properties: the last line of a key wins
-        if line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            last[key] = value
+    last = properties(kafka_local.render_server_properties(tmp_path))  # the secure lines come last, and win
     assert last["listeners"] == "SASL_SSL://127.0.0.1:19992,CONTROLLER://127.0.0.1:19993"
     assert last["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
     assert last["listener.name.controller.ssl.client.auth"] == "required"
