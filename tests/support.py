@@ -148,6 +148,18 @@ async def end_offsets(bootstrap: str, topic_names) -> dict:
         await consumer.stop()
 
 
+async def committed_offsets(bootstrap, group_id: str) -> dict:
+    """What the group has committed now: {TopicPartition: offset} (partitions it never committed are missing)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
+    await admin.start()
+    try:
+        return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group_id)).items()}
+    finally:
+        await admin.close()
+
+
 async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
     """A new consumer group whose committed offsets are the topics' current ends, so a service started in it
     handles only what the test publishes, not the topics' whole history; its retry groups likewise."""
@@ -250,6 +262,13 @@ async def produce_raw(bootstrap: str, records) -> None:
 def as_raw(record):
     """An eventfleet Record as (topic, key, value, headers) for `produce_raw`."""
     return record.topic, record.key.encode(), record.value, raw_headers(record.headers)
+
+
+class BrokerOnly:
+    """What RunningApps needs of an app, for a test that builds a bare broker: something with a `broker`."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
 
 
 class RunningApps:

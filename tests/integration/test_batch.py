@@ -6,8 +6,6 @@ import uuid
 from datetime import datetime, timezone
 from collections import Counter, defaultdict
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined, verify_record
 from fleet.broker import create_broker, publisher_for, subscriber_for
 from fleet.errors import TransientError
@@ -17,7 +15,17 @@ from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from services.payments import core as payments_core
 from tests.integration.test_signed_wire import _raw, poison_records
-from tests.support import RunningApps, TopicReader, a_record, an_order, end_offsets, produce_raw, start_group_at_end
+from tests.support import (
+    BrokerOnly,
+    RunningApps,
+    TopicReader,
+    a_record,
+    an_order,
+    committed_offsets,
+    end_offsets,
+    produce_raw,
+    start_group_at_end,
+)
 
 BATCH = 50
 OUTCOMES = (PaymentAuthorized, PaymentDeclined)
@@ -27,24 +35,14 @@ def _kafka(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, batch_max_records=BATCH)
 
 
-class Holder:  # what RunningApps needs: something with a broker
-    def __init__(self, broker) -> None:
-        self.broker = broker
-
-
 async def _committed_to_the_end(bootstrap: str, group_id: str, topic: str) -> bool:
-    ends = {tp: offset for tp, offset in (await end_offsets(bootstrap, [topic])).items()}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        for _ in range(50):  # the commit follows the batch's last outcome by a moment
-            committed = await admin.list_consumer_group_offsets(group_id)
-            if all(committed.get(tp) is not None and committed[tp].offset == end for tp, end in ends.items()):
-                return True
-            await asyncio.sleep(0.1)
-        return False
-    finally:
-        await admin.close()
+    ends = await end_offsets(bootstrap, [topic])
+    for _ in range(50):  # the commit follows the batch's last outcome by a moment
+        committed = await committed_offsets(bootstrap, group_id)
+        if all(committed.get(tp) == end for tp, end in ends.items()):
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_a_batch_worker_decides_every_valid_order_once_and_dead_letters_each_poison_record_with_its_reason(kafka, group_id):
@@ -79,7 +77,7 @@ def _relay(kafka: str, group_id: str, handled: Counter, fail_first: set[str] = f
         decision = payments_core.decide(order, payments_core.CreditPolicy(default_limit_cents=10**9), datetime.now(timezone.utc))
         await to_payment_authorized.emit(decision, cause=envelope)
 
-    return Holder(broker)
+    return BrokerOnly(broker)
 
 
 async def test_what_a_batch_handler_emits_is_signed_on_the_wire_in_the_order_of_its_causes_per_key(kafka, group_id, keys_dir):

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import NotificationSent, OrderPlaced, ShipmentScheduled, StockReceived
 from contracts.publisher import Publisher
@@ -28,7 +27,16 @@ from services.shipping import ShippingSettings
 from services.shipping import create_app as create_shipping
 from services.tracker import TrackerSettings
 from services.tracker import create_app as create_tracker
-from tests.support import RunningApps, TopicReader, an_order, running_gateway, signer_of
+from tests.support import (
+    BrokerOnly,
+    RunningApps,
+    TopicReader,
+    an_order,
+    committed_offsets,
+    end_offsets,
+    running_gateway,
+    signer_of,
+)
 
 from .conftest import REPO
 
@@ -49,18 +57,12 @@ def _fleet(secure_kafka, tmp_path):
 
 
 async def _tracker_has_read(admin, topic: str, count: int, timeout_s: float = 60.0) -> int:
-    client = AIOKafkaAdminClient(**admin.aiokafka_options())
-    await client.start()
-    try:
-        for _ in range(int(timeout_s / 0.5)):
-            offsets = await client.list_consumer_group_offsets("tracker")
-            read = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
-            if read >= count:
-                return read
-            await asyncio.sleep(0.5)
-        return read
-    finally:
-        await client.close()
+    for _ in range(int(timeout_s / 0.5)):
+        read = sum(offset for tp, offset in (await committed_offsets(admin, "tracker")).items() if tp.topic == topic)
+        if read >= count:
+            return read
+        await asyncio.sleep(0.5)
+    return read
 
 
 async def test_every_service_works_over_tls_as_its_own_user_and_upstream_systems_publish_as_theirs(secure_kafka, tmp_path):
@@ -146,27 +148,16 @@ async def test_a_handler_that_writes_a_topic_its_service_does_not_own_stops_the_
 
     subscriber_for(broker, OrderPlaced, group_id="payments")(on_order_placed)
     order = an_order()
-    async with RunningApps(type("App", (), {"broker": broker})()):
+    async with RunningApps(BrokerOnly(broker)):
         async with Publisher(secure_kafka.as_user("storefront"), service="storefront", signer=signer_of("storefront")) as shop:
             await shop.publish(order)
         await asyncio.wait_for(stopped.wait(), 60)
     refusal = broker.state.denials.first
     assert (refusal.kind, refusal.who, refusal.resource) == ("topic", "User:payments", "orders.placed.v1")
-    client = AIOKafkaAdminClient(**secure_kafka.admin.aiokafka_options())
-    await client.start()
-    try:
-        committed = await client.list_consumer_group_offsets("payments")
-        ends = await _end_offsets(secure_kafka.admin, "orders.placed.v1")
-    finally:
-        await client.close()
-    behind = {tp.partition: ends[tp] - meta.offset for tp, meta in committed.items() if tp.topic == "orders.placed.v1"}
+    committed = await committed_offsets(secure_kafka.admin, "payments")
+    ends = await end_offsets(secure_kafka.admin, ["orders.placed.v1"])
+    behind = {tp.partition: ends[tp] - offset for tp, offset in committed.items() if tp.topic == "orders.placed.v1"}
     assert sum(behind.values()) >= 1, f"the refused order was committed past: {behind}"
-
-
-async def _end_offsets(admin, topic: str) -> dict:
-    from tests.support import end_offsets
-
-    return {tp: offset for tp, offset in (await end_offsets(admin, [topic])).items()}
 
 
 def test_a_worker_with_a_wrong_password_exits_at_once_with_a_clear_line_and_no_password(secure_kafka, tmp_path):
