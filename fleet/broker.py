@@ -19,7 +19,6 @@ from faststream.specification import AsyncAPI
 from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
 from contracts.connection import KafkaConnection
 
-from .access import authenticate
 from .faults import Faults, FaultSettings
 from .keys import KeyStore
 from .batch import BatchRunner, raw_batch_parser, records_of
@@ -66,7 +65,7 @@ class FleetBroker(KafkaBroker):
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
         try:
-            await authenticate(self.state.connection)  # a wrong password is named as such, not "Unable to bootstrap"
+            await self.state.log_in()
             await super().start()  # a consumer refused its topic or group raises here, before anything is consumed
         except Exception as error:
             if self.state.refused(error, "starting its consumers and producers"):

@@ -15,7 +15,7 @@ from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 
-from .access import Denials, denial_of
+from .access import Denials, authenticate_or_report, denial_of
 from .commits import OffsetCommitter, pending_sends
 from .errors import PermanentError
 from .faults import Faults
@@ -48,6 +48,14 @@ class WorkerState:
         self.progress = Progress()
         self.denials = Denials()
         self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
+        self._logged_in = False
+
+    async def log_in(self) -> None:
+        """Once per worker, before its first client starts (the outbox relay's or the broker's, whichever comes first):
+        a wrong password is named as such, not as aiokafka's "Unable to bootstrap"."""
+        if not self._logged_in and self.connection is not None:
+            await authenticate_or_report(self.connection, self.denials)
+            self._logged_in = True
 
     def refused(self, error: BaseException, doing: str) -> bool:
         """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""

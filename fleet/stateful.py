@@ -11,7 +11,6 @@ from faststream import FastStream
 
 from contracts import Envelope, Record, sign
 
-from .access import authenticate_or_report
 from .broker import FleetBroker
 from .store import OutboxRelay, OutboxRow, Producer, Store, open_store
 
@@ -45,8 +44,8 @@ def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Seq
 
     async def open_state() -> None:
         connection = broker.state.connection
-        if producer is None:  # the relay's producer is the worker's first client: a wrong password is named here
-            await authenticate_or_report(connection, broker.state.denials)
+        if producer is None:  # the relay's producer is the worker's first client
+            await broker.state.log_in()
         handle._store = await open_store(url)
         await handle._store.migrate(list(migrations))
         handle.relay = OutboxRelay(handle._store, connection, f"{broker.service}-outbox", producer=producer,
