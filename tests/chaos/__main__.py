@@ -14,7 +14,7 @@ from pathlib import Path
 from fleet import kafka_cluster, kafka_local, postgres_local
 
 from .harness import REPO, configure_environment
-from .scenarios import SCENARIOS, run_scenario
+from .scenarios import SCENARIOS, run_scenario, within_deadline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,24 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-timeout", type=float, default=300.0, help="seconds to wait for the fleet to finish after the feed")
     parser.add_argument("--report", type=Path, default=REPO / "reports" / "chaos.json")
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "chaos", help="stores, keys and logs of each scenario")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds one scenario may take; past it, what every task was awaiting and the replicas' last log "
+                             "lines are printed, the scenario is cancelled (its fleet stopped) and reported as failed")
     parser.add_argument("--keep-running", action="store_true", help="leave the chaos broker (or cluster) and database running after")
+    parser.add_argument("--stop", action="store_true", help="only stop what a killed run left: the chaos broker, cluster and database")
     args = parser.parse_args(argv)
+    if args.stop:
+        _stop_everything(args.work, cluster=True)
+        return 0
     # The broker restart scenario makes aiokafka log every refused connection: the timeline says it once.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     names = args.scenario or list(SCENARIOS)
     results = {}
     try:
         for n, name in enumerate(names):
-            results[name] = asyncio.run(run_scenario(
+            results[name] = asyncio.run(within_deadline(run_scenario(
                 SCENARIOS[name], orders=args.orders, seed=args.seed + n, work=args.work,
                 per_second=args.per_second, settle_timeout_s=args.settle_timeout,
-            ))
+            ), args.deadline, logs=args.work / name / "logs"))
     finally:
         if not args.keep_running:
-            configure_environment(args.work)  # the chaos broker's and database's homes, not the dev ones
-            print(kafka_local.stop(), postgres_local.stop(), sep="\n", flush=True)
-            if any(SCENARIOS[name].cluster for name in names):
-                print(kafka_cluster.stop(), flush=True)
+            _stop_everything(args.work, cluster=any(SCENARIOS[name].cluster for name in names))
     report = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "orders_per_scenario": args.orders,
@@ -55,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'all scenarios passed' if report['passed'] else 'FAILED'}: {args.report}", flush=True)
     return 0 if report["passed"] else 1
+
+
+def _stop_everything(work: Path, *, cluster: bool) -> None:
+    configure_environment(work)  # the chaos broker's and database's homes, not the dev ones
+    print(kafka_local.stop(), postgres_local.stop(), sep="\n", flush=True)
+    if cluster:
+        print(kafka_cluster.stop(), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,27 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
     report["passed"] = settled and figures.passed
     _print_figures(scenario.name, report)
     return report
+
+
+async def within_deadline(scenario_run: Awaitable[dict], deadline_s: float | None, *, logs: Path) -> dict:
+    """The scenario's report, or, past `deadline_s`, a failed one, after printing where the run stood: a stall then says
+    which await never returned, and what each replica last logged, before the run is cancelled and its fleet stopped."""
+    run = asyncio.ensure_future(scenario_run)
+    try:
+        return await asyncio.wait_for(asyncio.shield(run), deadline_s)
+    except asyncio.TimeoutError:
+        print(f"\n!! deadline of {deadline_s:g}s passed; what every task was awaiting:", flush=True)
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.print_stack(limit=6, file=sys.stdout)
+        for log in sorted(logs.glob("*.log")):
+            print(f"-- last lines of {log.name}:", *log.read_text(errors="replace").splitlines()[-12:], sep="\n", flush=True)
+        run.cancel()
+        try:
+            await run  # leaves the fleet's `async with`: the replicas are stopped, not orphaned
+        except (asyncio.CancelledError, Exception) as stopped:  # noqa: BLE001 - reported, the verdict is already failed
+            print(f"!! cancelled: {stopped!r}", flush=True)
+        return {"passed": False, "settled": False, "timed_out_after_s": deadline_s}
 
 
 async def _until_stocked(fleet: ChaosFleet, levels: dict[str, int], timeout_s: float = 60.0) -> None:

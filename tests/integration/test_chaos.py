@@ -53,20 +53,33 @@ def _failed_over(report: dict, steps: list[str]) -> bool:
             and isinstance(report["progress_resumed_after_s"], (int, float)) and report["orders_sent_after_strike"] > 0)
 
 
+# A stalled run is cut short by the harness itself (--deadline) with what it was awaiting printed, before the
+# subprocess timeout, which is before pytest's: so a failure always comes with the run's own output.
+DEADLINE_S = 420
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+@pytest.mark.timeout(DEADLINE_S + 180)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_nothing_is_lost_or_done_twice_when(scenario, tmp_path):
     report_path = tmp_path / "chaos.json"
+    command = [sys.executable, "-m", "tests.chaos", "--scenario", scenario, "--orders", "300", "--per-second", "40",
+               "--settle-timeout", "180", "--deadline", str(DEADLINE_S), "--report", str(report_path), "--work", str(tmp_path / "work")]
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "tests.chaos", "--scenario", scenario, "--orders", "300", "--per-second", "40",
-             "--settle-timeout", "180", "--report", str(report_path), "--work", str(tmp_path / "work")],
-            cwd=REPO, capture_output=True, text=True, timeout=600,
-        )
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S + 120)
+    except subprocess.TimeoutExpired as killed:  # the harness's own deadline did not stop it: kill what it left running
+        subprocess.run([sys.executable, "-m", "tests.chaos", "--stop"], cwd=REPO, capture_output=True, timeout=120)
+        pytest.fail(f"the chaos run outlived its deadline and was killed:\n{_text(killed.stdout)[-6000:]}\n{_text(killed.stderr)[-3000:]}")
     finally:
-        if SCENARIOS[scenario].cluster:  # the run stops its cluster, unless it was killed (a test timeout): its nodes outlive it
+        if SCENARIOS[scenario].cluster:  # the run stops its cluster, unless it was killed: its nodes would outlive it
             subprocess.run([sys.executable, "-m", "fleet.kafka_cluster", "stop"], cwd=REPO, env={**os.environ, **chaos_cluster_env()},
                            capture_output=True, timeout=120)
     assert report_path.exists(), f"the chaos run wrote no report:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    assert "timed_out_after_s" not in json.loads(report_path.read_text())["scenarios"][scenario], \
+        f"the chaos run stalled:\n{run.stdout[-8000:]}\n{run.stderr[-3000:]}"
     report = json.loads(report_path.read_text())["scenarios"][scenario]
     summary = {k: report[k] for k in ("settled", "lost", "wrong_outcome", "double_effects", "per_key_inversions", "dead_letters", "examples", "evidence")}
     assert report["passed"] and run.returncode == 0, f"{json.dumps(summary, indent=1)}\n{run.stdout[-3000:]}"
