@@ -39,7 +39,11 @@ class Publisher:
         )
 
     async def __aenter__(self) -> Publisher:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a refused start still holds a client: `async with` never calls __aexit__ then
+            raise
         return self
 
     async def __aexit__(self, *exc_info) -> None:

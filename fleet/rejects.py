@@ -79,7 +79,11 @@ class KafkaSink:
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # the next dead letter tries with a new one; this one must not leak its client
+                raise
             self._producer = producer
         await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
 

@@ -422,6 +422,7 @@ class OutboxRelay:
         self.prune_every_s = prune_every_s
         self.stop_timeout_s = stop_timeout_s
         self._producer = producer
+        self._owns_producer = producer is None  # an injected one (a test's fake) is the caller's to close
         self._producer_started = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -479,7 +480,13 @@ class OutboxRelay:
             self._producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id,
                                               acks="all", enable_idempotence=True)
         if not self._producer_started:
-            await self._producer.start()
+            try:
+                await self._producer.start()
+            except BaseException:
+                if self._owns_producer:  # a stopped producer cannot start again: the next pass builds a new one
+                    producer, self._producer = self._producer, None
+                    await producer.stop()
+                raise
             self._producer_started = True
 
     async def _run(self) -> None:

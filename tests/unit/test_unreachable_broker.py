@@ -1,0 +1,53 @@
+"""A producer whose broker cannot be reached closes the client it opened: nothing is left for the garbage collector to
+warn about ("Unclosed AIOKafkaProducer"), and the next attempt starts afresh."""
+
+import contextlib
+import gc
+import warnings
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from contracts.publisher import Publisher
+from fleet.rejects import KafkaSink
+from fleet.store import OutboxRelay, open_store
+from tests.support import signer_of
+
+NOBODY = "127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+
+
+@contextlib.contextmanager
+def no_producer_left_unclosed():
+    """aiokafka warns when it collects a producer nobody closed: collect now and look for that warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed AIOKafkaProducer" in str(w.message)]
+    assert not unclosed, unclosed
+
+
+async def test_a_publisher_that_cannot_reach_its_broker_raises_and_closes_its_producer():
+    with no_producer_left_unclosed(), pytest.raises(KafkaConnectionError):
+        async with Publisher(NOBODY, service="storefront", signer=signer_of("storefront")):
+            raise AssertionError("never entered")
+
+
+async def test_a_dead_letter_sink_that_cannot_reach_its_broker_closes_the_producer_and_tries_a_new_one_next_time():
+    sink = KafkaSink(NOBODY, "payments-dead-letters")
+    for _ in range(2):
+        with no_producer_left_unclosed(), pytest.raises(KafkaConnectionError):
+            await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
+        assert sink._producer is None, "a producer whose start failed is not kept"
+
+
+async def test_an_outbox_relay_that_cannot_reach_its_broker_closes_its_producer_and_builds_a_new_one(tmp_path):
+    async with await open_store(f"sqlite:///{tmp_path / 'payments.db'}") as store:
+        with no_producer_left_unclosed():
+            relay = OutboxRelay(store, NOBODY, "payments-relay")
+            with pytest.raises(KafkaConnectionError):
+                await relay.start()
+            with pytest.raises(KafkaConnectionError):
+                await relay.drain()  # a new producer: a closed one would fail otherwise ("already closed")
+            await relay.stop()
+            del relay  # collected with whatever producer it still holds
