@@ -151,6 +151,14 @@ $(BENCH_INSTALLED): pyproject.toml | $(INSTALLED)
 bench: install $(BENCH_INSTALLED) ## Kafka's ceiling, raw aiokafka, plain FastStream and the eventfleet relay side by side, the flow's latency, scaling; reports/bench.json and bench.png
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+# One worker setting at two values, the flow at one offered rate, in ABBA order (docs/performance.md); e.g. the metadata
+# refresh the fleet sets against aiokafka's default. PAIR_ARGS passes other options (--pairs, --window).
+.PHONY: bench-pair
+PAIR_SETTING ?= FLEET_KAFKA_METADATA_MAX_AGE_MS=300000,10000
+PAIR_RATE ?= 440
+bench-pair: install $(BENCH_INSTALLED) ## A setting at two values, side by side, on the order flow; reports/bench-pair.json
+	$(BIN)/python -m tests.bench.pair --setting $(PAIR_SETTING) --rate $(PAIR_RATE) $(PAIR_ARGS)
+
 topics: kafka ## Create or update the registry's topics on the broker
 	$(FLEET) topics apply
 
