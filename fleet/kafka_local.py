@@ -116,7 +116,7 @@ def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
     _check_mode(folder, secure)
     if _answers():
         by = f"pid {pid}" if pid else f"not started from {folder}"
-        return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''})."
+        return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
         _ensure_jars(folder)
@@ -127,7 +127,21 @@ def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
         pid = _launch(java, folder)
     took = _wait_until_ready(pid, timeout)
     mode = f", TLS + SCRAM; clients' settings in {secure_dir(folder) / 'fleet.env'}" if is_secure(folder) else ""
-    return f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s (pid {pid}, log {log_path()}{mode})."
+    return f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s (pid {pid}, log {log_path()}{mode}){_users_added(folder)}."
+
+
+def _users_added(folder: Path) -> str:
+    """On a secure broker: every user with a password file gets a SCRAM credential, if it has none yet (a service added
+    since the storage was formatted, too). Only admin's is written at format time: the broker logs in as admin."""
+    if not is_secure(folder):
+        return ""
+    from .scram import add_missing_users
+
+    _ensure_secure_files(folder)  # a password for each user of the fleet as it is now
+    credentials = secure_dir(folder) / "credentials"
+    passwords = {path.stem: path.read_text().strip() for path in sorted(credentials.glob("*.password"))}
+    added = _run_async(lambda: add_missing_users(connection(ADMIN, folder), passwords))
+    return f"; SCRAM users added: {', '.join(added)}" if added else ""
 
 
 def _check_mode(folder: Path, secure: bool) -> None:
@@ -249,10 +263,9 @@ def _format_storage(java: str, folder: Path) -> None:
         raise KafkaLocalError(f"StorageTool random-uuid printed no cluster id: {out!r}")
     (folder / "cluster.id").write_text(out[-1] + "\n")
     fmt = [*tool, "format", "-t", out[-1], "-c", str(folder / "server.properties")]
-    if is_secure(folder):  # SCRAM users go into the bootstrap metadata: the broker authenticates itself as admin at once
-        credentials = secure_dir(folder) / "credentials"
-        for path in sorted(credentials.glob("*.password")):
-            fmt += ["--add-scram", f"SCRAM-SHA-512=[name={path.stem},password={path.read_text().strip()}]"]
+    if is_secure(folder):  # admin goes into the bootstrap metadata: the broker authenticates itself as admin at once
+        admin = (secure_dir(folder) / "credentials" / f"{ADMIN}.password").read_text().strip()
+        fmt += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={admin}]"]  # the others: _users_added, not argv
     _run(fmt, "Kafka could not format its storage")
 
 
@@ -338,13 +351,18 @@ def _alive(pid: int) -> bool:
 
 def _answers(timeout: float = 3.0) -> bool:
     """True when a broker answers a metadata request: an open port alone proves nothing."""
+    return _run_async(lambda: _probe(timeout))
+
+
+def _run_async(coroutine):
+    """Runs `coroutine()` to its end from sync code, even when that code was called from a running event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_probe(timeout))
+        return asyncio.run(coroutine())
     # Called from async code: asyncio.run needs a thread without a running loop.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _probe(timeout)).result()
+        return pool.submit(lambda: asyncio.run(coroutine())).result()
 
 
 async def _probe(timeout: float) -> bool:

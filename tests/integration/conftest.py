@@ -83,6 +83,11 @@ class SecureBroker:
     def as_user(self, user: str) -> KafkaConnection:
         return self.admin.as_user(user, self.password_of(user))
 
+    def start_again(self) -> str:
+        """What `make kafka-secure` says when this broker runs already: it adds the SCRAM users that have none yet."""
+        with _local_broker_env(self.home, SECURE_PORT):
+            return kafka_local.start(secure=True)
+
     def settings(self, **overrides) -> KafkaSettings:
         """A worker's Kafka settings as `fleet up` gives them: it logs in as its service, its password from the folder."""
         secure = self.home / "secure"

@@ -14,9 +14,10 @@ from aiokafka import TopicPartition
 
 from contracts import NotificationSent, OrderPlaced, ShipmentScheduled, StockReceived
 from contracts.publisher import Publisher
-from fleet.access import EXIT_ACCESS_DENIED, KafkaAccessDenied
-from fleet.acls import Acl, apply_acls
+from fleet.access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
+from fleet.acls import Acl, apply_acls, fleet_users
 from fleet.broker import create_broker, publisher_for, subscriber_for
+from fleet.scram import scram_users
 from services.gateway import GatewaySettings, add_client
 from services.inventory import InventorySettings
 from services.inventory import create_app as create_inventory
@@ -221,3 +222,22 @@ async def test_an_acl_revoked_while_a_worker_runs_is_reported_once_and_stops_it(
             await apply_acls(secure_kafka.admin, desired, fleet_users())
     refusal = app.broker.state.denials.first
     assert (refusal.kind, refusal.who) == ("topic", "User:payments") and "orders.placed.v1" in refusal.resource
+
+
+async def test_a_user_given_a_password_file_after_the_format_can_log_in_once_the_launcher_runs_again(secure_kafka):
+    """Only admin is stored when the storage is formatted; every other user (a service added later too) gets its SCRAM
+    credential from the launcher, on the running broker, with no password on any command line."""
+    assert set(fleet_users()) <= await scram_users(secure_kafka.admin)
+    newcomer = secure_kafka.home / "secure" / "credentials" / "auditor.password"
+    newcomer.write_text("auditor-" + os.urandom(8).hex() + "\n")
+    try:
+        auditor = secure_kafka.as_user("auditor")
+        with pytest.raises(KafkaAccessDenied):
+            await authenticate(auditor)
+        assert "SCRAM users added: auditor" in await asyncio.to_thread(secure_kafka.start_again)
+        await authenticate(auditor)  # raises if the login is refused
+        with pytest.raises(KafkaAccessDenied):
+            await authenticate(auditor.as_user("auditor", "not-its-password"))
+        assert "SCRAM users added" not in await asyncio.to_thread(secure_kafka.start_again), "an existing user keeps its credential"
+    finally:
+        newcomer.unlink()
