@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 from contracts import REGISTRY, Registry, UnknownTopic
 from contracts.connection import KafkaConnection, client_options
 
+from .errors import stops_the_producer
+
 __all__ = ["DLQ_HEADERS", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
 
 log = structlog.get_logger("fleet.rejects")
@@ -71,21 +73,30 @@ class Rejection:
 class KafkaSink:
     """Sends dead letters with an idempotent, acks=all producer of their own (original headers stay raw bytes)."""
 
-    def __init__(self, bootstrap_servers: str | KafkaConnection, client_id: str) -> None:
+    def __init__(self, bootstrap_servers: str | KafkaConnection, client_id: str, *, make_producer=None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
+        self._make_producer = make_producer or self._aiokafka_producer  # a test passes a fake
         self._producer: AIOKafkaProducer | None = None
+
+    def _aiokafka_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
+            producer = self._make_producer()
             try:
                 await producer.start()
             except BaseException:
                 await producer.stop()  # the next dead letter tries with a new one; this one must not leak its client
                 raise
             self._producer = producer
-        await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
+        try:
+            await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
+        except Exception as error:
+            if stops_the_producer(error):  # every later dead letter would fail the same way: the next one gets a new producer
+                await self.close()
+            raise
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -19,6 +19,8 @@ import structlog
 from contracts import Record
 from contracts.connection import KafkaConnection, client_options
 
+from .errors import stops_the_producer
+
 __all__ = [
     "DuplicateOutboxEvent",
     "OutboxBatch",
@@ -399,6 +401,7 @@ class OutboxRelay:
         client_id: str,
         *,
         producer: Producer | None = None,
+        make_producer: Callable[[], Producer] | None = None,
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
         retention_s: float = 86_400.0,
@@ -422,7 +425,9 @@ class OutboxRelay:
         self.prune_every_s = prune_every_s
         self.stop_timeout_s = stop_timeout_s
         self._producer = producer
-        self._owns_producer = producer is None  # an injected one (a test's fake) is the caller's to close
+        # How a new producer is built when the last one cannot go on; None for an injected one (the caller's to close).
+        self._make_producer = None if producer is not None else make_producer or self._aiokafka_producer
+        self._producer_dead = False  # its sender stopped on an error it does not retry: every later send would fail too
         self._producer_started = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -471,23 +476,35 @@ class OutboxRelay:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def _ensure_producer(self) -> None:
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
+    def _aiokafka_producer(self) -> Producer:
+        from aiokafka import AIOKafkaProducer
 
-            # Created here, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
-            # producer of the fleet: a row is marked only once all in-sync replicas have it.
-            self._producer = AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id,
-                                              acks="all", enable_idempotence=True)
+        # Built once a loop runs, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
+        # producer of the fleet: a row is marked only once all in-sync replicas have it.
+        return AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
+
+    async def _ensure_producer(self) -> None:
+        if self._producer_dead:
+            await self._drop_producer()
+        if self._producer is None:
+            self._producer = self._make_producer()
         if not self._producer_started:
             try:
                 await self._producer.start()
             except BaseException:
-                if self._owns_producer:  # a stopped producer cannot start again: the next pass builds a new one
-                    producer, self._producer = self._producer, None
-                    await producer.stop()
+                await self._drop_producer()  # a stopped producer cannot start again: the next pass builds a new one
                 raise
             self._producer_started = True
+
+    async def _drop_producer(self) -> None:
+        """Closes the producer and forgets it, so that the next pass builds a new one (an injected one is kept)."""
+        self._producer_dead = False
+        if self._make_producer is None:
+            return
+        producer, self._producer, self._producer_started = self._producer, None, False
+        if producer is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):  # a wedged producer may never finish stopping
+                await asyncio.wait_for(producer.stop(), self.stop_timeout_s)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -550,4 +567,6 @@ class OutboxRelay:
     def _log_failure(self, row: OutboxRow, error: Exception) -> None:
         if self.refused is not None and self.refused(error):
             return
+        if stops_the_producer(error):
+            self._producer_dead = True
         log.warning("outbox_send_failed", ce_id=row.ce_id, topic=row.topic, error=f"{type(error).__name__}: {error}")

@@ -5,6 +5,7 @@ collect what really happened."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -603,12 +604,19 @@ POISON: dict[str, Callable[[PrivateKey], tuple[tuple, str]]] = {
 # ---- Kafka plumbing ---------------------------------------------------------------------------------------------------
 
 class _Producer:
-    """An idempotent producer that sends a record again when the broker is away, until it is acknowledged."""
+    """An idempotent producer that sends a record again when the broker is away, until it is acknowledged. One that
+    cannot go on (its sender stopped on an error it does not retry, or a send hangs) is replaced by a new one."""
+
+    SEND_BOUND_S = 60.0  # far above the request timeout: only a wedged producer takes this long
 
     def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._producer = self._new()
+
+    def _new(self):
         from aiokafka import AIOKafkaProducer
 
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=10_000)
+        return AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=10_000)
 
     async def __aenter__(self) -> _Producer:
         await self._producer.start()
@@ -623,11 +631,29 @@ class _Producer:
     async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list):
         from aiokafka.errors import KafkaError
 
+        from fleet.errors import stops_the_producer
+
         while True:
             try:
-                return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
-            except KafkaError:
-                await asyncio.sleep(0.5)  # the broker is away (a chaos scenario): the same record, again
+                return await asyncio.wait_for(
+                    self._producer.send_and_wait(topic, value=value, key=key, headers=headers), self.SEND_BOUND_S)
+            except (KafkaError, asyncio.TimeoutError) as error:
+                if isinstance(error, asyncio.TimeoutError) or stops_the_producer(error):
+                    await self._replace(error)
+                else:
+                    await asyncio.sleep(0.5)  # the broker is away (a chaos scenario): the same record, again
+
+    async def _replace(self, error: BaseException) -> None:
+        print(f"  feed producer replaced after {type(error).__name__}: {error}", flush=True)
+        while True:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), 10.0)
+            self._producer = self._new()
+            try:
+                await self._producer.start()
+                return
+            except Exception:  # noqa: BLE001 - the broker is still away: keep trying, like a send would
+                await asyncio.sleep(0.5)
 
 
 def _all_topic_names() -> list[str]:

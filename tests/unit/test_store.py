@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 
 from contracts import Record
 from fleet.store import DuplicateOutboxEvent, OutboxRelay, Store, open_store, to_pyformat
@@ -96,6 +97,7 @@ class FakeProducer:
     jitter_s: float = 0.0  # each acknowledgement takes up to this long, so concurrent relays race
     refused: set[str] = field(default_factory=set)  # ce_ids that `send` itself refuses (a full buffer, say)
     started: bool = False
+    stopped_for_good: bool = False  # its sender died on an error it does not retry: every send fails the same way
     _previous: asyncio.Future | None = None
 
     async def start(self) -> None:
@@ -105,6 +107,8 @@ class FakeProducer:
         self.started = False
 
     async def send(self, topic, value, key, headers):
+        if self.stopped_for_good:
+            raise OutOfOrderSequenceNumber("the broker lost this producer's sequence")
         if dict(headers)["ce_id"].decode() in self.refused:
             raise BufferError("the producer's buffer is full")
         # One producer's records reach the broker in the order sent, as with Kafka; two producers race.
@@ -229,6 +233,32 @@ async def test_a_failing_send_leaves_rows_pending_and_a_later_drain_publishes_th
     assert await relay.drain() == 3
     assert producer.sent == [wire(r) for r in emitted]
     assert await relay.backlog() == 0
+    await relay.stop()
+
+
+async def test_a_relay_whose_producer_stopped_for_good_closes_it_and_publishes_with_a_new_one(store):
+    emitted = records(3)
+    await handle(store, "evt-1", emits=tuple(emitted))
+    wedged, fresh = FakeProducer(stopped_for_good=True), FakeProducer()
+    built = iter([wedged, fresh])
+    relay = OutboxRelay(store, "unused:9092", "payments-relay", make_producer=lambda: next(built))
+
+    assert await relay.drain() == 0
+    assert await relay.drain() == 3
+    assert not wedged.started and fresh.sent == [wire(r) for r in emitted]
+    await relay.stop()
+    assert not fresh.started
+
+
+async def test_a_relay_keeps_a_producer_that_only_failed_to_reach_the_broker(store):
+    await handle(store, "evt-1", emits=tuple(records(2)))
+    producer = FakeProducer(broken=True)  # a retriable failure: the same producer tries again
+    built = iter([producer])
+    relay = OutboxRelay(store, "unused:9092", "payments-relay", make_producer=lambda: next(built))
+
+    assert await relay.drain() == 0
+    producer.broken = False
+    assert await relay.drain() == 2
     await relay.stop()
 
 

@@ -1,12 +1,12 @@
-"""A producer whose broker cannot be reached closes the client it opened: nothing is left for the garbage collector to
-warn about ("Unclosed AIOKafkaProducer"), and the next attempt starts afresh."""
+"""A producer that cannot go on is closed and replaced: one whose broker cannot be reached leaves nothing for the garbage
+collector to warn about ("Unclosed AIOKafkaProducer"), and one whose sender stopped for good is not used again."""
 
 import contextlib
 import gc
 import warnings
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber, RequestTimedOutError
 
 from contracts.publisher import Publisher
 from fleet.rejects import KafkaSink
@@ -51,3 +51,42 @@ async def test_an_outbox_relay_that_cannot_reach_its_broker_closes_its_producer_
                 await relay.drain()  # a new producer: a closed one would fail otherwise ("already closed")
             await relay.stop()
             del relay  # collected with whatever producer it still holds
+
+
+class FakeDeadLetterProducer:
+    """What the dead-letter sink uses of aiokafka's producer; `fails_with` is raised by every send."""
+
+    def __init__(self, fails_with: Exception | None = None) -> None:
+        self.fails_with, self.started, self.sent = fails_with, False, []
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    async def send_and_wait(self, topic, key, value, headers) -> None:
+        if self.fails_with is not None:
+            raise self.fails_with
+        self.sent.append(topic)
+
+
+async def test_a_dead_letter_sink_whose_producer_stopped_for_good_sends_the_next_dead_letter_with_a_new_one():
+    wedged, fresh = FakeDeadLetterProducer(OutOfOrderSequenceNumber("sequence lost")), FakeDeadLetterProducer()
+    built = iter([wedged, fresh])
+    sink = KafkaSink(NOBODY, "payments-dead-letters", make_producer=lambda: next(built))
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
+    await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
+    assert not wedged.started and fresh.sent == ["orders.placed.v1.dlq"]
+
+
+async def test_a_dead_letter_sink_keeps_a_producer_whose_send_only_timed_out():
+    slow = FakeDeadLetterProducer(RequestTimedOutError())
+    built = iter([slow])
+    sink = KafkaSink(NOBODY, "payments-dead-letters", make_producer=lambda: next(built))
+    with pytest.raises(RequestTimedOutError):
+        await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
+    slow.fails_with = None
+    await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
+    assert slow.started and slow.sent == ["orders.placed.v1.dlq"]
