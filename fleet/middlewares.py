@@ -56,6 +56,8 @@ class WorkerState:
         if not self._logged_in and self.connection is not None:
             await authenticate_or_report(self.connection, self.denials)
             self._logged_in = True
+            if self.connection.principal:  # who the broker's ACLs see: what an operator checks first when one refuses
+                log.info("kafka_logged_in", principal=self.connection.principal, bootstrap=self.connection.bootstrap_servers)
 
     def refused(self, error: BaseException, doing: str) -> bool:
         """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""

@@ -83,6 +83,9 @@ class SecureBroker:
     def as_user(self, user: str) -> KafkaConnection:
         return self.admin.as_user(user, self.password_of(user))
 
+    def launcher_env(self) -> dict[str, str]:
+        return launcher_env(self.home, SECURE_PORT)
+
     def start_again(self) -> str:
         """What `make kafka-secure` says when this broker runs already: it adds the SCRAM users that have none yet."""
         with _local_broker_env(self.home, SECURE_PORT):
@@ -95,10 +98,15 @@ class SecureBroker:
                              ssl_cafile=secure / "ca.pem", credentials_dir=secure / "credentials", **overrides)
 
 
+def launcher_env(home: Path, port: int) -> dict[str, str]:
+    """The variables that point fleet.kafka_local (and `fleet up`) at the broker in `home`."""
+    return {"FLEET_KAFKA_HOME": str(home), "FLEET_KAFKA_PORT": str(port), "FLEET_KAFKA_CONTROLLER_PORT": str(port + 1)}
+
+
 @contextmanager
 def _local_broker_env(home: Path, port: int):
     """kafka_local reads where its broker lives from the environment: point it at another broker for a while."""
-    wanted = {"FLEET_KAFKA_HOME": str(home), "FLEET_KAFKA_PORT": str(port), "FLEET_KAFKA_CONTROLLER_PORT": str(port + 1)}
+    wanted = launcher_env(home, port)
     before = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:

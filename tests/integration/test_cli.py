@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.demo import demo_orders
-from tests.support import TopicReader, a_record, an_order, as_raw, end_offsets, produce_raw, start_group_at_end
+from tests.support import TopicReader, a_record, an_order, as_raw, end_offsets, fleet_up_until_an_order_is_through, produce_raw, start_group_at_end
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = [sys.executable, "-m", "fleet"]
@@ -72,35 +71,9 @@ async def test_a_service_runs_as_its_own_process_and_stops_cleanly_on_sigterm(ka
     assert any("shut down gracefully" in line.get("event", "") for line in lines)
 
 
-def _flow_steps(lines: list[str]) -> dict[str, set[str]]:
-    """Which topics each key has appeared on, from `fleet watch` lines (`time  topic  key  what  corr=...`)."""
-    steps: dict[str, set[str]] = {}
-    for line in lines:
-        parts = line.split()
-        if "corr=" in line and len(parts) > 3:
-            steps.setdefault(parts[2], set()).add(parts[1].rsplit(".", 1)[0])
-    return steps
-
-
 def test_the_local_fleet_shows_demo_orders_flowing_and_stops_on_ctrl_c(kafka):
     """What `make run` does: services as processes, demo orders, one readable line per event, Ctrl-C ends it all."""
-    process = subprocess.Popen([*FLEET, "up", "--demo", "--orders", "5", "--every", "0.5"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    whole_flow = {"orders.placed", "payments.authorized", "notifications.sent"}
-    lines: list[str] = []
-    give_up = threading.Timer(120, process.send_signal, [signal.SIGINT])  # the fleet runs until Ctrl-C: never hang the suite
-    give_up.start()
-    try:
-        for line in process.stdout:
-            lines.append(line.rstrip())
-            if any(whole_flow <= steps for steps in _flow_steps(lines).values()):
-                break
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        give_up.cancel()
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, "\n".join(lines) + rest
-    assert any(whole_flow <= steps for steps in _flow_steps(lines).values()), "an order was seen placed, authorized and notified"
-    assert "stopping" in rest and "replica_stopped" in rest
+    run = fleet_up_until_an_order_is_through(ROOT)
+    assert run.returncode == 0, "\n".join(run.lines) + run.rest
+    assert run.saw_an_order_through, "an order was seen placed, authorized and notified"
+    assert "stopping" in run.rest and "replica_stopped" in run.rest

@@ -3,6 +3,7 @@ outside a service's ACLs, and the worker says so once and stops instead of retry
 clearly, and never shows up in a log."""
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from tests.support import (
     TopicReader,
     an_order,
     committed_offsets,
+    fleet_up_until_an_order_is_through,
     running_gateway,
     signer_of,
 )
@@ -241,3 +243,21 @@ async def test_a_user_given_a_password_file_after_the_format_can_log_in_once_the
         assert "SCRAM users added" not in await asyncio.to_thread(secure_kafka.start_again), "an existing user keeps its credential"
     finally:
         newcomer.unlink()
+
+
+def test_make_run_secure_runs_the_demo_with_each_worker_logged_in_as_its_service(secure_kafka, tmp_path):
+    """`fleet up --demo` on the secure broker, as `make run-secure` runs it (state, keys and stores in a folder of its
+    own): it applies the ACLs, every worker process logs in as its service from the credentials folder, an order is seen
+    placed, authorized and notified, and no process was refused anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_KAFKA_")} | secure_kafka.launcher_env()
+    run = fleet_up_until_an_order_is_through(tmp_path, env)
+    assert run.returncode == 0 and run.saw_an_order_through, "\n".join(run.lines) + run.rest
+    assert any(line.startswith("acls:") for line in run.lines), "\n".join(run.lines)
+    logs = {log.stem: log.read_text() for log in (tmp_path / ".fleet" / "logs").glob("*.log")}
+    assert {"payments-1", "inventory-1", "shipping-1", "notifications-1", "tracker-1"} <= set(logs), sorted(logs)
+    for replica, text in logs.items():  # as its own user, never as the operators' admin
+        logins = [entry.get("principal") for entry in map(json.loads, filter(None, text.splitlines()))
+                  if entry.get("event") == "kafka_logged_in"]
+        assert logins == [f"User:{replica.rsplit('-', 1)[0]}"], f"{replica}: {logins}\n{text[-2000:]}"
+    refused = [name for name, text in logs.items() if "kafka_access_denied" in text]
+    assert not refused and "kafka_access_denied" not in run.rest, refused
