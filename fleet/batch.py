@@ -50,7 +50,7 @@ class BatchRunner:
     def __post_init__(self) -> None:
         # The batch waits for its acks itself, then commits at once: no timer (interval 0).
         self.committer = OffsetCommitter(self.subscriber, interval_s=0,
-                                         refused=lambda error: self.outcomes.state.refused(error, "publishing what its handler emitted"))
+                                         send_failed=lambda error: self.outcomes.state.send_failed(error, "publishing what its handler emitted"))
 
     async def __call__(self, records: Sequence[Any]) -> None:
         try:

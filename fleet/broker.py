@@ -99,8 +99,8 @@ def _flush_before_stop(subscriber: Any, committer: OffsetCommitter) -> None:
     consumer.stop = stop
 
 
-def _refusal_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
-    return lambda error: state.refused(error, "publishing what its handler emitted")
+def _send_failure_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
+    return lambda error: state.send_failed(error, "publishing what its handler emitted")
 
 
 def _report_refusals(subscriber: Any, state: WorkerState) -> None:
@@ -234,7 +234,7 @@ def subscriber_for(
         broker.retry_policies[id(subscriber)] = policy
         if not max_records:
             revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(
-                subscriber, broker.kafka.commit_interval_ms / 1000, refused=_refusal_reporter(broker.state))
+                subscriber, broker.kafka.commit_interval_ms / 1000, send_failed=_send_failure_reporter(broker.state))
         return subscriber
 
     def register(handler: Callable) -> Callable:

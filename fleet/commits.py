@@ -34,12 +34,12 @@ class OffsetCommitter:
     waits for before its next record. Committing later changes what a crash costs (up to `interval_s` of records are
     redelivered; the fleet's handlers are idempotent for that), never what is committed before it is durable."""
 
-    def __init__(self, subscriber: Any, interval_s: float = 0.1, refused: Callable[[BaseException], bool] | None = None) -> None:
+    def __init__(self, subscriber: Any, interval_s: float = 0.1, send_failed: Callable[[BaseException], bool] | None = None) -> None:
         self.subscriber = subscriber
         self.interval_s = interval_s
-        # Whether a send's error is Kafka refusing the worker (an ACL): reported once and the worker stops, where
-        # redelivering the record would fail the same way forever.
-        self.refused = refused
+        # Told of a send's error: Kafka refusing the worker (an ACL), or a producer stopped for good, stops the worker
+        # (WorkerState.send_failed), where redelivering the record would fail the same way forever.
+        self.send_failed = send_failed
         self._pending: dict[Any, list[tuple[int, list[asyncio.Future]]]] = {}
         self._timer: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -95,8 +95,8 @@ class OffsetCommitter:
             error = next((send.exception() for send in sends if not send.cancelled() and send.exception()), None)
             if error is not None or any(send.cancelled() for send in sends):
                 # The broker never took an emitted record: its cause must come again, with everything after it.
-                if error is not None and self.refused is not None:
-                    self.refused(error)
+                if error is not None and self.send_failed is not None:
+                    self.send_failed(error)
                 log.error("emitted_record_not_acknowledged", topic=tp.topic, partition=tp.partition, offset=offset,
                           error_class=type(error).__name__, reason=str(error)[:300])
                 self._seek(tp, offset)

@@ -17,7 +17,7 @@ from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_r
 
 from .access import Denials, authenticate_or_report, denial_of
 from .commits import OffsetCommitter, pending_sends
-from .errors import PermanentError
+from .errors import PermanentError, stops_the_producer
 from .faults import Faults
 from .health import Progress
 from .keys import KeyStore
@@ -48,6 +48,7 @@ class WorkerState:
         self.progress = Progress()
         self.denials = Denials()
         self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
+        self.lost_producer: BaseException | None = None  # then the worker stops, and its runner exits 75 to be restarted
         self._logged_in = False
 
     async def log_in(self) -> None:
@@ -65,6 +66,20 @@ class WorkerState:
         if denial is not None:
             self.denials.report(denial)
         return denial is not None
+
+    def send_failed(self, error: BaseException, doing: str) -> bool:
+        """An emitted record the broker did not take. A refusal is reported as such (`refused`; True). An error that
+        stops the producer for good stops the worker too, to be restarted with new producers: the record is redelivered
+        either way, but to this producer every redelivery would fail the same way."""
+        if self.refused(error, doing):
+            return True
+        if stops_the_producer(error) and self.lost_producer is None:
+            self.lost_producer = error
+            log.error("kafka_producer_stopped", doing=doing, error_class=type(error).__name__, reason=str(error)[:300],
+                      hint="the worker stops and exits 75 to be restarted with new producers; its record is handled again")
+            if self.denials.stop is not None:
+                self.denials.stop()
+        return False
 
 
 class RecordOutcomes:

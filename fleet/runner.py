@@ -28,6 +28,9 @@ def load_service(name: str) -> ModuleType:
     return importlib.import_module(f"services.{name}.app")
 
 
+EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker stopped cleanly, to be restarted
+
+
 def run_service(name: str) -> None:
     """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
     module = load_service(name)
@@ -46,3 +49,5 @@ def run_service(name: str) -> None:
     if denials.first is not None:
         # Not a crash to restart: every restart would be refused alike until a password or an ACL changes.
         sys.exit(EXIT_ACCESS_DENIED)
+    if app.broker.state.lost_producer is not None:
+        sys.exit(EXIT_PRODUCER_LOST)  # a restart gives the worker new producers (`fleet up` and Kubernetes restart it)

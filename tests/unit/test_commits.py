@@ -63,6 +63,15 @@ async def test_a_record_whose_emitted_event_failed_is_not_committed_and_the_cons
     assert consumer.seeks == [("orders.placed.v1", 0, 5)]
 
 
+async def test_the_error_of_a_failed_send_is_told_to_the_worker_which_may_have_to_stop():
+    told = []
+    consumer = FakeConsumer()
+    commits = OffsetCommitter(SimpleNamespace(consumer=consumer), interval_s=60, send_failed=told.append)
+    commits.done(record(4), [acked(), failed()])
+    await commits.flush()
+    assert [type(error) for error in told] == [ConnectionError]
+
+
 async def test_a_record_that_is_redelivered_takes_back_nothing_before_it_and_everything_after():
     commits, consumer = committer()
     commits.done(record(4))

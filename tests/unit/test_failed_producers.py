@@ -4,11 +4,14 @@ collector to warn about ("Unclosed AIOKafkaProducer"), and one whose sender stop
 import contextlib
 import gc
 import warnings
+from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber, RequestTimedOutError
 
 from contracts.publisher import Publisher
+from fleet import runner
+from fleet.middlewares import WorkerState
 from fleet.rejects import KafkaSink
 from fleet.store import OutboxRelay, open_store
 from tests.support import signer_of
@@ -90,3 +93,55 @@ async def test_a_dead_letter_sink_keeps_a_producer_whose_send_only_timed_out():
     slow.fails_with = None
     await sink(topic="orders.placed.v1.dlq", key=b"k", value=b"v", headers=[])
     assert slow.started and slow.sent == ["orders.placed.v1.dlq"]
+
+
+def test_a_worker_whose_producer_stopped_for_good_is_stopped_once_to_be_restarted():
+    state = WorkerState("shipping")
+    stops = []
+    state.denials.stop = lambda: stops.append("stop")
+    lost = OutOfOrderSequenceNumber("sequence lost")
+
+    assert state.send_failed(lost, "publishing what its handler emitted") is False  # not a refusal: logged by the caller
+    assert state.send_failed(OutOfOrderSequenceNumber("again"), "publishing what its handler emitted") is False
+    assert state.lost_producer is lost and stops == ["stop"]
+    assert state.denials.first is None, "not a refusal: the runner exits 75 (restart), not 78"
+
+
+def test_a_worker_whose_send_only_timed_out_keeps_running_and_the_record_comes_again():
+    state = WorkerState("shipping")
+    stops = []
+    state.denials.stop = lambda: stops.append("stop")
+    assert state.send_failed(RequestTimedOutError(), "publishing what its handler emitted") is False
+    assert state.lost_producer is None and stops == []
+
+
+class FakeApp:
+    """What the runner uses of a worker's FastStream app: its broker's state, run() and exit()."""
+
+    def __init__(self, lose_producer: bool) -> None:
+        self.broker = SimpleNamespace(state=WorkerState("shipping"))
+        self.lose_producer = lose_producer
+
+    async def run(self) -> None:
+        if self.lose_producer:
+            self.broker.state.send_failed(OutOfOrderSequenceNumber("sequence lost"), "publishing what its handler emitted")
+
+    def exit(self) -> None:
+        pass
+
+
+def _run_worker(monkeypatch, app: FakeApp) -> None:
+    monkeypatch.setattr(runner, "load_service", lambda name: SimpleNamespace(create_app=lambda: app))
+    monkeypatch.setattr(runner, "configure_logging", lambda name: None)
+    monkeypatch.setattr(runner, "configure_tracing", lambda name: None)
+    runner.run_service("shipping")
+
+
+def test_the_runner_of_a_worker_that_lost_its_producer_exits_75_so_that_it_is_restarted(monkeypatch):
+    with pytest.raises(SystemExit) as exited:
+        _run_worker(monkeypatch, FakeApp(lose_producer=True))
+    assert exited.value.code == runner.EXIT_PRODUCER_LOST == 75
+
+
+def test_the_runner_of_a_worker_that_stopped_normally_returns(monkeypatch):
+    _run_worker(monkeypatch, FakeApp(lose_producer=False))
