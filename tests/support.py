@@ -320,9 +320,12 @@ class InMemoryProducer:
 def in_memory(create_app, settings):
     """A service app whose outbox relay publishes into the in-memory broker: inside `async with TestKafkaBroker(app.broker)`,
     `await app.start()` opens its store, and `await app.stop()` lets the relay publish what was committed."""
+    from fleet.rejects import MemorySink
+
     producer = InMemoryProducer()
     app = create_app(settings, producer=producer)
     producer.broker = app.broker
+    app.broker.dead_letters.sink = MemorySink()  # dead letters and retries stay in memory too
     return app
 
 
