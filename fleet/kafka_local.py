@@ -116,6 +116,8 @@ def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
     _check_mode(folder, secure)
     if _answers():
         by = f"pid {pid}" if pid else f"not started from {folder}"
+        if is_secure(folder):
+            _ensure_secure_files(folder)  # a password for each user of the fleet as it is now (a service added since)
         return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
@@ -137,7 +139,6 @@ def _users_added(folder: Path) -> str:
         return ""
     from .scram import add_missing_users
 
-    _ensure_secure_files(folder)  # a password for each user of the fleet as it is now
     credentials = secure_dir(folder) / "credentials"
     passwords = {path.stem: path.read_text().strip() for path in sorted(credentials.glob("*.password"))}
     added = _run_async(lambda: add_missing_users(connection(ADMIN, folder), passwords))
