@@ -107,10 +107,10 @@ kafka-logs: install ## Show the local broker's log
 
 # A throwaway PostgreSQL cluster for the store's tests (data in .cache/postgres): installs Debian's package if missing.
 postgres: install ## Start the local PostgreSQL cluster (127.0.0.1:55432); returns when it accepts connections
-	$(BIN)/python -m fleet.postgres_local start
+	$(BIN)/python -m fleet.local.postgres start
 
 postgres-stop: install ## Stop the local PostgreSQL cluster
-	$(BIN)/python -m fleet.postgres_local stop
+	$(BIN)/python -m fleet.local.postgres stop
 
 # The secure local broker (docs/security.md): TLS with a throwaway CA, SASL/SCRAM-SHA-512 with one user per service, and
 # ACLs (nothing is allowed that `fleet acl plan` does not list). Its own data and ports (9094, controller 9095): the plaintext
@@ -131,11 +131,11 @@ run-secure: kafka-secure ## `make run` on the secure broker: each worker logs in
 # .cache/kafka-cluster/node-N; the registry's topics get replication factor 3 and min.insync.replicas 2 there.
 .PHONY: kafka-cluster kafka-cluster-stop
 kafka-cluster: install ## Start the local three-node KRaft cluster (127.0.0.1:9192,9292,9392) and its topics (RF 3, min ISR 2)
-	$(BIN)/python -m fleet.kafka_cluster start
+	$(BIN)/python -m fleet.local.kafka_cluster start
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392 $(FLEET) topics apply --replication-factor 3
 
 kafka-cluster-stop: install ## Stop the local three-node cluster
-	$(BIN)/python -m fleet.kafka_cluster stop
+	$(BIN)/python -m fleet.local.kafka_cluster stop
 
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
@@ -169,7 +169,7 @@ clean: ## Remove the virtual environment and local state (keeps the Maven cache)
 	-$(FLEET) kafka stop
 	-$(TEST_ENV) $(FLEET) kafka stop
 	-$(SECURE_ENV) $(FLEET) kafka stop
-	-$(BIN)/python -m fleet.kafka_cluster stop
+	-$(BIN)/python -m fleet.local.kafka_cluster stop
 	-FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-secure-test FLEET_KAFKA_PORT=19292 FLEET_KAFKA_CONTROLLER_PORT=19293 $(FLEET) kafka stop
-	-$(BIN)/python -m fleet.postgres_local stop
+	-$(BIN)/python -m fleet.local.postgres stop
 	rm -rf $(VENV) .cache .fleet

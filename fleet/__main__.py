@@ -1,5 +1,5 @@
 """`python -m fleet` is the `fleet` command."""
 
-from .cli import main
+from fleet.cli import main
 
 main()

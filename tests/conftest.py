@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.keys import UPSTREAM_SIGNERS, init_keys
+from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
 from services import SERVICES
 
 # The tests' own broker, unless the caller chose one: never the broker `make run` uses, so neither sees the other's

@@ -62,7 +62,7 @@ def signer_of(signer: str = "storefront"):
     """The current private key of one of the run's dev signers (tests/conftest.py made them)."""
     import os
 
-    from fleet.keys import KeyStore
+    from fleet.runtime.keys import KeyStore
 
     return KeyStore.for_signer(Path(os.environ["FLEET_KEYS_DIR"]), signer).signer()
 
@@ -136,7 +136,7 @@ async def end_offsets(bootstrap: str, topic_names) -> dict:
     """Where each partition of the topics ends now: everything published after this lies beyond."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from fleet.topics import partitions_of
+    from fleet.ops.topics import partitions_of
 
     counts = await partitions_of(bootstrap, list(topic_names))
     partitions = [TopicPartition(n, p) for n, c in counts.items() for p in range(c)]
@@ -320,7 +320,7 @@ class InMemoryProducer:
 def in_memory(create_app, settings):
     """A service app whose outbox relay publishes into the in-memory broker: inside `async with TestKafkaBroker(app.broker)`,
     `await app.start()` opens its store, and `await app.stop()` lets the relay publish what was committed."""
-    from fleet.rejects import MemorySink
+    from fleet.runtime.delivery.dead_letters import MemorySink
 
     producer = InMemoryProducer()
     app = create_app(settings, producer=producer)

@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from contracts import REGISTRY, KeyError_, PrivateKey, Record, Topic, TrustedKey, encode, source_of
-from fleet.access import KafkaAccessDenied
-from fleet.keys import KeyStore, topics_signed_by
-from fleet.store import Store, open_store
+from fleet.runtime.access import KafkaAccessDenied
+from fleet.runtime.keys import KeyStore, topics_signed_by
+from fleet.runtime.store import Store, open_store
 from services.tracker import queries as tracker_queries
 
 from . import core

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from contracts import REGISTRY, Record, Registry, describe_errors
 from contracts.connection import KafkaConnection
 from contracts.publisher import Publisher
-from fleet.access import KafkaAccessDenied, authenticate
+from fleet.runtime.access import KafkaAccessDenied, authenticate
 
 from .core import Client, Clients, hash_token
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.settings import KafkaSettings, KeySettings
+from fleet.runtime.settings import KafkaSettings, KeySettings
 
 __all__ = ["GatewaySettings"]
 

@@ -7,7 +7,7 @@ from typing import Iterable
 
 from contracts import Envelope, OrderItem, OrderPlaced, PaymentAuthorized, StockReceived
 
-from fleet.store import Transaction
+from fleet.runtime.store import Transaction
 
 __all__ = ["MIGRATIONS", "add_stock", "items_of", "levels", "park_payment", "remember_order", "set_levels", "settle_once", "take_parked"]
 

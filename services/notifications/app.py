@@ -8,10 +8,10 @@ import structlog
 from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
-from fleet.broker import create_broker, publisher_for, subscriber_for, worker_app
-from fleet.stateful import attach_store
-from fleet.store import Producer
-from fleet.worker_http import attach_http
+from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.runtime.stateful import attach_store
+from fleet.runtime.store import Producer
+from fleet.runtime.observe.http import attach_http
 
 from . import core, records
 from .outbox import FileOutbox

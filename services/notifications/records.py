@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.store import Transaction
+from fleet.runtime.store import Transaction
 
 from .core import FEED_COLUMNS, Notification, feed_line
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import HttpPort, WorkerSettings
+from fleet.runtime.settings import HttpPort, WorkerSettings
 
 __all__ = ["NotificationsSettings"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts import PaymentAuthorized
 
-from fleet.store import Transaction
+from fleet.runtime.store import Transaction
 
 __all__ = ["MIGRATIONS", "charge_for", "record_charge"]
 

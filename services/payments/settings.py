@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from fleet.settings import HttpPort, WorkerSettings
+from fleet.runtime.settings import HttpPort, WorkerSettings
 
 from .core import CreditPolicy
 

@@ -17,10 +17,10 @@ from contracts import (
     PaymentDeclined,
     ShipmentScheduled,
 )
-from fleet.broker import create_broker, subscriber_for, worker_app
-from fleet.stateful import attach_store
-from fleet.store import Transaction
-from fleet.worker_http import attach_http
+from fleet.runtime.broker import create_broker, subscriber_for, worker_app
+from fleet.runtime.stateful import attach_store
+from fleet.runtime.store import Transaction
+from fleet.runtime.observe.http import attach_http
 
 from . import core, queries
 from .settings import TrackerSettings

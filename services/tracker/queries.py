@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-from fleet.store import Store, Transaction
+from fleet.runtime.store import Store, Transaction
 
 from .core import HistoryEntry, OrderStatus
 

@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts import encode, source_of
-from fleet import kafka_local
-from fleet.keys import KeyStore, init_keys
-from fleet.topics import apply_topics
+from fleet.local import kafka as kafka_local
+from fleet.runtime.keys import KeyStore, init_keys
+from fleet.ops.topics import apply_topics
 
 from .contract import ALGORITHMS, RELAY, SOURCE, BenchOrderReceived, bench_registry
 from .events import event_key, event_value
@@ -33,7 +33,7 @@ KAFKA_POM = REPO / "deploy" / "local" / "kafka" / "pom.xml"
 
 
 def configure_environment() -> None:
-    """fleet.kafka_local reads these: every start, stop and probe of this process is the bench broker's."""
+    """fleet.local.kafka reads these: every start, stop and probe of this process is the bench broker's."""
     os.environ.update({
         "FLEET_KAFKA_HOME": str(REPO / ".cache" / "kafka-bench"),
         "FLEET_KAFKA_PORT": str(PORT),

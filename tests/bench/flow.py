@@ -177,7 +177,7 @@ def machine_jiffies() -> tuple[int, int]:
 def authorized_orders(count: int, tag: str, seed: int = 5) -> list:
     """Demo orders that payments' own rules authorize (so each leads to exactly one shipment), with ids unique to the run."""
     from contracts import PaymentAuthorized
-    from fleet.demo import demo_orders
+    from fleet.ops.demo import demo_orders
     from services.payments import core as payments_core
     from services.payments.settings import PaymentsSettings
 
@@ -276,7 +276,7 @@ class OrderSender:
     def __init__(self, bootstrap: str, keys_dir: Path) -> None:
         from aiokafka import AIOKafkaProducer
 
-        from fleet.keys import KeyStore
+        from fleet.runtime.keys import KeyStore
 
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="storefront", acks="all", enable_idempotence=True)
         self._keys_dir = keys_dir
@@ -291,7 +291,7 @@ class OrderSender:
     async def stock(self, skus: Iterable[str], tag: str) -> None:
         """One delivery of PLENTY units of each product, signed by the warehouse, acknowledged before this returns."""
         from contracts import StockReceived, encode, source_of
-        from fleet.keys import KeyStore
+        from fleet.runtime.keys import KeyStore
 
         warehouse = KeyStore.for_signer(self._keys_dir, "warehouse").signer()
         now = datetime.now(timezone.utc)
@@ -367,7 +367,7 @@ class FlowRun:
         self.supervisor = None
 
     async def measure(self) -> dict:
-        from fleet.supervisor import Supervisor
+        from fleet.ops.supervisor import Supervisor
 
         began = time.perf_counter()
         await self._prepare()
@@ -385,8 +385,8 @@ class FlowRun:
             await self.supervisor.stop()
 
     async def _prepare(self) -> None:
-        from fleet.keys import UPSTREAM_SIGNERS, init_keys
-        from fleet.topics import apply_topics
+        from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
+        from fleet.ops.topics import apply_topics
         from services import SERVICES
 
         shutil.rmtree(self.work, ignore_errors=True)
@@ -398,7 +398,7 @@ class FlowRun:
         await self._start_at_the_ends()
 
     async def _flow(self, collector: Collector, sender: OrderSender, began: float) -> dict:
-        from fleet.demo import CATALOGUE
+        from fleet.ops.demo import CATALOGUE
 
         orders = authorized_orders(WARMUP_ORDERS + self.orders, self.tag)
         warmup, measured = orders[:WARMUP_ORDERS], orders[WARMUP_ORDERS:]
@@ -475,7 +475,7 @@ class FlowRun:
         """Until every partition of the fleet's topics has a leader: workers that start earlier only log errors and retry."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from fleet.topics import desired_topics
+        from fleet.ops.topics import desired_topics
 
         names = [t.name for t in desired_topics()]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench-flow-topics")
@@ -498,7 +498,7 @@ class FlowRun:
         from aiokafka.structs import OffsetAndMetadata
 
         from contracts import REGISTRY
-        from fleet.status import group_of
+        from fleet.ops.status import group_of
 
         for group, names in fleet_groups(self.services, group_of, REGISTRY).items():
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
@@ -513,7 +513,7 @@ class FlowRun:
                 await consumer.stop()
 
     async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
-        from fleet.groups import group_members
+        from fleet.ops.groups import group_members
 
         deadline, members = time.monotonic() + timeout_s, {}
         while time.monotonic() < deadline:
@@ -542,7 +542,7 @@ class FlowRun:
     async def _until_settled(self, timeout_s: float = 60.0) -> bool:
         """Until every worker's group has committed up to the end of what it consumes (notifications and the tracker
         trail the shipments): their work for these orders then falls inside the CPU window."""
-        from fleet.status import build_status, gather
+        from fleet.ops.status import build_status, gather
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -572,7 +572,7 @@ class FlowRun:
 @dataclass(frozen=True)
 class FlowLatency:
     """The whole fleet (payments, inventory, shipping, notifications, tracker), each worker a process of its own under
-    fleet.supervisor with the fleet's default settings and a fresh SQLite store; signed orders sent on an open-loop
+    fleet.ops.supervisor with the fleet's default settings and a fresh SQLite store; signed orders sent on an open-loop
     schedule at a fixed rate (half of case 4's throughput); latency from each order's LogAppendTime to its shipment's."""
 
     rate_per_s: float | None = None  # None: DEFAULT_RATE_PER_S

@@ -38,11 +38,11 @@ from contracts import (
     source_of,
     verify_record,
 )
-from fleet import middlewares
-from fleet.logging import configure_logging
-from fleet.retries import RetryPolicy
-from fleet.settings import LogSettings
-from fleet.tracing import TracingSettings, configure_tracing, consumer_span, trace_id_of
+from fleet.runtime.delivery import outcomes as middlewares
+from fleet.runtime.observe.logs import configure_logging
+from fleet.runtime.delivery.retries import RetryPolicy
+from fleet.runtime.settings import LogSettings
+from fleet.runtime.observe.tracing import TracingSettings, configure_tracing, consumer_span, trace_id_of
 from services.payments import core
 
 from .stats import format_table
@@ -264,7 +264,7 @@ def sign_stage(name: str, inputs: Inputs, alg: str) -> Stage:
 
 
 def _event_context_of() -> Callable[[Any, Envelope], dict]:
-    """fleet.middlewares' own per-record log context; its helper takes (record, envelope) or, earlier, a policy too."""
+    """fleet.runtime.delivery.outcomes' own per-record log context; its helper takes (record, envelope) or, earlier, a policy too."""
     helper = middlewares._event_context
     if len(inspect.signature(helper).parameters) == 2:
         return helper
@@ -296,7 +296,7 @@ def log_stage(inputs: Inputs) -> Stage:
 
 def trace_stage(name: str, raw: ConsumerRecord, envelope: Envelope, *, recording: bool, what: str,
                 scope: Callable[[], ContextManager] = worker_tracer) -> Stage:
-    """fleet.tracing.consumer_span around nothing: the span a worker opens per record, parent from the record's traceparent."""
+    """fleet.runtime.observe.tracing.consumer_span around nothing: the span a worker opens per record, parent from the record's traceparent."""
     expected_trace = _traceparent_trace_id(raw)
 
     def call() -> Any:
@@ -406,7 +406,7 @@ async def faststream_consume(iterations: int = 2000, samples: int = 7) -> dict:
     TestKafkaBroker. An upper bound: the test broker swaps in a MagicMock logger and records each call in a mock."""
     from faststream.kafka import KafkaBroker, TestKafkaBroker
 
-    # As fleet brokers are made (fleet.broker.create_broker): access lines at DEBUG, under a worker's INFO.
+    # As fleet brokers are made (fleet.runtime.broker.create_broker): access lines at DEBUG, under a worker's INFO.
     broker = KafkaBroker(logger=logging.getLogger("eventfleet.bench"), log_level=logging.DEBUG)
     subscriber = broker.subscriber("bench.in", group_id="bench-stages")
     handled = 0

@@ -11,7 +11,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fleet import kafka_cluster, kafka_local, postgres_local
+from fleet.local import kafka_cluster
+from fleet.local import kafka as kafka_local
+from fleet.local import postgres as postgres_local
 
 from .harness import REPO, configure_environment
 from .scenarios import SCENARIOS, run_scenario, within_deadline

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Callable
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PrivateKey, Record, StockReceived, encode, sign, source_of
-from fleet import kafka_cluster, kafka_local, postgres_local
-from fleet.demo import CATALOGUE, demo_orders
-from fleet.groups import describe_groups, group_members
-from fleet.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
-from fleet.reading import read_spans
-from fleet.supervisor import Supervisor
-from fleet.topics import apply_topics
+from fleet.local import kafka_cluster
+from fleet.local import kafka as kafka_local
+from fleet.local import postgres as postgres_local
+from fleet.ops.demo import CATALOGUE, demo_orders
+from fleet.ops.groups import describe_groups, group_members
+from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from fleet.ops.reading import read_spans
+from fleet.ops.supervisor import Supervisor
+from fleet.ops.topics import apply_topics
 from services import SERVICES
 from services.payments import core as payments_core
 from services.payments.settings import PaymentsSettings
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 KAFKA_PORT = int(os.environ.get("FLEET_CHAOS_KAFKA_PORT", 29092))
 CONTROLLER_PORT = int(os.environ.get("FLEET_CHAOS_CONTROLLER_PORT", KAFKA_PORT + 1))
 POSTGRES_PORT = int(os.environ.get("FLEET_CHAOS_POSTGRES_PORT", 55433))
-# The three-node cluster of the failover scenarios: ports and data apart from `python -m fleet.kafka_cluster`'s, whose
+# The three-node cluster of the failover scenarios: ports and data apart from `python -m fleet.local.kafka_cluster`'s, whose
 # data a chaos run would otherwise wipe (FLEET_CHAOS_CLUSTER_PORTS moves them).
 CLUSTER_PORTS = os.environ.get("FLEET_CHAOS_CLUSTER_PORTS", "29192,29292,29392")
 OUT_OF_STOCK = "SKU-ESPRESSO-006"  # never delivered: an authorized order with it is backordered, whatever the timing
@@ -50,7 +52,7 @@ FLOW_TOPICS = [t.name for t in REGISTRY.topics]
 
 
 def chaos_cluster_env() -> dict[str, str]:
-    """Where the failover scenarios' cluster lives, for `python -m fleet.kafka_cluster status|logs|stop` beside a run."""
+    """Where the failover scenarios' cluster lives, for `python -m fleet.local.kafka_cluster status|logs|stop` beside a run."""
     return {"FLEET_KAFKA_CLUSTER_HOME": str(REPO / ".cache" / "kafka-chaos-cluster"), "FLEET_KAFKA_CLUSTER_PORTS": CLUSTER_PORTS}
 
 
@@ -379,7 +381,7 @@ class ChaosFleet:
         `poison_tails` are the poison records left last on their partitions (topic, partition, offset). Lag on them alone is
         reported as `lag_on_poison_tail`, and anything else as `lag_unexplained`; both must be empty, since the worker
         commits past a record it dead-lettered even when FastStream could not parse it."""
-        from fleet.status import build_status, gather
+        from fleet.ops.status import build_status, gather
 
         deadline = time.monotonic() + timeout_s
         while True:
@@ -631,7 +633,7 @@ class _Producer:
     async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list):
         from aiokafka.errors import KafkaError
 
-        from fleet.errors import stops_the_producer
+        from fleet.runtime.errors import stops_the_producer
 
         while True:
             try:

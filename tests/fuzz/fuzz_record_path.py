@@ -32,7 +32,7 @@ with atheris.instrument_imports():  # coverage of the code under test guides the
     from contracts import REGISTRY, Rejected, decode_keyed_value, encode, sign, source_of, verify_record
     from contracts.envelope import Record
 
-from fleet.keys import KeyStore, init_keys
+from fleet.runtime.keys import KeyStore, init_keys
 from tests.support import an_order
 
 REASONS = {"oversize", "missing_header", "invalid_header", "duplicate_header", "wrong_type", "invalid_key", "unknown_key",

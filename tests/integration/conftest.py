@@ -12,12 +12,13 @@ import psycopg
 import pytest
 
 from contracts.connection import KafkaConnection
-from fleet import kafka_local, postgres_local
-from fleet.acls import apply_acls, fleet_acls, fleet_users
-from fleet.governance import service_wiring
-from fleet.groups import group_members
-from fleet.settings import KafkaSettings
-from fleet.topics import apply_topics
+from fleet.local import kafka as kafka_local
+from fleet.local import postgres as postgres_local
+from fleet.ops.acls import apply_acls, fleet_acls, fleet_users
+from fleet.docs.governance import service_wiring
+from fleet.ops.groups import group_members
+from fleet.runtime.settings import KafkaSettings
+from fleet.ops.topics import apply_topics
 from services import SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ class SecureBroker:
 
 
 def launcher_env(home: Path, port: int) -> dict[str, str]:
-    """The variables that point fleet.kafka_local (and `fleet up`) at the broker in `home`."""
+    """The variables that point fleet.local.kafka (and `fleet up`) at the broker in `home`."""
     return {"FLEET_KAFKA_HOME": str(home), "FLEET_KAFKA_PORT": str(port), "FLEET_KAFKA_CONTROLLER_PORT": str(port + 1)}
 
 

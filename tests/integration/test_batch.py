@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 from collections import Counter, defaultdict
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined, verify_record
-from fleet.broker import create_broker, publisher_for, subscriber_for
-from fleet.errors import TransientError
-from fleet.keys import KeyStore, keyring_path
-from fleet.settings import KafkaSettings
+from fleet.runtime.broker import create_broker, publisher_for, subscriber_for
+from fleet.runtime.errors import TransientError
+from fleet.runtime.keys import KeyStore, keyring_path
+from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from services.payments import core as payments_core

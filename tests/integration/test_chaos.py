@@ -75,7 +75,7 @@ def test_nothing_is_lost_or_done_twice_when(scenario, tmp_path):
         pytest.fail(f"the chaos run outlived its deadline and was killed:\n{_text(killed.stdout)[-6000:]}\n{_text(killed.stderr)[-3000:]}")
     finally:
         if SCENARIOS[scenario].cluster:  # the run stops its cluster, unless it was killed: its nodes would outlive it
-            subprocess.run([sys.executable, "-m", "fleet.kafka_cluster", "stop"], cwd=REPO, env={**os.environ, **chaos_cluster_env()},
+            subprocess.run([sys.executable, "-m", "fleet.local.kafka_cluster", "stop"], cwd=REPO, env={**os.environ, **chaos_cluster_env()},
                            capture_output=True, timeout=120)
     assert report_path.exists(), f"the chaos run wrote no report:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     assert "timed_out_after_s" not in json.loads(report_path.read_text())["scenarios"][scenario], \

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.demo import demo_orders
+from fleet.ops.demo import demo_orders
 from tests.support import TopicReader, a_record, an_order, as_raw, end_offsets, fleet_up_until_an_order_is_through, produce_raw, start_group_at_end
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 
 from contracts import Keyring, NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.keys import keyring_path
-from fleet.settings import KafkaSettings
+from fleet.runtime.keys import keyring_path
+from fleet.runtime.settings import KafkaSettings
 from services.notifications import NotificationsSettings
 from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from contracts.registry import REGISTRY
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services import HTTP_SERVICES, SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, Record, sign
-from fleet.dlq import REPLAY_GROUP, count_dead_letters, replay_dead_letters
-from fleet.keys import REPLAY_SIGNER, KeyStore
-from fleet.settings import KafkaSettings
+from fleet.ops.dlq import REPLAY_GROUP, count_dead_letters, replay_dead_letters
+from fleet.runtime.keys import REPLAY_SIGNER, KeyStore
+from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, end_offsets, produce_raw, signer_of, start_group_at_end
@@ -70,7 +70,7 @@ async def refused(kafka):
 
 def fleet_dlq(*args: str) -> subprocess.CompletedProcess:
     """The sub-app as an operator runs it, in its own process (it is registered in `fleet` as `fleet dlq`)."""
-    command = [sys.executable, "-c", "from fleet.dlq_cli import dlq_app; dlq_app()", *args]
+    command = [sys.executable, "-c", "from fleet.cli.dlq import dlq_app; dlq_app()", *args]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     return done

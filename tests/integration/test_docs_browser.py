@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from contracts import REGISTRY
-from fleet.docs_site import RENDER_ELEMENT, DocsToolsMissing, build_site
-from fleet.fleet_graph import GraphvizMissing
+from fleet.docs.site import RENDER_ELEMENT, DocsToolsMissing, build_site
+from fleet.docs.graph import GraphvizMissing
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "reports" / "docs-site.png"

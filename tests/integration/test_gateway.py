@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from contracts import OrderPlaced
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.gateway import GatewaySettings, add_client
 from tests.support import TopicReader, an_order, running_gateway, signer_of
 

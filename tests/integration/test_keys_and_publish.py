@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from contracts import NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, verify_record
-from fleet.keys import KeyStore, keyring_path
-from fleet.settings import KafkaSettings
+from fleet.runtime.keys import KeyStore, keyring_path
+from fleet.runtime.settings import KafkaSettings
 from services.notifications import NotificationsSettings
 from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings

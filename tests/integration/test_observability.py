@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from contracts import InventoryReserved, OrderPlaced, PaymentAuthorized, ShipmentScheduled, StockReceived
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.inventory import InventorySettings
 from services.inventory import create_app as create_inventory
 from services.payments import PaymentsSettings

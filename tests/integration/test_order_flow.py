@@ -1,7 +1,7 @@
 """Orders flow through payments and notifications on the real broker: right outcome, right topic, right key, in order."""
 
 from contracts import NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.notifications import NotificationsSettings
 from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings
@@ -65,7 +65,7 @@ async def test_every_event_caused_by_an_order_carries_its_correlation_id_and_its
 
 async def test_a_worker_handles_the_events_of_each_key_in_the_order_they_were_published(kafka, group_id):
     """Several events per key, interleaved across keys: the fleet's subscriber hands each key's events over in order."""
-    from fleet.broker import create_broker, subscriber_for
+    from fleet.runtime.broker import create_broker, subscriber_for
 
     await start_group_at_end(kafka, group_id, [OrderPlaced])
     keys = [unique_order_id() for _ in range(6)]

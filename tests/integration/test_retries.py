@@ -5,9 +5,9 @@ that did not reach a durable outcome."""
 from collections import Counter
 
 from contracts import OrderPlaced
-from fleet.broker import create_broker, subscriber_for
-from fleet.errors import PermanentError, TransientError
-from fleet.settings import KafkaSettings
+from fleet.runtime.broker import create_broker, subscriber_for
+from fleet.runtime.errors import PermanentError, TransientError
+from fleet.runtime.settings import KafkaSettings
 from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, produce_raw, start_group_at_end, unique_order_id
 
 DELAYS = (0.2, 0.5, 1.0)

@@ -15,10 +15,10 @@ from aiokafka import TopicPartition
 
 from contracts import NotificationSent, OrderPlaced, ShipmentScheduled, StockReceived
 from contracts.publisher import Publisher
-from fleet.access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
-from fleet.acls import Acl, apply_acls, fleet_users
-from fleet.broker import create_broker, publisher_for, subscriber_for
-from fleet.scram import scram_users
+from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
+from fleet.ops.acls import Acl, apply_acls, fleet_users
+from fleet.runtime.broker import create_broker, publisher_for, subscriber_for
+from fleet.local.scram import scram_users
 from services.gateway import GatewaySettings, add_client
 from services.inventory import InventorySettings
 from services.inventory import create_app as create_inventory
@@ -193,8 +193,8 @@ def test_the_cli_names_a_refused_password_and_exits_78(secure_kafka):
 async def test_acl_apply_removes_what_a_user_no_longer_needs_and_leaves_other_principals_alone(secure_kafka):
     extra = Acl("User:payments", "TOPIC", "shipments.scheduled.v1", "READ")
     outsider = Acl("User:auditor", "TOPIC", "orders.placed.v1", "DESCRIBE")
-    from fleet.acls import fleet_acls, fleet_users
-    from fleet.governance import service_wiring
+    from fleet.ops.acls import fleet_acls, fleet_users
+    from fleet.docs.governance import service_wiring
 
     desired = fleet_acls(service_wiring())
     await apply_acls(secure_kafka.admin, [*desired, extra, outsider], [*fleet_users(), "auditor"])
@@ -208,8 +208,8 @@ async def test_acl_apply_removes_what_a_user_no_longer_needs_and_leaves_other_pr
 
 
 async def test_an_acl_revoked_while_a_worker_runs_is_reported_once_and_stops_it(secure_kafka, tmp_path):
-    from fleet.acls import fleet_acls, fleet_users
-    from fleet.governance import service_wiring
+    from fleet.ops.acls import fleet_acls, fleet_users
+    from fleet.docs.governance import service_wiring
 
     desired = fleet_acls(service_wiring())
     revoked = [a for a in desired if a != Acl("User:payments", "TOPIC", "orders.placed.v1", "READ")]

@@ -4,8 +4,8 @@ so the record is redelivered to whoever takes over; a handler that finishes with
 import asyncio
 
 from contracts import OrderPlaced
-from fleet.broker import create_broker, subscriber_for
-from fleet.settings import KafkaSettings
+from fleet.runtime.broker import create_broker, subscriber_for
+from fleet.runtime.settings import KafkaSettings
 from tests.support import RunningApps, a_record, an_order, as_raw, produce_raw, start_group_at_end
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, Record, sign
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import RunningApps, TopicReader, a_record, an_order, produce_raw, signer_of, start_group_at_end

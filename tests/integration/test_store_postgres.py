@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from fleet.store import OutboxRelay, Store, open_store
+from fleet.runtime.store import OutboxRelay, Store, open_store
 from tests.support import end_offsets
 from tests.unit.test_store import (  # noqa: F401  the contract's test bodies, run here on both backends
     HandlerFailed,

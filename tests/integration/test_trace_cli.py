@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from contracts import NotificationSent, OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.broker import create_broker, subscriber_for
-from fleet.errors import TransientError
-from fleet.settings import KafkaSettings
+from fleet.runtime.broker import create_broker, subscriber_for
+from fleet.runtime.errors import TransientError
+from fleet.runtime.settings import KafkaSettings
 from services.notifications import NotificationsSettings
 from services.notifications import create_app as create_notifications
 from services.payments import PaymentsSettings

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized
-from fleet.settings import KafkaSettings
-from fleet.store import open_store
+from fleet.runtime.settings import KafkaSettings
+from fleet.runtime.store import open_store
 from services.gateway import create_app as create_gateway
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments

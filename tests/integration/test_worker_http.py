@@ -8,7 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, produce_raw, start_group_at_end

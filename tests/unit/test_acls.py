@@ -2,8 +2,8 @@
 dead-letter topics of its inputs to write, and nothing of any other service."""
 
 from contracts import REGISTRY
-from fleet.acls import Acl, fleet_acls, service_acls
-from fleet.governance import Wiring, service_wiring
+from fleet.ops.acls import Acl, fleet_acls, service_acls
+from fleet.docs.governance import Wiring, service_wiring
 from services import SERVICES
 
 

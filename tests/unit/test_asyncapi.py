@@ -10,7 +10,7 @@ import yaml
 
 from contracts import REGISTRY
 from contracts.envelope import H_CAUSATION, H_CORRELATION, REQUIRED_HEADERS
-from fleet.asyncapi import (
+from fleet.docs.asyncapi import (
     DOCUMENT,
     EVENT_HEADERS,
     KAFKA_BINDING_VERSION,
@@ -21,9 +21,9 @@ from fleet.asyncapi import (
     render,
     service_document,
 )
-from fleet.rejects import DLQ_HEADERS
-from fleet.retries import RETRY_HEADERS
-from fleet.topics import desired_topics
+from fleet.runtime.delivery.dead_letters import DLQ_HEADERS
+from fleet.runtime.delivery.retries import RETRY_HEADERS
+from fleet.ops.topics import desired_topics
 from services import SERVICES
 
 REPO = DOCUMENT.parent
@@ -67,7 +67,7 @@ def test_the_document_is_valid_yaml_of_asyncapi_3_without_anchors():
 def test_the_document_does_not_depend_on_the_environment():
     env = os.environ | {"PAYMENTS_GROUP_ID": "somewhere-else", "FLEET_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:1234",
                         "TRACKER_GROUP_ID": "another"}
-    generated = subprocess.run([sys.executable, "-c", "import sys; from fleet.asyncapi import render; sys.stdout.write(render())"],
+    generated = subprocess.run([sys.executable, "-c", "import sys; from fleet.docs.asyncapi import render; sys.stdout.write(render())"],
                                cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
     assert generated == DOCUMENT.read_text()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.asyncapi import DOCUMENT, document_services, render, service_document
+from fleet.docs.asyncapi import DOCUMENT, document_services, render, service_document
 
 REPO = DOCUMENT.parent
 TOOLS = REPO / "docs" / "tools"

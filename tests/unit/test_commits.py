@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from fleet.commits import FlushOnRevoke, OffsetCommitter
+from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter
 
 
 class FakeConsumer:

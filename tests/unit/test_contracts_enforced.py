@@ -4,7 +4,7 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined
-from fleet.broker import ContractViolation, WrongTopic, check_one_type_per_topic, create_broker, publisher_for
+from fleet.runtime.broker import ContractViolation, WrongTopic, check_one_type_per_topic, create_broker, publisher_for
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import an_authorization, an_order

@@ -1,7 +1,7 @@
 """The demo feed is realistic: valid orders whose totals add up, repeatable with a seed, with every outcome represented."""
 
 from services.payments.core import CreditPolicy, decide
-from fleet.demo import CATALOGUE, demo_orders
+from fleet.ops.demo import CATALOGUE, demo_orders
 from tests.support import NOW
 
 
@@ -27,7 +27,7 @@ def test_a_demo_run_shows_authorizations_and_both_kinds_of_decline():
 
 
 def test_a_demo_delivery_stocks_every_catalogue_product_with_few_espresso_machines():
-    from fleet.demo import demo_stock
+    from fleet.ops.demo import demo_stock
 
     delivery = demo_stock(NOW, batch="b1")
     assert sorted(s.sku for s in delivery) == sorted(CATALOGUE)

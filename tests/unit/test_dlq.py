@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, UnknownTopic, encode, sign, source_of, verify_record
-from fleet.dlq import (
+from fleet.ops.dlq import (
     LEDGER_MAX_CHARS,
     DeadLetter,
     Progress,
@@ -21,10 +21,10 @@ from fleet.dlq import (
     replay_key_problem,
     triage,
 )
-from fleet.errors import TransientError
-from fleet.keys import KeyStore, keyring_path
-from fleet.rejects import Rejection
-from fleet.retries import failure_headers, retry_record
+from fleet.runtime.errors import TransientError
+from fleet.runtime.keys import KeyStore, keyring_path
+from fleet.runtime.delivery.dead_letters import Rejection
+from fleet.runtime.delivery.retries import failure_headers, retry_record
 from tests.support import a_record, an_authorization, an_order, signer_of
 
 DLQ = "orders.placed.v1.dlq"
@@ -40,7 +40,7 @@ def keyring(keys_dir) -> Keyring:
 
 def a_dead_letter(record: Record | None = None, reason: str = "stale", *, key: bytes | None = None, value: bytes | None = None,
                   headers=None, offset: int = 7, group: str = "payments", extra=(), failures: dict | None = None) -> DeadLetter:
-    """A dead letter exactly as the fleet writes one (fleet.rejects), of a record a consumer refused for `reason`."""
+    """A dead letter exactly as the fleet writes one (fleet.runtime.delivery.dead_letters), of a record a consumer refused for `reason`."""
     record = record or a_record(an_order())
     key = record.key.encode() if key is None else key
     value = record.value if value is None else value

@@ -11,9 +11,10 @@ import yaml
 from faststream.kafka import TestKafkaBroker
 from typer.testing import CliRunner
 
-from fleet import docs_site, worker_http
+from fleet.docs import site as docs_site
+from fleet.runtime.observe import http as worker_http
 from fleet.cli import app as cli
-from fleet.docs_site import (
+from fleet.docs.site import (
     DOCUMENT_ELEMENT,
     RENDER_ELEMENT,
     DocsToolsMissing,

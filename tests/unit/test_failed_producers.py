@@ -10,10 +10,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber, RequestTimedOutError
 
 from contracts.publisher import Publisher
-from fleet import runner
-from fleet.middlewares import WorkerState
-from fleet.rejects import KafkaSink
-from fleet.store import OutboxRelay, open_store
+from fleet.ops import runner
+from fleet.runtime.delivery.outcomes import WorkerState
+from fleet.runtime.delivery.dead_letters import KafkaSink
+from fleet.runtime.store import OutboxRelay, open_store
 from tests.support import signer_of
 
 NOBODY = "127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once

@@ -1,7 +1,7 @@
 """Fleet-side governance (fleet/governance.py): services' subscriptions and publishers, asyncapi.yaml and the docs agree with the registry."""
 
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, Registry, Topic
-from fleet.governance import Wiring, all_problems, asyncapi_problems, readme_problems, service_wiring, wire_format_problems, wiring_problems
+from fleet.docs.governance import Wiring, all_problems, asyncapi_problems, readme_problems, service_wiring, wire_format_problems, wiring_problems
 
 ORDERS = "orders.placed.v1"
 PAID = "payments.authorized.v1"

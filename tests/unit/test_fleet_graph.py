@@ -8,7 +8,7 @@ import pytest
 from contracts import REGISTRY, Registry
 from contracts.events import OrderPlaced, PaymentAuthorized
 from contracts.registry import Topic
-from fleet.fleet_graph import UPSTREAM_SOURCES, GraphvizMissing, fleet_dot, published_by, render_svg
+from fleet.docs.graph import UPSTREAM_SOURCES, GraphvizMissing, fleet_dot, published_by, render_svg
 from services import SERVICES
 
 EDGE = re.compile(r'^\s*"(?P<tail>[^"]+)" -> "(?P<head>[^"]+)"(?P<attrs> \[[^\]]*\])?;$', re.M)

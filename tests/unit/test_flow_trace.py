@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from contracts import REGISTRY, Record, encode, source_of
-from fleet.errors import TransientError
-from fleet.rejects import Rejection
-from fleet.retries import failure_headers, retry_record
-from fleet.timeline import (
+from fleet.runtime.errors import TransientError
+from fleet.runtime.delivery.dead_letters import Rejection
+from fleet.runtime.delivery.retries import failure_headers, retry_record
+from fleet.ops.timeline import (
     DEAD_LETTER,
     PUBLISHED,
     RETRY,
@@ -29,7 +29,7 @@ from fleet.timeline import (
     short_type,
     timeline_json,
 )
-from fleet.trace_cli import flow_topics
+from fleet.cli.trace import flow_topics
 from tests.support import a_decline, a_record, an_authorization, an_order, signer_of
 
 FLOW = "flow-trace-1"
@@ -77,7 +77,7 @@ class Flow:
 
 def a_retry(record: Record, *, attempt: int = 1, group: str = "inventory", reason: str = "order lines not here yet",
             at: datetime = T0) -> TraceRecord:
-    """The record a consumer puts on retry topic `attempt` after its handler failed, exactly as fleet.retries builds it."""
+    """The record a consumer puts on retry topic `attempt` after its handler failed, exactly as fleet.runtime.delivery.retries builds it."""
     topic = REGISTRY.resolve(record.topic)
     failure = failure_headers(record.raw_headers(), attempt=attempt, group=group, error=TransientError(reason),
                               origin=(record.topic, 0, 20), now=at)
@@ -88,7 +88,7 @@ def a_retry(record: Record, *, attempt: int = 1, group: str = "inventory", reaso
 
 def a_dead_letter(record: Record, *, reason: str = "bad_signature", group: str = "payments", at: datetime = T0,
                   offset: int = 4, headers=None) -> TraceRecord:
-    """The record a consumer puts on `<topic>.dlq`, exactly as fleet.rejects writes it."""
+    """The record a consumer puts on `<topic>.dlq`, exactly as fleet.runtime.delivery.dead_letters writes it."""
     original = tuple(record.raw_headers() if headers is None else headers)
     refused = Rejection(record.topic, 0, 11, record.key.encode(), record.value, original, reason, f"refused: {reason}")
     dlq = REGISTRY.resolve(record.topic).dead_letter_topic

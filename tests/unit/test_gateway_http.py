@@ -11,9 +11,9 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from contracts import REGISTRY, Record, decode_value, source_of, verify_record
-from fleet.gateway_cli import gateway_app
-from fleet.keys import KeyStore
-from fleet.store import open_store
+from fleet.cli.gateway import gateway_app
+from fleet.runtime.keys import KeyStore
+from fleet.runtime.store import open_store
 from services.gateway import Client, Clients, GatewaySettings, add_client, create_app, hash_token
 from services.gateway.app import ReadModelUnavailable
 from services.gateway.clients import load_clients, save_clients

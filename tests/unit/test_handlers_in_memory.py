@@ -4,8 +4,8 @@ the right topics through their outboxes, and refuse what they must."""
 from faststream.kafka import TestKafkaBroker
 
 from contracts import InventoryBackordered, InventoryReserved, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
-from fleet.demo import demo_stock
-from fleet.rejects import MemorySink
+from fleet.ops.demo import demo_stock
+from fleet.runtime.delivery.dead_letters import MemorySink
 from services.inventory import InventorySettings
 from services.inventory import create_app as create_inventory
 from services.notifications import NotificationsSettings

@@ -1,7 +1,7 @@
 """Liveness and readiness as pure decisions on a fake clock: stuck fails, slow or absent brokers do not, lag and
 missing partitions keep a worker out of service."""
 
-from fleet.health import Progress, WorkSince, liveness, readiness
+from fleet.runtime.observe.health import Progress, WorkSince, liveness, readiness
 
 BOUND = 120.0
 

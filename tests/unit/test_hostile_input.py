@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import PaymentAuthorized, sign
-from fleet.rejects import MemorySink
+from fleet.runtime.delivery.dead_letters import MemorySink
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from tests.support import a_record, an_order, capture, in_memory, signer_of

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet import kafka_cluster
-from fleet.kafka_cluster import KafkaClusterError
+from fleet.local import kafka_cluster
+from fleet.local.kafka_cluster import KafkaClusterError
 from tests.support import properties
 
 

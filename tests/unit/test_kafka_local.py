@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import kafka_local
+from fleet.local import kafka as kafka_local
 from tests.support import properties
 
 
@@ -108,10 +108,10 @@ def test_ports_follow_the_environment(home, monkeypatch):
     assert server["controller.quorum.voters"] == "1@127.0.0.1:19093"
 
 
-def test_home_is_the_cache_folder_at_the_repo_root_by_default(monkeypatch):
+def test_home_is_the_cache_folder_of_the_working_directory_by_default(monkeypatch, tmp_path):
     monkeypatch.delenv("FLEET_KAFKA_HOME", raising=False)
-    repo_root = Path(kafka_local.__file__).resolve().parent.parent
-    assert kafka_local.home() == repo_root / ".cache" / "kafka"
+    monkeypatch.chdir(tmp_path)
+    assert kafka_local.home() == tmp_path / ".cache" / "kafka"
 
 
 def test_home_follows_the_environment(home):
@@ -266,5 +266,5 @@ async def test_readiness_can_be_checked_from_async_code(free_port):
 
 def test_the_module_runs_as_a_script(home):
     env = {**os.environ, "PYTHONPATH": str(Path(kafka_local.__file__).resolve().parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "fleet.kafka_local", "--help"], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "fleet.local.kafka", "--help"], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "start" in done.stdout

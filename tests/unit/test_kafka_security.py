@@ -13,13 +13,13 @@ import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, SaslAuthenticationFailed, TopicAuthorizationFailedError
 
 from contracts.connection import ConnectionError_, KafkaConnection
-from fleet import kafka_local
-from fleet.access import EXIT_ACCESS_DENIED, Denials, denial_of
-from fleet.acls import Acl, fleet_acls, fleet_users, gateway_acls, plan_acls, upstream_acls
-from fleet.governance import service_wiring
-from fleet.settings import KafkaSettings
-from fleet.supervisor import Supervisor
-from fleet.tls import make_local_tls
+from fleet.local import kafka as kafka_local
+from fleet.runtime.access import EXIT_ACCESS_DENIED, Denials, denial_of
+from fleet.ops.acls import Acl, fleet_acls, fleet_users, gateway_acls, plan_acls, upstream_acls
+from fleet.docs.governance import service_wiring
+from fleet.runtime.settings import KafkaSettings
+from fleet.ops.supervisor import Supervisor
+from fleet.local.tls import make_local_tls
 from tests.support import properties
 
 SECRET = "s3cr3t-Pa55word"
@@ -166,5 +166,5 @@ def test_a_replica_refused_by_kafka_is_not_restarted(tmp_path, monkeypatch):
         finally:
             await supervisor.stop()
 
-    logging.getLogger("fleet.supervisor").setLevel(logging.CRITICAL)
+    logging.getLogger("fleet.ops.supervisor").setLevel(logging.CRITICAL)
     asyncio.run(scenario())

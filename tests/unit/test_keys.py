@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from contracts import ED25519, REGISTRY, KeyError_, Keyring, PrivateKey
-from fleet.keys import KeyStore, init_keys, keyring_path, private_dir, rotate_key, topics_signed_by, trust_key
+from fleet.runtime.keys import KeyStore, init_keys, keyring_path, private_dir, rotate_key, topics_signed_by, trust_key
 
 
 def test_init_gives_each_signer_one_key_trusted_for_the_topics_it_owns(tmp_path):

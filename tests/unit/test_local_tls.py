@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from fleet.tls import make_local_tls
+from fleet.local.tls import make_local_tls
 
 
 def _handshake(tls, server_hostname: str) -> None:

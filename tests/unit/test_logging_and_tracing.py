@@ -8,8 +8,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from contracts import redacted
 from contracts.tracing import with_trace_context
-from fleet.logging import REDACTED, redact_secrets, replica_id
-from fleet.tracing import TracingSettings, _exporter, consumer_span, trace_id_of
+from fleet.runtime.observe.logs import REDACTED, redact_secrets, replica_id
+from fleet.runtime.observe.tracing import TracingSettings, _exporter, consumer_span, trace_id_of
 from tests.support import FakeRecord, a_record, an_authorization, an_order
 
 

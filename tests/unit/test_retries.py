@@ -3,9 +3,9 @@
 from datetime import datetime, timedelta, timezone
 
 from contracts import REGISTRY, Envelope, verify_record
-from fleet.errors import TransientError
-from fleet.keys import KeyStore, keyring_path
-from fleet.retries import DeadLetter, Retry, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, retry_record
+from fleet.runtime.errors import TransientError
+from fleet.runtime.keys import KeyStore, keyring_path
+from fleet.runtime.delivery.retries import DeadLetter, Retry, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, retry_record
 from tests.support import a_record, an_order, signer_of
 
 POLICY = RetryPolicy("payments", (1.0, 10.0, 60.0))

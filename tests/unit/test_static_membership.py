@@ -2,7 +2,7 @@
 
 import pytest
 
-from fleet.settings import KafkaSettings
+from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 

@@ -2,7 +2,7 @@
 
 import json
 
-from fleet.status import ServiceFacts, Snapshot, build_status, local_fleet, table_of
+from fleet.ops.status import ServiceFacts, Snapshot, build_status, local_fleet, table_of
 
 ORDERS = "orders.placed.v1"
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka.errors import OutOfOrderSequenceNumber
 
 from contracts import Record
-from fleet.store import DuplicateOutboxEvent, OutboxRelay, Store, open_store, to_pyformat
+from fleet.runtime.store import DuplicateOutboxEvent, OutboxRelay, Store, open_store, to_pyformat
 from tests.support import an_order, a_record
 
 # A service's own state, in the portable SQL both dialects run.

@@ -1,6 +1,6 @@
 """The supervisor backs off between restarts of a crashing replica, up to a cap."""
 
-from fleet.supervisor import backoff_delay
+from fleet.ops.supervisor import backoff_delay
 
 
 def test_restart_delays_double_from_half_a_second():
@@ -18,7 +18,7 @@ import json  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
-from fleet.supervisor import Supervisor, default_http_port, replica_http_port  # noqa: E402
+from fleet.ops.supervisor import Supervisor, default_http_port, replica_http_port  # noqa: E402
 
 
 def test_each_replica_gets_its_own_port_deterministically():

@@ -1,7 +1,7 @@
 """`fleet topics apply` plans from the registry: create what is missing, grow partitions, fix configs, never shrink."""
 
 from contracts import REGISTRY
-from fleet.topics import ExistingTopic, plan_topics
+from fleet.ops.topics import ExistingTopic, plan_topics
 
 ORDERS = REGISTRY.named("orders.placed.v1")
 
@@ -37,7 +37,7 @@ def test_a_drifted_config_is_set_back_and_the_diff_is_shown():
 
 
 def test_every_topic_gets_a_dead_letter_topic_with_the_same_partitions_and_a_longer_retention():
-    from fleet.topics import desired_topics
+    from fleet.ops.topics import desired_topics
 
     specs = {s.name: s for s in desired_topics()}
     for topic in REGISTRY:

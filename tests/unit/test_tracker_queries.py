@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fleet.store import Store, open_store
+from fleet.runtime.store import Store, open_store
 from services.tracker import queries
 from services.tracker.core import HistoryEntry, OrderStatus
 

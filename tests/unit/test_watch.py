@@ -1,6 +1,6 @@
 """`fleet watch` prints one readable line per event: time, topic, key, correlation id and what happened."""
 
-from fleet.watch import _line_for, describe
+from fleet.ops.watch import _line_for, describe
 from contracts import REGISTRY
 from tests.support import FakeRecord, a_decline, a_record, an_authorization, an_order, raw_headers
 

@@ -11,7 +11,7 @@ from prometheus_client import Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import REGISTRY
-from fleet.worker_http import _bind, _lag, partition_lags, time_commits
+from fleet.runtime.observe.http import _bind, _lag, partition_lags, time_commits
 from services.inventory import InventorySettings
 from services.notifications import NotificationsSettings
 from services.payments import PaymentsSettings

@@ -10,10 +10,10 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import Envelope
-from fleet.broker import create_broker, publisher_for, subscriber_for
-from fleet.logging import configure_logging
-from fleet.settings import KafkaSettings, KeySettings
-from fleet.tracing import configure_tracing
+from fleet.runtime.broker import create_broker, publisher_for, subscriber_for
+from fleet.runtime.observe.logs import configure_logging
+from fleet.runtime.settings import KafkaSettings, KeySettings
+from fleet.runtime.observe.tracing import configure_tracing
 
 from ..contract import RELAY, BenchOrderReceived, BenchOrderRelayed, bench_registry, relay as decide
 from ._common import Clock, arguments, write_result

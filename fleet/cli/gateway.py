@@ -1,0 +1,62 @@
+"""`fleet gateway ...`: add a client of the HTTP gateway (its token is shown once, only its hash is kept) and serve the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+__all__ = ["gateway_app"]
+
+gateway_app = typer.Typer(help="The HTTP gateway: clients and their tokens (GATEWAY_CLIENTS_FILE), and the server.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@gateway_app.command("add-client")
+def add_client(
+    name: str = typer.Argument(..., help="The client's name, e.g. acme (letters, digits, . _ -)."),
+    topic: List[str] = typer.Option(..., "--topic", help="A topic the client may publish to (repeat for several)."),
+    replace: bool = typer.Option(False, "--replace", help="Give an existing client a new token (the old one stops working)."),
+    clients_file: Optional[Path] = typer.Option(None, "--clients-file", help="Default: GATEWAY_CLIENTS_FILE or .fleet/gateway/clients.json."),
+) -> None:
+    """Add a client with a new random token. The token is printed once; the file keeps only its SHA-256."""
+    from pydantic import ValidationError
+
+    from contracts import UnknownTopic
+    from services.gateway.clients import ClientsFileError
+    from services.gateway.clients import add_client as add
+    from services.gateway.settings import GatewaySettings
+
+    from fleet.runtime.keys import topics_signed_by
+
+    path = clients_file or GatewaySettings().clients_file
+    try:
+        token = add(path, name, topic, replace=replace)
+    except (UnknownTopic, ClientsFileError, ValidationError, OSError) as error:
+        _fail(str(error))
+    for refused in sorted(set(topic) - set(topics_signed_by("gateway"))):
+        typer.secho(f"warning: the gateway's key may not sign {refused}; requests for it will get 403", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"client {name} may publish to {', '.join(topic)}; the gateway picks it up without a restart (file: {path})")
+    typer.echo("its token, shown only now (send it as `Authorization: Bearer <token>`):")
+    typer.echo(token)
+
+
+@gateway_app.command("serve")
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to listen on (default: GATEWAY_HOST or 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="TCP port (default: GATEWAY_PORT or 8080)."),
+) -> None:
+    """Run the gateway in the foreground (Ctrl-C or SIGTERM stops it); OpenAPI docs at /docs."""
+    from services.gateway import GatewaySettings
+    from services.gateway import serve as run
+
+    from fleet.runtime.observe.logs import configure_logging
+
+    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    configure_logging("gateway")
+    run(GatewaySettings(**overrides))

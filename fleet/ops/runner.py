@@ -1,0 +1,53 @@
+"""`fleet run SERVICE`: builds one service's app through its `create_app()` and runs it until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from types import ModuleType
+
+from services import HTTP_SERVICES, SERVICES
+
+from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied
+from fleet.runtime.observe.logs import configure_logging
+from fleet.runtime.observe.tracing import configure_tracing
+
+__all__ = ["UnknownService", "load_service", "run_service"]
+
+
+class UnknownService(LookupError):
+    """A service name that is not in the fleet."""
+
+
+def load_service(name: str) -> ModuleType:
+    if name not in SERVICES + HTTP_SERVICES:
+        raise UnknownService(
+            f"unknown service {name!r}; the fleet has the workers {', '.join(SERVICES)} and the HTTP services {', '.join(HTTP_SERVICES)}"
+        )
+    return importlib.import_module(f"services.{name}.app")
+
+
+EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker stopped cleanly, to be restarted
+
+
+def run_service(name: str) -> None:
+    """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
+    module = load_service(name)
+    configure_logging(name)
+    configure_tracing(name)
+    if name in HTTP_SERVICES:
+        module.serve()  # uvicorn, on the host and port of the service's settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+        return
+    app = module.create_app()
+    denials = app.broker.state.denials
+    denials.stop = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
+    try:
+        asyncio.run(app.run())
+    except KafkaAccessDenied:  # refused at start: already logged as kafka_access_denied
+        denials.first = denials.first or sys.exc_info()[1]
+    if denials.first is not None:
+        # Not a crash to restart: every restart would be refused alike until a password or an ACL changes.
+        sys.exit(EXIT_ACCESS_DENIED)
+    if app.broker.state.lost_producer is not None:
+        sys.exit(EXIT_PRODUCER_LOST)  # a restart gives the worker new producers (`fleet up` and Kubernetes restart it)

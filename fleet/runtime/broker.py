@@ -1,0 +1,389 @@
+"""The one place that builds a worker's Kafka broker, its subscribers and its publishers, with the fleet's defaults."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import types
+import typing
+from typing import Any, Callable, Union
+
+import structlog
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLScram256, SASLScram512
+from faststream.specification import AsyncAPI
+
+from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
+from contracts.connection import KafkaConnection
+
+from fleet.runtime.faults import Faults, FaultSettings
+from fleet.runtime.keys import KeyStore
+from fleet.runtime.delivery.batches import BatchRunner, raw_batch_parser, records_of
+from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter, deferred_sends
+from fleet.runtime.delivery.outcomes import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
+from fleet.runtime.delivery.dead_letters import DeadLetters
+from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
+from fleet.runtime.settings import KafkaSettings, KeySettings, LogSettings
+
+__all__ = [
+    "ContractViolation",
+    "EventPublisher",
+    "FleetBroker",
+    "WrongTopic",
+    "create_broker",
+    "faststream_security",
+    "publisher_for",
+    "subscriber_for",
+    "worker_app",
+]
+
+
+class WrongTopic(TypeError):
+    """An event handed to a publisher of another topic: refused before anything is sent."""
+
+
+class ContractViolation(TypeError):
+    """A handler that expects another model than the one its topic carries: the worker refuses to start."""
+
+
+class FleetBroker(KafkaBroker):
+    """A KafkaBroker that knows its service, its keys and its dead-letter publisher, and checks its handlers at start."""
+
+    service: str
+    kafka: KafkaSettings
+    keys: KeyStore
+    dead_letters: DeadLetters
+    registry: Registry
+    retry_policies: dict  # id(subscriber) → RetryPolicy
+    state: WorkerState
+    outcomes: RecordOutcomes
+    batch_runners: list[BatchRunner]
+
+    async def start(self) -> None:
+        check_one_type_per_topic(self, self.registry)
+        try:
+            await self.state.log_in()
+            await super().start()  # a consumer refused its topic or group raises here, before anything is consumed
+        except Exception as error:
+            if self.state.refused(error, "starting its consumers and producers"):
+                raise self.state.denials.first from None
+            raise
+        for subscriber in self.subscribers:
+            if (committer := self.outcomes.committers.get(id(subscriber))) is not None:
+                _flush_before_stop(subscriber, committer)
+            _report_refusals(subscriber, self.state)
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        self.state.stopping = True  # handlers waiting for a retry's due time give up at once
+        await super().stop(*args, **kwargs)
+        for runner in self.batch_runners:
+            runner.close()
+        await self.dead_letters.close()
+
+
+def _flush_before_stop(subscriber: Any, committer: OffsetCommitter) -> None:
+    """FastStream stops a consumer once its in-flight handlers are done (or the graceful timeout cut them): commit
+    what they finished first, so a clean stop leaves nothing behind to redo."""
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None or getattr(consumer.stop, "_fleet_flushes", False):
+        return
+
+    async def stop(*args: Any, _original=consumer.stop, **kwargs: Any) -> Any:
+        await committer.flush()
+        return await _original(*args, **kwargs)
+
+    stop._fleet_flushes = True  # type: ignore[attr-defined]
+    consumer.stop = stop
+
+
+def _send_failure_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
+    return lambda error: state.send_failed(error, "publishing what its handler emitted")
+
+
+def _report_refusals(subscriber: Any, state: WorkerState) -> None:
+    """FastStream's consume loop logs a Kafka error and tries again every 5 s, forever: a refusal (an ACL revoked while
+    the worker runs) is reported once instead, and stops the worker."""
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None or getattr(consumer.getone, "_fleet_reports", False):
+        return
+    doing = f"consuming {', '.join(getattr(subscriber, 'topic_names_for_subscribe', ()))} in group {subscriber.group_id}"
+    for name in ("getone", "getmany"):
+
+        async def fetch(*args: Any, _original=getattr(consumer, name), **kwargs: Any) -> Any:
+            try:
+                return await _original(*args, **kwargs)
+            except KafkaError as error:
+                state.refused(error, doing)
+                raise
+
+        fetch._fleet_reports = True  # type: ignore[attr-defined]
+        setattr(consumer, name, fetch)
+
+
+def create_broker(
+    service: str,
+    kafka: KafkaSettings | None = None,
+    keys: KeySettings | None = None,
+    *,
+    registry: Registry = REGISTRY,
+) -> FleetBroker:
+    """A broker with the fleet's producer guarantees, its keys, and per-record verification."""
+    kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
+    connection = kafka.connection(service)  # each service is its own SCRAM user on a secure cluster
+    key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
+    dead_letters = DeadLetters(connection, service, registry)
+    policies: dict = {}
+    state = WorkerState(service, Faults(FaultSettings()))
+    state.connection = connection
+    outcomes = RecordOutcomes(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
+                              log_payloads=LogSettings().payloads)
+    broker = FleetBroker(
+        # A list: FastStream hands a string to aiokafka as one address, so "a:9092,b:9092" would never bootstrap.
+        [server.strip() for server in connection.bootstrap_servers.split(",")],
+        security=faststream_security(connection),
+        client_id=service,
+        metadata_max_age_ms=kafka.metadata_max_age_ms,
+        # The producer side of at-least-once: every publish waits for all in-sync replicas.
+        acks="all",
+        enable_idempotence=True,
+        allow_auto_create_topics=False,
+        request_timeout_ms=kafka.request_timeout_ms,
+        graceful_timeout=kafka.graceful_timeout_s,
+        middlewares=(event_context_middleware(outcomes),),
+        logger=logging.getLogger(f"eventfleet.{service}"),
+        # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
+        log_level=logging.DEBUG,
+        description=f"eventfleet service `{service}`",
+    )
+    broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = service, kafka, key_store, dead_letters, registry
+    broker.retry_policies, broker.state, broker.outcomes, broker.batch_runners = policies, state, outcomes, []
+    return broker
+
+
+def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:
+    """FastStream's form of the connection's TLS and SCRAM settings (None: plaintext)."""
+    if connection.security_protocol == "SASL_SSL":
+        scram = SASLScram512 if connection.sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
+        return scram(connection.username, connection.password.reveal(), ssl_context=connection.ssl_context(), use_ssl=True)
+    if connection.security_protocol == "SSL":
+        return BaseSecurity(ssl_context=connection.ssl_context(), use_ssl=True)
+    return None
+
+
+def worker_app(broker: KafkaBroker, service: str, description: str) -> FastStream:
+    """The FastStream application of one service, with its AsyncAPI title and description."""
+    from fleet import __version__
+
+    spec = AsyncAPI(title=f"eventfleet {service}", version=__version__, description=description)
+    return FastStream(broker, specification=spec, logger=logging.getLogger(f"eventfleet.{service}"))
+
+
+def subscriber_for(
+    broker: FleetBroker,
+    *models: type[Event],
+    group_id: str,
+    retry_delays_s: tuple[float, ...] = DEFAULT_DELAYS_S,
+    handler_timeout_s: float = 30.0,
+    registry: Registry = REGISTRY,
+    batch_max_records: int | None = None,
+    **options: Any,
+) -> Callable:
+    """Subscribes a handler to the registry topics of `models`, in the service's own consumer group, and to their retry
+    topics (one subscriber per delay, each in a group of its own, so waiting for a due retry never holds up new records).
+
+    Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
+    costs one rebalance, not one per topic.
+
+    `batch_max_records` (default: FLEET_KAFKA_BATCH_MAX_RECORDS, 0 = one record at a time) makes the main subscriber
+    take up to that many records per poll (fleet.runtime.delivery.batches): the same handler runs for each record, with the same checks
+    and outcomes; what it emits is sent without waiting, and the batch commits once the broker has all of it.
+    Retry subscribers stay one at a time: they wait for each record's due time.
+    """
+    topics = [registry.of(model) for model in models]
+    by_name = {name: topic for topic in topics for name in (topic.name, *topic.retry_topics)}
+    decoder = _decoder_for(by_name)
+    name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
+    batch = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
+
+    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
+        revoke = FlushOnRevoke()
+        static = {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms} \
+            if broker.kafka.static_membership and "group_instance_id" not in options else {}
+        subscriber = broker.subscriber(
+            *names,
+            group_id=group,
+            max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
+            # A new group reads the topic's history; an existing group resumes at its committed offset.
+            auto_offset_reset="earliest",
+            # Never let a sender's `reply_to` header make us publish to a topic it names.
+            no_reply=True,
+            title=title,
+            # The fleet commits, never FastStream: the batch runner after each batch; one at a time, the middleware
+            # hands each record whose outcome is durable to the subscriber's OffsetCommitter, and seeks back to one
+            # that is not (fleet.runtime.delivery.commits). MANUAL keeps FastStream's own ack step out of it.
+            ack_policy=AckPolicy.MANUAL,
+            **({"batch": True, "max_records": max_records, "parser": raw_batch_parser, "decoder": records_of} if max_records
+               else {"decoder": decoder, "listener": revoke}),
+            description=" ".join(topic.description for topic in topics),
+            **static,
+            **options,
+        )
+        broker.retry_policies[id(subscriber)] = policy
+        if not max_records:
+            revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(
+                subscriber, broker.kafka.commit_interval_ms / 1000, send_failed=_send_failure_reporter(broker.state))
+        return subscriber
+
+    def register(handler: Callable) -> Callable:
+        policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
+        per_event = _per_event_call(handler, models)
+        main = subscribe([t.name for t in topics], group_id, policy, name, batch)
+        wrapped = main(_batch_handler(broker, main, per_event, by_name, policy) if batch else per_event)
+        for tier in range(1, len(retry_delays_s) + 1):
+            policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
+            subscribe([t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")(per_event)
+        return wrapped
+
+    return register
+
+
+def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Callable:
+    """What FastStream calls with the decoded event: the service's handler, given the verified envelope directly when it
+    has an `envelope` parameter. Not `envelope = Context()`: FastStream's dependency injection resolves such a parameter
+    in a task group and a worker thread, per event (about 200 µs, docs/performance.md)."""
+    wants_envelope = "envelope" in inspect.signature(handler).parameters
+
+    async def on_event(event: Any) -> Any:
+        return await (handler(event, envelope=current_envelope()) if wants_envelope else handler(event))
+
+    # FastStream documents and checks the payload from this signature: the topic models, as the handler declares them.
+    payload = models[0] if len(models) == 1 else Union[models]  # type: ignore[valid-type]
+    on_event.__signature__ = inspect.Signature([inspect.Parameter("event", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)])  # type: ignore[attr-defined]
+    on_event.__annotations__ = {"event": payload}
+    on_event.__name__ = on_event.__qualname__ = handler.__name__
+    on_event.__doc__ = handler.__doc__
+    on_event.per_event_handler = getattr(handler, "per_event_handler", handler)  # type: ignore[attr-defined]
+    return on_event
+
+
+def _batch_handler(broker: FleetBroker, subscriber: Any, handler: Callable, topics: dict[str, Topic], policy: RetryPolicy) -> Callable:
+    """What FastStream calls with each batch's raw records: the runner, which calls `handler` once per event."""
+    runner = BatchRunner(handler, topics, broker.outcomes, policy, subscriber)
+    broker.batch_runners.append(runner)
+
+    async def on_batch(records: Any) -> None:
+        await runner(records)
+
+    on_batch.__name__ = on_batch.__qualname__ = handler.__name__
+    on_batch.__doc__ = handler.__doc__
+    on_batch.per_event_handler = handler.per_event_handler  # what check_one_type_per_topic inspects
+    return on_batch
+
+
+def instance_id(group: str) -> str:
+    """Static membership: `<group>-<replica id>`, e.g. `payments-payments-2`, `payments.retry.1-payments-2`. The replica
+    id comes from FLEET_REPLICA_ID (set by `fleet up`; set it per pod in Kubernetes, e.g. to the StatefulSet pod name)."""
+    import os
+
+    replica = os.environ.get("FLEET_REPLICA_ID")
+    if not replica:
+        raise RuntimeError("FLEET_KAFKA_STATIC_MEMBERSHIP=true needs FLEET_REPLICA_ID, unique per process (e.g. payments-1)")
+    return f"{group}-{replica}"
+
+
+def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
+    """A retry subscriber waits in its handler until a record is due: its consumer must not count that as stuck."""
+    if not policy.tier:
+        return kafka.max_poll_interval_ms
+    waits_s = policy.delays_s[policy.tier - 1] + policy.handler_timeout_s + 30.0
+    return max(kafka.max_poll_interval_ms, int(waits_s * 1000))
+
+
+def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
+    # Decoding to the record's topic model here means the handler receives an already validated event.
+    async def decode(message: Any) -> Event:  # async: FastStream runs a sync decoder in a worker thread
+        record = message.raw_message
+        return decode_keyed_value(topics[record.topic], record.key, message.body)
+
+    return decode
+
+
+def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY) -> None:
+    """Every handler's event parameter must accept exactly the registry models of the topics it listens to."""
+    for subscriber in broker.subscribers:
+        names = getattr(subscriber, "topic_names_for_subscribe", [])
+        expected = set()
+        for name in names:
+            try:
+                expected.add(registry.resolve(name).model)
+            except UnknownTopic as error:
+                raise ContractViolation(str(error)) from None
+        for call in subscriber.calls:
+            declared_call = call.handler._declared_call
+            declared = _event_models_of(getattr(declared_call, "per_event_handler", declared_call))
+            if declared != expected:
+                got = ", ".join(sorted(m.__name__ for m in declared)) or "no event model"
+                want = ", ".join(sorted(m.__name__ for m in expected))
+                raise ContractViolation(f"handler {declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}")
+
+
+def _event_models_of(handler: Callable) -> set[type]:
+    first = next(iter(inspect.signature(handler).parameters), None)
+    if first is None:
+        return set()
+    annotation = typing.get_type_hints(handler).get(first, Any)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return set(typing.get_args(annotation))
+    return {annotation}
+
+
+class EventPublisher:
+    """Publishes one registry topic's events, signed by the worker's current key."""
+
+    def __init__(self, broker: FleetBroker, topic: Topic, registry: Registry = REGISTRY) -> None:
+        self.topic = topic
+        self.registry = registry
+        self.keys = broker.keys
+        self.source = source_of(broker.service)
+        self._publisher = broker.publisher(
+            topic.name,
+            title=f"to_{snake_case(topic.model.__name__)}",
+            description=topic.description,
+            schema=topic.model,
+        )
+
+    def record(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Record:
+        """The signed record for `event`, not sent: for a transactional outbox, which the relay publishes later."""
+        if not isinstance(event, self.topic.model):
+            raise WrongTopic(f"{type(event).__name__} does not belong on {self.topic.name} (it carries {self.topic.model.__name__})")
+        return encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
+
+    async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
+        """Sends the signed event. Inside a handler it does not wait for the broker's ack: the record's offset is committed
+        only once every ack arrived (fleet.runtime.delivery.commits), so the promise holds: no input is committed before its output is on
+        the broker. Outside a handler it waits. For a handler that also changes state, use the outbox (fleet.runtime.store)."""
+        record = self.record(event, cause=cause, correlation_id=correlation_id)
+        pending = deferred_sends()
+        sent = await self._publisher.publish(
+            record.value,
+            key=record.key.encode("utf-8"),
+            headers=record.headers,
+            correlation_id=record.envelope.correlation_id,
+            no_confirm=pending is not None,
+        )
+        if pending is not None and inspect.isawaitable(sent):  # the in-memory test broker returns nothing to wait for
+            pending.append(sent)
+        structlog.get_logger("fleet.events").debug("event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic)
+        return record.envelope
+
+
+def publisher_for(broker: FleetBroker, model: type[Event], *, registry: Registry = REGISTRY) -> EventPublisher:
+    return EventPublisher(broker, registry.of(model), registry)
+
+
+def snake_case(name: str) -> str:
+    """`OrderPlaced` → `order_placed`, for FastStream's `on_`/`to_` names."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

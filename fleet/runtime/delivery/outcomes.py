@@ -1,0 +1,284 @@
+"""Consume middleware: verifies each record before anything trusts it, binds its context once, writes one line per event,
+and makes every outcome durable (handled, retried later, or dead-lettered) before its offset may be committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import structlog
+from faststream import BaseMiddleware
+from opentelemetry import trace
+
+from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
+
+from fleet.runtime.access import Denials, authenticate_or_report, denial_of
+from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
+from fleet.runtime.errors import PermanentError, stops_the_producer
+from fleet.runtime.faults import Faults
+from fleet.runtime.observe.health import Progress
+from fleet.runtime.keys import KeyStore
+from fleet.runtime.observe.metrics import WorkerMetrics
+from fleet.runtime.delivery.dead_letters import DeadLetters, Rejection
+from fleet.runtime.delivery.retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
+from fleet.runtime.observe.tracing import consumer_span, trace_id_of
+
+__all__ = ["EventContextMiddleware", "RecordOutcomes", "WorkerState", "current_envelope", "event_context_middleware"]
+
+log = structlog.get_logger("fleet.events")
+# The verified envelope of the record being handled: the handler receives it as its `envelope` argument (fleet.runtime.broker).
+_ENVELOPE: contextvars.ContextVar[Envelope] = contextvars.ContextVar("fleet_envelope")
+
+
+def current_envelope() -> Envelope:
+    return _ENVELOPE.get()
+ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be reached: wait, then redeliver
+
+
+class WorkerState:
+    """What every record's middleware of one worker shares: whether it is stopping, injected faults, metrics, progress."""
+
+    def __init__(self, service: str = "worker", faults: Faults | None = None) -> None:
+        self.stopping = False
+        self.faults = faults or Faults()
+        self.metrics = WorkerMetrics(service)
+        self.progress = Progress()
+        self.denials = Denials()
+        self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
+        self.lost_producer: BaseException | None = None  # then the worker stops, and its runner exits 75 to be restarted
+        self._logged_in = False
+
+    async def log_in(self) -> None:
+        """Once per worker, before its first client starts (the outbox relay's or the broker's, whichever comes first):
+        a wrong password is named as such, not as aiokafka's "Unable to bootstrap"."""
+        if not self._logged_in and self.connection is not None:
+            await authenticate_or_report(self.connection, self.denials)
+            self._logged_in = True
+            if self.connection.principal:  # who the broker's ACLs see: what an operator checks first when one refuses
+                log.info("kafka_logged_in", principal=self.connection.principal, bootstrap=self.connection.bootstrap_servers)
+
+    def refused(self, error: BaseException, doing: str) -> bool:
+        """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""
+        denial = denial_of(error, self.connection, doing) if self.connection is not None else None
+        if denial is not None:
+            self.denials.report(denial)
+        return denial is not None
+
+    def send_failed(self, error: BaseException, doing: str) -> bool:
+        """An emitted record the broker did not take. A refusal is reported as such (`refused`; True). An error that
+        stops the producer for good stops the worker too, to be restarted with new producers: the record is redelivered
+        either way, but to this producer every redelivery would fail the same way."""
+        if self.refused(error, doing):
+            return True
+        if stops_the_producer(error) and self.lost_producer is None:
+            self.lost_producer = error
+            log.error("kafka_producer_stopped", doing=doing, error_class=type(error).__name__, reason=str(error)[:300],
+                      hint="the worker stops and exits 75 to be restarted with new producers; its record is handled again")
+            if self.denials.stop is not None:
+                self.denials.stop()
+        return False
+
+
+class RecordOutcomes:
+    """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption (fleet.runtime.delivery.batches):
+    verify, run the handler in the record's context within its time limit, and route a failure to retry or dead letter.
+    Every method returns once the outcome is durable, or raises when it could not be made so (then: redeliver)."""
+
+    def __init__(self, keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
+                 registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> None:
+        self.keys, self.dead_letters, self.policies, self.state = keys, dead_letters, policies, state
+        self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
+        self.committers: dict[int, OffsetCommitter] = {}  # id(subscriber) → its committer (one-at-a-time subscribers)
+
+    def policy_of(self, subscriber: Any) -> RetryPolicy:
+        return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
+
+    def is_foreign(self, record: Any, policy: RetryPolicy) -> bool:
+        """Another consumer group's retry on a shared retry topic: not ours to judge or handle."""
+        return bool(policy.tier) and _header(record, "retry-group") != policy.group.encode()
+
+    def verify(self, record: Any) -> Envelope:
+        """The record's envelope, or `Rejected`; pure and thread-safe, so a batch may verify in a thread pool."""
+        return verify_record(record.topic, record.key, record.value, record.headers or (), record.timestamp,
+                             self.keys.keyring(), registry=self.registry, window_s=self.window_s)
+
+    async def run(self, record: Any, envelope: Envelope, policy: RetryPolicy, subscriber: Any,
+                  call: Callable[[], Awaitable[Any]], payload: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """The handler (`call`) in the record's span and log context, within its time limit, then one line on how it ended."""
+        with consumer_span(record, envelope, policy.group, self.dead_letters.service) as span, \
+                structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)):
+            if policy.tier:
+                await self._wait_until_due(due_ms(record.headers or ()))
+            started = time.perf_counter()
+            progress = self.state.progress
+            progress.started(id(subscriber))
+            token = _ENVELOPE.set(envelope)
+            try:
+                # asyncio.timeout, not wait_for: no task per event (Python 3.11's wait_for wraps the call in one).
+                async with asyncio.timeout(policy.handler_timeout_s):
+                    result = await self._handle(call)
+            except Rejected as refused:  # the value failed its model: decoded inside the call
+                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
+                return None
+            except Exception as error:  # includes TransientError, PermanentError and the time limit
+                if self.state.refused(error, "publishing what its handler emitted"):
+                    raise  # not the event's fault, and every event would fail alike: the worker stops, the record waits
+                await self.after_failure(record, envelope, error, policy, started)
+                return None
+            finally:
+                _ENVELOPE.reset(token)
+                progress.finished(id(subscriber))
+            seconds = time.perf_counter() - started
+            self.state.metrics.record_outcome(record.topic, "handled", seconds)
+            if self.log_payloads and payload is not None:  # opt-in, for debugging: personal fields are redacted even then
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3), payload=redacted(await payload()))
+            else:
+                log.info("event_handled", duration_ms=round(seconds * 1000, 3))
+            return result
+
+    async def _handle(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self.state.faults.active and (delay := self.state.faults.delay_for_next()):  # chaos runs only
+            log.warning("fault_injected_slow_handler", delay_s=delay)
+            await asyncio.sleep(delay)
+        return await call()
+
+    async def _wait_until_due(self, due: int) -> None:
+        """Sleeps in short steps, so a stopping worker abandons the wait at once (the record is then redelivered)."""
+        while (left := due - now_ms()) > 0:
+            if self.state.stopping:
+                raise asyncio.CancelledError("worker stopping; the retry is redelivered")
+            await asyncio.sleep(min(left / 1000, 0.2))
+
+    async def after_failure(self, record: Any, envelope: Envelope, error: Exception, policy: RetryPolicy, started: float) -> None:
+        attempts = attempt_of(record.headers or ())
+        now = datetime.now(timezone.utc)
+        failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
+                                  origin=(record.topic, record.partition, record.offset), now=now)
+        step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
+        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}"))
+        log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
+                    next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
+        try:
+            if isinstance(step, DeadLetter):
+                await self.dead_letter(Rejection.of(record, step.reason, one_line(error), failure), policy, time.perf_counter() - started)
+            else:
+                topic = self.registry.resolve(record.topic)
+                retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, envelope,
+                                            record.headers or (), failure, step.due_ms, self.keys.signer(), now)
+                await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
+                self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
+                log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
+        except Exception as routing_error:
+            self.state.metrics.record_outcome(record.topic, "failed")
+            if self.state.refused(routing_error, "writing a retry or dead letter"):
+                raise
+            log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
+            await asyncio.sleep(ROUTING_BACKOFF_S)
+            raise
+
+    async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
+        try:
+            await self.dead_letters.send(rejection, group=policy.group)
+        except Exception as error:
+            self.state.refused(error, "writing a dead letter")
+            raise
+        self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
+
+
+class EventContextMiddleware(BaseMiddleware):
+    """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is due;
+    then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
+
+    Only an outcome that is durable (and every event the handler emitted acknowledged) lets the record be committed, by
+    the subscriber's OffsetCommitter. If the retry or dead-letter topic cannot be reached, the error goes up and the
+    consumer seeks back to the record: it is redelivered, never skipped.
+    A batch subscriber's records (a tuple) pass through: fleet.runtime.delivery.batches runs the same steps per record itself."""
+
+    outcomes: RecordOutcomes
+
+    async def on_receive(self) -> None:
+        record = self.msg
+        self.envelope: Envelope | None = None
+        self.rejection: Rejection | None = None
+        self.foreign = False
+        if isinstance(record, tuple):
+            return
+        outcomes = self.outcomes
+        policy = outcomes.policy_of(self.context.get("handler_"))
+        outcomes.state.metrics.record_received(record.topic)
+        if outcomes.is_foreign(record, policy):
+            self.foreign = True
+            outcomes.state.metrics.record_outcome(record.topic, "skipped")
+            return
+        try:
+            self.envelope = outcomes.verify(record)
+        except Rejected as refused:
+            self.rejection = Rejection.of(record, refused.reason, refused.detail)
+            await outcomes.dead_letter(self.rejection, policy)
+
+    async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
+        if isinstance(self.msg, tuple):
+            return await call_next(msg)  # a batch: fleet.runtime.delivery.batches verifies and handles each record
+        subscriber = self.context.get("handler_")
+        committer = self.outcomes.committers.get(id(subscriber))
+        if self.envelope is None:  # refused in on_receive and dead-lettered there, or another group's retry
+            await self._done(committer)
+            return None
+        policy = self.outcomes.policy_of(subscriber)
+        sends: list = []
+        token = pending_sends.set(sends)  # what the handler emits is acknowledged before the offset is committed
+        try:
+            result = await self.outcomes.run(self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode)
+        except BaseException:
+            if committer is not None:  # not durable: the record comes again, never committed past
+                committer.redeliver(self.msg)
+            raise
+        finally:
+            pending_sends.reset(token)
+        await self._done(committer, sends)
+        return result
+
+    async def _done(self, committer: OffsetCommitter | None, sends: list = ()) -> None:
+        if committer is None:
+            return
+        committer.done(self.msg, sends)
+        if committer.interval_s <= 0:
+            await committer.flush()
+
+    async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
+        # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
+        if exc_val is None or not (self.rejection is not None or self.foreign):
+            return None
+        # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a poison
+        # record at the end of a partition would hold its group one record behind, and be dead-lettered again after a rebalance.
+        await self._done(self.outcomes.committers.get(id(self.context.get("handler_"))))
+        return True
+
+
+def event_context_middleware(outcomes: RecordOutcomes) -> type[EventContextMiddleware]:
+    """The middleware class bound to one worker's keys, dead letters and retry policies (FastStream makes one object per record)."""
+    return type("EventContextMiddleware", (EventContextMiddleware,), {"outcomes": outcomes})
+
+
+def _header(record: Any, name: str) -> bytes:
+    return dict(record.headers or ()).get(name, b"")
+
+
+def _event_context(record: Any, envelope: Envelope) -> dict[str, Any]:
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "attempt": attempt_of(record.headers or ()) + 1,
+    }
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,305 @@
+"""Each Kafka worker's small HTTP port: GET /metrics for Prometheus, GET /health/live and /health/ready for probes, and
+GET /docs/asyncapi for the worker's own AsyncAPI document (JSON; YAML with ?format=yaml or Accept: application/yaml)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fleet.runtime.observe.health import Verdict, WorkSince, liveness, readiness
+from fleet.runtime.settings import WorkerSettings
+
+__all__ = ["PartitionLag", "WorkerHttp", "attach_http", "partition_lags", "time_commits"]
+
+log = structlog.get_logger("fleet.http")
+PING_TIMEOUT_S = 2.0  # how long a probe waits for the broker to answer a metadata request
+BACKLOG_TIMEOUT_S = 2.0  # how long /metrics waits for the store to count the outbox backlog
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One assigned partition of one subscriber's consumer; `lag` is None until both its position and highwater are known."""
+
+    topic: str
+    partition: int
+    group: str
+    lag: int | None
+    main: bool  # a subscriber of the service's own topics, not a retry tier
+
+
+def partition_lags(broker: KafkaBroker) -> list[PartitionLag]:
+    """The lag of every partition assigned to this replica, read from what its consumers already know (no request sent)."""
+    lags = []
+    for subscriber in broker.subscribers:
+        main = _is_main(broker, subscriber)
+        for consumer in _consumers_of(subscriber):
+            for tp in sorted(consumer.assignment()):
+                lags.append(PartitionLag(tp.topic, tp.partition, subscriber.group_id or "", _lag(consumer, tp), main))
+    return lags
+
+
+def _lag(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """Highwater minus position. `await consumer.position(tp)` waits while a partition has no position yet (just
+    assigned, offsets being fetched), so this reads the same partition state `consumer.highwater(tp)` reads."""
+    try:
+        highwater = consumer.highwater(tp)
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        if highwater is None or not state.has_valid_position:
+            return None
+        return max(0, highwater - state.position)
+    except (AssertionError, AttributeError, KeyError):  # revoked or reassigned between assignment() and here
+        return None
+
+
+def _consumers_of(subscriber: Any) -> list[AIOKafkaConsumer]:
+    consumers = getattr(subscriber, "consumer_subgroup", None) or [getattr(subscriber, "consumer", None)]
+    return [c for c in consumers if isinstance(c, AIOKafkaConsumer)]  # none on FastStream's in-memory test broker
+
+
+def _is_main(broker: KafkaBroker, subscriber: Any) -> bool:
+    policy = getattr(broker, "retry_policies", {}).get(id(subscriber))
+    return policy is None or not policy.tier
+
+
+def _unassigned(broker: KafkaBroker) -> list[str]:
+    """The main subscribers that have no partition, named by group and topics."""
+    missing = []
+    for subscriber in broker.subscribers:
+        if _is_main(broker, subscriber) and not any(c.assignment() for c in _consumers_of(subscriber)):
+            topics = ", ".join(getattr(subscriber, "topic_names_for_subscribe", None) or ())
+            missing.append(f"{subscriber.group_id or '-'} ({topics})")
+    return missing
+
+
+def time_commits(broker: KafkaBroker, gauge: Any) -> int:
+    """Wraps each running consumer's `commit` (which FastStream calls after each record) so a successful commit sets
+    `gauge` to the current time. Idempotent; returns how many consumers it wrapped now."""
+    wrapped = 0
+    for subscriber in broker.subscribers:
+        for consumer in _consumers_of(subscriber):
+            if getattr(consumer.commit, "_fleet_timed", False):
+                continue
+
+            async def commit(*args: Any, _original=consumer.commit, **kwargs: Any) -> Any:
+                result = await _original(*args, **kwargs)
+                gauge.set_to_current_time()  # only once the broker accepted it
+                return result
+
+            commit._fleet_timed = True  # type: ignore[attr-defined]
+            consumer.commit = commit  # an instance attribute: FastStream's message holds this consumer object
+            wrapped += 1
+    return wrapped
+
+
+class WorkerHttp:
+    """The worker's probe and metrics port, served by uvicorn inside the worker's own event loop."""
+
+    def __init__(self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.state = state  # a fleet.runtime.stateful.StateHandle, for the outbox backlog; None for a worker without a store
+        self.worker = broker.state  # fleet.runtime.delivery.outcomes.WorkerState: metrics, progress, stopping
+        self.work = WorkSince()
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._asyncapi: dict[str, bytes] | None = None  # this service's document as JSON and YAML, made on first request
+        self._asyncapi_lock = asyncio.Lock()
+
+    # ---- the decisions -------------------------------------------------------------------------------
+
+    async def live(self) -> Verdict:
+        progress = self.worker.progress
+        now = progress.clock()
+        lag = sum(p.lag or 0 for p in partition_lags(self.broker) if p.main)
+        facts = dict(now=now, bound_s=self.settings.liveness_bound_s, oldest_in_flight_s=progress.oldest_in_flight_s(),
+                     last_progress=progress.last_progress, lag=lag, work_since=self.work.observe(lag, now))
+        verdict = liveness(**facts)
+        if verdict.reason == "no_progress":  # the only case that asks the broker: is the wait its fault?
+            verdict = liveness(**facts, broker_reachable=await self._broker_answers())
+        return verdict
+
+    async def ready(self) -> Verdict:
+        stopping = bool(getattr(self.worker, "stopping", False))
+        main = [p for p in partition_lags(self.broker) if p.main]
+        return readiness(
+            stopping=stopping,
+            connected=not stopping and await self._broker_answers(),
+            unassigned=_unassigned(self.broker),
+            lag=sum(p.lag or 0 for p in main),
+            unknown=[f"{p.topic}/{p.partition}" for p in main if p.lag is None],
+            threshold=self.settings.readiness_lag_threshold,
+        )
+
+    async def metrics_text(self) -> bytes:
+        metrics, progress = self.worker.metrics, self.worker.progress
+        backlog = await self._backlog()
+        # No await from here on, so two scrapes at once never see each other's half-cleared lag series.
+        metrics.outbox_backlog.set(backlog)
+        time_commits(self.broker, metrics.last_commit)  # a consumer created since startup, if any
+        metrics.lag.clear()  # revoked partitions disappear
+        for p in partition_lags(self.broker):
+            if p.lag is not None:
+                metrics.lag.labels(p.topic, str(p.partition), p.group).set(p.lag)
+        metrics.oldest_in_flight.set(progress.oldest_in_flight_s())
+        metrics.since_progress.set(progress.clock() - progress.last_progress)
+        return generate_latest(metrics.registry)
+
+    async def _broker_answers(self) -> bool:
+        try:
+            return bool(await self.broker.ping(timeout=PING_TIMEOUT_S))
+        except Exception:
+            return False
+
+    async def _backlog(self) -> float:
+        if self.state is None:
+            return math.nan
+        try:
+            return float(await asyncio.wait_for(self.state.store.backlog(), BACKLOG_TIMEOUT_S))
+        except Exception as error:  # store not open yet, closed, or busy past the timeout: unknown, not zero
+            log.debug("outbox_backlog_unknown", error_class=type(error).__name__)
+            return math.nan
+
+    async def asyncapi_document(self) -> dict[str, bytes]:
+        """This worker's AsyncAPI document (`fleet.docs.asyncapi.service_document`) as {"json": ..., "yaml": ...}: made once, on
+        the first request and in a thread (it builds the services' FastStream specifications), never at import."""
+        async with self._asyncapi_lock:
+            if self._asyncapi is None:
+                self._asyncapi = await asyncio.to_thread(_asyncapi_bodies, str(getattr(self.broker, "service", "")))
+            return self._asyncapi
+
+    # ---- HTTP ----------------------------------------------------------------------------------------
+
+    def asgi(self) -> Starlette:
+        async def metrics(request: Request) -> Response:
+            return Response(await self.metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
+        async def live(request: Request) -> Response:
+            return _answer(await self.live())
+
+        async def ready(request: Request) -> Response:
+            return _answer(await self.ready())
+
+        async def asyncapi(request: Request) -> Response:
+            wanted = request.query_params.get("format") or ("yaml" if "yaml" in request.headers.get("accept", "") else "json")
+            if wanted not in ("json", "yaml"):
+                return JSONResponse({"reason": "unknown_format", "detail": "format is json (default) or yaml"}, status_code=400)
+            try:
+                bodies = await self.asyncapi_document()
+            except LookupError as error:  # fleet.docs.asyncapi.UnknownService: a worker the document does not know
+                return JSONResponse({"reason": "unknown_service", "detail": str(error)}, status_code=404)
+            return Response(bodies[wanted], media_type=ASYNCAPI_MEDIA_TYPES[wanted])
+
+        return Starlette(routes=[Route("/metrics", metrics), Route("/health/live", live), Route("/health/ready", ready),
+                                 Route("/docs/asyncapi", asyncapi)])
+
+    async def start(self) -> None:
+        self._socket = _bind(self.settings.http_host, self.settings.http_port)
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(self.asgi(), log_config=None, access_log=False, lifespan="off", ws="none",
+                                timeout_graceful_shutdown=2)
+        config.load()
+        self._server = uvicorn.Server(config)
+        # Server.serve() would take over SIGINT and SIGTERM, which belong to FastStream: run its parts instead.
+        self._server.lifespan = config.lifespan_class(config)
+        try:
+            await self._server.startup(sockets=[self._socket])
+        except BaseException:
+            self._socket.close()
+            self._server = self._socket = None
+            raise
+        self._loop_task = asyncio.create_task(self._server.main_loop(), name=f"{getattr(self.broker, 'service', 'worker')}-http")
+        log.info("worker_http_started", host=self.settings.http_host, port=self.port,
+                 endpoints=["/metrics", "/health/live", "/health/ready", "/docs/asyncapi"])
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._loop_task is not None:
+            await self._loop_task
+        await self._server.shutdown(sockets=[self._socket] if self._socket else None)
+        self._server, self._socket, self._loop_task = None, None, None
+        log.info("worker_http_stopped", port=self.port)
+
+
+ASYNCAPI_MEDIA_TYPES = {"json": "application/json", "yaml": "application/yaml"}
+
+
+def _asyncapi_bodies(service: str) -> dict[str, bytes]:
+    import json
+
+    from fleet.docs.asyncapi import render, service_document
+
+    document = service_document(service)
+    return {"json": json.dumps(document, ensure_ascii=False, sort_keys=True).encode(),
+            "yaml": render(document).encode()}
+
+
+def _answer(verdict: Verdict) -> JSONResponse:
+    return JSONResponse(verdict.body(), status_code=200 if verdict.ok else 503)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port. A busy port (a second replica on one host, scaled with `fleet run`) falls back
+    to a free one, with a warning naming it: in a container each replica has its own port space."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    def listen_on(where: tuple) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+            # Two replicas starting together may both bind (SO_REUSEADDR); only one can listen, so listen here, not later.
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        return listen_on(address)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE or port == 0:
+            raise
+    sock = listen_on((address[0], 0, *address[2:]))
+    log.warning("worker_http_port_busy", host=host, wanted_port=port, port=sock.getsockname()[1])
+    return sock
+
+
+def attach_http(app: FastStream, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> WorkerHttp:
+    """Serves the worker's /metrics and /health from its own event loop: the port opens before the broker connects (so
+    liveness answers while Kafka is slow), commits are timed once the consumers exist, and the port closes after the
+    broker has stopped. `state` is the StateHandle from `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
+    http = WorkerHttp(broker, settings, state)
+
+    async def open_port() -> None:
+        await http.start()
+
+    async def time_the_commits() -> None:
+        time_commits(broker, broker.state.metrics.last_commit)
+
+    async def close_port() -> None:
+        await http.stop()
+
+    app.on_startup(open_port)
+    app.after_startup(time_the_commits)
+    app.after_shutdown(close_port)
+    broker.worker_http = http  # type: ignore[attr-defined]
+    return http

@@ -1,0 +1,79 @@
+"""What a stateful worker adds to its app: its store (inbox, outbox, its own tables) and the relay that publishes its outbox."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Sequence
+
+import structlog
+from faststream import FastStream
+
+from contracts import Envelope, Record, sign
+
+from fleet.runtime.broker import FleetBroker
+from fleet.runtime.store import OutboxRelay, OutboxRow, Producer, Store, open_store
+
+__all__ = ["StateHandle", "attach_store", "refresh_stale"]
+
+log = structlog.get_logger("fleet.runtime.stateful")
+# Re-sign an outbox row that waited longer than this: consumers refuse a ce_time 300 s from the broker's clock.
+RESIGN_AFTER = timedelta(seconds=60)
+
+
+class StateHandle:
+    """The worker's store, opened at startup; handlers use `handle.store` only while the worker runs."""
+
+    def __init__(self) -> None:
+        self._store: Store | None = None
+        self.relay: OutboxRelay | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the store is opened when the worker starts")
+        return self._store
+
+
+def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Sequence[str],
+                 producer: Producer | None = None) -> StateHandle:
+    """Opens the store and starts its relay before the broker consumes; stops both after the broker has stopped,
+    so no handler writes to a closed store and the last committed rows still go out. The relay connects as the
+    broker's service does (its KafkaConnection: TLS and SCRAM on a secure cluster)."""
+    handle = StateHandle()
+
+    async def open_state() -> None:
+        connection = broker.state.connection
+        if producer is None:  # the relay's producer is the worker's first client
+            await broker.state.log_in()
+        handle._store = await open_store(url)
+        await handle._store.migrate(list(migrations))
+        handle.relay = OutboxRelay(handle._store, connection, f"{broker.service}-outbox", producer=producer,
+                                   refresh=lambda row: refresh_stale(row, broker),
+                                   refused=lambda error: broker.state.refused(error, "publishing its outbox"))
+        await handle.relay.start()
+        log.info("store_opened", store=handle._store.dialect)
+
+    async def close_state() -> None:
+        if handle.relay is not None:
+            await handle.relay.stop()
+        if handle._store is not None:
+            await handle._store.close()
+            handle._store = None
+
+    app.on_startup(open_state)
+    app.after_shutdown(close_state)
+    return handle
+
+
+def refresh_stale(row: OutboxRow, broker: FleetBroker, now: datetime | None = None) -> list[tuple[str, bytes]]:
+    """The row's headers, re-signed with a fresh ce_time (same ce_id, flow and cause) when it waited too long."""
+    envelope = Envelope.from_headers(row.headers)
+    now = now or datetime.now(timezone.utc)
+    signed_at = datetime.fromisoformat(envelope.time.replace("Z", "+00:00"))
+    if now - signed_at < RESIGN_AFTER:
+        return row.headers
+    fresh = replace(envelope, time=now.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    record = sign(Record(row.topic, row.key, row.value, fresh), broker.keys.signer())
+    others = [(k, v) for k, v in row.headers if not k.startswith("ce_") and k != "content-type"]
+    return record.raw_headers() + others
