@@ -4,17 +4,35 @@ the record's unsigned transport headers, so one trace follows an order across ev
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 try:  # optional: the contracts package works without OpenTelemetry, and then adds no trace headers
     from opentelemetry import propagate, trace
 except ImportError:  # pragma: no cover - exercised by the standalone package test
     propagate = trace = None
 
-if TYPE_CHECKING:
-    from .envelope import Record
-
 __all__ = ["TRACE_HEADERS", "message_attributes", "tracer", "with_trace_context"]
+
+
+class _Envelope(Protocol):
+    id: str
+    correlation_id: str
+    type: str
+
+
+class TracedRecord(Protocol):
+    """What tracing reads of a record (contracts.envelope.Record has it): this module needs no import of the envelope's."""
+
+    topic: str
+    key: str
+    value: bytes
+    transport: tuple[tuple[str, bytes], ...]
+
+    @property
+    def envelope(self) -> _Envelope: ...
+
+
+R = TypeVar("R", bound=TracedRecord)
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 _CACHED: list = [None, None, None]  # the provider and the get_tracer it was made with, and the tracer
@@ -30,7 +48,7 @@ def tracer():
     return _CACHED[2]
 
 
-def message_attributes(record: "Record") -> dict[str, str | int]:
+def message_attributes(record: TracedRecord) -> dict[str, str | int]:
     """OpenTelemetry messaging attributes of a record: no payload, no key material."""
     return {
         "messaging.system": "kafka",
@@ -43,7 +61,7 @@ def message_attributes(record: "Record") -> dict[str, str | int]:
     }
 
 
-def with_trace_context(record: "Record") -> "Record":
+def with_trace_context(record: R) -> R:
     """The record with the headers of a new `create` span, a child of the current span (the handler's consumer span, or
     nothing at the edge, where a flow's trace begins). Without a configured tracer provider this adds nothing."""
     if trace is None:

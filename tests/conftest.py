@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 # The tests' own broker, unless the caller chose one: never the broker `make run` uses, so neither sees the other's
 # records. Set before anything reads settings; subprocesses inherit it.
@@ -21,7 +21,7 @@ os.environ.setdefault("FLEET_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ['
 KEYS_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-keys-"))
 os.environ["FLEET_KEYS_DIR"] = str(KEYS_DIR)
 os.environ["FLEET_KEYS_RELOAD_EVERY_S"] = "0.5"
-init_keys(KEYS_DIR, [*SERVICES, *UPSTREAM_SIGNERS])
+init_keys(KEYS_DIR, [*WORKERS, *UPSTREAM_SIGNERS])
 
 # Each service's store and files in a throwaway folder of this run, never the ones `make run` uses.
 STATE_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-state-"))

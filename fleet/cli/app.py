@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from services import HTTP_SERVICES, SERVICES
+from fleet.catalog import HTTP_SERVICES, WORKERS
 
 from fleet.runtime.settings import KeySettings, operator_connection
 
@@ -42,9 +42,10 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def run(service: str = typer.Argument(..., help=f"One of: {', '.join([*SERVICES, *HTTP_SERVICES])}.")) -> None:
+def run(service: str = typer.Argument(..., help=f"One of: {', '.join([*WORKERS, *HTTP_SERVICES])}.")) -> None:
     """Run one replica of a service in the foreground (start more copies to scale it)."""
-    from fleet.ops.runner import UnknownService, run_service
+    from fleet.catalog import UnknownService
+    from fleet.ops.runner import run_service
 
     try:
         run_service(service)
@@ -109,7 +110,7 @@ def watch(
         pass
 
 
-def _scale_pairs(pairs: List[str], *, known: tuple[str, ...] = SERVICES) -> dict[str, int]:
+def _scale_pairs(pairs: List[str], *, known: tuple[str, ...] = WORKERS) -> dict[str, int]:
     """`payments=3 inventory=2` → {"payments": 3, "inventory": 2}; a bad pair fails the command."""
     wanted: dict[str, int] = {}
     for pair in pairs:
@@ -135,10 +136,10 @@ def up(
     from fleet.runtime.observe.logs import configure_logging
     from fleet.ops.up import run_fleet
 
-    chosen = services or list(SERVICES)
-    unknown = sorted(set(chosen) - set(SERVICES))
+    chosen = services or list(WORKERS)
+    unknown = sorted(set(chosen) - set(WORKERS))
     if unknown:
-        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(SERVICES)}")
+        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(WORKERS)}")
     replicas = _scale_pairs(scale)
     configure_logging("fleet-up")
     try:
@@ -209,10 +210,10 @@ def status(
     from fleet.ops.status import local_fleet, status_document, table_of, watch_status
     from fleet.ops.up import state_file_of
 
-    chosen = services or list(SERVICES)
-    unknown = sorted(set(chosen) - set(SERVICES))
+    chosen = services or list(WORKERS)
+    unknown = sorted(set(chosen) - set(WORKERS))
     if unknown:
-        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(SERVICES)}")
+        _fail(f"unknown service(s) {', '.join(unknown)}; the fleet has: {', '.join(WORKERS)}")
     state_file = state_file or state_file_of(STATE_DIR)
     local = local_fleet(state_file)
     # A running local fleet knows its broker; --bootstrap and FLEET_KAFKA_BOOTSTRAP_SERVERS come first.
@@ -249,7 +250,9 @@ def kafka_start(
     from fleet.local import kafka as kafka_local
 
     try:
-        typer.echo(kafka_local.start(timeout=timeout, secure=secure or None))
+        from fleet.ops.acls import fleet_users
+
+        typer.echo(kafka_local.start(timeout=timeout, secure=secure or None, users=fleet_users()))
     except Exception as error:  # the launcher's errors carry the broker log's tail: show them, fail the command
         _fail(f"the local Kafka broker did not start: {error}")
 
@@ -385,7 +388,7 @@ def keys_init(alg: str = typer.Option("ed25519", "--alg", help="ed25519 (default
 
     if alg not in ALGORITHMS:
         _fail(f"unknown algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}")
-    created = init_keys(_keys_dir(), [*SERVICES, *UPSTREAM_SIGNERS], alg=alg)
+    created = init_keys(_keys_dir(), [*WORKERS, *UPSTREAM_SIGNERS], alg=alg)
     typer.echo("\n".join(f"created {kid}" for kid in created) or f"every signer already has a key in {_keys_dir()}")
 
 
@@ -528,14 +531,14 @@ AclUsersOption = typer.Option(None, "--service", help="Only these users: workers
 
 def _chosen_acls(service: Optional[List[str]]) -> tuple[list, list[str]]:
     from fleet.ops.acls import fleet_acls, fleet_users
-    from fleet.docs.governance import service_wiring
+    from fleet.catalog import service_wiring
 
     users = list(fleet_users())
     chosen = service or users
     unknown = sorted(set(chosen) - set(users))
     if unknown:
         _fail(f"unknown user(s) {', '.join(unknown)}; the fleet's users are {', '.join(users)}")
-    return fleet_acls(service_wiring([s for s in chosen if s in SERVICES]), services=chosen), chosen
+    return fleet_acls(service_wiring([s for s in chosen if s in WORKERS]), services=chosen), chosen
 
 
 @acl_app.command("plan")

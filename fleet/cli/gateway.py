@@ -25,19 +25,12 @@ def add_client(
     clients_file: Optional[Path] = typer.Option(None, "--clients-file", help="Default: GATEWAY_CLIENTS_FILE or .fleet/gateway/clients.json."),
 ) -> None:
     """Add a client with a new random token. The token is printed once; the file keeps only its SHA-256."""
-    from pydantic import ValidationError
-
-    from contracts import UnknownTopic
-    from services.gateway.clients import ClientsFileError
-    from services.gateway.clients import add_client as add
-    from services.gateway.settings import GatewaySettings
-
+    from fleet.catalog import add_gateway_client
     from fleet.runtime.keys import topics_signed_by
 
-    path = clients_file or GatewaySettings().clients_file
-    try:
-        token = add(path, name, topic, replace=replace)
-    except (UnknownTopic, ClientsFileError, ValidationError, OSError) as error:
+    try:  # ValueError: a bad name or clients file (pydantic's ValidationError is one); LookupError: an unknown topic
+        token, path = add_gateway_client(name, topic, replace=replace, clients_file=clients_file)
+    except (ValueError, LookupError, OSError) as error:
         _fail(str(error))
     for refused in sorted(set(topic) - set(topics_signed_by("gateway"))):
         typer.secho(f"warning: the gateway's key may not sign {refused}; requests for it will get 403", fg=typer.colors.YELLOW, err=True)
@@ -52,11 +45,9 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="TCP port (default: GATEWAY_PORT or 8080)."),
 ) -> None:
     """Run the gateway in the foreground (Ctrl-C or SIGTERM stops it); OpenAPI docs at /docs."""
-    from services.gateway import GatewaySettings
-    from services.gateway import serve as run
-
+    from fleet.catalog import run_http_service
     from fleet.runtime.observe.logs import configure_logging
 
     overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     configure_logging("gateway")
-    run(GatewaySettings(**overrides))
+    run_http_service("gateway", **overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +11,8 @@ import yaml
 
 from contracts import REGISTRY, Registry, UnknownTopic
 from contracts.governance import SCHEMAS_DIR, Problem, contract_problems
-from services import SERVICES
+from fleet.catalog import WORKERS, Wiring, service_wiring
 
-from fleet.runtime.keys import throwaway_keys
 
 __all__ = [
     "ROOT",
@@ -30,37 +28,6 @@ __all__ = [
 ROOT = Path(".")  # the checkout: commands run from its top folder
 TOPIC_LIKE = re.compile(r"\b[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.v[0-9]+\b")
 UPSTREAM = "an upstream system outside the fleet (not checked)"
-
-
-@dataclass(frozen=True)
-class Wiring:
-    """What one service's app really does: the topic names its subscribers and publishers use, and its handler check."""
-
-    subscribes: frozenset[str] = frozenset()
-    publishes: frozenset[str] = frozenset()
-    handler_errors: tuple[str, ...] = field(default=())
-    groups: frozenset[str] = frozenset()  # the consumer groups its subscribers join
-
-
-def service_wiring(services: Iterable[str] = SERVICES, registry: Registry = REGISTRY) -> dict[str, Wiring]:
-    """Builds each service's app with its `create_app()` (no broker connection is made until start) and reads its
-    subscribers and publishers; `check_one_type_per_topic` is the check the worker runs when it starts."""
-    from fleet.runtime.broker import ContractViolation, check_one_type_per_topic
-
-    wiring = {}
-    for service in services:
-        with throwaway_keys():  # the wiring depends on the code, not on this machine's keys
-            broker = importlib.import_module(f"services.{service}.app").create_app().broker
-        subscribes = {name for subscriber in broker.subscribers for name in getattr(subscriber, "topic_names_for_subscribe", ())}
-        publishes = {publisher.topic for publisher in broker.publishers if getattr(publisher, "topic", None)}
-        groups = {subscriber.group_id for subscriber in broker.subscribers if getattr(subscriber, "group_id", None)}
-        errors: tuple[str, ...] = ()
-        try:
-            check_one_type_per_topic(broker, registry)
-        except ContractViolation as error:
-            errors = (str(error),)
-        wiring[service] = Wiring(frozenset(subscribes), frozenset(publishes), errors, frozenset(groups))
-    return wiring
 
 
 def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Problem]:
@@ -190,7 +157,7 @@ def wire_format_problems(registry: Registry, wire_format: str) -> list[Problem]:
     return problems
 
 
-def all_problems(root: Path = ROOT, registry: Registry = REGISTRY, services: Iterable[str] = SERVICES,
+def all_problems(root: Path = ROOT, registry: Registry = REGISTRY, services: Iterable[str] = WORKERS,
                  schemas_dir: Path = SCHEMAS_DIR) -> tuple[list[Problem], list[str]]:
     """Every governance rule, on the committed files under `root`; returns the problems and one summary line per check."""
     problems: list[Problem] = []

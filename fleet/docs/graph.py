@@ -7,7 +7,7 @@ import subprocess
 from typing import Iterable, Sequence
 
 from contracts import REGISTRY, Registry
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 __all__ = ["GraphvizMissing", "UPSTREAM_SOURCES", "fleet_dot", "published_by", "render_svg"]
 
@@ -55,7 +55,7 @@ def published_by(source: str, registry: Registry = REGISTRY) -> list[str]:
 
 def fleet_dot(
     registry: Registry = REGISTRY,
-    services: Sequence[str] = SERVICES,
+    services: Sequence[str] = WORKERS,
     upstream: Sequence[str] = UPSTREAM_SOURCES,
 ) -> str:
     """DOT text of the fleet from the registry: owner → topic → consumers, upstream sources in a cluster of their own,

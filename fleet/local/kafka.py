@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +110,10 @@ def client_env(folder: Path | None = None) -> dict[str, str]:
     return env
 
 
-def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
+def start(timeout: float = 90.0, *, secure: bool | None = None, users: Sequence[str] = ()) -> str:
     """Start the broker unless one answers already; return once it answers a metadata request.
-    `secure`: a new broker's data is set up for TLS + SCRAM + ACLs (docs/security.md); None keeps the mode it has."""
+    `secure`: a new broker's data is set up for TLS + SCRAM + ACLs (docs/security.md); None keeps the mode it has.
+    `users`: on a secure broker, the SCRAM users besides admin (the caller knows the fleet's: `fleet.ops.acls.fleet_users`)."""
     folder = home()
     pid = _running_pid(folder)
     secure = is_secure(folder) if secure is None else secure
@@ -119,13 +121,13 @@ def start(timeout: float = 90.0, *, secure: bool | None = None) -> str:
     if _answers():
         by = f"pid {pid}" if pid else f"not started from {folder}"
         if is_secure(folder):
-            _ensure_secure_files(folder)  # a password for each user of the fleet as it is now (a service added since)
+            _ensure_secure_files(folder, users)  # a password for each user of the fleet as it is now (a service added since)
         return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
         _ensure_jars(folder)
         if secure:
-            _ensure_secure_files(folder)
+            _ensure_secure_files(folder, users)
         _write_configs(folder)
         _format_storage(java, folder)
         pid = _launch(java, folder)
@@ -156,17 +158,16 @@ def _check_mode(folder: Path, secure: bool) -> None:
                               f"(or delete {folder / 'data'} to start over)")
 
 
-def _ensure_secure_files(folder: Path) -> None:
+def _ensure_secure_files(folder: Path, users: Sequence[str] = ()) -> None:
     """A throwaway CA and broker certificate (made anew when they are about to expire), and one password per user of
     the fleet (made once: they are stored in the broker's data when its storage is formatted)."""
     from fleet.local import tls
-    from fleet.ops.acls import fleet_users
 
     secure = secure_dir(folder)
     credentials = secure / "credentials"
     credentials.mkdir(parents=True, exist_ok=True)
     os.chmod(credentials, 0o700)
-    for user in (ADMIN, *fleet_users()):
+    for user in (ADMIN, *users):
         path = credentials / f"{user}.password"
         if not path.exists():
             tls.write_private(path, (secrets.token_urlsafe(24) + "\n").encode())

@@ -11,9 +11,9 @@ from aiokafka.errors import IncompatibleBrokerVersion, for_code
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest
 
 from contracts import REGISTRY, Registry
-from services import HTTP_SERVICES, SERVICES
+from fleet.catalog import HTTP_SERVICES, WORKERS
 
-from fleet.docs.governance import Wiring
+from fleet.catalog import Wiring
 
 if TYPE_CHECKING:
     from contracts.connection import KafkaConnection
@@ -67,7 +67,7 @@ def _writer(principal: str, topics: Iterable[str]) -> set[Acl]:
 
 def upstream_systems(registry: Registry = REGISTRY) -> tuple[str, ...]:
     """Owners of registry topics that are not fleet services (e.g. `storefront`): upstream publishers."""
-    return tuple(sorted({t.owner for t in registry.topics} - set(SERVICES) - set(HTTP_SERVICES)))
+    return tuple(sorted({t.owner for t in registry.topics} - set(WORKERS) - set(HTTP_SERVICES)))
 
 
 def upstream_acls(system: str, registry: Registry = REGISTRY) -> set[Acl]:
@@ -82,7 +82,7 @@ def gateway_acls(registry: Registry = REGISTRY) -> set[Acl]:
 
 def fleet_users(registry: Registry = REGISTRY) -> tuple[str, ...]:
     """Every SCRAM user the fleet needs: its workers, its HTTP services and the upstream systems."""
-    return (*SERVICES, *HTTP_SERVICES, *upstream_systems(registry))
+    return (*WORKERS, *HTTP_SERVICES, *upstream_systems(registry))
 
 
 def fleet_acls(wiring: Mapping[str, Wiring], registry: Registry = REGISTRY, services: Iterable[str] | None = None) -> list[Acl]:

@@ -18,6 +18,7 @@ from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, Registry,
 from contracts.envelope import ENVELOPE_HEADERS
 from contracts.connection import client_options
 
+from fleet.runtime.delivery.dead_letters import REPLAY_GROUP, REPLAYED_FROM
 from fleet.runtime.keys import KeyStore
 from fleet.ops.reading import read_spans
 from fleet.runtime.delivery.retries import ORIGINAL_KEYID, RETRY_HEADERS
@@ -45,8 +46,6 @@ __all__ = [
     "triage",
 ]
 
-REPLAY_GROUP = "fleet-dlq-replay"
-REPLAYED_FROM = "eventfleet-replayed-from"
 # Kafka keeps at most 4096 bytes of metadata per committed offset (offset.metadata.max.bytes): the ledger stays below.
 LEDGER_MAX_CHARS = 3500
 LEDGER_PREFIX = "moved:"

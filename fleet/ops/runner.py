@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
-from types import ModuleType
 
-from services import HTTP_SERVICES, SERVICES
-
+from fleet import catalog
 from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied
 from fleet.runtime.observe.logs import configure_logging
 from fleet.runtime.observe.tracing import configure_tracing
 
-__all__ = ["UnknownService", "load_service", "run_service"]
-
-
-class UnknownService(LookupError):
-    """A service name that is not in the fleet."""
-
-
-def load_service(name: str) -> ModuleType:
-    if name not in SERVICES + HTTP_SERVICES:
-        raise UnknownService(
-            f"unknown service {name!r}; the fleet has the workers {', '.join(SERVICES)} and the HTTP services {', '.join(HTTP_SERVICES)}"
-        )
-    return importlib.import_module(f"services.{name}.app")
+__all__ = ["EXIT_PRODUCER_LOST", "run_service"]
 
 
 EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker stopped cleanly, to be restarted
@@ -33,13 +18,13 @@ EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker 
 
 def run_service(name: str) -> None:
     """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
-    module = load_service(name)
+    entry = catalog.entry_of(name)  # UnknownService for a name the fleet does not have
     configure_logging(name)
     configure_tracing(name)
-    if name in HTTP_SERVICES:
-        module.serve()  # uvicorn, on the host and port of the service's settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+    if entry.kind == "http":
+        catalog.run_http_service(name)  # uvicorn, on the host and port of its settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
         return
-    app = module.create_app()
+    app = catalog.create_app(name)
     denials = app.broker.state.denials
     denials.stop = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
     try:

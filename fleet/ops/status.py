@@ -17,6 +17,7 @@ from typing import Any
 
 from contracts import REGISTRY, Registry
 from contracts.connection import KafkaConnection, client_options
+from fleet.catalog import group_of
 
 __all__ = ["ServiceFacts", "Snapshot", "build_status", "gather", "local_fleet", "table_of"]
 
@@ -166,20 +167,6 @@ def local_fleet(state_file: Path) -> dict | None:
     if not _alive(state.get("pid")):
         return None
     return {**state, "state_file": str(state_file)}
-
-
-def group_of(service: str) -> str:
-    """The service's consumer group as its replicas would configure it (`<SERVICE>_GROUP_ID`, default its name)."""
-    import importlib
-
-    try:
-        module = importlib.import_module(f"services.{service}.settings")
-    except ImportError:
-        return service
-    for value in vars(module).values():
-        if isinstance(value, type) and "group_id" in getattr(value, "model_fields", {}) and value.__module__ == module.__name__:
-            return str(value().group_id)
-    return service
 
 
 # ---- gathering -----------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from fleet.catalog import http_port_of as default_http_port
 from fleet.runtime.access import EXIT_ACCESS_DENIED
 
 __all__ = ["Replica", "Supervisor", "backoff_delay", "default_http_port", "replica_http_port"]
@@ -28,21 +29,6 @@ _HTTP_STARTED = re.compile(r'"event": ?"worker_http_started".*?"port": ?(\d+)|"p
 def backoff_delay(restarts: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     """Doubles per consecutive crash: 0.5 s, 1 s, 2 s, ... capped."""
     return min(cap_s, base_s * (2 ** max(0, restarts)))
-
-
-def default_http_port(service: str) -> int:
-    """The service's own default /metrics port (its settings' `http_port`), 0 when it has none."""
-    import importlib
-
-    try:
-        module = importlib.import_module(f"services.{service}.settings")
-    except ImportError:
-        return 0
-    for value in vars(module).values():
-        fields = getattr(value, "model_fields", None)
-        if isinstance(value, type) and fields and "http_port" in fields and value.__module__ == module.__name__:
-            return int(fields["http_port"].default or 0)
-    return 0
 
 
 def replica_http_port(base: int, index: int) -> int:

@@ -14,13 +14,12 @@ from typing import Callable
 import structlog
 
 from contracts.connection import KafkaConnection
-from services import SERVICES
+from fleet.catalog import WORKERS, service_wiring
 
 from fleet.local import kafka as kafka_local
 from fleet.ops.acls import apply_acls, fleet_acls, fleet_users
 from fleet.ops.demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock, trickle_demo_orders
 from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
-from fleet.docs.governance import service_wiring
 from fleet.runtime.settings import KeySettings
 from fleet.ops.supervisor import Supervisor
 from fleet.ops.topics import apply_topics
@@ -45,11 +44,11 @@ async def run_fleet(
     if (running := _running_pid(state_file)) is not None:
         raise RuntimeError(f"a fleet already runs from {state_dir} (pid {running}); `fleet down` stops it")
     keys_dir = KeySettings().dir
-    for kid in init_keys(keys_dir, [*SERVICES, *UPSTREAM_SIGNERS]):
+    for kid in init_keys(keys_dir, [*WORKERS, *UPSTREAM_SIGNERS]):
         emit(f"created dev key {kid} in {keys_dir}")
     storefront = KeyStore.for_signer(keys_dir, DEMO_SERVICE)
     started_broker = not kafka_local.status().ready
-    emit(kafka_local.start())
+    emit(kafka_local.start(users=fleet_users()))
     bootstrap = kafka_local.connection()  # as admin on a secure broker (`make kafka-secure`)
     os.environ.update(kafka_local.client_env())  # the workers' way in: on a secure broker, each logs in as its service
     for change in await apply_topics(bootstrap):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from contracts import REGISTRY, Registry
 from contracts.signing import ED25519, Keyring, KeyError_, PrivateKey, TrustedKey
@@ -25,7 +22,6 @@ __all__ = [
     "rotate_key",
     "topics_signed_by",
     "trust_key",
-    "throwaway_keys",
 ]
 
 # Signers outside the services: the storefront, the warehouse (both played by `fleet demo`) and the HTTP gateway
@@ -67,25 +63,6 @@ def _new_kid(signer: str, now: datetime) -> str:
 def _load_ring(keys_dir: Path) -> Keyring:
     path = keyring_path(keys_dir)
     return Keyring.load(path) if path.exists() else Keyring()
-
-
-@contextlib.contextmanager
-def throwaway_keys(signers: Iterable[str] = ()) -> Iterator[Path]:
-    """Dev keys for every signer in a temporary folder, as FLEET_KEYS_DIR while the block runs: for building apps only to
-    read their wiring (`fleet docs gen`, `fleet check`) on a machine with no keys yet, never to run them."""
-    from services import SERVICES
-
-    previous = os.environ.get("FLEET_KEYS_DIR")
-    with tempfile.TemporaryDirectory(prefix="eventfleet-inspect-keys-") as folder:
-        init_keys(Path(folder), [*SERVICES, *UPSTREAM_SIGNERS, *signers])
-        os.environ["FLEET_KEYS_DIR"] = folder
-        try:
-            yield Path(folder)
-        finally:
-            if previous is None:
-                os.environ.pop("FLEET_KEYS_DIR", None)
-            else:
-                os.environ["FLEET_KEYS_DIR"] = previous
 
 
 def init_keys(keys_dir: Path, signers: Iterable[str], *, registry: Registry = REGISTRY, alg: str = ED25519) -> list[str]:

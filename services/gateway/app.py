@@ -23,7 +23,6 @@ from contracts import REGISTRY, KeyError_, PrivateKey, Record, Topic, TrustedKey
 from fleet.runtime.access import KafkaAccessDenied
 from fleet.runtime.keys import KeyStore, topics_signed_by
 from fleet.runtime.store import Store, open_store
-from services.tracker import queries as tracker_queries
 
 from . import core
 from .clients import ClientsFile, KafkaRecordPublisher, RecordPublisher, describe
@@ -42,6 +41,9 @@ STORE_ERRORS = (sqlite3.Error, psycopg.Error, OSError, ValueError)
 # The seam for the order endpoint: the order's answer, or None when the tracker has not seen it; raises
 # ReadModelUnavailable when it cannot tell. Tests pass an in-memory fake.
 OrderStatusQuery = Callable[[str], Awaitable[dict[str, Any] | None]]
+# How an order is read from the tracker's store: the tracker's own query. The gateway imports no other service; whoever
+# builds it (fleet.catalog) hands it over.
+ReadModelQuery = Callable[[Store, str], Awaitable[dict[str, Any] | None]]
 
 
 class Unavailable(core.Refused):
@@ -57,15 +59,16 @@ class ReadModelUnavailable(Exception):
 class TrackerReadModel:
     """The tracker's store, opened on the first read and again after a failed open, so the gateway starts without it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, query: ReadModelQuery) -> None:
         self.url = url
+        self.query = query
         self._store: Store | None = None
         self._lock = asyncio.Lock()
 
     async def __call__(self, order_id: str) -> dict[str, Any] | None:
         store = await self._opened()
         try:
-            return await tracker_queries.order_status(store, order_id)
+            return await self.query(store, order_id)
         except STORE_ERRORS as error:
             raise ReadModelUnavailable(describe(error)) from error
 
@@ -156,9 +159,10 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(settings: GatewaySettings | None = None, publisher: RecordPublisher | None = None,
-               order_status: OrderStatusQuery | None = None) -> FastAPI:
-    """The gateway. `publisher` replaces the Kafka publisher and `order_status` the tracker's read model (tests pass
-    in-memory fakes); the lifespan starts the publisher, and closes both when it built them."""
+               order_status: OrderStatusQuery | None = None, *, read_model: ReadModelQuery | None = None) -> FastAPI:
+    """The gateway. `read_model` reads an order from the tracker's store (`GATEWAY_TRACKER_STORE_URL`); `publisher`
+    replaces the Kafka publisher and `order_status` the whole read side (tests pass in-memory fakes). Without either
+    of the last two, GET /v1/orders/{id} answers 503. The lifespan starts the publisher, and closes both when it built them."""
     settings = settings or GatewaySettings()
     clients = ClientsFile(settings.clients_file)
     keys = KeyStore.for_signer(settings.keys.dir, SERVICE, check_every_s=settings.keys.reload_every_s)
@@ -166,8 +170,8 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.publisher = publisher or KafkaRecordPublisher(settings.kafka.connection(SERVICE), service=SERVICE, timeout_s=settings.publish_timeout_s)
-        read_model = None if order_status else TrackerReadModel(settings.tracker_store_url)
-        app.state.order_status = order_status or read_model
+        tracker = None if order_status or read_model is None else TrackerReadModel(settings.tracker_store_url, read_model)
+        app.state.order_status = order_status or tracker
         await app.state.publisher.start()
         clients.current()  # read now, so a missing or invalid clients file shows in the startup log
         log.info("gateway_started", clients_file=str(settings.clients_file))
@@ -175,8 +179,8 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
             yield
         finally:
             await app.state.publisher.close()
-            if read_model is not None:
-                await read_model.close()
+            if tracker is not None:
+                await tracker.close()
 
     app = FastAPI(
         title="eventfleet gateway",
@@ -230,10 +234,11 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
     return app
 
 
-def serve(settings: GatewaySettings | None = None) -> None:
+def serve(settings: GatewaySettings | None = None, *, read_model: ReadModelQuery | None = None) -> None:
     """Runs the gateway under uvicorn until SIGTERM or Ctrl-C; uvicorn's logs go through the fleet's structlog pipeline."""
     settings = settings or GatewaySettings()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None))
+    app = create_app(settings, read_model=read_model)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
     with _stop_signals_exit_cleanly():
         server.run()
 

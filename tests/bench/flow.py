@@ -387,11 +387,11 @@ class FlowRun:
     async def _prepare(self) -> None:
         from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
         from fleet.ops.topics import apply_topics
-        from services import SERVICES
+        from fleet.catalog import WORKERS
 
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
-        init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
+        init_keys(self.work / "keys", [*WORKERS, *UPSTREAM_SIGNERS])
         # Replication factor 1 on the bench's one broker, so min.insync.replicas is 1: acks=all waits for that one.
         await apply_topics(self.bootstrap, replication_factor=1)
         await self._until_leaders()

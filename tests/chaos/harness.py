@@ -29,7 +29,7 @@ from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
 from fleet.ops.reading import read_spans
 from fleet.ops.supervisor import Supervisor
 from fleet.ops.topics import apply_topics
-from services import SERVICES
+from fleet.catalog import WORKERS
 from services.payments import core as payments_core
 from services.payments.settings import PaymentsSettings
 
@@ -72,7 +72,7 @@ def configure_environment(work: Path, *, cluster: bool = False) -> None:
         "FLEET_LOG_LEVEL": "INFO",
         "NOTIFICATIONS_OUTBOX_PATH": str(work / "mail-feed.jsonl"),
     })
-    for service in SERVICES:
+    for service in WORKERS:
         os.environ[f"{service.upper()}_STORE_URL"] = f"sqlite:///{work / service}.db"
 
 
@@ -141,11 +141,11 @@ class ChaosFleet:
         await asyncio.to_thread(self._fresh_cluster if self.cluster else self._fresh_broker)
         self.timeline.note("broker_ready", bootstrap=self.bootstrap)
         payments_dsn = await asyncio.to_thread(self._fresh_postgres)
-        init_keys(self.work / "keys", [*SERVICES, *UPSTREAM_SIGNERS])
+        init_keys(self.work / "keys", [*WORKERS, *UPSTREAM_SIGNERS])
         # On the cluster, three replicas of each partition; min.insync.replicas then defaults to 2.
         await apply_topics(self.bootstrap, replication_factor=len(self.ports))
         self.supervisor = Supervisor(
-            list(SERVICES), state_dir=self.work, grace_s=30.0, scale=self.scale_at_start,
+            list(WORKERS), state_dir=self.work, grace_s=30.0, scale=self.scale_at_start,
             env={"PAYMENTS_STORE_URL": payments_dsn}, service_env=self.service_env,
             state_file=self.work / "fleet.json", extra_state={"bootstrap": self.bootstrap},
         )
@@ -177,7 +177,7 @@ class ChaosFleet:
         return postgres_local.ensure_database("chaos_payments", fresh=True)
 
     async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
-        wanted = {service: self.scale_at_start.get(service, 1) for service in SERVICES}
+        wanted = {service: self.scale_at_start.get(service, 1) for service in WORKERS}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             members = await group_members(self.bootstrap, list(wanted))
@@ -385,7 +385,7 @@ class ChaosFleet:
 
         deadline = time.monotonic() + timeout_s
         while True:
-            snapshot = await gather(self.bootstrap, list(SERVICES), dead_letters=False)
+            snapshot = await gather(self.bootstrap, list(WORKERS), dead_letters=False)
             lag = {row["service"]: row["lag_total"] for row in build_status(snapshot)["services"]}
             behind = [{"service": s, "topic": t, "partition": p, "committed": f.committed.get((t, p)), "end": end}
                       for s, f in snapshot.services.items() for (t, p), end in sorted(f.ends.items())
@@ -432,7 +432,7 @@ class ChaosFleet:
 
     async def outbox_backlog(self) -> int:
         pending = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
-        local = sum(self._sqlite(s, pending)[0][0] for s in SERVICES if s != "payments")
+        local = sum(self._sqlite(s, pending)[0][0] for s in WORKERS if s != "payments")
         return local + (await self._payments(pending))[0][0]
 
     async def wait_until_settled(self, expected: Expected, poison_dead_letters: int, timeout_s: float) -> bool:

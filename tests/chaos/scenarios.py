@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 from contracts import REGISTRY, OrderPlaced
 from fleet.local import kafka_cluster
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 from .figures import figures_of, progress_after_strike
 from .harness import ChaosFleet, Feed, plan_orders
@@ -110,7 +110,7 @@ async def _database_outage(fleet: ChaosFleet, feed: Feed) -> None:
 
 async def _scale_payments(fleet: ChaosFleet, feed: Feed) -> None:
     """payments 1 → 3, SIGKILL one of the three, 3 → 1, while orders flow; the other services' groups must not notice."""
-    others = [s for s in SERVICES if s != "payments"]
+    others = [s for s in WORKERS if s != "payments"]
     await feed.reached(0.1).wait()
     members_before = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.ops.groups(others)).items()}
     assigned_before = fleet.assignments_logged(others)

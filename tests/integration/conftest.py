@@ -19,7 +19,7 @@ from fleet.docs.governance import service_wiring
 from fleet.ops.groups import group_members
 from fleet.runtime.settings import KafkaSettings
 from fleet.ops.topics import apply_topics
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 REPO = Path(__file__).resolve().parents[2]
 SECURE_PORT = 19292  # and 19293 for its controller: beside the plain test broker's 19092
@@ -33,7 +33,7 @@ def kafka() -> str:
         pytest.fail(f"the local Kafka broker could not start, so the integration tests cannot run: {error}", pytrace=False)
     bootstrap = kafka_local.bootstrap_servers()
     asyncio.run(apply_topics(bootstrap))
-    busy = {group: n for group, n in asyncio.run(group_members(bootstrap, list(SERVICES))).items() if n}
+    busy = {group: n for group, n in asyncio.run(group_members(bootstrap, list(WORKERS))).items() if n}
     if busy:
         # Their workers would also handle the tests' orders, and the exactly-once checks would see their outcomes too.
         pytest.fail(f"a local fleet is running on this broker (groups with members: {busy}); stop `make run` first", pytrace=False)
@@ -90,7 +90,7 @@ class SecureBroker:
     def start_again(self) -> str:
         """What `make kafka-secure` says when this broker runs already: it adds the SCRAM users that have none yet."""
         with _local_broker_env(self.home, SECURE_PORT):
-            return kafka_local.start(secure=True)
+            return kafka_local.start(secure=True, users=fleet_users())
 
     def settings(self, **overrides) -> KafkaSettings:
         """A worker's Kafka settings as `fleet up` gives them: it logs in as its service, its password from the folder."""
@@ -126,7 +126,7 @@ def secure_kafka() -> SecureBroker:
         try:
             kafka_local.stop()
             shutil.rmtree(home / "data", ignore_errors=True)  # no groups, offsets or ACLs of an earlier run
-            kafka_local.start(secure=True)
+            kafka_local.start(secure=True, users=fleet_users())
             admin = kafka_local.connection()
         except Exception as error:  # any reason at all: the run fails, loudly
             pytest.fail(f"the secure Kafka broker could not start, so its tests cannot run: {error}", pytrace=False)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from services import HTTP_SERVICES, SERVICES
+from fleet.catalog import HTTP_SERVICES, WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / ".cache" / "k8s-schemas" / "compose-spec" / "compose-spec.json"
@@ -51,7 +51,7 @@ def scaling_problems(document: dict) -> list[str]:
     published = [port for service in services.values() for port in host_ports(service)]
     if len(published) != len(set(published)):
         problems.append(f"two services publish the same host port: {published}")
-    for name in SERVICES:
+    for name in WORKERS:
         service = services.get(name)
         if service is None:
             problems.append(f"{name}: missing")

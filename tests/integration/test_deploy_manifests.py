@@ -13,14 +13,14 @@ import yaml
 
 from contracts.registry import REGISTRY
 from fleet.runtime.settings import KafkaSettings
-from services import HTTP_SERVICES, SERVICES
+from fleet.catalog import HTTP_SERVICES, WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cache" / "go" / "bin"
 SCHEMAS = ROOT / ".cache" / "k8s-schemas"
 OVERLAYS = ("dev", "prod")
 KAFKA_SHARED = "eventfleet-kafka"  # bootstrap-servers and ca.crt only: no credentials
-WORKLOADS = SERVICES + HTTP_SERVICES
+WORKLOADS = WORKERS + HTTP_SERVICES
 METRICS = ("eventfleet_events_total", "eventfleet_handler_duration_seconds_bucket", "eventfleet_consumer_lag",
            "eventfleet_outbox_backlog", "eventfleet_last_commit_timestamp_seconds")
 
@@ -253,7 +253,7 @@ def worker_problems(docs: dict[tuple[str, str], dict], service: str) -> list[str
 
 
 def fleet_problems(docs: dict[tuple[str, str], dict]) -> list[str]:
-    problems = [p for service in SERVICES for p in worker_problems(docs, service)]
+    problems = [p for service in WORKERS for p in worker_problems(docs, service)]
     gateway = docs.get(("Deployment", "gateway"))
     if gateway is None:
         problems.append("gateway: no Deployment")
@@ -304,7 +304,7 @@ def test_overlays_pick_their_kafka_security_and_sizes():
     assert config(dev)["data"]["security-protocol"] == "PLAINTEXT"
     assert config(prod)["data"]["security-protocol"] == "SASL_SSL"
     assert config(prod)["data"]["sasl-mechanism"].startswith("SCRAM-SHA-")
-    for service in SERVICES:
+    for service in WORKERS:
         assert dev[("Deployment", service)]["spec"]["replicas"] == 1
         assert dev[("ScaledObject", service)]["spec"]["maxReplicaCount"] == 1  # SQLite: one replica per file
         assert prod[("ScaledObject", service)]["spec"]["minReplicaCount"] >= 2
@@ -343,7 +343,7 @@ def test_a_broken_manifest_fails(tmp_path):
     assert kubeconform(manifests).returncode == 0  # valid Kubernetes, wrong fleet
     problems = fleet_problems(by_kind(manifests))
     assert any("payments: readinessProbe on /health/live" in p for p in problems), problems
-    assert sum("maxReplicaCount 12" in p for p in problems) == len(SERVICES), problems
+    assert sum("maxReplicaCount 12" in p for p in problems) == len(WORKERS), problems
 
 
 def test_each_workload_logs_in_with_its_own_secret(tmp_path):

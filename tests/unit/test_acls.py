@@ -4,7 +4,7 @@ dead-letter topics of its inputs to write, and nothing of any other service."""
 from contracts import REGISTRY
 from fleet.ops.acls import Acl, fleet_acls, service_acls
 from fleet.docs.governance import Wiring, service_wiring
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 
 def _payments() -> Wiring:
@@ -26,9 +26,9 @@ def test_payments_reads_orders_in_its_groups_and_writes_its_outcomes_retries_and
 
 
 def test_every_service_touches_only_the_topics_and_groups_its_app_wires_and_the_registry_allows():
-    wiring = service_wiring(SERVICES)
+    wiring = service_wiring(WORKERS)
     acls = fleet_acls(wiring)
-    for service in SERVICES:
+    for service in WORKERS:
         mine = [a for a in acls if a.principal == f"User:{service}"]
         consumed = {t.name for t in REGISTRY.consumed_by(service)}
         owned = {t.name for t in REGISTRY.owned_by(service)}

@@ -10,21 +10,12 @@ import yaml
 
 from contracts import REGISTRY
 from contracts.envelope import H_CAUSATION, H_CORRELATION, REQUIRED_HEADERS
-from fleet.docs.asyncapi import (
-    DOCUMENT,
-    EVENT_HEADERS,
-    KAFKA_BINDING_VERSION,
-    UnknownService,
-    channel_id,
-    document_services,
-    fleet_document,
-    render,
-    service_document,
-)
+from fleet.docs.asyncapi import DOCUMENT, UnknownService, document_services, fleet_document, render, service_document
+from fleet.runtime.asyncapi import EVENT_HEADERS, KAFKA_BINDING_VERSION, channel_id
 from fleet.runtime.delivery.dead_letters import DLQ_HEADERS
 from fleet.runtime.delivery.retries import RETRY_HEADERS
 from fleet.ops.topics import desired_topics
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 REPO = DOCUMENT.parent
 WIRE_FORMAT_V1_HEADERS = {
@@ -136,7 +127,7 @@ def test_every_registry_consumer_receives_in_its_group_and_every_worker_owner_se
         senders = {op["x-eventfleet-service"] for op in _operations(document, action="send") if _address(document, op) == topic.name}
         assert topic.owner in senders, f"{topic.owner} sends {topic.name}"
     receivers = {(op["x-eventfleet-service"], _address(document, op)) for op in _operations(document, action="receive")
-                 if op["x-eventfleet-service"] in SERVICES and _address(document, op) in {t.name for t in REGISTRY}}
+                 if op["x-eventfleet-service"] in WORKERS and _address(document, op) in {t.name for t in REGISTRY}}
     assert receivers == {(consumer, t.name) for t in REGISTRY for consumer in t.consumers}, "FastStream's subscribers are the registry's"
 
 
@@ -244,7 +235,7 @@ def test_every_reference_resolves_and_every_component_is_used(document):
     assert text
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", WORKERS)
 def test_a_service_document_holds_exactly_that_services_channels_and_operations(document, service):
     own = service_document(service)
     operations = _operations(document, service)

@@ -164,9 +164,9 @@ async def test_a_worker_serves_its_own_document_made_once_on_first_request(tmp_p
     made = []
     real = worker_http._asyncapi_bodies
 
-    def counting(service):
+    def counting(service, app):
         made.append(service)
-        return real(service)
+        return real(service, app)
 
     monkeypatch.setattr(worker_http, "_asyncapi_bodies", counting)
     app = _payments(tmp_path)
@@ -191,3 +191,29 @@ async def test_a_worker_serves_its_own_document_made_once_on_first_request(tmp_p
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.text) == document == yaml.safe_load(by_accept.text)
     assert unknown.status_code == 400 and unknown.json()["reason"] == "unknown_format"
+
+
+# Run in a process of its own: this test run has imported every service already.
+_OWN_DOCUMENT = """
+import asyncio, json, os, sys
+from services.payments import PaymentsSettings, create_app
+before = dict(os.environ)
+app = create_app(PaymentsSettings(store_url="sqlite:///:memory:", http_port=0))
+bodies = asyncio.run(app.broker.worker_http.asyncapi_document())
+others = sorted(m for m in sys.modules if m.startswith("services.") and not m.startswith("services.payments"))
+print(json.dumps({"document": json.loads(bodies["json"]), "others": others, "environ_changed": dict(os.environ) != before}))
+"""
+
+
+def test_a_worker_serves_its_own_document_without_any_other_services_code_or_touching_the_environment():
+    import subprocess
+    import sys
+
+    from fleet.docs.asyncapi import service_document
+
+    ran = subprocess.run([sys.executable, "-c", _OWN_DOCUMENT], capture_output=True, text=True, timeout=120, check=True)
+    served = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert served["others"] == [], "the worker imported other services to make its document"
+    assert served["environ_changed"] is False
+    # The same document `fleet docs gen --service payments` writes, which knows every service.
+    assert served["document"] == json.loads(json.dumps(service_document("payments")))

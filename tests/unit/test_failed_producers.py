@@ -131,7 +131,7 @@ class FakeApp:
 
 
 def _run_worker(monkeypatch, app: FakeApp) -> None:
-    monkeypatch.setattr(runner, "load_service", lambda name: SimpleNamespace(create_app=lambda: app))
+    monkeypatch.setattr(runner.catalog, "create_app", lambda name: app)
     monkeypatch.setattr(runner, "configure_logging", lambda name: None)
     monkeypatch.setattr(runner, "configure_tracing", lambda name: None)
     runner.run_service("shipping")

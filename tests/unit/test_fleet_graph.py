@@ -9,7 +9,7 @@ from contracts import REGISTRY, Registry
 from contracts.events import OrderPlaced, PaymentAuthorized
 from contracts.registry import Topic
 from fleet.docs.graph import UPSTREAM_SOURCES, GraphvizMissing, fleet_dot, published_by, render_svg
-from services import SERVICES
+from fleet.catalog import WORKERS
 
 EDGE = re.compile(r'^\s*"(?P<tail>[^"]+)" -> "(?P<head>[^"]+)"(?P<attrs> \[[^\]]*\])?;$', re.M)
 
@@ -63,9 +63,9 @@ def test_dead_letter_topics_sit_apart_with_a_dashed_edge_from_every_consuming_se
 
 def test_every_worker_is_a_node_even_one_without_topics_and_the_same_registry_gives_the_same_bytes():
     dot = fleet_dot()
-    assert [s for s in SERVICES if f'"service:{s}" [label="{s}"' not in dot] == []
+    assert [s for s in WORKERS if f'"service:{s}" [label="{s}"' not in dot] == []
     assert fleet_dot() == dot
-    assert fleet_dot(services=(*SERVICES, "auditor")).count('"service:auditor"') == 1
+    assert fleet_dot(services=(*WORKERS, "auditor")).count('"service:auditor"') == 1
 
 
 def test_the_graph_follows_another_registry_and_quotes_what_it_names():

@@ -292,7 +292,8 @@ def test_the_order_endpoint_is_documented_with_its_answer_and_refusals(reader):
 
 def test_the_gateway_starts_without_the_trackers_store_and_does_not_create_it(settings, publisher, tmp_path):
     missing = tmp_path / "tracker" / "tracker.db"
-    app = create_app(settings.model_copy(update={"tracker_store_url": f"sqlite:///{missing}"}), publisher=publisher)
+    app = create_app(settings.model_copy(update={"tracker_store_url": f"sqlite:///{missing}"}), publisher=publisher,
+                     read_model=tracker_queries.order_status)
     with TestClient(app) as http:
         assert http.get("/health").status_code == 200
         answer = get_order(http)
@@ -303,7 +304,8 @@ def test_the_gateway_starts_without_the_trackers_store_and_does_not_create_it(se
 def test_the_gateway_reads_the_trackers_sqlite_store(settings, publisher, tmp_path):
     url = f"sqlite:///{tmp_path / 'tracker.db'}"
     asyncio.run(a_tracker_store_holding(url, OrderStatus(order_id="ord-1", status="placed", correlation_id="flow-1", customer_id="cus-1")))
-    with TestClient(create_app(settings.model_copy(update={"tracker_store_url": url}), publisher=publisher)) as http:
+    app = create_app(settings.model_copy(update={"tracker_store_url": url}), publisher=publisher, read_model=tracker_queries.order_status)
+    with TestClient(app) as http:
         found, unknown = get_order(http, "ord-1"), get_order(http, "ord-2")
     assert found.status_code == 200 and found.json() == {
         "order_id": "ord-1", "status": "placed", "correlation_id": "flow-1", "customer_id": "cus-1", "history": []}
@@ -311,7 +313,9 @@ def test_the_gateway_reads_the_trackers_sqlite_store(settings, publisher, tmp_pa
 
 
 def test_a_store_url_of_no_known_kind_is_a_503(settings, publisher):
-    with TestClient(create_app(settings.model_copy(update={"tracker_store_url": "mysql://tracker"}), publisher=publisher)) as http:
+    app = create_app(settings.model_copy(update={"tracker_store_url": "mysql://tracker"}), publisher=publisher,
+                     read_model=tracker_queries.order_status)
+    with TestClient(app) as http:
         assert get_order(http).json()["reason"] == "read_model_unavailable"
 
 

@@ -126,7 +126,7 @@ def test_the_secure_broker_listens_only_with_tls_and_scram_and_denies_what_no_ac
     monkeypatch.setenv("FLEET_KAFKA_HOME", str(tmp_path))
     monkeypatch.setenv("FLEET_KAFKA_PORT", "19992")
     monkeypatch.setenv("FLEET_KAFKA_CONTROLLER_PORT", "19993")
-    kafka_local._ensure_secure_files(tmp_path)
+    kafka_local._ensure_secure_files(tmp_path, fleet_users())
     last = properties(kafka_local.render_server_properties(tmp_path))  # the secure lines come last, and win
     assert last["listeners"] == "SASL_SSL://127.0.0.1:19992,CONTROLLER://127.0.0.1:19993"
     assert last["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"

@@ -15,10 +15,14 @@ from contracts.connection import KafkaConnection, client_options
 
 from fleet.runtime.errors import stops_the_producer
 
-__all__ = ["DLQ_HEADERS", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
+__all__ = ["DLQ_HEADERS", "REPLAYED_FROM", "REPLAY_GROUP", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
 
 log = structlog.get_logger("fleet.runtime.delivery.dead_letters")
 
+# `fleet dlq replay`'s consumer group (its committed offsets record what was moved), and the header that says where a
+# replayed record was: named here, beside the headers of a dead letter, because the AsyncAPI document describes them too.
+REPLAY_GROUP = "fleet-dlq-replay"
+REPLAYED_FROM = "eventfleet-replayed-from"
 DLQ_HEADERS = (
     "dlq-reason", "dlq-detail", "dlq-original-topic", "dlq-original-partition", "dlq-original-offset",
     "dlq-group", "dlq-service", "dlq-failed-at",

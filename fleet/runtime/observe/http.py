@@ -109,8 +109,9 @@ def time_commits(broker: KafkaBroker, gauge: Any) -> int:
 class WorkerHttp:
     """The worker's probe and metrics port, served by uvicorn inside the worker's own event loop."""
 
-    def __init__(self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> None:
+    def __init__(self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None, app: FastStream | None = None) -> None:
         self.broker = broker
+        self.app = app  # the worker's FastStream app: its specification is the AsyncAPI document it serves
         self.settings = settings
         self.state = state  # a fleet.runtime.stateful.StateHandle, for the outbox backlog; None for a worker without a store
         self.worker = broker.state  # fleet.runtime.delivery.outcomes.WorkerState: metrics, progress, stopping
@@ -177,11 +178,15 @@ class WorkerHttp:
             return math.nan
 
     async def asyncapi_document(self) -> dict[str, bytes]:
-        """This worker's AsyncAPI document (`fleet.docs.asyncapi.service_document`) as {"json": ..., "yaml": ...}: made once, on
-        the first request and in a thread (it builds the services' FastStream specifications), never at import."""
+        """This worker's AsyncAPI document as {"json": ..., "yaml": ...}: from its own app's FastStream specification and
+        the registry (fleet.runtime.asyncapi), the same as `fleet docs gen --service`; made once, on the first request and
+        in a thread, never at import. Raises LookupError for a worker the document does not know."""
         async with self._asyncapi_lock:
             if self._asyncapi is None:
-                self._asyncapi = await asyncio.to_thread(_asyncapi_bodies, str(getattr(self.broker, "service", "")))
+                if self.app is None:
+                    raise LookupError("this worker's HTTP port was started without its app: no AsyncAPI document")
+                service = str(getattr(self.broker, "service", ""))
+                self._asyncapi = await asyncio.to_thread(_asyncapi_bodies, service, self.app)
             return self._asyncapi
 
     # ---- HTTP ----------------------------------------------------------------------------------------
@@ -202,7 +207,7 @@ class WorkerHttp:
                 return JSONResponse({"reason": "unknown_format", "detail": "format is json (default) or yaml"}, status_code=400)
             try:
                 bodies = await self.asyncapi_document()
-            except LookupError as error:  # fleet.docs.asyncapi.UnknownService: a worker the document does not know
+            except LookupError as error:  # fleet.runtime.asyncapi.UnknownService: a worker the document does not know
                 return JSONResponse({"reason": "unknown_service", "detail": str(error)}, status_code=404)
             return Response(bodies[wanted], media_type=ASYNCAPI_MEDIA_TYPES[wanted])
 
@@ -242,12 +247,12 @@ class WorkerHttp:
 ASYNCAPI_MEDIA_TYPES = {"json": "application/json", "yaml": "application/yaml"}
 
 
-def _asyncapi_bodies(service: str) -> dict[str, bytes]:
+def _asyncapi_bodies(service: str, app: FastStream) -> dict[str, bytes]:
     import json
 
-    from fleet.docs.asyncapi import render, service_document
+    from fleet.runtime.asyncapi import WorkerSpec, render, service_document
 
-    document = service_document(service)
+    document = service_document(service, [WorkerSpec.of(service, app)])
     return {"json": json.dumps(document, ensure_ascii=False, sort_keys=True).encode(),
             "yaml": render(document).encode()}
 
@@ -287,7 +292,7 @@ def attach_http(app: FastStream, broker: KafkaBroker, settings: WorkerSettings, 
     """Serves the worker's /metrics and /health from its own event loop: the port opens before the broker connects (so
     liveness answers while Kafka is slow), commits are timed once the consumers exist, and the port closes after the
     broker has stopped. `state` is the StateHandle from `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
-    http = WorkerHttp(broker, settings, state)
+    http = WorkerHttp(broker, settings, state, app)
 
     async def open_port() -> None:
         await http.start()
