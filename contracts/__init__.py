@@ -34,7 +34,7 @@ from .events import (
     redacted,
 )
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
-from .signing import ED25519, HMAC_SHA256, Keyring, KeyError_, PrivateKey, TrustedKey, signing_input
+from .signing import ED25519, HMAC_SHA256, KeyError_, Keyring, PrivateKey, TrustedKey, signing_input
 
 __all__ = [
     "CONTENT_TYPE",
@@ -46,15 +46,11 @@ __all__ = [
     "EnvelopeError",
     "Event",
     "InvalidPayload",
-    "StockReceived",
-    "redacted",
-    "StockLine",
-    "ShipmentScheduled",
-    "MissingStock",
-    "InventoryReserved",
     "InventoryBackordered",
+    "InventoryReserved",
     "KeyError_",
     "Keyring",
+    "MissingStock",
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
@@ -65,6 +61,9 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Rejected",
+    "ShipmentScheduled",
+    "StockLine",
+    "StockReceived",
     "Topic",
     "TrustedKey",
     "UnknownTopic",
@@ -74,6 +73,7 @@ __all__ = [
     "describe_errors",
     "encode",
     "new_event_id",
+    "redacted",
     "sign",
     "signing_input",
     "source_of",

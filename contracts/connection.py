@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ConnectionError_", "KafkaConnection", "PROTOCOLS", "Secret", "client_options", "read_password"]
+__all__ = ["PROTOCOLS", "ConnectionError_", "KafkaConnection", "Secret", "client_options", "read_password"]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
@@ -65,8 +65,10 @@ class KafkaConnection:
             raise ConnectionError_(f"SASL mechanism {self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
         if self.security_protocol == "SASL_SSL" and not (self.username and self.password):
             missing = "a username" if not self.username else f"a password for {self.username!r}"
-            raise ConnectionError_(f"SASL_SSL needs {missing} (FLEET_KAFKA_SASL_USERNAME, FLEET_KAFKA_SASL_PASSWORD, "
-                                   "FLEET_KAFKA_SASL_PASSWORD_FILE or FLEET_KAFKA_CREDENTIALS_DIR)")
+            raise ConnectionError_(
+                f"SASL_SSL needs {missing} (FLEET_KAFKA_SASL_USERNAME, FLEET_KAFKA_SASL_PASSWORD, "
+                "FLEET_KAFKA_SASL_PASSWORD_FILE or FLEET_KAFKA_CREDENTIALS_DIR)"
+            )
         if self.ssl_cafile is not None and not Path(self.ssl_cafile).is_file():
             raise ConnectionError_(f"the CA file {self.ssl_cafile} does not exist (FLEET_KAFKA_SSL_CAFILE)")
 
@@ -91,12 +93,18 @@ class KafkaConnection:
 
     def aiokafka_options(self) -> dict[str, Any]:
         """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaClient and AIOKafkaAdminClient."""
-        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
         if self.secure:
             options["ssl_context"] = self.ssl_context()
         if self.security_protocol == "SASL_SSL":
-            options |= {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.username,
-                        "sasl_plain_password": self.password.reveal()}
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password.reveal(),
+            }
         return options
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -104,11 +112,14 @@ class KafkaConnection:
         return ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
 
     def as_user(self, username: str, password: str | Secret) -> KafkaConnection:
-        return KafkaConnection(self.bootstrap_servers, self.security_protocol, username, password, self.sasl_mechanism, self.ssl_cafile)
+        return KafkaConnection(
+            self.bootstrap_servers, self.security_protocol, username, password, self.sasl_mechanism, self.ssl_cafile
+        )
 
     @classmethod
-    def from_env(cls, *, username: str | None = None, environ: Mapping[str, str] | None = None,
-                 prefix: str = "FLEET_KAFKA_") -> KafkaConnection:
+    def from_env(
+        cls, *, username: str | None = None, environ: Mapping[str, str] | None = None, prefix: str = "FLEET_KAFKA_"
+    ) -> KafkaConnection:
         """The same variables the fleet's workers read: `FLEET_KAFKA_BOOTSTRAP_SERVERS`, `..._SECURITY_PROTOCOL`,
         `..._SSL_CAFILE`, `..._SASL_USERNAME` (else `username`), and the password from `..._SASL_PASSWORD`,
         `..._SASL_PASSWORD_FILE`, or `<..._CREDENTIALS_DIR>/<username>.password`, in that order."""
@@ -126,18 +137,25 @@ class KafkaConnection:
         )
 
 
-def read_password(username: str | None, password: str | None, password_file: str | Path | None,
-                  credentials_dir: str | Path | None) -> str | None:
+def read_password(
+    username: str | None, password: str | None, password_file: str | Path | None, credentials_dir: str | Path | None
+) -> str | None:
     """The password given directly, else the first line of its file, else `<credentials_dir>/<username>.password`."""
     if password:
         return password
-    path = Path(password_file) if password_file else (Path(credentials_dir) / f"{username}.password" if credentials_dir and username else None)
+    path = (
+        Path(password_file)
+        if password_file
+        else (Path(credentials_dir) / f"{username}.password" if credentials_dir and username else None)
+    )
     if path is None:
         return None
     try:
         return path.read_text().strip() or None
     except OSError as error:
-        raise ConnectionError_(f"cannot read the Kafka password of {username!r} from {path}: {error.strerror}") from None
+        raise ConnectionError_(
+            f"cannot read the Kafka password of {username!r} from {path}: {error.strerror}"
+        ) from None
 
 
 def client_options(target: str | KafkaConnection) -> dict[str, Any]:

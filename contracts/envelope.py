@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Iterable, Sequence
 
 from pydantic import ValidationError
@@ -55,7 +55,17 @@ H_KEYID = "ce_keyid"
 H_SIGNATURE = "ce_signature"
 H_CONTENT_TYPE = "content-type"
 REQUIRED_HEADERS = (
-    H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME, H_DATASCHEMA, H_SUBJECT, H_CORRELATION, H_CONTENT_TYPE, H_KEYID, H_SIGNATURE,
+    H_SPECVERSION,
+    H_ID,
+    H_SOURCE,
+    H_TYPE,
+    H_TIME,
+    H_DATASCHEMA,
+    H_SUBJECT,
+    H_CORRELATION,
+    H_CONTENT_TYPE,
+    H_KEYID,
+    H_SIGNATURE,
 )
 ENVELOPE_HEADERS = frozenset(REQUIRED_HEADERS + (H_CAUSATION,))
 
@@ -98,7 +108,7 @@ def source_of(service: str) -> str:
 
 
 def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # RFC 3339 in UTC, as the fleet writes it: `2026-11-24T16:00:00.123456Z` (fraction optional, up to 6 digits).
@@ -147,7 +157,7 @@ class Envelope:
             id=event_id,
             source=source,
             type=topic.type_name,
-            time=_utc_text(now or datetime.now(timezone.utc)),
+            time=_utc_text(now or datetime.now(UTC)),
             dataschema=topic.schema_id,
             subject=topic.key_of(event),
             correlation_id=flow,
@@ -204,8 +214,16 @@ class Envelope:
 
     def signing_input(self, topic: str, key: str, value: bytes) -> bytes:
         return signing_input(
-            keyid=self.keyid, topic=topic, key=key, event_id=self.id, event_type=self.type, source=self.source,
-            time=self.time, correlation_id=self.correlation_id, causation_id=self.causation_id, value=value,
+            keyid=self.keyid,
+            topic=topic,
+            key=key,
+            event_id=self.id,
+            event_type=self.type,
+            source=self.source,
+            time=self.time,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            value=value,
         )
 
     def with_correlation(self, correlation_id: str) -> Envelope:
@@ -242,13 +260,17 @@ class Record:
         return self.envelope.to_headers() | {name: value.decode("utf-8", "replace") for name, value in self.transport}
 
     def raw_headers(self) -> list[tuple[str, bytes]]:
-        return [(name, text.encode("utf-8")) for name, text in self.envelope.to_headers().items()] + list(self.transport)
+        return [(name, text.encode("utf-8")) for name, text in self.envelope.to_headers().items()] + list(
+            self.transport
+        )
 
 
 def _refuse_line_feeds(key: str, envelope: Envelope) -> None:
     # The signed input joins fields with "\n": a field holding one could shift content into its neighbour unseen.
     if any("\n" in text for text in (key, *envelope.signed_fields())):
-        raise EnvelopeError("a signed field (key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid, ce_keyid) holds a line feed")
+        raise EnvelopeError(
+            "a signed field (key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid, ce_keyid) holds a line feed"
+        )
 
 
 def sign(record: Record, key: PrivateKey) -> Record:
@@ -273,7 +295,9 @@ def encode(
     topic = registry.of(event)
     value = event.model_dump_json().encode("utf-8")
     envelope = Envelope.new(topic, event, source=source, cause=cause, correlation_id=correlation_id, now=now)
-    return with_trace_context(sign(Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope), signer))
+    return with_trace_context(
+        sign(Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope), signer)
+    )
 
 
 def verify_record(
@@ -298,7 +322,9 @@ def verify_record(
         raise Rejected(f"value is {len(value)} bytes, over the topic's limit of {topic.max_bytes}", "oversize")
     envelope = Envelope.from_headers(headers)
     if envelope.type != topic.type_name:
-        raise Rejected(f"ce_type is {envelope.type!r}; topic {topic.name} carries only {topic.type_name!r}", "wrong_type")
+        raise Rejected(
+            f"ce_type is {envelope.type!r}; topic {topic.name} carries only {topic.type_name!r}", "wrong_type"
+        )
     if envelope.dataschema != topic.schema_id:
         raise EnvelopeError(f"ce_dataschema is {envelope.dataschema!r}; topic {topic.name} has {topic.schema_id!r}")
     record_key = _key_text(key)
@@ -362,7 +388,9 @@ def verify(
     window_s: float = DEFAULT_WINDOW_S,
 ) -> tuple[Envelope, Event]:
     """Everything wire format v1 promises, for a consumer outside the fleet: the verified envelope and the typed event."""
-    envelope = verify_record(topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s)
+    envelope = verify_record(
+        topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s
+    )
     topic = registry.resolve(topic_name)
     return envelope, decode_keyed_value(topic, key, value)
 

@@ -26,11 +26,32 @@ __all__ = [
 # Field types shared by several events, each with the description and example the AsyncAPI reader sees.
 # Printable text only: ids travel as record keys and signed headers, where a control character has no business.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-OrderId = Annotated[str, Field(description="The order's id, unique across the fleet; also the record key.", examples=["ord-7f3a9c"], min_length=1, max_length=64, pattern=PRINTABLE)]
+OrderId = Annotated[
+    str,
+    Field(
+        description="The order's id, unique across the fleet; also the record key.",
+        examples=["ord-7f3a9c"],
+        min_length=1,
+        max_length=64,
+        pattern=PRINTABLE,
+    ),
+]
 # Personal data: `redacted()` hides it wherever a payload is logged, and the schema marks it with `x-personal`.
-CustomerId = Annotated[str, Field(description="The customer who placed the order.", examples=["cus-1042"], min_length=1, max_length=64, pattern=PRINTABLE,
-                                  json_schema_extra={"x-personal": True})]
-Currency = Annotated[str, Field(description="ISO 4217 currency code of every amount in the event.", examples=["EUR"], pattern=r"^[A-Z]{3}$")]
+CustomerId = Annotated[
+    str,
+    Field(
+        description="The customer who placed the order.",
+        examples=["cus-1042"],
+        min_length=1,
+        max_length=64,
+        pattern=PRINTABLE,
+        json_schema_extra={"x-personal": True},
+    ),
+]
+Currency = Annotated[
+    str,
+    Field(description="ISO 4217 currency code of every amount in the event.", examples=["EUR"], pattern=r"^[A-Z]{3}$"),
+]
 
 
 class Event(BaseModel):
@@ -44,7 +65,9 @@ class OrderItem(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sku: str = Field(description="Stock keeping unit of the product.", examples=["SKU-TEA-001"], min_length=1, max_length=64)
+    sku: str = Field(
+        description="Stock keeping unit of the product.", examples=["SKU-TEA-001"], min_length=1, max_length=64
+    )
     quantity: int = Field(description="How many units were ordered.", examples=[2], ge=1, le=10_000)
     unit_price_cents: int = Field(description="Price of one unit in the smallest currency unit.", examples=[1250], ge=0)
 
@@ -61,8 +84,14 @@ class OrderPlaced(Event):
         max_length=100,
     )
     currency: Currency
-    total_cents: int = Field(description="The order total in the smallest currency unit, as the storefront computed it.", examples=[2500], ge=0)
-    placed_at: AwareDatetime = Field(description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"])
+    total_cents: int = Field(
+        description="The order total in the smallest currency unit, as the storefront computed it.",
+        examples=[2500],
+        ge=0,
+    )
+    placed_at: AwareDatetime = Field(
+        description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]
+    )
 
 
 class PaymentAuthorized(Event):
@@ -70,10 +99,17 @@ class PaymentAuthorized(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    payment_id: str = Field(description="The authorization's id, derived from the order id so a redelivered order yields the same one.", examples=["pay-ord-7f3a9c"], min_length=1, max_length=80)
+    payment_id: str = Field(
+        description="The authorization's id, derived from the order id so a redelivered order yields the same one.",
+        examples=["pay-ord-7f3a9c"],
+        min_length=1,
+        max_length=80,
+    )
     amount_cents: int = Field(description="The authorized amount in the smallest currency unit.", examples=[2500], ge=0)
     currency: Currency
-    authorized_at: AwareDatetime = Field(description="When the payment was authorized.", examples=["2026-11-24T16:00:01Z"])
+    authorized_at: AwareDatetime = Field(
+        description="When the payment was authorized.", examples=["2026-11-24T16:00:01Z"]
+    )
 
 
 class PaymentDeclined(Event):
@@ -81,7 +117,9 @@ class PaymentDeclined(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    amount_cents: int = Field(description="The amount that was asked for, in the smallest currency unit.", examples=[250000], ge=0)
+    amount_cents: int = Field(
+        description="The amount that was asked for, in the smallest currency unit.", examples=[250000], ge=0
+    )
     currency: Currency
     reason: Literal["over_limit", "unsupported_currency", "total_mismatch"] = Field(
         description="Why it was declined: the total is over the customer's limit, the currency is not accepted, or the total is not the sum of the lines.",
@@ -93,7 +131,12 @@ class PaymentDeclined(Event):
 class NotificationSent(Event):
     """A notification about an order was recorded for delivery to the customer."""
 
-    notification_id: str = Field(description="The notification's id, derived from the order and template so a redelivery yields the same one.", examples=["ntf-ord-7f3a9c-payment_authorized"], min_length=1, max_length=120)
+    notification_id: str = Field(
+        description="The notification's id, derived from the order and template so a redelivery yields the same one.",
+        examples=["ntf-ord-7f3a9c-payment_authorized"],
+        min_length=1,
+        max_length=120,
+    )
     order_id: OrderId
     customer_id: CustomerId
     channel: Literal["email"] = Field(description="Where the notification goes.", examples=["email"])
@@ -103,7 +146,16 @@ class NotificationSent(Event):
     sent_at: AwareDatetime = Field(description="When the notification was recorded.", examples=["2026-11-24T16:00:02Z"])
 
 
-Sku = Annotated[str, Field(description="Stock keeping unit of the product.", examples=["SKU-TEA-001"], min_length=1, max_length=64, pattern=PRINTABLE)]
+Sku = Annotated[
+    str,
+    Field(
+        description="Stock keeping unit of the product.",
+        examples=["SKU-TEA-001"],
+        min_length=1,
+        max_length=64,
+        pattern=PRINTABLE,
+    ),
+]
 
 
 class StockLine(BaseModel):
@@ -118,7 +170,13 @@ class StockLine(BaseModel):
 class StockReceived(Event):
     """The warehouse received units of a product (published by the warehouse, an upstream system, and by `fleet demo`)."""
 
-    receipt_id: str = Field(description="The goods receipt's id; the record key, so receipts of one product stay in order.", examples=["rcpt-2026-11-24-0001"], min_length=1, max_length=80, pattern=PRINTABLE)
+    receipt_id: str = Field(
+        description="The goods receipt's id; the record key, so receipts of one product stay in order.",
+        examples=["rcpt-2026-11-24-0001"],
+        min_length=1,
+        max_length=80,
+        pattern=PRINTABLE,
+    )
     sku: Sku
     quantity: int = Field(description="How many units arrived.", examples=[40], ge=1, le=1_000_000)
     received_at: AwareDatetime = Field(description="When the units were received.", examples=["2026-11-24T08:00:00Z"])
@@ -129,8 +187,18 @@ class InventoryReserved(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    reservation_id: str = Field(description="The reservation's id, derived from the order id.", examples=["rsv-ord-7f3a9c"], min_length=1, max_length=80)
-    items: tuple[StockLine, ...] = Field(description="What was reserved.", examples=[[{"sku": "SKU-TEA-001", "quantity": 2}]], min_length=1, max_length=100)
+    reservation_id: str = Field(
+        description="The reservation's id, derived from the order id.",
+        examples=["rsv-ord-7f3a9c"],
+        min_length=1,
+        max_length=80,
+    )
+    items: tuple[StockLine, ...] = Field(
+        description="What was reserved.",
+        examples=[[{"sku": "SKU-TEA-001", "quantity": 2}]],
+        min_length=1,
+        max_length=100,
+    )
     reserved_at: AwareDatetime = Field(description="When the stock was reserved.", examples=["2026-11-24T16:00:03Z"])
 
 
@@ -149,7 +217,12 @@ class InventoryBackordered(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    missing: tuple[MissingStock, ...] = Field(description="The lines short of stock.", examples=[[{"sku": "SKU-TEA-001", "requested": 3, "available": 1}]], min_length=1, max_length=100)
+    missing: tuple[MissingStock, ...] = Field(
+        description="The lines short of stock.",
+        examples=[[{"sku": "SKU-TEA-001", "requested": 3, "available": 1}]],
+        min_length=1,
+        max_length=100,
+    )
     backordered_at: AwareDatetime = Field(description="When the shortage was found.", examples=["2026-11-24T16:00:03Z"])
 
 
@@ -158,8 +231,15 @@ class ShipmentScheduled(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    shipment_id: str = Field(description="The shipment's id, derived from the order id.", examples=["shp-ord-7f3a9c"], min_length=1, max_length=80)
-    carrier: Literal["parcel", "freight"] = Field(description="How it travels: parcel for up to 10 units, freight above.", examples=["parcel"])
+    shipment_id: str = Field(
+        description="The shipment's id, derived from the order id.",
+        examples=["shp-ord-7f3a9c"],
+        min_length=1,
+        max_length=80,
+    )
+    carrier: Literal["parcel", "freight"] = Field(
+        description="How it travels: parcel for up to 10 units, freight above.", examples=["parcel"]
+    )
     units: int = Field(description="How many units the shipment holds.", examples=[2], ge=1)
     ship_by: date = Field(description="The day it leaves the warehouse: the next working day.", examples=["2026-11-25"])
     scheduled_at: AwareDatetime = Field(description="When the shipment was booked.", examples=["2026-11-24T16:00:04Z"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import abc
 import types
 import typing
+from collections import abc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,7 +98,9 @@ def revision_document(topic: Topic, revision: int, body: dict | None = None) -> 
 
 
 def _dump(document: dict) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"  # the model's field order, `$schema` and `$id` first
+    return (
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    )  # the model's field order, `$schema` and `$id` first
 
 
 def _topic_dir(schemas_dir: Path, topic: Topic) -> Path:
@@ -124,21 +126,41 @@ def load_revisions(topic: Topic, schemas_dir: Path = SCHEMAS_DIR) -> tuple[dict[
     for path in sorted(folder.iterdir()):
         match = REVISION_FILE.match(path.name)
         if not match or not path.is_file():
-            problems.append(Problem(topic.name, "", "revision-file-name", f"{_shown(path)} is not a revision file <N>.json",
-                                    "remove it: the folder holds only 1.json, 2.json, ..."))
+            problems.append(
+                Problem(
+                    topic.name,
+                    "",
+                    "revision-file-name",
+                    f"{_shown(path)} is not a revision file <N>.json",
+                    "remove it: the folder holds only 1.json, 2.json, ...",
+                )
+            )
             continue
         present.add(int(match["revision"]))
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            problems.append(Problem(topic.name, "", "revision-unreadable", f"{_shown(path)} is not JSON ({error})",
-                                    "restore it from git: a revision is never edited"))
+            problems.append(
+                Problem(
+                    topic.name,
+                    "",
+                    "revision-unreadable",
+                    f"{_shown(path)} is not JSON ({error})",
+                    "restore it from git: a revision is never edited",
+                )
+            )
             continue
         revisions[int(match["revision"])] = document
     for missing in sorted(set(range(1, max(present, default=0) + 1)) - present):
-        problems.append(Problem(topic.name, "", "revision-removed",
-                                f"{_shown(folder / f'{missing}.json')} is missing (revisions {', '.join(map(str, sorted(present)))} exist)",
-                                "restore it from git: every revision ever written is kept, so old records stay readable"))
+        problems.append(
+            Problem(
+                topic.name,
+                "",
+                "revision-removed",
+                f"{_shown(folder / f'{missing}.json')} is missing (revisions {', '.join(map(str, sorted(present)))} exist)",
+                "restore it from git: every revision ever written is kept, so old records stay readable",
+            )
+        )
     return revisions, problems
 
 
@@ -162,32 +184,80 @@ def revision_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS
         problems += found
         if not revisions:
             if not found:
-                problems.append(Problem(topic.name, "", "schema-not-exported", f"no revision in {_shown(_topic_dir(schemas_dir, topic))}", EXPORT))
+                problems.append(
+                    Problem(
+                        topic.name,
+                        "",
+                        "schema-not-exported",
+                        f"no revision in {_shown(_topic_dir(schemas_dir, topic))}",
+                        EXPORT,
+                    )
+                )
             continue
         for number, document in sorted(revisions.items()):
             where = _shown(_topic_dir(schemas_dir, topic) / f"{number}.json")
             if document.get("$schema") != DIALECT:
-                problems.append(Problem(topic.name, "", "revision-dialect", f"{where} has $schema {document.get('$schema')!r}, not {DIALECT!r}",
-                                        "restore it from git: revisions are written by `fleet contracts export` only"))
+                problems.append(
+                    Problem(
+                        topic.name,
+                        "",
+                        "revision-dialect",
+                        f"{where} has $schema {document.get('$schema')!r}, not {DIALECT!r}",
+                        "restore it from git: revisions are written by `fleet contracts export` only",
+                    )
+                )
             if document.get("$id") != revision_id(topic, number):
-                problems.append(Problem(topic.name, "", "revision-id", f"{where} has $id {document.get('$id')!r}, not {revision_id(topic, number)!r}",
-                                        "restore it from git: revisions are written by `fleet contracts export` only"))
+                problems.append(
+                    Problem(
+                        topic.name,
+                        "",
+                        "revision-id",
+                        f"{where} has $id {document.get('$id')!r}, not {revision_id(topic, number)!r}",
+                        "restore it from git: revisions are written by `fleet contracts export` only",
+                    )
+                )
             if (error := _check_schema(document)) is not None:
-                problems.append(Problem(topic.name, "", "revision-invalid", f"{where} is not a valid Draft 2020-12 schema: {error}",
-                                        "restore it from git: revisions are written by `fleet contracts export` only"))
+                problems.append(
+                    Problem(
+                        topic.name,
+                        "",
+                        "revision-invalid",
+                        f"{where} is not a valid Draft 2020-12 schema: {error}",
+                        "restore it from git: revisions are written by `fleet contracts export` only",
+                    )
+                )
         numbers = sorted(revisions)
         for position, newer in enumerate(numbers):
             for older in numbers[:position]:
-                problems += _breaks(topic, schema_body(revisions[older]), schema_body(revisions[newer]), f"revision {older}", f"revision {newer}")
+                problems += _breaks(
+                    topic,
+                    schema_body(revisions[older]),
+                    schema_body(revisions[newer]),
+                    f"revision {older}",
+                    f"revision {newer}",
+                )
         latest = numbers[-1]
         model = schema_body(topic)
         if schema_body(revisions[latest]) != model:
-            breaking = [p for older in numbers for p in _breaks(topic, schema_body(revisions[older]), model, f"revision {older}", f"model {topic.model.__name__}")]
+            breaking = [
+                p
+                for older in numbers
+                for p in _breaks(
+                    topic, schema_body(revisions[older]), model, f"revision {older}", f"model {topic.model.__name__}"
+                )
+            ]
             problems += breaking
             if not breaking:
-                problems.append(Problem(topic.name, "", "schema-stale",
-                                        f"{topic.model.__name__}'s JSON Schema differs from the latest revision {latest}.json "
-                                        "(a compatible change)", EXPORT))
+                problems.append(
+                    Problem(
+                        topic.name,
+                        "",
+                        "schema-stale",
+                        f"{topic.model.__name__}'s JSON Schema differs from the latest revision {latest}.json "
+                        "(a compatible change)",
+                        EXPORT,
+                    )
+                )
     return problems
 
 
@@ -198,21 +268,29 @@ def next_topic_version(name: str) -> str:
 
 
 def _breaking_fix(topic: Topic) -> str:
-    return (f"revert the change (to {topic.model.__name__}, or to the revision file written past `fleet contracts export`); a breaking change is a new topic version instead: "
-            f"a new class (e.g. {topic.model.__name__}V2) on a new topic `{next_topic_version(topic.name)}` in contracts/registry.py, "
-            f"published beside `{topic.name}` until every consumer has moved (see docs/contracts.md)")
+    return (
+        f"revert the change (to {topic.model.__name__}, or to the revision file written past `fleet contracts export`); a breaking change is a new topic version instead: "
+        f"a new class (e.g. {topic.model.__name__}V2) on a new topic `{next_topic_version(topic.name)}` in contracts/registry.py, "
+        f"published beside `{topic.name}` until every consumer has moved (see docs/contracts.md)"
+    )
 
 
 def _breaks(topic: Topic, old: dict, new: dict, old_name: str, new_name: str) -> list[Problem]:
     return [
-        Problem(topic.name, found.path or "(event)", found.rule,
-                f"{new_name} is not backward compatible with {old_name}: {found.detail}, so a consumer on it would refuse {old_name}'s records",
-                _breaking_fix(topic))
+        Problem(
+            topic.name,
+            found.path or "(event)",
+            found.rule,
+            f"{new_name} is not backward compatible with {old_name}: {found.detail}, so a consumer on it would refuse {old_name}'s records",
+            _breaking_fix(topic),
+        )
         for found in compatibility(old, new)
     ]
 
 
-def export_schemas(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR) -> tuple[list[Written], list[Problem]]:
+def export_schemas(
+    registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR
+) -> tuple[list[Written], list[Problem]]:
     """Writes revision N+1 of each topic whose model's schema differs from revision N (1 for a new topic).
 
     Never overwrites a file. Refuses a topic whose history has a problem or whose change would break an earlier revision."""
@@ -226,7 +304,13 @@ def export_schemas(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DI
         body = schema_body(topic)
         if revisions and schema_body(revisions[max(revisions)]) == body:
             continue
-        breaking = [p for older in sorted(revisions) for p in _breaks(topic, schema_body(revisions[older]), body, f"revision {older}", f"model {topic.model.__name__}")]
+        breaking = [
+            p
+            for older in sorted(revisions)
+            for p in _breaks(
+                topic, schema_body(revisions[older]), body, f"revision {older}", f"model {topic.model.__name__}"
+            )
+        ]
         if breaking:
             problems += breaking
             continue
@@ -276,11 +360,25 @@ def documentation_problems(registry: Registry = REGISTRY) -> list[Problem]:
                 path = f"{prefix}{name}"
                 where = f"{model.__name__}.{name}"
                 if not (field.description or "").strip():
-                    problems.append(Problem(topic.name, path, "field-description", f"{where} has no description",
-                                            f"add Field(description=...) to {where} in contracts/events.py"))
+                    problems.append(
+                        Problem(
+                            topic.name,
+                            path,
+                            "field-description",
+                            f"{where} has no description",
+                            f"add Field(description=...) to {where} in contracts/events.py",
+                        )
+                    )
                 if not field.examples:
-                    problems.append(Problem(topic.name, path, "field-example", f"{where} has no example",
-                                            f"add Field(examples=[...]) to {where} in contracts/events.py"))
+                    problems.append(
+                        Problem(
+                            topic.name,
+                            path,
+                            "field-example",
+                            f"{where} has no example",
+                            f"add Field(examples=[...]) to {where} in contracts/events.py",
+                        )
+                    )
                 for nested in _nested_models(field.annotation):
                     walk(nested, f"{path}{_container_suffix(field.annotation)}.")
 
@@ -319,17 +417,29 @@ def field_example_problems(topic_name: str, root: dict) -> list[Problem]:
                 instance[name] = examples[0]
             for index, example in enumerate(examples):
                 for error in _validator(subschema, root).iter_errors(example):
-                    problems.append(Problem(topic_name, f"{prefix}{name}", "example-invalid",
-                                            f"example {index + 1} {json.dumps(example)} does not validate against the field's schema: {error.message}",
-                                            "fix the example (or the constraint) in contracts/events.py"))
+                    problems.append(
+                        Problem(
+                            topic_name,
+                            f"{prefix}{name}",
+                            "example-invalid",
+                            f"example {index + 1} {json.dumps(example)} does not validate against the field's schema: {error.message}",
+                            "fix the example (or the constraint) in contracts/events.py",
+                        )
+                    )
         if not properties or set(schema.get("required", ())) - set(instance):
             continue  # a missing example is documentation_problems' finding
         target = schema if not prefix else {"$ref": f"#/$defs/{prefix[:-1]}"}
         for error in _validator(target, root).iter_errors(instance):
             field = ".".join(str(part) for part in error.absolute_path) or "(event)"
-            problems.append(Problem(topic_name, f"{prefix}{field}", "example-event-invalid",
-                                    f"the fields' first examples together do not make a valid {schema.get('title', 'object')}: {error.message}",
-                                    "make the first examples consistent with each other and the constraints in contracts/events.py"))
+            problems.append(
+                Problem(
+                    topic_name,
+                    f"{prefix}{field}",
+                    "example-event-invalid",
+                    f"the fields' first examples together do not make a valid {schema.get('title', 'object')}: {error.message}",
+                    "make the first examples consistent with each other and the constraints in contracts/events.py",
+                )
+            )
     return problems
 
 
@@ -348,9 +458,15 @@ def example_problems(registry: Registry = REGISTRY) -> list[Problem]:
                 topic.model.model_validate(instance)
             except ValidationError as error:
                 for item in error.errors():
-                    problems.append(Problem(topic.name, ".".join(map(str, item["loc"])) or "(event)", "example-event-invalid",
-                                            f"{topic.model.__name__} refuses the event built from its fields' first examples: {item['msg']}",
-                                            "make the first examples consistent with the model's validators in contracts/events.py"))
+                    problems.append(
+                        Problem(
+                            topic.name,
+                            ".".join(map(str, item["loc"])) or "(event)",
+                            "example-event-invalid",
+                            f"{topic.model.__name__} refuses the event built from its fields' first examples: {item['msg']}",
+                            "make the first examples consistent with the model's validators in contracts/events.py",
+                        )
+                    )
     return problems
 
 
@@ -363,18 +479,57 @@ def contract_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS
 # Compatibility: may a consumer on `new` read every record that `old` accepts? Pure functions over JSON Schemas.
 
 # Keywords that say nothing about which values are valid.
-ANNOTATIONS = frozenset({
-    "title", "description", "examples", "default", "deprecated", "readOnly", "writeOnly", "$comment", "$defs", "definitions",
-    "$id", "$schema", "$anchor", "discriminator", "contentMediaType", "contentEncoding",
-})
+ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "examples",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "$comment",
+        "$defs",
+        "definitions",
+        "$id",
+        "$schema",
+        "$anchor",
+        "discriminator",
+        "contentMediaType",
+        "contentEncoding",
+    }
+)
 # Keywords this module compares; a change to any other keyword is reported, since it cannot be proven harmless.
-COMPARED = frozenset({
-    "$ref", "allOf", "anyOf", "oneOf", "type", "enum", "const",
-    "minLength", "maxLength", "pattern", "format",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "items", "prefixItems", "minItems", "maxItems", "uniqueItems",
-    "properties", "required", "additionalProperties", "minProperties", "maxProperties",
-})
+COMPARED = frozenset(
+    {
+        "$ref",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "type",
+        "enum",
+        "const",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "properties",
+        "required",
+        "additionalProperties",
+        "minProperties",
+        "maxProperties",
+    }
+)
 LOWER_LIMITS = {"minLength": "length", "minItems": "number of items", "minProperties": "number of fields"}
 UPPER_LIMITS = {"maxLength": "length", "maxItems": "number of items", "maxProperties": "number of fields"}
 
@@ -434,7 +589,9 @@ class _Comparison:
             for keyword in ("anyOf", "oneOf"):
                 if keyword in schema:
                     siblings = {k: v for k, v in schema.items() if k != keyword}
-                    return [{**siblings, **branch} if isinstance(branch, dict) else branch for branch in schema[keyword]]
+                    return [
+                        {**siblings, **branch} if isinstance(branch, dict) else branch for branch in schema[keyword]
+                    ]
         return [schema]
 
     def compare(self, old: Any, new: Any, path: str) -> list[Incompatibility]:
@@ -470,8 +627,13 @@ class _Comparison:
             if keyword in ANNOTATIONS or keyword in COMPARED or keyword.startswith("x-"):
                 continue
             if keyword in new and old.get(keyword) != new[keyword]:
-                found.append(Incompatibility(path, "unsupported-change",
-                                             f"keyword {keyword!r} changed from {_show(old.get(keyword))} to {_show(new[keyword])}, which cannot be proven compatible"))
+                found.append(
+                    Incompatibility(
+                        path,
+                        "unsupported-change",
+                        f"keyword {keyword!r} changed from {_show(old.get(keyword))} to {_show(new[keyword])}, which cannot be proven compatible",
+                    )
+                )
         return found
 
     def _compare_branches(self, old_branches: list, new_branches: list, path: str) -> list[Incompatibility]:
@@ -484,9 +646,14 @@ class _Comparison:
             if len(new_branches) == 1 or not any(f.rule.startswith("type-") for f in closest):
                 found += closest  # the alternative of the same type: say what about it is tighter
             else:
-                found.append(Incompatibility(path, "type-changed",
-                                             f"a value of type {_describe(self.resolve(branch, 0))} is accepted by no alternative of the new schema "
-                                             f"({', '.join(_describe(self.resolve(c, 1)) for c in new_branches)})"))
+                found.append(
+                    Incompatibility(
+                        path,
+                        "type-changed",
+                        f"a value of type {_describe(self.resolve(branch, 0))} is accepted by no alternative of the new schema "
+                        f"({', '.join(_describe(self.resolve(c, 1)) for c in new_branches)})",
+                    )
+                )
         return found
 
     @staticmethod
@@ -505,11 +672,19 @@ class _Comparison:
             return []
         old_types = self._type_set(old)
         if old_types is None:
-            return [Incompatibility(path, "type-narrowed", f"any type was accepted, now only {'/'.join(sorted(new_types))}")]
+            return [
+                Incompatibility(path, "type-narrowed", f"any type was accepted, now only {'/'.join(sorted(new_types))}")
+            ]
         widened = new_types | ({"integer"} if "number" in new_types else set())
         lost = old_types - widened
         if lost:
-            return [Incompatibility(path, "type-changed", f"type changed from {'/'.join(sorted(old_types))} to {'/'.join(sorted(new_types))}")]
+            return [
+                Incompatibility(
+                    path,
+                    "type-changed",
+                    f"type changed from {'/'.join(sorted(old_types))} to {'/'.join(sorted(new_types))}",
+                )
+            ]
         return []
 
     @staticmethod
@@ -519,19 +694,39 @@ class _Comparison:
             return []
         old_values = _values_of(old)
         if old_values is None:
-            return [Incompatibility(path, "enum-narrowed", f"any value was accepted, now only {', '.join(map(_show, new_values))}")]
+            return [
+                Incompatibility(
+                    path, "enum-narrowed", f"any value was accepted, now only {', '.join(map(_show, new_values))}"
+                )
+            ]
         kept = {_show(value) for value in new_values}
-        return [Incompatibility(path, "enum-value-removed", f"value {_show(value)} was removed") for value in old_values if _show(value) not in kept]
+        return [
+            Incompatibility(path, "enum-value-removed", f"value {_show(value)} was removed")
+            for value in old_values
+            if _show(value) not in kept
+        ]
 
     @staticmethod
     def _limits(old: dict, new: dict, path: str) -> list[Incompatibility]:
         found = []
         for keyword, what in LOWER_LIMITS.items():
             if keyword in new and new[keyword] > old.get(keyword, 0):
-                found.append(Incompatibility(path, f"{keyword}-tightened", f"{keyword} (minimum {what}) raised from {old.get(keyword, 'none')} to {new[keyword]}"))
+                found.append(
+                    Incompatibility(
+                        path,
+                        f"{keyword}-tightened",
+                        f"{keyword} (minimum {what}) raised from {old.get(keyword, 'none')} to {new[keyword]}",
+                    )
+                )
         for keyword, what in UPPER_LIMITS.items():
             if keyword in new and (keyword not in old or new[keyword] < old[keyword]):
-                found.append(Incompatibility(path, f"{keyword}-tightened", f"{keyword} (maximum {what}) lowered from {old.get(keyword, 'none')} to {new[keyword]}"))
+                found.append(
+                    Incompatibility(
+                        path,
+                        f"{keyword}-tightened",
+                        f"{keyword} (maximum {what}) lowered from {old.get(keyword, 'none')} to {new[keyword]}",
+                    )
+                )
         return found
 
     @staticmethod
@@ -539,20 +734,56 @@ class _Comparison:
         found = []
         for keyword in ("pattern", "format"):
             if keyword in new and old.get(keyword) != new[keyword]:
-                found.append(Incompatibility(path, f"{keyword}-changed", f"{keyword} changed from {_show(old.get(keyword))} to {_show(new[keyword])}"))
+                found.append(
+                    Incompatibility(
+                        path,
+                        f"{keyword}-changed",
+                        f"{keyword} changed from {_show(old.get(keyword))} to {_show(new[keyword])}",
+                    )
+                )
         return found
 
     @staticmethod
     def _numbers(old: dict, new: dict, path: str) -> list[Incompatibility]:
         found = []
-        old_low, new_low = _bound(old, "minimum", "exclusiveMinimum", max), _bound(new, "minimum", "exclusiveMinimum", max)
-        if new_low is not None and (old_low is None or new_low[0] > old_low[0] or (new_low[0] == old_low[0] and new_low[1] and not old_low[1])):
-            found.append(Incompatibility(path, "minimum-tightened", f"lower bound raised from {_show_bound(old_low, '>')} to {_show_bound(new_low, '>')}"))
-        old_high, new_high = _bound(old, "maximum", "exclusiveMaximum", min), _bound(new, "maximum", "exclusiveMaximum", min)
-        if new_high is not None and (old_high is None or new_high[0] < old_high[0] or (new_high[0] == old_high[0] and new_high[1] and not old_high[1])):
-            found.append(Incompatibility(path, "maximum-tightened", f"upper bound lowered from {_show_bound(old_high, '<')} to {_show_bound(new_high, '<')}"))
+        old_low, new_low = (
+            _bound(old, "minimum", "exclusiveMinimum", max),
+            _bound(new, "minimum", "exclusiveMinimum", max),
+        )
+        if new_low is not None and (
+            old_low is None or new_low[0] > old_low[0] or (new_low[0] == old_low[0] and new_low[1] and not old_low[1])
+        ):
+            found.append(
+                Incompatibility(
+                    path,
+                    "minimum-tightened",
+                    f"lower bound raised from {_show_bound(old_low, '>')} to {_show_bound(new_low, '>')}",
+                )
+            )
+        old_high, new_high = (
+            _bound(old, "maximum", "exclusiveMaximum", min),
+            _bound(new, "maximum", "exclusiveMaximum", min),
+        )
+        if new_high is not None and (
+            old_high is None
+            or new_high[0] < old_high[0]
+            or (new_high[0] == old_high[0] and new_high[1] and not old_high[1])
+        ):
+            found.append(
+                Incompatibility(
+                    path,
+                    "maximum-tightened",
+                    f"upper bound lowered from {_show_bound(old_high, '<')} to {_show_bound(new_high, '<')}",
+                )
+            )
         if "multipleOf" in new and ("multipleOf" not in old or (old["multipleOf"] / new["multipleOf"]) % 1 != 0):
-            found.append(Incompatibility(path, "multipleOf-tightened", f"multipleOf changed from {old.get('multipleOf', 'none')} to {new['multipleOf']}"))
+            found.append(
+                Incompatibility(
+                    path,
+                    "multipleOf-tightened",
+                    f"multipleOf changed from {old.get('multipleOf', 'none')} to {new['multipleOf']}",
+                )
+            )
         return found
 
     def _arrays(self, old: dict, new: dict, path: str) -> list[Incompatibility]:
@@ -574,18 +805,37 @@ class _Comparison:
         old_required, new_required = set(old.get("required", ())), set(new.get("required", ()))
         for name, schema in old_fields.items():
             if name not in new_fields:
-                found.append(Incompatibility(_join(path, name), "field-removed", "the field was removed; old records carry it"))
+                found.append(
+                    Incompatibility(_join(path, name), "field-removed", "the field was removed; old records carry it")
+                )
             else:
                 found += self.compare(schema, new_fields[name], _join(path, name))
         for name in sorted(new_required - old_required):
             if name in old_fields:
-                found.append(Incompatibility(_join(path, name), "field-made-required", "an optional field became required; old records may lack it"))
+                found.append(
+                    Incompatibility(
+                        _join(path, name),
+                        "field-made-required",
+                        "an optional field became required; old records may lack it",
+                    )
+                )
             else:
-                found.append(Incompatibility(_join(path, name), "required-field-added",
-                                             "a new field is required; old records lack it (add it as optional, with a default)"))
+                found.append(
+                    Incompatibility(
+                        _join(path, name),
+                        "required-field-added",
+                        "a new field is required; old records lack it (add it as optional, with a default)",
+                    )
+                )
         old_extra, new_extra = old.get("additionalProperties", True), new.get("additionalProperties", True)
         if new_extra is False and old_extra is not False:
-            found.append(Incompatibility(path, "extra-fields-refused", "fields the old schema did not list were accepted, now they are refused"))
+            found.append(
+                Incompatibility(
+                    path,
+                    "extra-fields-refused",
+                    "fields the old schema did not list were accepted, now they are refused",
+                )
+            )
         elif isinstance(new_extra, dict) and old_extra is not False:
             found += self.compare(old_extra, new_extra, _join(path, "*"))
         return found

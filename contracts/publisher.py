@@ -26,7 +26,15 @@ class Publisher:
     Every record is signed (wire format v1). Idempotent producer with acks=all: `publish` returns once the broker has it.
     """
 
-    def __init__(self, bootstrap_servers: str | KafkaConnection, *, service: str, signer: PrivateKey, registry: Registry = REGISTRY, **producer_options) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str | KafkaConnection,
+        *,
+        service: str,
+        signer: PrivateKey,
+        registry: Registry = REGISTRY,
+        **producer_options,
+    ) -> None:
         self.source = source_of(service)
         self.signer = signer
         self.registry = registry
@@ -50,9 +58,18 @@ class Publisher:
         await self._producer.stop()
 
     def record(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Record:
-        return encode(event, source=self.source, signer=self.signer, cause=cause, correlation_id=correlation_id, registry=self.registry)
+        return encode(
+            event,
+            source=self.source,
+            signer=self.signer,
+            cause=cause,
+            correlation_id=correlation_id,
+            registry=self.registry,
+        )
 
-    async def publish(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Envelope:
+    async def publish(
+        self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None
+    ) -> Envelope:
         return await self.send(self.record(event, correlation_id=correlation_id, cause=cause))
 
     async def send(self, record: Record) -> Envelope:
@@ -69,4 +86,6 @@ class Publisher:
         return [record.envelope for record in records]
 
     async def _send(self, record: Record) -> asyncio.Future:
-        return await self._producer.send(record.topic, value=record.value, key=record.key.encode("utf-8"), headers=record.raw_headers())
+        return await self._producer.send(
+            record.topic, value=record.value, key=record.key.encode("utf-8"), headers=record.raw_headers()
+        )

@@ -151,12 +151,16 @@ def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
     if len(by_name) != len(topics):
         raise RegistryError("a topic name appears twice")
     if len(by_model) != len(topics):
-        raise RegistryError("an event type is bound to more than one topic; exactly one type per topic and one topic per type")
+        raise RegistryError(
+            "an event type is bound to more than one topic; exactly one type per topic and one topic per type"
+        )
     for topic in topics:
         if not TOPIC_NAME.match(topic.name):
             raise RegistryError(f"topic {topic.name!r} is not named <domain>.<event>.v<N>")
         if topic.key_field not in topic.model.model_fields:
-            raise RegistryError(f"topic {topic.name!r}: key field {topic.key_field!r} is not a field of {topic.model.__name__}")
+            raise RegistryError(
+                f"topic {topic.name!r}: key field {topic.key_field!r} is not a field of {topic.model.__name__}"
+            )
         if topic.partitions < 1 or topic.max_bytes < 1:
             raise RegistryError(f"topic {topic.name!r}: partitions and max_bytes must be positive")
 

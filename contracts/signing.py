@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -89,7 +89,7 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 def _time_text(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,9 @@ class PrivateKey:
             raise KeyError_(f"key {self.kid}: an Ed25519 private key is 32 bytes")
         if self.alg == HMAC_SHA256 and len(self.secret) < 32:
             raise KeyError_(f"key {self.kid}: an HMAC-SHA256 secret needs at least 32 bytes")
-        object.__setattr__(self, "_ed25519", Ed25519PrivateKey.from_private_bytes(self.secret) if self.alg == ED25519 else None)
+        object.__setattr__(
+            self, "_ed25519", Ed25519PrivateKey.from_private_bytes(self.secret) if self.alg == ED25519 else None
+        )
 
     @classmethod
     def generate(cls, kid: str, alg: str = ED25519, *, not_before: datetime | None = None) -> PrivateKey:
@@ -124,7 +126,9 @@ class PrivateKey:
     def public(self, topics: Iterable[str], *, not_after: datetime | None = None, owner: str = "") -> TrustedKey:
         """The keyring entry that lets verifiers trust this key for `topics`."""
         if self.alg == ED25519:
-            material = self._ed25519.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[attr-defined]
+            material = self._ed25519.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )  # type: ignore[attr-defined]
         else:
             material = self.secret  # HMAC: verifiers need the secret itself, so such keys suit one trust domain
         return TrustedKey(self.kid, self.alg, material, frozenset(topics), self.not_before, not_after, owner)
@@ -132,10 +136,19 @@ class PrivateKey:
     def public_pem(self) -> str:
         if self.alg != ED25519:
             raise KeyError_(f"key {self.kid} is {self.alg}: it has no public key")
-        return self._ed25519.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # type: ignore[attr-defined]
+        return (
+            self._ed25519.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )  # type: ignore[attr-defined]
 
     def to_json(self) -> dict:
-        return {"kid": self.kid, "alg": self.alg, "secret": b64url(self.secret), "not_before": _time_text(self.not_before)}
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "secret": b64url(self.secret),
+            "not_before": _time_text(self.not_before),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> PrivateKey:
@@ -181,7 +194,9 @@ class TrustedKey:
         return topic in self.topics or "*" in self.topics
 
     def valid_at(self, moment: datetime) -> bool:
-        return (self.not_before is None or moment >= self.not_before) and (self.not_after is None or moment <= self.not_after)
+        return (self.not_before is None or moment >= self.not_before) and (
+            self.not_after is None or moment <= self.not_after
+        )
 
     def verify(self, data: bytes, signature: str) -> bool:
         # Exactly one text per signature: base64url, no padding, canonical trailing bits.
@@ -204,9 +219,11 @@ class TrustedKey:
     def to_json(self) -> dict:
         entry: dict = {"kid": self.kid, "alg": self.alg, "owner": self.owner, "topics": sorted(self.topics)}
         if self.alg == ED25519:
-            entry["public_key"] = Ed25519PublicKey.from_public_bytes(self.material).public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).decode()
+            entry["public_key"] = (
+                Ed25519PublicKey.from_public_bytes(self.material)
+                .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                .decode()
+            )
         else:
             entry["secret"] = b64url(self.material)
         entry["not_before"] = _time_text(self.not_before)
@@ -225,8 +242,13 @@ class TrustedKey:
             else:
                 material = from_b64url(data["secret"])
             return cls(
-                data["kid"], alg, material, frozenset(data.get("topics", ())),
-                _parse_time(data.get("not_before")), _parse_time(data.get("not_after")), data.get("owner", ""),
+                data["kid"],
+                alg,
+                material,
+                frozenset(data.get("topics", ())),
+                _parse_time(data.get("not_before")),
+                _parse_time(data.get("not_after")),
+                data.get("owner", ""),
             )
         except KeyError_:
             raise

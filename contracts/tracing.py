@@ -73,8 +73,15 @@ def with_trace_context(record: R) -> R:
         # flow's context on as it is, without the SDK's work for a span nobody records.
         propagate.inject(carrier)
     else:
-        attributes = message_attributes(record) | {"messaging.operation.type": "create", "messaging.operation.name": "create"}
-        with tracer().start_as_current_span(f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+        attributes = message_attributes(record) | {
+            "messaging.operation.type": "create",
+            "messaging.operation.name": "create",
+        }
+        with tracer().start_as_current_span(
+            f"create {record.topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        ):
             propagate.inject(carrier)
     kept = tuple((k, v) for k, v in record.transport if k not in TRACE_HEADERS)
-    return replace(record, transport=kept + tuple((k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS))
+    return replace(
+        record, transport=kept + tuple((k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS)
+    )

@@ -127,8 +127,9 @@ def run_http_service(name: str, **overrides: Any) -> None:
     _package(name).serve(settings_class(name)(**overrides), read_model=_tracker_read_model())
 
 
-def add_gateway_client(name: str, topics: list[str], *, replace: bool = False,
-                       clients_file: Path | None = None) -> tuple[str, Path]:
+def add_gateway_client(
+    name: str, topics: list[str], *, replace: bool = False, clients_file: Path | None = None
+) -> tuple[str, Path]:
     """Adds a client of the HTTP gateway to its clients file; returns its new token (shown once) and the file.
     Raises ValueError (a bad name or file), LookupError (an unknown topic) or OSError."""
     gateway = _package("gateway")
@@ -146,7 +147,7 @@ def throwaway_keys(signers: Iterable[str] = ()) -> Iterator[KeySettings]:
         yield KeySettings(dir=Path(folder))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def inspect_app(name: str) -> Any:
     """A worker's app built with its default consumer group and throwaway keys, never started: what its code subscribes
     to and publishes, the same on every machine (for the AsyncAPI document, the wiring checks and the ACL plan)."""

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
 from fleet.catalog import HTTP_SERVICES, WORKERS
-
 from fleet.runtime.settings import KeySettings, operator_connection
 
-app = typer.Typer(help="eventfleet: signed, typed events between small async workers on Apache Kafka.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="eventfleet: signed, typed events between small async workers on Apache Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 topics_app = typer.Typer(help="Topics from the registry.", no_args_is_help=True)
-kafka_app = typer.Typer(help="The local Apache Kafka broker (KRaft, single node, 127.0.0.1:9092).", no_args_is_help=True)
+kafka_app = typer.Typer(
+    help="The local Apache Kafka broker (KRaft, single node, 127.0.0.1:9092).", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(kafka_app, name="kafka")
 from fleet.cli.gateway import gateway_app  # noqa: E402  (a sub-app of its own, kept beside the gateway's code)
@@ -31,9 +36,9 @@ keys_app = typer.Typer(help="Signing keys and the keyring (FLEET_KEYS_DIR, defau
 app.add_typer(keys_app, name="keys")
 
 STATE_DIR = Path(".fleet")
-BootstrapOption = typer.Option(None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).")
-
-
+BootstrapOption = typer.Option(
+    None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."
+)
 
 
 def _fail(message: str) -> None:
@@ -55,20 +60,31 @@ def run(service: str = typer.Argument(..., help=f"One of: {', '.join([*WORKERS, 
 
 @topics_app.command("apply")
 def topics_apply(
-    bootstrap: Optional[str] = BootstrapOption,
+    bootstrap: str | None = BootstrapOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, change nothing."),
     replication_factor: int = typer.Option(1, "--replication-factor", min=1, help="Replicas of each new topic."),
-    min_insync_replicas: Optional[int] = typer.Option(
-        None, "--min-insync-replicas", min=1,
-        help="min.insync.replicas of every topic (default: replication factor - 1, at least 1: 1 locally, 2 with 3 replicas)."),
+    min_insync_replicas: int | None = typer.Option(
+        None,
+        "--min-insync-replicas",
+        min=1,
+        help="min.insync.replicas of every topic (default: replication factor - 1, at least 1: 1 locally, 2 with 3 replicas).",
+    ),
 ) -> None:
     """Create or update every registry topic (idempotent); prints what it changed (with --dry-run: what it would)."""
     from fleet.ops.topics import apply_topics
 
     if min_insync_replicas is not None and min_insync_replicas > replication_factor:
-        _fail(f"--min-insync-replicas {min_insync_replicas} > --replication-factor {replication_factor}: every acks=all publish would fail")
-    changes = asyncio.run(apply_topics(operator_connection(bootstrap), replication_factor=replication_factor, dry_run=dry_run,
-                                       min_insync_replicas=min_insync_replicas))
+        _fail(
+            f"--min-insync-replicas {min_insync_replicas} > --replication-factor {replication_factor}: every acks=all publish would fail"
+        )
+    changes = asyncio.run(
+        apply_topics(
+            operator_connection(bootstrap),
+            replication_factor=replication_factor,
+            dry_run=dry_run,
+            min_insync_replicas=min_insync_replicas,
+        )
+    )
     for change in changes:
         typer.echo(("would " if dry_run and change.action != "unchanged" else "") + str(change))
 
@@ -76,18 +92,21 @@ def topics_apply(
 @app.command()
 def demo(
     orders: int = typer.Option(20, "--orders", min=1, help="How many orders to publish."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same orders."),
-    stock: bool = typer.Option(True, "--stock/--no-stock", help="First play the warehouse: one delivery of every product."),
-    bootstrap: Optional[str] = BootstrapOption,
+    seed: int | None = typer.Option(None, "--seed", help="Same seed, same orders."),
+    stock: bool = typer.Option(
+        True, "--stock/--no-stock", help="First play the warehouse: one delivery of every product."
+    ),
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Publish N realistic orders to orders.placed.v1 and exit when the broker has them all."""
     from fleet.ops.demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock
-
     from fleet.runtime.keys import KeyStore
 
     keys_dir = KeySettings().dir
     if stock:
-        asyncio.run(publish_demo_stock(operator_connection(bootstrap), KeyStore.for_signer(keys_dir, WAREHOUSE).signer()))
+        asyncio.run(
+            publish_demo_stock(operator_connection(bootstrap), KeyStore.for_signer(keys_dir, WAREHOUSE).signer())
+        )
     signer = KeyStore.for_signer(keys_dir, DEMO_SERVICE).signer()
     envelopes = asyncio.run(publish_demo_orders(operator_connection(bootstrap), orders, signer, seed=seed))
     typer.echo(f"published {len(envelopes)} orders; the broker has them all")
@@ -96,7 +115,7 @@ def demo(
 @app.command()
 def watch(
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Replay the topics' history first."),
-    bootstrap: Optional[str] = BootstrapOption,
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Print every event on the registry's topics as one line, with its key and correlation id (Ctrl-C stops)."""
     from fleet.ops.watch import watch_events
@@ -125,16 +144,20 @@ def _scale_pairs(pairs: List[str], *, known: tuple[str, ...] = WORKERS) -> dict[
 
 @app.command()
 def up(
-    services: Optional[List[str]] = typer.Argument(None, help="Services to run (default: all)."),
-    scale: List[str] = typer.Option([], "--scale", help="SERVICE=N: run N replicas of SERVICE (repeatable; default 1 each)."),
-    demo: bool = typer.Option(False, "--demo", help="Feed demo orders (a burst, then a trickle) and show events as they flow."),
+    services: List[str] | None = typer.Argument(None, help="Services to run (default: all)."),
+    scale: List[str] = typer.Option(
+        [], "--scale", help="SERVICE=N: run N replicas of SERVICE (repeatable; default 1 each)."
+    ),
+    demo: bool = typer.Option(
+        False, "--demo", help="Feed demo orders (a burst, then a trickle) and show events as they flow."
+    ),
     orders: int = typer.Option(20, "--orders", min=0, help="Size of the demo burst."),
     every: float = typer.Option(2.0, "--every", min=0.0, help="Seconds between trickled demo orders (0: no trickle)."),
 ) -> None:
     """Start the broker if needed, apply topics, run the services as processes (replica n of a service serves /metrics
     on its port + 10*(n-1)); `fleet scale` changes replicas while it runs; Ctrl-C or `fleet down` stops everything."""
-    from fleet.runtime.observe.logs import configure_logging
     from fleet.ops.up import run_fleet
+    from fleet.runtime.observe.logs import configure_logging
 
     chosen = services or list(WORKERS)
     unknown = sorted(set(chosen) - set(WORKERS))
@@ -174,9 +197,19 @@ def scale_command(
     if outcome.get("error"):
         _fail(outcome["error"])
     started, stopped = outcome.get("started", []), outcome.get("stopped", [])
-    typer.echo(", ".join(f"{s}={n}" for s, n in wanted.items()) + ": "
-               + "; ".join(part for part in (f"started {', '.join(started)}" if started else "",
-                                             f"stopped {', '.join(stopped)}" if stopped else "") if part) or "nothing to change")
+    typer.echo(
+        ", ".join(f"{s}={n}" for s, n in wanted.items())
+        + ": "
+        + "; ".join(
+            part
+            for part in (
+                f"started {', '.join(started)}" if started else "",
+                f"stopped {', '.join(stopped)}" if stopped else "",
+            )
+            if part
+        )
+        or "nothing to change"
+    )
 
 
 @app.command()
@@ -196,12 +229,19 @@ def down(timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait
 
 @app.command()
 def status(
-    services: Optional[List[str]] = typer.Argument(None, help="Services to show (default: all)."),
+    services: List[str] | None = typer.Argument(None, help="Services to show (default: all)."),
     watch_: bool = typer.Option(False, "--watch", help="Refresh live until Ctrl-C."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document, for scripts."),
-    interval: float = typer.Option(1.0, "--interval", min=0.0, help="Seconds between the two looks events/s is measured from (--watch: between refreshes)."),
-    state_file: Optional[Path] = typer.Option(None, "--state-file", help="The local fleet's state file (default .fleet/fleet.json)."),
-    bootstrap: Optional[str] = BootstrapOption,
+    interval: float = typer.Option(
+        1.0,
+        "--interval",
+        min=0.0,
+        help="Seconds between the two looks events/s is measured from (--watch: between refreshes).",
+    ),
+    state_file: Path | None = typer.Option(
+        None, "--state-file", help="The local fleet's state file (default .fleet/fleet.json)."
+    ),
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Per service: replicas, consumer group state and members, partitions per member, lag, events/s, dead letters."""
     import json
@@ -217,7 +257,9 @@ def status(
     state_file = state_file or state_file_of(STATE_DIR)
     local = local_fleet(state_file)
     # A running local fleet knows its broker; --bootstrap and FLEET_KAFKA_BOOTSTRAP_SERVERS come first.
-    address = operator_connection(bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap"))
+    address = operator_connection(
+        bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap")
+    )
     if watch_:
         try:
             asyncio.run(watch_status(address, chosen, state_file=state_file, interval_s=max(interval, 0.5)))
@@ -243,8 +285,12 @@ def status(
 @kafka_app.command("start")
 def kafka_start(
     timeout: float = typer.Option(90.0, help="Seconds to wait for the broker to answer."),
-    secure: bool = typer.Option(False, "--secure", help="A new broker gets TLS, SASL/SCRAM-SHA-512 (a user per service) and "
-                                "ACLs (docs/security.md); an existing broker keeps the mode it was formatted with."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="A new broker gets TLS, SASL/SCRAM-SHA-512 (a user per service) and "
+        "ACLs (docs/security.md); an existing broker keeps the mode it was formatted with.",
+    ),
 ) -> None:
     """Start the local broker (assembling it from Maven Central the first time); returns when it answers."""
     from fleet.local import kafka as kafka_local
@@ -291,8 +337,8 @@ app.add_typer(docs_app, name="docs")
 @docs_app.command("build")
 def docs_build(out: Path = typer.Option(Path("docs/site"), "--out", help="The site's folder.")) -> None:
     """Write the offline HTML site (fleet graph + rendered AsyncAPI document) to docs/site/; see docs/asyncapi-docs.md."""
-    from fleet.docs.site import DocsToolsMissing, build_site
     from fleet.docs.graph import GraphvizMissing
+    from fleet.docs.site import DocsToolsMissing, build_site
 
     try:
         index = build_site(out)
@@ -317,8 +363,17 @@ def docs_serve(
 
 @docs_app.command("gen")
 def docs_gen(
-    service: Optional[str] = typer.Option(None, "--service", help="Only what this service sends and receives (e.g. payments); written to stdout unless --output is given."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead (default: asyncapi.yaml for the whole fleet, stdout for --service)."),
+    service: str | None = typer.Option(
+        None,
+        "--service",
+        help="Only what this service sends and receives (e.g. payments); written to stdout unless --output is given.",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write here instead (default: asyncapi.yaml for the whole fleet, stdout for --service).",
+    ),
 ) -> None:
     """Write asyncapi.yaml from the code: every worker's FastStream specification, completed from the registry and the wire format."""
     from fleet.docs.asyncapi import DOCUMENT, UnknownService, fleet_document, render, service_document
@@ -339,7 +394,10 @@ def docs_gen(
     typer.echo(f"wrote {target}")
 
 
-contracts_app = typer.Typer(help="The events' JSON Schemas, one file per revision in contracts/schemas/<topic>/ (docs/contracts.md).", no_args_is_help=True)
+contracts_app = typer.Typer(
+    help="The events' JSON Schemas, one file per revision in contracts/schemas/<topic>/ (docs/contracts.md).",
+    no_args_is_help=True,
+)
 app.add_typer(contracts_app, name="contracts")
 
 
@@ -350,7 +408,9 @@ def contracts_export() -> None:
 
     written, problems = export_schemas()
     for revision in written:
-        typer.echo(f"wrote {revision.path.relative_to(Path.cwd()) if revision.path.is_relative_to(Path.cwd()) else revision.path}")
+        typer.echo(
+            f"wrote {revision.path.relative_to(Path.cwd()) if revision.path.is_relative_to(Path.cwd()) else revision.path}"
+        )
     if problems:
         _fail("\n".join(map(str, problems)) + f"\n{len(problems)} problem(s); nothing written for those topics")
     if not written:
@@ -368,7 +428,10 @@ def check() -> None:
     summary.insert(0, f"asyncapi.yaml is what the code generates: {'ok' if current else '1 problem(s)'}")
     failures = [str(problem) for problem in problems]
     if not current:
-        failures.insert(0, "asyncapi.yaml: [asyncapi-stale] it is not what the code generates\n    fix: run `fleet docs gen` and commit it")
+        failures.insert(
+            0,
+            "asyncapi.yaml: [asyncapi-stale] it is not what the code generates\n    fix: run `fleet docs gen` and commit it",
+        )
     if failures:
         _fail("\n".join(failures) + "\n\n" + "\n".join(summary) + f"\nfleet check failed: {len(failures)} problem(s)")
     typer.echo("\n".join(summary) + "\nfleet check ok")
@@ -379,11 +442,15 @@ def _keys_dir() -> Path:
 
 
 @keys_app.command("init")
-def keys_init(alg: str = typer.Option("ed25519", "--alg", help="ed25519 (default) or hmac-sha256: a shared secret, "
-                                                                   "cheaper to verify, but any verifier could sign too.")) -> None:
+def keys_init(
+    alg: str = typer.Option(
+        "ed25519",
+        "--alg",
+        help="ed25519 (default) or hmac-sha256: a shared secret, cheaper to verify, but any verifier could sign too.",
+    ),
+) -> None:
     """Create a dev key for every service and upstream signer that has none, and trust each for its topics."""
     from contracts.signing import ALGORITHMS
-
     from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
 
     if alg not in ALGORITHMS:
@@ -396,20 +463,20 @@ def keys_init(alg: str = typer.Option("ed25519", "--alg", help="ed25519 (default
 def keys_list() -> None:
     """Every key the keyring trusts: id, algorithm, owner, topics, validity."""
     from contracts import Keyring
-
     from fleet.runtime.keys import keyring_path
 
     for key in Keyring.load(keyring_path(_keys_dir())).keys.values():
         until = key.not_after.isoformat() if key.not_after else "-"
         since = key.not_before.isoformat() if key.not_before else "-"
-        typer.echo(f"{key.kid:<40} {key.alg:<12} {key.owner:<14} from {since} until {until}  {','.join(sorted(key.topics))}")
+        typer.echo(
+            f"{key.kid:<40} {key.alg:<12} {key.owner:<14} from {since} until {until}  {','.join(sorted(key.topics))}"
+        )
 
 
 @keys_app.command("public")
 def keys_public(kid: str = typer.Argument(..., help="The key id.")) -> None:
     """Print a key's public key as PEM, for a verifier outside the fleet."""
     from contracts import ED25519, Keyring
-
     from fleet.runtime.keys import keyring_path
 
     key = Keyring.load(keyring_path(_keys_dir())).get(kid)
@@ -424,15 +491,19 @@ def keys_public(kid: str = typer.Argument(..., help="The key id.")) -> None:
 def keys_trust(
     kid: str = typer.Option(..., "--kid", help="The key id the publisher puts in ce_keyid."),
     alg: str = typer.Option("ed25519", "--alg", help="ed25519 or hmac-sha256."),
-    public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM file of an Ed25519 public key."),
-    secret_file: Optional[Path] = typer.Option(None, "--secret-file", help="File holding an HMAC secret (base64url)."),
+    public_key: Path | None = typer.Option(None, "--public-key", help="PEM file of an Ed25519 public key."),
+    secret_file: Path | None = typer.Option(None, "--secret-file", help="File holding an HMAC secret (base64url)."),
     topic: List[str] = typer.Option(..., "--topic", help="A topic this key may sign (repeat for several)."),
-    not_after: Optional[datetime] = typer.Option(None, "--not-after", formats=["%Y-%m-%dT%H:%M:%S%z"], help="Last moment the key is valid, e.g. 2027-01-01T00:00:00+00:00."),
+    not_after: datetime | None = typer.Option(
+        None,
+        "--not-after",
+        formats=["%Y-%m-%dT%H:%M:%S%z"],
+        help="Last moment the key is valid, e.g. 2027-01-01T00:00:00+00:00.",
+    ),
     replace: bool = typer.Option(False, "--replace", help="Change a key id the ring already trusts."),
 ) -> None:
     """Let an external publisher in: trust its key for the named topics only."""
     from contracts import KeyError_, UnknownTopic
-
     from fleet.runtime.keys import trust_key
 
     material = public_key if alg == "ed25519" else secret_file
@@ -442,24 +513,31 @@ def keys_trust(
         trusted = trust_key(_keys_dir(), kid, alg, material, topic, not_after=not_after, replace_existing=replace)
     except (KeyError_, UnknownTopic, OSError) as error:
         _fail(str(error))
-    typer.echo(f"trusted {trusted.kid} ({trusted.alg}) for {', '.join(sorted(trusted.topics))}; running workers pick it up within seconds")
+    typer.echo(
+        f"trusted {trusted.kid} ({trusted.alg}) for {', '.join(sorted(trusted.topics))}; running workers pick it up within seconds"
+    )
 
 
 @keys_app.command("rotate")
 def keys_rotate(
     signer: str = typer.Argument(..., help="The service (or upstream signer) whose key to rotate."),
     grace_hours: float = typer.Option(24.0, "--grace-hours", help="How long the old key stays valid for verification."),
-    warmup_s: float = typer.Option(15.0, "--warmup-s", help="Seconds before the new key signs: longer than the workers' reload interval (FLEET_KEYS_RELOAD_EVERY_S, 2 s)."),
+    warmup_s: float = typer.Option(
+        15.0,
+        "--warmup-s",
+        help="Seconds before the new key signs: longer than the workers' reload interval (FLEET_KEYS_RELOAD_EVERY_S, 2 s).",
+    ),
 ) -> None:
     """Add a new key for SIGNER; the old one stays verify-only until the grace period ends. No restarts needed."""
     from datetime import timedelta
 
     from contracts import KeyError_
-
     from fleet.runtime.keys import rotate_key
 
     try:
-        kid, retired = rotate_key(_keys_dir(), signer, grace=timedelta(hours=grace_hours), warmup=timedelta(seconds=warmup_s))
+        kid, retired = rotate_key(
+            _keys_dir(), signer, grace=timedelta(hours=grace_hours), warmup=timedelta(seconds=warmup_s)
+        )
     except KeyError_ as error:
         _fail(str(error))
     typer.echo(f"new key {kid}; verify-only for {grace_hours:g} h: {', '.join(retired)}")
@@ -469,16 +547,19 @@ def keys_rotate(
 def publish(
     topic: str = typer.Argument(..., help="A registry topic, e.g. orders.placed.v1."),
     json_text: str = typer.Option(..., "--json", help="The event as JSON."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Private key file to sign with (default: the topic owner's dev key)."),
-    correlation_id: Optional[str] = typer.Option(None, "--correlation-id", help="The flow this event belongs to (default: a new one)."),
-    bootstrap: Optional[str] = BootstrapOption,
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="Private key file to sign with (default: the topic owner's dev key)."
+    ),
+    correlation_id: str | None = typer.Option(
+        None, "--correlation-id", help="The flow this event belongs to (default: a new one)."
+    ),
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Validate, sign and publish one event; prints its id. Bad input prints every error and exits non-zero."""
     from pydantic import ValidationError
 
     from contracts import REGISTRY, KeyError_, PrivateKey, UnknownTopic, describe_errors
     from contracts.publisher import Publisher
-
     from fleet.runtime.keys import KeyStore
 
     try:
@@ -504,7 +585,6 @@ def main() -> None:
     from aiokafka.errors import KafkaConnectionError
 
     from contracts.connection import ConnectionError_
-
     from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
     from fleet.runtime.settings import last_operator_connection
 
@@ -524,14 +604,18 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
-acl_app = typer.Typer(help="Kafka ACLs per service, derived from the registry and the services' wiring.", no_args_is_help=True)
+acl_app = typer.Typer(
+    help="Kafka ACLs per service, derived from the registry and the services' wiring.", no_args_is_help=True
+)
 app.add_typer(acl_app, name="acl")
-AclUsersOption = typer.Option(None, "--service", help="Only these users: workers, gateway or upstream systems (repeatable).")
+AclUsersOption = typer.Option(
+    None, "--service", help="Only these users: workers, gateway or upstream systems (repeatable)."
+)
 
 
-def _chosen_acls(service: Optional[List[str]]) -> tuple[list, list[str]]:
-    from fleet.ops.acls import fleet_acls, fleet_users
+def _chosen_acls(service: List[str] | None) -> tuple[list, list[str]]:
     from fleet.catalog import service_wiring
+    from fleet.ops.acls import fleet_acls, fleet_users
 
     users = list(fleet_users())
     chosen = service or users
@@ -542,7 +626,7 @@ def _chosen_acls(service: Optional[List[str]]) -> tuple[list, list[str]]:
 
 
 @acl_app.command("plan")
-def acl_plan(service: Optional[List[str]] = AclUsersOption) -> None:
+def acl_plan(service: List[str] | None = AclUsersOption) -> None:
     """Print the ACLs each user needs: a worker reads its input topics in its groups, writes its outputs and the retry
     and dead-letter topics of its inputs; gateway and upstream systems write the topics they own; nothing else."""
     for acl in _chosen_acls(service)[0]:
@@ -551,8 +635,8 @@ def acl_plan(service: Optional[List[str]] = AclUsersOption) -> None:
 
 @acl_app.command("apply")
 def acl_apply(
-    service: Optional[List[str]] = AclUsersOption,
-    bootstrap: Optional[str] = BootstrapOption,
+    service: List[str] | None = AclUsersOption,
+    bootstrap: str | None = BootstrapOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be added and removed, change nothing."),
 ) -> None:
     """Make the broker's ACLs for the fleet's users exactly `fleet acl plan`: add what is missing, remove what they no
@@ -567,4 +651,6 @@ def acl_apply(
         typer.echo(f"{verb}add    {acl}")
     for acl in plan.remove:
         typer.echo(f"{verb}remove {acl}")
-    typer.echo(f"{connection}: {len(plan.add)} {verb}added, {len(plan.remove)} {verb}removed, {len(plan.keep)} unchanged")
+    typer.echo(
+        f"{connection}: {len(plan.add)} {verb}added, {len(plan.remove)} {verb}removed, {len(plan.keep)} unchanged"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 
@@ -13,12 +13,19 @@ from fleet.runtime.settings import operator_connection
 
 __all__ = ["dlq_app"]
 
-dlq_app = typer.Typer(help="Dead letters (<topic>.dlq): count them, show them, replay them re-signed by the replay key.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters (<topic>.dlq): count them, show them, replay them re-signed by the replay key.",
+    no_args_is_help=True,
+)
 
-TopicArgument = typer.Argument(..., help="A registry topic or its dead-letter topic: orders.placed.v1 or orders.placed.v1.dlq.")
+TopicArgument = typer.Argument(
+    ..., help="A registry topic or its dead-letter topic: orders.placed.v1 or orders.placed.v1.dlq."
+)
 ReasonOption = typer.Option(None, "--reason", help="Only dead letters with this dlq-reason, e.g. stale.")
 JsonOption = typer.Option(False, "--json", help="One JSON document on stdout, for scripts.")
-BootstrapOption = typer.Option(None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).")
+BootstrapOption = typer.Option(
+    None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."
+)
 
 
 def _fail(message: str) -> NoReturn:
@@ -26,11 +33,8 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-
-
 def _dead_letter_topic(name: str) -> str:
     from contracts import UnknownTopic
-
     from fleet.ops.dlq import dead_letter_topic
 
     try:
@@ -81,13 +85,14 @@ def _counts_json(counts: Counter | None) -> dict | None:
 
 @dlq_app.command("ls")
 def ls(
-    topic: Optional[str] = typer.Argument(None, help="Only this topic's dead letters (orders.placed.v1 or orders.placed.v1.dlq); default: every topic's."),
+    topic: str | None = typer.Argument(
+        None, help="Only this topic's dead letters (orders.placed.v1 or orders.placed.v1.dlq); default: every topic's."
+    ),
     as_json: bool = JsonOption,
-    bootstrap: Optional[str] = BootstrapOption,
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Count the dead letters of each topic by reason and consumer group (read from the beginning up to now; no group)."""
     from contracts import REGISTRY
-
     from fleet.ops.dlq import count_dead_letters
 
     topics = [_dead_letter_topic(topic)] if topic else [t.dead_letter_topic for t in REGISTRY]
@@ -118,14 +123,16 @@ def _show_lines(row: dict) -> list[str]:
 def show(
     topic: str = TopicArgument,
     limit: int = typer.Option(20, "--limit", min=1, help="How many of the newest dead letters."),
-    reason: Optional[str] = ReasonOption,
+    reason: str | None = ReasonOption,
     as_json: bool = JsonOption,
-    bootstrap: Optional[str] = BootstrapOption,
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Show the last N dead letters, oldest first: why each was refused, where from, its event id and signing key."""
     from fleet.ops.dlq import describe, last_dead_letters
 
-    letters = _run(last_dead_letters(operator_connection(bootstrap), _dead_letter_topic(topic), limit=limit, reason=reason))
+    letters = _run(
+        last_dead_letters(operator_connection(bootstrap), _dead_letter_topic(topic), limit=limit, reason=reason)
+    )
     rows = [describe(letter) for letter in letters]
     if as_json:
         _echo_json(rows)
@@ -143,30 +150,49 @@ def _report_json(report) -> dict:
         "dry_run": report.dry_run,
         "signer": report.signer,
         "moved_by_reason": dict(report.moved_by_reason),
-        "moved": [{"position": r.letter.position, "reason": r.letter.reason, "ce_id": r.record.envelope.id, "key": r.record.key}
-                  for r in report.moved],
-        "skipped": [{"position": s.letter.position, "reason": s.letter.reason, "why": s.why, "detail": s.detail}
-                    for s in report.skipped],
+        "moved": [
+            {
+                "position": r.letter.position,
+                "reason": r.letter.reason,
+                "ce_id": r.record.envelope.id,
+                "key": r.record.key,
+            }
+            for r in report.moved
+        ],
+        "skipped": [
+            {"position": s.letter.position, "reason": s.letter.reason, "why": s.why, "detail": s.detail}
+            for s in report.skipped
+        ],
         "left": dict(report.left),
         "already_moved": report.already_moved,
     }
 
 
-def _report_lines(report, reason: Optional[str]) -> list[str]:
+def _report_lines(report, reason: str | None) -> list[str]:
     """What moved (or would), by reason and one line per event; what could not, and why; what is left for later."""
     from fleet.ops.dlq import text_of
 
     verb = "would move" if report.dry_run else "moved"
-    lines = [f"{verb} {len(report.moved)} dead letter(s) from {report.dlq_topic} to {report.topic}, re-signed by {report.signer}"]
+    lines = [
+        f"{verb} {len(report.moved)} dead letter(s) from {report.dlq_topic} to {report.topic}, re-signed by {report.signer}"
+    ]
     lines += [f"  {why}: {n}" for why, n in sorted(report.moved_by_reason.items())]
-    lines += [f"  {r.record.envelope.id}  key={r.record.key}  {r.letter.reason}  from {r.letter.position}" for r in report.moved]
+    lines += [
+        f"  {r.record.envelope.id}  key={r.record.key}  {r.letter.reason}  from {r.letter.position}"
+        for r in report.moved
+    ]
     if report.skipped:
         lines.append(f"skipped {len(report.skipped)} that cannot be replayed:")
-        lines += [f"  {s.letter.position}  key={text_of(s.letter.key)}  {s.letter.reason}  -> {s.why}: {s.detail}" for s in report.skipped]
+        lines += [
+            f"  {s.letter.position}  key={text_of(s.letter.key)}  {s.letter.reason}  -> {s.why}: {s.detail}"
+            for s in report.skipped
+        ]
     if report.left["filtered"]:
         lines.append(f"left {report.left['filtered']} for a later replay (not --reason {reason})")
     if report.left["ledger_full"]:
-        lines.append(f"left {report.left['ledger_full']} for a later replay: the ledger of moves behind filtered ones is full; run a plain replay")
+        lines.append(
+            f"left {report.left['ledger_full']} for a later replay: the ledger of moves behind filtered ones is full; run a plain replay"
+        )
     if report.already_moved:
         lines.append(f"passed over {report.already_moved} an earlier replay moved")
     return lines
@@ -175,15 +201,18 @@ def _report_lines(report, reason: Optional[str]) -> list[str]:
 @dlq_app.command("replay")
 def replay(
     topic: str = TopicArgument,
-    reason: Optional[str] = ReasonOption,
+    reason: str | None = ReasonOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print exactly what would move; send and commit nothing."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start over from the oldest dead letter, moving again what earlier replays moved."),
+    from_beginning: bool = typer.Option(
+        False,
+        "--from-beginning",
+        help="Start over from the oldest dead letter, moving again what earlier replays moved.",
+    ),
     as_json: bool = JsonOption,
-    bootstrap: Optional[str] = BootstrapOption,
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Republish dead letters to their original topic, re-signed by the replay key with a fresh ce_time (same ce_id)."""
     from contracts import KeyError_
-
     from fleet.ops.dlq import ReplayKeyError, replay_dead_letters
     from fleet.runtime.keys import REPLAY_SIGNER, KeyStore
     from fleet.runtime.settings import KeySettings
@@ -191,7 +220,11 @@ def replay(
     dlq = _dead_letter_topic(topic)
     try:
         keys = KeyStore.for_signer(KeySettings().dir, REPLAY_SIGNER)
-        report = _run(replay_dead_letters(operator_connection(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning))
+        report = _run(
+            replay_dead_letters(
+                operator_connection(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning
+            )
+        )
     except (KeyError_, ReplayKeyError) as error:
         _fail(f"no usable replay key: {error}")
     if as_json:

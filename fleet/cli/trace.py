@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable, NoReturn, Optional
+from datetime import UTC, datetime
+from typing import AsyncIterator, Callable, NoReturn
 
 import typer
 
 from contracts import REGISTRY, Registry
 from contracts.connection import client_options
-
 from fleet.ops.reading import read_spans
-from fleet.runtime.settings import operator_connection
 from fleet.ops.timeline import (
     Timeline,
     TraceRecord,
@@ -27,9 +25,9 @@ from fleet.ops.timeline import (
     parse_since,
     timeline_json,
 )
+from fleet.runtime.settings import operator_connection
 
 __all__ = ["flow_topics", "read_flow", "trace", "trace_flow"]
-
 
 
 class NoTopics(RuntimeError):
@@ -38,14 +36,20 @@ class NoTopics(RuntimeError):
 
 def flow_topics(registry: Registry = REGISTRY, *, keyed_by_order: bool = False) -> list[str]:
     """Every registry topic with its retry topics and its dead-letter topic (only the order-keyed ones, if asked)."""
-    return [name for topic in registry if not keyed_by_order or topic.key_field == "order_id"
-            for name in (topic.name, *topic.retry_topics, topic.dead_letter_topic)]
+    return [
+        name
+        for topic in registry
+        if not keyed_by_order or topic.key_field == "order_id"
+        for name in (topic.name, *topic.retry_topics, topic.dead_letter_topic)
+    ]
 
 
 # ---- I/O: reading the topics with a plain consumer (assign + seek: no group, no commits) ---------------------------
 
 
-async def read_flow(bootstrap: str, topics: list[str], since_ms: int, keep: Callable[[TraceRecord], bool]) -> list[TraceRecord]:
+async def read_flow(
+    bootstrap: str, topics: list[str], since_ms: int, keep: Callable[[TraceRecord], bool]
+) -> list[TraceRecord]:
     """The records of `topics` the broker appended from `since_ms` up to the ends of now, that `keep` keeps (values dropped)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -55,13 +59,21 @@ async def read_flow(bootstrap: str, topics: list[str], since_ms: int, keep: Call
     partitions = [TopicPartition(name, p) for name in topics for p in range(counts.get(name, 0))]
     if not partitions:
         raise NoTopics("none of the registry's topics exist on the broker yet: run `fleet topics apply`")
-    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False, client_id="fleet-trace")
+    consumer = AIOKafkaConsumer(
+        **client_options(bootstrap), group_id=None, enable_auto_commit=False, client_id="fleet-trace"
+    )
     try:
         await consumer.start()  # inside the try: a consumer that failed to start is closed too
-        consumer.assign(partitions)  # first: it fetches their metadata, which the offset look-ups need (else they wait seconds)
+        consumer.assign(
+            partitions
+        )  # first: it fetches their metadata, which the offset look-ups need (else they wait seconds)
         starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
         ends = await consumer.end_offsets(partitions)
-        spans = {tp: (starts[tp].offset, ends[tp]) for tp in partitions if starts.get(tp) is not None and starts[tp].offset < ends[tp]}
+        spans = {
+            tp: (starts[tp].offset, ends[tp])
+            for tp in partitions
+            if starts.get(tp) is not None and starts[tp].offset < ends[tp]
+        }
         return [r async for r in _read(consumer, spans) if keep(r)]
     finally:
         await consumer.stop()
@@ -74,8 +86,14 @@ async def _read(consumer, spans: dict) -> AsyncIterator[TraceRecord]:
             yield TraceRecord.of(record)
 
 
-async def trace_flow(bootstrap: str, *, since: datetime, correlation_id: str | None = None, order_id: str | None = None,
-                     registry: Registry = REGISTRY) -> Timeline:
+async def trace_flow(
+    bootstrap: str,
+    *,
+    since: datetime,
+    correlation_id: str | None = None,
+    order_id: str | None = None,
+    registry: Registry = REGISTRY,
+) -> Timeline:
     """The timeline of a flow, named by its correlation id or found from an order's records (key = order id)."""
     since_ms = int(since.timestamp() * 1000)
     ids: list[str] = [correlation_id] if correlation_id else []
@@ -98,18 +116,26 @@ def _fail(message: str) -> NoReturn:
 
 
 def trace(
-    correlation_id: Optional[str] = typer.Argument(None, help="The flow's correlation id (ce_correlationid), e.g. what `fleet publish` printed."),
-    order: Optional[str] = typer.Option(None, "--order", help="Find the flow from this order's records (record key = order id) instead."),
-    since: str = typer.Option("24h", "--since", help="Read from this long ago (24h, 90m, 2d) or from this time (2026-11-24T16:00:00Z)."),
+    correlation_id: str | None = typer.Argument(
+        None, help="The flow's correlation id (ce_correlationid), e.g. what `fleet publish` printed."
+    ),
+    order: str | None = typer.Option(
+        None, "--order", help="Find the flow from this order's records (record key = order id) instead."
+    ),
+    since: str = typer.Option(
+        "24h", "--since", help="Read from this long ago (24h, 90m, 2d) or from this time (2026-11-24T16:00:00Z)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout, for scripts."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."
+    ),
 ) -> None:
     """Print a flow's timeline from the broker: every event, retry and dead letter of one correlation id, in time order."""
     from aiokafka.errors import KafkaError
 
     if (correlation_id is None) == (order is None):
         _fail("give a correlation id or --order ORDER_ID (one of the two)")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         start = parse_since(since, now)
     except ValueError as error:
@@ -127,7 +153,9 @@ def trace(
         _fail(f"the broker at {server} did not answer: {detail}")
     if not timeline.entries:
         what = f"order {order}" if order is not None else f"correlation id {correlation_id}"
-        _fail(f"no records of {what} on the flow's topics since {start.isoformat(timespec='seconds')} (try an earlier --since)")
+        _fail(
+            f"no records of {what} on the flow's topics since {start.isoformat(timespec='seconds')} (try an earlier --since)"
+        )
     if as_json:
         typer.echo(json.dumps(timeline_json(timeline), indent=2, ensure_ascii=False))
         return

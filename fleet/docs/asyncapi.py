@@ -10,7 +10,15 @@ from fleet import catalog
 from fleet.runtime import asyncapi
 from fleet.runtime.asyncapi import UnknownService, WorkerSpec
 
-__all__ = ["DOCUMENT", "UnknownService", "document_services", "fleet_document", "render", "service_document", "worker_specs"]
+__all__ = [
+    "DOCUMENT",
+    "UnknownService",
+    "document_services",
+    "fleet_document",
+    "render",
+    "service_document",
+    "worker_specs",
+]
 
 DOCUMENT = Path("asyncapi.yaml")  # the checkout's, from the working directory
 

@@ -9,12 +9,14 @@ from typing import Iterable, Sequence
 from contracts import REGISTRY, Registry
 from fleet.catalog import WORKERS
 
-__all__ = ["GraphvizMissing", "UPSTREAM_SOURCES", "fleet_dot", "published_by", "render_svg"]
+__all__ = ["UPSTREAM_SOURCES", "GraphvizMissing", "fleet_dot", "published_by", "render_svg"]
 
 # The systems outside the fleet that publish into it, each with its own key (fleet.runtime.keys.UPSTREAM_SIGNERS, minus the
 # operators' `replay` key, which only puts dead letters back). `fleet demo` plays the storefront and the warehouse.
 UPSTREAM_SOURCES = ("storefront", "warehouse", "gateway")
-GATEWAY_PUBLISHES_FOR = "storefront"  # fleet.runtime.keys.UPSTREAM_OWNER: the gateway signs what the upstream systems own
+GATEWAY_PUBLISHES_FOR = (
+    "storefront"  # fleet.runtime.keys.UPSTREAM_OWNER: the gateway signs what the upstream systems own
+)
 
 _STYLE = {
     "graph": 'rankdir=LR, fontname="Helvetica", fontsize=12, nodesep=0.25, ranksep=0.9, labelloc=b, labeljust=l, '
@@ -62,8 +64,13 @@ def fleet_dot(
     every consumed topic's dead-letter topic in a separate cluster with a dashed edge from each consuming service.
     Deterministic: the same registry gives the same bytes."""
     upstream = [u for u in upstream]
-    workers = _ordered([*services, *(t.owner for t in registry if t.owner not in upstream),
-                        *(c for t in registry for c in t.consumers if c not in upstream)])
+    workers = _ordered(
+        [
+            *services,
+            *(t.owner for t in registry if t.owner not in upstream),
+            *(c for t in registry for c in t.consumers if c not in upstream),
+        ]
+    )
     lines = [
         "digraph fleet {",
         f"  graph [{_STYLE['graph']}, label={_q(LEGEND)}];",
@@ -81,7 +88,9 @@ def fleet_dot(
     lines += ["", "  // registry topics"]
     for topic in registry:
         tooltip = f"{topic.name}: {topic.model.__name__}, key {topic.key_field}, {topic.partitions} partitions"
-        lines.append(f"  {_q('topic:' + topic.name)} [label={_q(topic.name)}, tooltip={_q(tooltip)}, {_STYLE['topic']}];")
+        lines.append(
+            f"  {_q('topic:' + topic.name)} [label={_q(topic.name)}, tooltip={_q(tooltip)}, {_STYLE['topic']}];"
+        )
     dead = [t for t in registry if t.consumers]
     if dead:
         lines += [
@@ -90,7 +99,9 @@ def fleet_dot(
             '    label="dead letters"; style="rounded,filled"; fillcolor="#fff5f5"; color="#fca5a5"; fontcolor="#7f1d1d";',
         ]
         for topic in dead:
-            lines.append(f"    {_q('dlq:' + topic.dead_letter_topic)} [label={_q(topic.dead_letter_topic)}, {_STYLE['dlq']}];")
+            lines.append(
+                f"    {_q('dlq:' + topic.dead_letter_topic)} [label={_q(topic.dead_letter_topic)}, {_STYLE['dlq']}];"
+            )
         lines.append("  }")
     lines += ["", "  // producers → topics"]
     for source in upstream:

@@ -10,8 +10,8 @@ from typing import Any, Iterator
 
 __all__ = [
     "COMPONENT",
-    "DocsToolsMissing",
     "SITE",
+    "DocsToolsMissing",
     "build_site",
     "component_assets",
     "embed_json",
@@ -81,8 +81,13 @@ def _refs(node: Any, path: str) -> Iterator[tuple[str, str]]:
 def embed_json(document: Any) -> str:
     """JSON safe inside a <script> element: no `</script>`, no `<!--`, no `&` for the HTML parser to read."""
     text = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
-        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def inline_svg(svg: str) -> str:
@@ -94,8 +99,15 @@ def inline_svg(svg: str) -> str:
 
 
 RENDER_CONFIG = {
-    "show": {"sidebar": True, "info": True, "servers": True, "operations": True, "messages": True, "schemas": True,
-             "errors": True},
+    "show": {
+        "sidebar": True,
+        "info": True,
+        "servers": True,
+        "operations": True,
+        "messages": True,
+        "schemas": True,
+        "errors": True,
+    },
     "sidebar": {"showOperations": "byDefault"},
     "expand": {"messageExamples": False},
 }
@@ -171,7 +183,9 @@ def page_html(document: dict, svg: str, *, component: str = "@asyncapi/react-com
     )
 
 
-def build_site(out: Path = SITE, document: dict | None = None, *, component: Path | None = None, dot: str = "dot") -> Path:
+def build_site(
+    out: Path = SITE, document: dict | None = None, *, component: Path | None = None, dot: str = "dot"
+) -> Path:
     """Writes the site to `out` (index.html, fleet.svg, asyncapi.json, assets/) and returns index.html's path.
     Needs `make docs-tools` (the component's bundle) and `make debian-tools` (graphviz); checks both before writing."""
     from fleet.docs.graph import fleet_dot, render_svg
@@ -184,7 +198,9 @@ def build_site(out: Path = SITE, document: dict | None = None, *, component: Pat
         document = fleet_document()
     remote = remote_refs(document)
     if remote:
-        raise ValueError("the document has $refs outside itself, which an offline site cannot follow: " + "; ".join(remote))
+        raise ValueError(
+            "the document has $refs outside itself, which an offline site cannot follow: " + "; ".join(remote)
+        )
     svg = render_svg(fleet_dot(), dot=dot)
     out = Path(out)
     (out / ASSETS).mkdir(parents=True, exist_ok=True)

@@ -91,10 +91,18 @@ def render_server_properties(folder: Path) -> str:
     text = template.format(host=HOST, port=port(), controller_port=controller_port(), data=folder / "data")
     if is_secure(folder):
         secure = secure_dir(folder)
-        text += (TEMPLATES / "secure.properties.template").read_text().format(
-            host=HOST, port=port(), controller_port=controller_port(), keystore=secure / "keystore.pem",
-            truststore=secure / "ca.pem", admin_password=connection(ADMIN, folder).password.reveal(),
-            broker_principal=f"CN={HOST},O=eventfleet local",  # the subject of fleet.local.tls's broker certificate, as Kafka prints it
+        text += (
+            (TEMPLATES / "secure.properties.template")
+            .read_text()
+            .format(
+                host=HOST,
+                port=port(),
+                controller_port=controller_port(),
+                keystore=secure / "keystore.pem",
+                truststore=secure / "ca.pem",
+                admin_password=connection(ADMIN, folder).password.reveal(),
+                broker_principal=f"CN={HOST},O=eventfleet local",  # the subject of fleet.local.tls's broker certificate, as Kafka prints it
+            )
         )
     return text
 
@@ -105,8 +113,11 @@ def client_env(folder: Path | None = None) -> dict[str, str]:
     env = {"FLEET_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers()}
     if is_secure(folder):
         secure = secure_dir(folder)
-        env |= {"FLEET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "FLEET_KAFKA_SSL_CAFILE": str(secure / "ca.pem"),
-                "FLEET_KAFKA_CREDENTIALS_DIR": str(secure / "credentials")}
+        env |= {
+            "FLEET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FLEET_KAFKA_SSL_CAFILE": str(secure / "ca.pem"),
+            "FLEET_KAFKA_CREDENTIALS_DIR": str(secure / "credentials"),
+        }
     return env
 
 
@@ -121,7 +132,9 @@ def start(timeout: float = 90.0, *, secure: bool | None = None, users: Sequence[
     if _answers():
         by = f"pid {pid}" if pid else f"not started from {folder}"
         if is_secure(folder):
-            _ensure_secure_files(folder, users)  # a password for each user of the fleet as it is now (a service added since)
+            _ensure_secure_files(
+                folder, users
+            )  # a password for each user of the fleet as it is now (a service added since)
         return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
@@ -154,8 +167,10 @@ def _check_mode(folder: Path, secure: bool) -> None:
     formatted = (folder / "data" / "meta.properties").exists()
     if formatted and secure != is_secure(folder):
         have, want = ("secure", "plaintext") if is_secure(folder) else ("plaintext", "secure")
-        raise KafkaLocalError(f"the broker in {folder} is {have}; a {want} one needs its own FLEET_KAFKA_HOME "
-                              f"(or delete {folder / 'data'} to start over)")
+        raise KafkaLocalError(
+            f"the broker in {folder} is {have}; a {want} one needs its own FLEET_KAFKA_HOME "
+            f"(or delete {folder / 'data'} to start over)"
+        )
 
 
 def _ensure_secure_files(folder: Path, users: Sequence[str] = ()) -> None:
@@ -237,8 +252,19 @@ def _ensure_jars(folder: Path) -> None:
     # Copied into a side folder, then renamed: an interrupted download never looks complete.
     partial = folder / "lib.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    _run([mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-          "-DincludeScope=runtime", f"-DoutputDirectory={partial}"], "Maven could not fetch the Kafka jars")
+    _run(
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ],
+        "Maven could not fetch the Kafka jars",
+    )
     shutil.rmtree(lib, ignore_errors=True)
     partial.rename(lib)
 
@@ -288,16 +314,26 @@ def spawn_kafka(java: str, folder: Path, properties: Path, log: Path, banner: st
     """Starts `kafka.Kafka properties` with the jars and log config of `folder`, its output appended to `log`; writes
     its pid beside `properties` (kafka.pid) and returns it. The cluster's nodes start the same way."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [java, *JVM_OPTS, f"-XX:ErrorFile={log.parent / 'hs_err_pid%p.log'}",
-           f"-Dlog4j2.configurationFile={folder / 'log4j2.properties'}",
-           "-cp", str(folder / "lib" / "*"), "kafka.Kafka", str(properties)]
+    cmd = [
+        java,
+        *JVM_OPTS,
+        f"-XX:ErrorFile={log.parent / 'hs_err_pid%p.log'}",
+        f"-Dlog4j2.configurationFile={folder / 'log4j2.properties'}",
+        "-cp",
+        str(folder / "lib" / "*"),
+        "kafka.Kafka",
+        str(properties),
+    ]
     with log.open("ab") as out, open(os.devnull, "rb") as null:
         out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {banner} =====\n".encode())
         out.flush()
         # posix_spawn, not Popen: the broker outlives us, and a Popen object warns when collected while
         # its child runs. setsid: a Ctrl-C in the terminal that started it does not reach the broker.
-        redirects = [(os.POSIX_SPAWN_DUP2, null.fileno(), 0), (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
-                     (os.POSIX_SPAWN_DUP2, out.fileno(), 2)]
+        redirects = [
+            (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+        ]
         pid = os.posix_spawn(java, cmd, os.environ, file_actions=redirects, setsid=True)
     (properties.parent / "kafka.pid").write_text(f"{pid}\n")
     return pid
@@ -373,7 +409,7 @@ async def _probe(timeout: float) -> bool:
     try:  # a closed port fails at once: the client (and its error logs) is not needed then
         _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port()), timeout)
         writer.close()
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     from aiokafka import AIOKafkaClient  # imported late: the CLI and the unit tests start faster
 
@@ -401,11 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.local.kafka", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("start", help="start the broker; returns when it answers").add_argument(
-        "--timeout", type=float, default=90.0)
+        "--timeout", type=float, default=90.0
+    )
     commands.add_parser("stop", help="stop the broker").add_argument("--timeout", type=float, default=30.0)
     commands.add_parser("status", help="pid and readiness; exit status 1 when not ready")
-    commands.add_parser("logs", help="the end of the broker log").add_argument(
-        "-n", "--lines", type=int, default=200)
+    commands.add_parser("logs", help="the end of the broker log").add_argument("-n", "--lines", type=int, default=200)
     args = parser.parse_args(argv)
     try:
         if args.command == "status":

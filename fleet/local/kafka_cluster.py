@@ -18,9 +18,25 @@ from pathlib import Path
 from fleet.local import kafka as kafka_local
 from fleet.local.kafka import HOST, JVM_OPTS, KafkaLocalError
 
-__all__ = ["KafkaClusterError", "NodeStatus", "bootstrap_servers", "brokers_seen", "client_ports", "home", "node_folder", "node_pid",
-           "render_node_properties", "signal_node", "start", "start_node", "status", "stop", "stop_node", "template_setting",
-           "voters"]
+__all__ = [
+    "KafkaClusterError",
+    "NodeStatus",
+    "bootstrap_servers",
+    "brokers_seen",
+    "client_ports",
+    "home",
+    "node_folder",
+    "node_pid",
+    "render_node_properties",
+    "signal_node",
+    "start",
+    "start_node",
+    "status",
+    "stop",
+    "stop_node",
+    "template_setting",
+    "voters",
+]
 
 NODES = (1, 2, 3)  # node.id; node N listens on the N-th client port
 # Below Linux's ephemeral range (32768-60999): a port in it can be taken at any moment by an outgoing connection or by a
@@ -47,6 +63,7 @@ class NodeStatus:
 
 # ---- configuration (pure) -------------------------------------------------------------------------------------------
 
+
 def home() -> Path:
     """The cluster's folder: jars in lib/, then node-N/ with each node's config, data, pid file and log."""
     custom = os.environ.get("FLEET_KAFKA_CLUSTER_HOME")
@@ -59,7 +76,9 @@ def client_ports(spec: str | None = None) -> list[int]:
     try:
         ports = [int(part) for part in text.split(",")]
     except ValueError:
-        raise KafkaClusterError(f"FLEET_KAFKA_CLUSTER_PORTS must be three comma-separated port numbers, not {text!r}") from None
+        raise KafkaClusterError(
+            f"FLEET_KAFKA_CLUSTER_PORTS must be three comma-separated port numbers, not {text!r}"
+        ) from None
     if len(ports) != len(NODES):
         raise KafkaClusterError(f"FLEET_KAFKA_CLUSTER_PORTS needs {len(NODES)} client ports, one per node: {text!r}")
     if any(not 1 <= p <= 65534 for p in ports):
@@ -104,11 +123,18 @@ def render_node_properties(node: int, folder: Path, ports: list[int]) -> str:
     if node not in NODES:
         raise KafkaClusterError(f"no node {node}: the cluster has nodes {NODES}")
     port = ports[node - 1]
-    return TEMPLATE.read_text().format(host=HOST, node_id=node, port=port, controller_port=controller_port(port),
-                                       voters=voters(ports), data=node_folder(node, folder) / "data")
+    return TEMPLATE.read_text().format(
+        host=HOST,
+        node_id=node,
+        port=port,
+        controller_port=controller_port(port),
+        voters=voters(ports),
+        data=node_folder(node, folder) / "data",
+    )
 
 
 # ---- the whole cluster ------------------------------------------------------------------------------------------------
+
 
 def start(timeout: float = 180.0) -> str:
     """Start every node that does not run; return once each answers, lists all three brokers, and groups can be coordinated."""
@@ -121,8 +147,10 @@ def start(timeout: float = 180.0) -> str:
     # All at once: a node cannot register before a majority of the voters elected a controller.
     pids = {node: pid or _launch(java, folder, node) for node, pid in pids.items()}
     took = _wait_until(lambda: _cluster_ready(ports), pids, timeout, f"the cluster on {bootstrap_servers(ports)}")
-    return (f"The Kafka cluster is ready on {bootstrap_servers(ports)} after {took:.1f}s "
-            f"(pids {_pids_text(pids)}, logs in {folder}/node-N/logs).")
+    return (
+        f"The Kafka cluster is ready on {bootstrap_servers(ports)} after {took:.1f}s "
+        f"(pids {_pids_text(pids)}, logs in {folder}/node-N/logs)."
+    )
 
 
 def stop(timeout: float = 60.0) -> str:
@@ -155,6 +183,7 @@ def tail(node: int, lines: int = 200) -> str:
 
 
 # ---- one node (what failover tests strike) --------------------------------------------------------------------------
+
 
 def node_pid(node: int) -> int | None:
     """The pid in node-N/kafka.pid if that process is alive and is that node of ours (a pid can be recycled)."""
@@ -196,6 +225,7 @@ def stop_node(node: int, timeout: float = 60.0) -> str:
 
 # ---- setting up and launching -----------------------------------------------------------------------------------------
 
+
 def _prepare(folder: Path, ports: list[int]) -> str:
     """Jars, configs and formatted storage for every node; returns the java to launch them with."""
     java = kafka_local._require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
@@ -217,7 +247,10 @@ def _format_storage(java: str, folder: Path) -> None:
     cluster_id = _cluster_id(tool, folder, blank)
     print(f"Formatting the KRaft storage of node(s) {blank} in {folder} (cluster id {cluster_id})...", file=sys.stderr)
     # No --standalone: the quorum is the static controller.quorum.voters. In parallel: each run is a JVM start.
-    commands = [[*tool, "format", "-t", cluster_id, "-c", str(node_folder(node, folder) / "server.properties")] for node in blank]
+    commands = [
+        [*tool, "format", "-t", cluster_id, "-c", str(node_folder(node, folder) / "server.properties")]
+        for node in blank
+    ]
     with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
         list(pool.map(lambda cmd: kafka_local._run(cmd, "Kafka could not format a node's storage"), commands))
 
@@ -241,8 +274,13 @@ def _meta_file(node: int, folder: Path) -> Path:
 
 def _launch(java: str, folder: Path, node: int) -> int:
     here = node_folder(node, folder)
-    return kafka_local.spawn_kafka(java, folder, here / "server.properties", log_path(node, folder),
-                                   f"fleet.local.kafka_cluster starts node {node}")
+    return kafka_local.spawn_kafka(
+        java,
+        folder,
+        here / "server.properties",
+        log_path(node, folder),
+        f"fleet.local.kafka_cluster starts node {node}",
+    )
 
 
 def _node_ports(node: int, ports: list[int]) -> list[int]:
@@ -253,12 +291,16 @@ def _check_free(ports: list[int]) -> None:
     """A port another process holds would make the node exit at start with a BindException deep in its log: say so first."""
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Kafka binds: TIME_WAIT leftovers do not count
+            probe.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # as Kafka binds: TIME_WAIT leftovers do not count
             try:
                 probe.bind((HOST, port))
             except OSError as error:
-                raise KafkaClusterError(f"{HOST}:{port} is taken by another process ({error.strerror}); "
-                                        "FLEET_KAFKA_CLUSTER_PORTS moves the cluster") from None
+                raise KafkaClusterError(
+                    f"{HOST}:{port} is taken by another process ({error.strerror}); "
+                    "FLEET_KAFKA_CLUSTER_PORTS moves the cluster"
+                ) from None
 
 
 def _wait_until(ready, pids: dict[int, int], timeout: float, what: str) -> float:
@@ -268,13 +310,16 @@ def _wait_until(ready, pids: dict[int, int], timeout: float, what: str) -> float
             if not kafka_local._alive(pid):
                 (node_folder(node) / "kafka.pid").unlink(missing_ok=True)
                 raise KafkaClusterError(
-                    f"Kafka node {node} (pid {pid}) exited while starting. End of {log_path(node)}:\n{tail(node, 30)}")
+                    f"Kafka node {node} (pid {pid}) exited while starting. End of {log_path(node)}:\n{tail(node, 30)}"
+                )
         if ready():
             return time.monotonic() - began
         time.sleep(0.5)
     ends = "\n".join(f"--- node {node}, {log_path(node)}:\n{tail(node, 15)}" for node in pids)
-    raise KafkaClusterError(f"{what} was not ready within {timeout:g}s and still runs "
-                            f"(`python -m fleet.local.kafka_cluster stop` stops it).\n{ends}")
+    raise KafkaClusterError(
+        f"{what} was not ready within {timeout:g}s and still runs "
+        f"(`python -m fleet.local.kafka_cluster stop` stops it).\n{ends}"
+    )
 
 
 def _terminate(pid: int) -> None:
@@ -298,6 +343,7 @@ def _pids_text(pids: dict[int, int | None]) -> str:
 
 
 # ---- readiness: metadata answers, not open ports ----------------------------------------------------------------------
+
 
 def _cluster_ready(ports: list[int]) -> bool:
     seen = _run_async(_all_brokers_seen(ports, 3.0))
@@ -330,7 +376,7 @@ async def brokers_seen(port: int, timeout: float = 3.0) -> tuple[int, ...] | Non
     try:  # a closed port fails at once: the client (and its error logs) is not needed then
         _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
         writer.close()
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     async with _quiet_client(f"{HOST}:{port}", timeout) as client:
         try:
@@ -374,15 +420,20 @@ class _quiet_client:
 
 # ---- command line -----------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.local.kafka_cluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text, timeout in (("start", "start the cluster (or --node N); returns when it answers", 180.0),
-                                     ("stop", "stop the cluster (or --node N)", 60.0)):
+    for name, help_text, timeout in (
+        ("start", "start the cluster (or --node N); returns when it answers", 180.0),
+        ("stop", "stop the cluster (or --node N)", 60.0),
+    ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--timeout", type=float, default=timeout)
         command.add_argument("--node", type=int, choices=NODES, help="only this node")
-    commands.add_parser("status", help="each node's pid and the brokers it lists; exit status 1 unless all three are ready")
+    commands.add_parser(
+        "status", help="each node's pid and the brokers it lists; exit status 1 unless all three are ready"
+    )
     logs = commands.add_parser("logs", help="the end of each node's log (or --node N's)")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("--node", type=int, choices=NODES)
@@ -398,7 +449,9 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "status":
         nodes = status()
         for n in nodes:
-            print(f"node={n.node} port={n.port} pid={n.pid} brokers={list(n.brokers) if n.brokers is not None else None} ready={n.ready}")
+            print(
+                f"node={n.node} port={n.port} pid={n.pid} brokers={list(n.brokers) if n.brokers is not None else None} ready={n.ready}"
+            )
         print(f"bootstrap={bootstrap_servers()} home={home()}")
         return 0 if all(n.ready for n in nodes) else 1
     if args.command == "logs":

@@ -61,18 +61,20 @@ def log_path() -> Path:
 
 def render_config(folder: Path) -> str:
     """Settings of the throwaway cluster, included from its postgresql.conf."""
-    return "\n".join([
-        "# Written by fleet.local.postgres at every start.",
-        f"listen_addresses = '{HOST}'",
-        f"port = {port()}",
-        # Our own socket folder: /var/run/postgresql may be missing or not ours on a clean machine.
-        f"unix_socket_directories = '{folder / 'run'}'",
-        # A throwaway cluster: speed over crash safety (a lost cluster is re-created by the next start).
-        "fsync = off",
-        "synchronous_commit = off",
-        "full_page_writes = off",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Written by fleet.local.postgres at every start.",
+            f"listen_addresses = '{HOST}'",
+            f"port = {port()}",
+            # Our own socket folder: /var/run/postgresql may be missing or not ours on a clean machine.
+            f"unix_socket_directories = '{folder / 'run'}'",
+            # A throwaway cluster: speed over crash safety (a lost cluster is re-created by the next start).
+            "fsync = off",
+            "synchronous_commit = off",
+            "full_page_writes = off",
+            "",
+        ]
+    )
 
 
 def start(timeout: float = 60.0) -> str:
@@ -101,8 +103,10 @@ def stop(timeout: float = 30.0) -> str:
     if bin_dir is None:
         raise PostgresLocalError("the cluster runs, but no PostgreSQL binaries were found to stop it")
     began = time.monotonic()
-    _run_as_server([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "-t", f"{timeout:.0f}", "stop"],
-                   "pg_ctl could not stop the cluster")
+    _run_as_server(
+        [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "-t", f"{timeout:.0f}", "stop"],
+        "pg_ctl could not stop the cluster",
+    )
     return f"PostgreSQL (pid {pid}) stopped in {time.monotonic() - began:.1f}s."
 
 
@@ -154,8 +158,19 @@ def _init_cluster(bin_dir: Path, folder: Path) -> None:
     if (data / "PG_VERSION").exists():
         return  # once only: initdb refuses a non-empty folder
     print(f"Initialising a PostgreSQL cluster in {data} (first start only)...", file=sys.stderr)
-    _run_as_server([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                    "--encoding=UTF8", "--locale=C.UTF-8"], "initdb failed")
+    _run_as_server(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ],
+        "initdb failed",
+    )
 
 
 def _write_config(folder: Path) -> None:
@@ -172,7 +187,17 @@ def _write_config(folder: Path) -> None:
 def _launch(bin_dir: Path, folder: Path, timeout: float) -> None:
     # pg_ctl -w returns once the server accepts connections; the postmaster detaches (setsid), so Ctrl-C in make
     # does not reach it, and its output goes to the log, not to our pipes.
-    command = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(log_path()), "-w", "-t", f"{timeout:.0f}", "start"]
+    command = [
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(folder / "data"),
+        "-l",
+        str(log_path()),
+        "-w",
+        "-t",
+        f"{timeout:.0f}",
+        "start",
+    ]
     try:
         _run_as_server(command, "pg_ctl could not start the cluster")
     except PostgresLocalError as error:
@@ -202,7 +227,24 @@ def ensure_database(name: str, *, fresh: bool = False) -> str:
 def _psql(database: str, sql: str) -> str:
     bin_dir = _bin_dir()
     psql = str(bin_dir / "psql") if bin_dir else "psql"
-    command = [psql, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(port()), "-U", "postgres", "-d", database, "-c", sql]
+    command = [
+        psql,
+        "-X",
+        "-q",
+        "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        HOST,
+        "-p",
+        str(port()),
+        "-U",
+        "postgres",
+        "-d",
+        database,
+        "-c",
+        sql,
+    ]
     return _run(command, f"psql could not run {sql!r}").strip()
 
 
@@ -211,7 +253,9 @@ def _accepts() -> bool:
     bin_dir = _bin_dir()
     if bin_dir is None:
         return False
-    done = subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(port()), "-t", "3"], capture_output=True)
+    done = subprocess.run(
+        [str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(port()), "-t", "3"], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -260,8 +304,10 @@ def _run_as_server(command: list[str], failure: str) -> str:
     except (PostgresLocalError, PermissionError) as error:
         if "Permission denied" not in str(error):
             raise
-        raise PostgresLocalError(f"{error}\nThe `{SERVER_USER}` OS user must be able to enter {home()}: open its parent "
-                                 "folders to others (chmod o+x) or set FLEET_POSTGRES_HOME to a folder it can reach.") from None
+        raise PostgresLocalError(
+            f"{error}\nThe `{SERVER_USER}` OS user must be able to enter {home()}: open its parent "
+            "folders to others (chmod o+x) or set FLEET_POSTGRES_HOME to a folder it can reach."
+        ) from None
 
 
 def _run(command: list[str], failure: str, **options) -> str:
@@ -276,8 +322,9 @@ def _run(command: list[str], failure: str, **options) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.local.postgres", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("start", help="install, initialise and start; returns when it accepts connections").add_argument(
-        "--timeout", type=float, default=60.0)
+    commands.add_parser(
+        "start", help="install, initialise and start; returns when it accepts connections"
+    ).add_argument("--timeout", type=float, default=60.0)
     commands.add_parser("stop", help="stop the cluster").add_argument("--timeout", type=float, default=30.0)
     commands.add_parser("status", help="pid, readiness and DSN; exit status 1 when not ready")
     commands.add_parser("dsn", help="print the DSN")

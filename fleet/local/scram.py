@@ -35,9 +35,14 @@ async def scram_users(connection: KafkaConnection) -> set[str]:
     """The users that have a SCRAM-SHA-512 credential on the cluster."""
     response = await _send(connection, _DescribeUsers())
     if response.error_code:
-        raise ScramError(f"the broker would not describe its SCRAM users: {_error(response.error_code, response.error_message)}")
-    return {user for user, code, _, infos, _ in response.results
-            if not code and any(mechanism == SCRAM_SHA_512 for mechanism, _, _ in infos)}
+        raise ScramError(
+            f"the broker would not describe its SCRAM users: {_error(response.error_code, response.error_message)}"
+        )
+    return {
+        user
+        for user, code, _, infos, _ in response.results
+        if not code and any(mechanism == SCRAM_SHA_512 for mechanism, _, _ in infos)
+    }
 
 
 async def add_missing_users(connection: KafkaConnection, passwords: Mapping[str, str]) -> list[str]:
@@ -67,16 +72,24 @@ def _error(code: int, message: str | None) -> str:
 
 # ---- the two requests, version 0 (flexible: compact types and tagged fields) ----------------------------------------
 
+
 class _DescribeResponse(Response):
     API_KEY = 50
     API_VERSION = 0
     SCHEMA = Schema(
-        ("throttle_time_ms", Int32), ("error_code", Int16), ("error_message", CompactString("utf-8")),
-        ("results", CompactArray(
-            ("user", CompactString("utf-8")), ("error_code", Int16), ("error_message", CompactString("utf-8")),
-            ("credential_infos", CompactArray(("mechanism", Int8), ("iterations", Int32), ("tags", TaggedFields))),
-            ("tags", TaggedFields),
-        )),
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("error_message", CompactString("utf-8")),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("credential_infos", CompactArray(("mechanism", Int8), ("iterations", Int32), ("tags", TaggedFields))),
+                ("tags", TaggedFields),
+            ),
+        ),
         ("tags", TaggedFields),
     )
 
@@ -86,7 +99,9 @@ class _DescribeStruct(RequestStruct):
     API_KEY = 50
     API_VERSION = 0
     RESPONSE_TYPE = _DescribeResponse
-    SCHEMA = Schema(("users", CompactArray(("name", CompactString("utf-8")), ("tags", TaggedFields))), ("tags", TaggedFields))
+    SCHEMA = Schema(
+        ("users", CompactArray(("name", CompactString("utf-8")), ("tags", TaggedFields))), ("tags", TaggedFields)
+    )
 
 
 class _DescribeUsers(Request[_DescribeStruct]):
@@ -101,8 +116,15 @@ class _AlterResponse(Response):
     API_VERSION = 0
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        ("results", CompactArray(("user", CompactString("utf-8")), ("error_code", Int16),
-                                 ("error_message", CompactString("utf-8")), ("tags", TaggedFields))),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
         ("tags", TaggedFields),
     )
 
@@ -114,10 +136,17 @@ class _AlterStruct(RequestStruct):
     RESPONSE_TYPE = _AlterResponse
     SCHEMA = Schema(
         ("deletions", CompactArray(("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields))),
-        ("upsertions", CompactArray(
-            ("name", CompactString("utf-8")), ("mechanism", Int8), ("iterations", Int32),
-            ("salt", CompactBytes), ("salted_password", CompactBytes), ("tags", TaggedFields),
-        )),
+        (
+            "upsertions",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("mechanism", Int8),
+                ("iterations", Int32),
+                ("salt", CompactBytes),
+                ("salted_password", CompactBytes),
+                ("tags", TaggedFields),
+            ),
+        ),
         ("tags", TaggedFields),
     )
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["LocalTls", "RENEW_BEFORE", "make_local_tls", "write_private"]
+__all__ = ["RENEW_BEFORE", "LocalTls", "make_local_tls", "write_private"]
 
 VALID_FOR = dt.timedelta(days=30)  # a dev CA: short-lived on purpose, made anew by the launcher when it runs out
 RENEW_BEFORE = dt.timedelta(days=1)  # the launcher makes new files when a start finds less than this left
@@ -31,11 +31,16 @@ class LocalTls:
         return x509.load_pem_x509_certificate(self.broker_cert.read_bytes()).not_valid_after_utc
 
     def expires_within(self, margin: dt.timedelta, now: dt.datetime | None = None) -> bool:
-        return self.valid_until() - margin <= (now or dt.datetime.now(dt.timezone.utc))
+        return self.valid_until() - margin <= (now or dt.datetime.now(dt.UTC))
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "eventfleet local"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "eventfleet local"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -45,32 +50,62 @@ def write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def make_local_tls(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), *, now: dt.datetime | None = None) -> LocalTls:
+def make_local_tls(
+    folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), *, now: dt.datetime | None = None
+) -> LocalTls:
     """A new CA and a broker certificate it signed, for `hosts` (IP addresses and DNS names), into `folder`.
     The CA's key is not kept: nothing else is ever signed with it, so a leaked folder cannot mint more certificates."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca_key, broker_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("eventfleet local CA")).issuer_name(_name("eventfleet local CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALID_FOR)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("eventfleet local CA"))
+        .issuer_name(_name("eventfleet local CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     names = [x509.IPAddress(ipaddress.ip_address(h)) if _is_ip(h) else x509.DNSName(h) for h in hosts]
-    broker = (x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca.subject)
-              .public_key(broker_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALID_FOR)
-              .add_extension(x509.SubjectAlternativeName(names), critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
+    broker = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca.subject)
+        .public_key(broker_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     tls = LocalTls(folder / "ca.pem", folder / "broker-chain.pem", folder / "broker-key.pem")
     folder.mkdir(parents=True, exist_ok=True)
     tls.ca_cert.write_bytes(ca.public_bytes(pem))
     tls.broker_cert.write_bytes(broker.public_bytes(pem) + ca.public_bytes(pem))
-    write_private(tls.broker_key, broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_private(
+        tls.broker_key, broker_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return tls
 
 

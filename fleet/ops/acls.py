@@ -11,22 +11,40 @@ from aiokafka.errors import IncompatibleBrokerVersion, for_code
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest
 
 from contracts import REGISTRY, Registry
-from fleet.catalog import HTTP_SERVICES, WORKERS
-
-from fleet.catalog import Wiring
+from fleet.catalog import HTTP_SERVICES, WORKERS, Wiring
 
 if TYPE_CHECKING:
     from contracts.connection import KafkaConnection
 
-__all__ = ["Acl", "AclPlan", "apply_acls", "fleet_acls", "fleet_users", "gateway_acls", "plan_acls", "service_acls",
-           "upstream_acls"]
+__all__ = [
+    "Acl",
+    "AclPlan",
+    "apply_acls",
+    "fleet_acls",
+    "fleet_users",
+    "gateway_acls",
+    "plan_acls",
+    "service_acls",
+    "upstream_acls",
+]
 
 CLUSTER = "kafka-cluster"
 GATEWAY = "gateway"
 # Kafka's codes (org.apache.kafka.common.acl and .resource): what the ACL requests carry.
 RESOURCE_TYPES = {"TOPIC": 2, "GROUP": 3, "CLUSTER": 4, "TRANSACTIONAL_ID": 5}
-OPERATIONS = {"ALL": 2, "READ": 3, "WRITE": 4, "CREATE": 5, "DELETE": 6, "ALTER": 7, "DESCRIBE": 8, "CLUSTER_ACTION": 9,
-              "DESCRIBE_CONFIGS": 10, "ALTER_CONFIGS": 11, "IDEMPOTENT_WRITE": 12}
+OPERATIONS = {
+    "ALL": 2,
+    "READ": 3,
+    "WRITE": 4,
+    "CREATE": 5,
+    "DELETE": 6,
+    "ALTER": 7,
+    "DESCRIBE": 8,
+    "CLUSTER_ACTION": 9,
+    "DESCRIBE_CONFIGS": 10,
+    "ALTER_CONFIGS": 11,
+    "IDEMPOTENT_WRITE": 12,
+}
 ANY, LITERAL, ALLOW_CODE = 1, 3, 3
 
 
@@ -77,7 +95,9 @@ def upstream_acls(system: str, registry: Registry = REGISTRY) -> set[Acl]:
 
 def gateway_acls(registry: Registry = REGISTRY) -> set[Acl]:
     """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's."""
-    return _writer(f"User:{GATEWAY}", (t.name for system in upstream_systems(registry) for t in registry.owned_by(system)))
+    return _writer(
+        f"User:{GATEWAY}", (t.name for system in upstream_systems(registry) for t in registry.owned_by(system))
+    )
 
 
 def fleet_users(registry: Registry = REGISTRY) -> tuple[str, ...]:
@@ -85,7 +105,9 @@ def fleet_users(registry: Registry = REGISTRY) -> tuple[str, ...]:
     return (*WORKERS, *HTTP_SERVICES, *upstream_systems(registry))
 
 
-def fleet_acls(wiring: Mapping[str, Wiring], registry: Registry = REGISTRY, services: Iterable[str] | None = None) -> list[Acl]:
+def fleet_acls(
+    wiring: Mapping[str, Wiring], registry: Registry = REGISTRY, services: Iterable[str] | None = None
+) -> list[Acl]:
     """Every user's ACLs, sorted: what `fleet acl plan` prints and `fleet acl apply` makes true. `services` picks some
     users (workers, `gateway` or upstream systems); the default is all of them."""
     names = list(services) if services is not None else [*sorted(wiring), GATEWAY, *upstream_systems(registry)]
@@ -115,12 +137,21 @@ def plan_acls(desired: Iterable[Acl], existing: Iterable[Acl], users: Iterable[s
     """Pure. Only the ACLs of `users` are ever removed: an operator's own entries for other principals stay."""
     want, have = set(desired), set(existing)
     principals = {f"User:{u}" for u in users}
-    return AclPlan(tuple(sorted(want - have)), tuple(sorted(a for a in have - want if a.principal in principals)),
-                   tuple(sorted(want & have)))
+    return AclPlan(
+        tuple(sorted(want - have)),
+        tuple(sorted(a for a in have - want if a.principal in principals)),
+        tuple(sorted(want & have)),
+    )
 
 
-async def apply_acls(connection: KafkaConnection, desired: list[Acl], users: Iterable[str], *, dry_run: bool = False,
-                     settle_timeout_s: float = 15.0) -> AclPlan:
+async def apply_acls(
+    connection: KafkaConnection,
+    desired: list[Acl],
+    users: Iterable[str],
+    *,
+    dry_run: bool = False,
+    settle_timeout_s: float = 15.0,
+) -> AclPlan:
     """Reads the broker's ACLs, then creates the missing ones and deletes the fleet users' extra ones (not with dry_run).
     aiokafka has no ACL methods, but it has the protocol's DescribeAcls, CreateAcls and DeleteAcls requests."""
     admin = AIOKafkaAdminClient(**connection.aiokafka_options(), client_id="fleet-acls")
@@ -140,13 +171,17 @@ async def apply_acls(connection: KafkaConnection, desired: list[Acl], users: Ite
         await admin.close()
 
 
-async def _until_visible(admin: AIOKafkaAdminClient, desired: list[Acl], users: tuple[str, ...], timeout_s: float) -> None:
+async def _until_visible(
+    admin: AIOKafkaAdminClient, desired: list[Acl], users: tuple[str, ...], timeout_s: float
+) -> None:
     """ACL changes reach the brokers' authorizers through the metadata log, a moment after the controller took them:
     return only when the broker shows them, so whoever starts a service next is not refused by a stale cache."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while (left := plan_acls(desired, await _existing_acls(admin), users)).add or left.remove:
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"the broker still shows {len(left.add)} missing and {len(left.remove)} extra ACL(s) after {timeout_s:g}s")
+            raise TimeoutError(
+                f"the broker still shows {len(left.add)} missing and {len(left.remove)} extra ACL(s) after {timeout_s:g}s"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -157,14 +192,26 @@ async def _existing_acls(admin: AIOKafkaAdminClient) -> set[Acl]:
     if response.error_code:
         raise _error(response.error_code, f"could not read the broker's ACLs: {response.error_message}")
     return {
-        Acl(principal, names.get(resource_type, str(resource_type)), resource, operations.get(operation, str(operation)))
-        for resource_type, resource, pattern, entries in response.resources if pattern == LITERAL
-        for principal, host, operation, permission in entries if permission == ALLOW_CODE and host == "*"
+        Acl(
+            principal, names.get(resource_type, str(resource_type)), resource, operations.get(operation, str(operation))
+        )
+        for resource_type, resource, pattern, entries in response.resources
+        if pattern == LITERAL
+        for principal, host, operation, permission in entries
+        if permission == ALLOW_CODE and host == "*"
     }
 
 
 def _wire(acl: Acl) -> tuple:
-    return (RESOURCE_TYPES[acl.resource_type], acl.resource, LITERAL, acl.principal, "*", OPERATIONS[acl.operation], ALLOW_CODE)
+    return (
+        RESOURCE_TYPES[acl.resource_type],
+        acl.resource,
+        LITERAL,
+        acl.principal,
+        "*",
+        OPERATIONS[acl.operation],
+        ALLOW_CODE,
+    )
 
 
 def _error(code: int, message: str) -> Exception:
@@ -174,7 +221,10 @@ def _error(code: int, message: str) -> Exception:
 def _raise_errors(verb: str, acls: tuple[Acl, ...], results: list[tuple[int, str | None]]) -> None:
     failed = [f"{acl}: {message or code}" for acl, (code, message) in zip(acls, results) if code]
     if failed:
-        raise _error(results[0][0] if len(failed) == len(acls) else 0, f"could not {verb} {len(failed)} ACL(s): " + "; ".join(failed))
+        raise _error(
+            results[0][0] if len(failed) == len(acls) else 0,
+            f"could not {verb} {len(failed)} ACL(s): " + "; ".join(failed),
+        )
 
 
 class _AllAtOnce:

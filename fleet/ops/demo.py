@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Callable, Iterator
 
 from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey, StockReceived
 from contracts.publisher import Publisher
 
-__all__ = ["CATALOGUE", "WAREHOUSE", "demo_orders", "demo_stock", "publish_demo_orders", "publish_demo_stock", "trickle_demo_orders"]
+__all__ = [
+    "CATALOGUE",
+    "WAREHOUSE",
+    "demo_orders",
+    "demo_stock",
+    "publish_demo_orders",
+    "publish_demo_stock",
+    "trickle_demo_orders",
+]
 
 # sku → unit price in cents
 CATALOGUE = {
@@ -38,23 +46,31 @@ def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = N
     rng = random.Random(seed)
     for _ in range(count):
         lines = rng.sample(sorted(CATALOGUE), k=rng.randint(1, 3))
-        items = tuple(OrderItem(sku=sku, quantity=_quantity(rng, CATALOGUE[sku]), unit_price_cents=CATALOGUE[sku]) for sku in lines)
+        items = tuple(
+            OrderItem(sku=sku, quantity=_quantity(rng, CATALOGUE[sku]), unit_price_cents=CATALOGUE[sku])
+            for sku in lines
+        )
         yield OrderPlaced(
             order_id=f"ord-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
             customer_id=rng.choice(CUSTOMERS),
             items=items,
             currency="JPY" if rng.random() < 0.05 else rng.choice(("EUR", "EUR", "USD", "GBP")),
             total_cents=sum(i.quantity * i.unit_price_cents for i in items),
-            placed_at=now or datetime.now(timezone.utc),
+            placed_at=now or datetime.now(UTC),
         )
 
 
 def demo_stock(now: datetime | None = None, *, batch: str | None = None) -> list[StockReceived]:
     """One delivery of every catalogue product; `batch` names it (a new one per call unless given)."""
     batch = batch or uuid.uuid4().hex[:8]
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     return [
-        StockReceived(receipt_id=f"rcpt-{batch}-{n:02d}", sku=sku, quantity=DELIVERY_UNITS.get(sku, DEFAULT_DELIVERY_UNITS), received_at=moment)
+        StockReceived(
+            receipt_id=f"rcpt-{batch}-{n:02d}",
+            sku=sku,
+            quantity=DELIVERY_UNITS.get(sku, DEFAULT_DELIVERY_UNITS),
+            received_at=moment,
+        )
         for n, sku in enumerate(sorted(CATALOGUE))
     ]
 
@@ -70,13 +86,17 @@ def _quantity(rng: random.Random, unit_price_cents: int) -> int:
     return rng.randint(1, 2) if unit_price_cents > 10_000 else rng.randint(1, 3)
 
 
-async def publish_demo_orders(bootstrap_servers: str, count: int, signer: PrivateKey, *, seed: int | None = None) -> list[Envelope]:
+async def publish_demo_orders(
+    bootstrap_servers: str, count: int, signer: PrivateKey, *, seed: int | None = None
+) -> list[Envelope]:
     """Publishes `count` signed orders and returns once the broker has acknowledged every one."""
     async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer) as publisher:
         return await publisher.publish_many(demo_orders(count, seed=seed))
 
 
-async def trickle_demo_orders(bootstrap_servers: str, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]) -> int:
+async def trickle_demo_orders(
+    bootstrap_servers: str, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]
+) -> int:
     """One order every `every_s` seconds until `stop` is set, each signed by the signer's current key; returns the count."""
     published = 0
     async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer()) as publisher:
@@ -86,6 +106,6 @@ async def trickle_demo_orders(bootstrap_servers: str, every_s: float, stop: asyn
             published += 1
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     return published

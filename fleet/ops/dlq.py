@@ -7,7 +7,7 @@ import math
 from collections import Counter, deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import AsyncIterator, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,14 +15,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, Registry, Rejected, sign, verify
-from contracts.envelope import ENVELOPE_HEADERS
 from contracts.connection import client_options
-
-from fleet.runtime.delivery.dead_letters import REPLAY_GROUP, REPLAYED_FROM
-from fleet.runtime.keys import KeyStore
+from contracts.envelope import ENVELOPE_HEADERS
 from fleet.ops.reading import read_spans
-from fleet.runtime.delivery.retries import ORIGINAL_KEYID, RETRY_HEADERS
 from fleet.ops.topics import partitions_of
+from fleet.runtime.delivery.dead_letters import REPLAY_GROUP, REPLAYED_FROM
+from fleet.runtime.delivery.retries import ORIGINAL_KEYID, RETRY_HEADERS
+from fleet.runtime.keys import KeyStore
 
 __all__ = [
     "LEDGER_MAX_CHARS",
@@ -92,7 +91,15 @@ class DeadLetter:
 
     @classmethod
     def of(cls, record) -> DeadLetter:
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()), record.timestamp)
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            tuple(record.headers or ()),
+            record.timestamp,
+        )
 
     @property
     def position(self) -> str:
@@ -177,7 +184,9 @@ def replay_key_problem(keyring: Keyring, signer: PrivateKey, topic: str, now: da
     return None
 
 
-def plan_replay(letter: DeadLetter, signer: PrivateKey, keyring: Keyring, now: datetime, registry: Registry = REGISTRY) -> Replay | Skip:
+def plan_replay(
+    letter: DeadLetter, signer: PrivateKey, keyring: Keyring, now: datetime, registry: Registry = REGISTRY
+) -> Replay | Skip:
     """The record that puts a dead letter back on its original topic, or why it cannot go back.
 
     It keeps the key, the value and the event's identity (ce_id, flow, cause, type, source, subject, schema), so
@@ -185,7 +194,11 @@ def plan_replay(letter: DeadLetter, signer: PrivateKey, keyring: Keyring, now: d
     target = registry.resolve(letter.topic)
     original_topic = letter.header("dlq-original-topic")
     if original_topic != target.name:
-        return Skip(letter, "wrong_topic", f"dlq-original-topic is {original_topic!r}; {letter.topic} holds dead letters of {target.name}")
+        return Skip(
+            letter,
+            "wrong_topic",
+            f"dlq-original-topic is {original_topic!r}; {letter.topic} holds dead letters of {target.name}",
+        )
     try:
         envelope = _authentic_envelope(letter, registry, keyring)
     except Rejected as refused:
@@ -205,7 +218,9 @@ def _authentic_envelope(letter: DeadLetter, registry: Registry, keyring: Keyring
     first: Rejected | None = None
     for name in (topic.name, *topic.retry_topics):
         try:
-            envelope, _event = verify(name, letter.key, letter.value, letter.headers, 0, keyring, registry=registry, window_s=math.inf)
+            envelope, _event = verify(
+                name, letter.key, letter.value, letter.headers, 0, keyring, registry=registry, window_s=math.inf
+            )
             return envelope
         except Rejected as refused:
             first = first or refused
@@ -215,7 +230,7 @@ def _authentic_envelope(letter: DeadLetter, registry: Registry, keyring: Keyring
 
 
 def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _kept_headers(letter: DeadLetter, envelope: Envelope) -> list[tuple[str, bytes]]:
@@ -223,8 +238,11 @@ def _kept_headers(letter: DeadLetter, envelope: Envelope) -> list[tuple[str, byt
     first attempt: a kept `retry-attempt` would count it as already retried), and our replay headers, added again."""
     ours = (ORIGINAL_KEYID, REPLAYED_FROM)
     first_signer = next((v for k, v in letter.headers if k == ORIGINAL_KEYID), envelope.keyid.encode("utf-8"))
-    kept = [(k, v) for k, v in letter.headers
-            if k not in ENVELOPE_HEADERS and not k.startswith("dlq-") and k not in RETRY_HEADERS and k not in ours]
+    kept = [
+        (k, v)
+        for k, v in letter.headers
+        if k not in ENVELOPE_HEADERS and not k.startswith("dlq-") and k not in RETRY_HEADERS and k not in ours
+    ]
     return kept + [(ORIGINAL_KEYID, first_signer), (REPLAYED_FROM, letter.position.encode("utf-8"))]
 
 
@@ -315,8 +333,14 @@ def _wanted(reason: str | None, select: Select | None) -> Select:
     return lambda letter: (reason is None or letter.reason == reason) and (select is None or select(letter))
 
 
-def triage(letter: DeadLetter, progress: Progress, wanted: Select, plan: Callable[[DeadLetter], Replay | Skip],
-            report: ReplayReport, from_beginning: bool) -> Progress:
+def triage(
+    letter: DeadLetter,
+    progress: Progress,
+    wanted: Select,
+    plan: Callable[[DeadLetter], Replay | Skip],
+    report: ReplayReport,
+    from_beginning: bool,
+) -> Progress:
     """Decides one dead letter's fate in a replay, notes it in the report, and returns the partition's new progress."""
     if letter.offset in progress.moved and not from_beginning:
         report.already_moved += 1
@@ -341,7 +365,9 @@ def triage(letter: DeadLetter, progress: Progress, wanted: Select, plan: Callabl
 @asynccontextmanager
 async def _consumer(bootstrap: str, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
     # No subscription, ever: partitions are assigned by hand, so reading never joins (or disturbs) a consumer group.
-    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **client_options(bootstrap), group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     try:
         await consumer.start()  # inside the try: a consumer that failed to start is closed too
         yield consumer
@@ -354,7 +380,9 @@ async def _producer(bootstrap: str, dry_run: bool) -> AsyncIterator[AIOKafkaProd
     if dry_run:
         yield None
         return
-    producer = AIOKafkaProducer(**client_options(bootstrap), client_id="fleet-dlq-replay", acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        **client_options(bootstrap), client_id="fleet-dlq-replay", acks="all", enable_idempotence=True
+    )
     try:
         await producer.start()
         yield producer
@@ -372,7 +400,9 @@ async def _bounds(bootstrap: str, consumer: AIOKafkaConsumer, topic: str) -> dic
     return {tp: (firsts[tp], ends[tp]) for tp in partitions}
 
 
-async def _read(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]) -> AsyncIterator[list[DeadLetter]]:
+async def _read(
+    consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]
+) -> AsyncIterator[list[DeadLetter]]:
     """Batches of dead letters from each partition's start up to its end; never waits for records beyond the ends."""
     # Every partition is assigned, even one with nothing to read, so progress can be committed for each of them.
     consumer.assign(list(spans))
@@ -380,7 +410,9 @@ async def _read(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[in
         yield [DeadLetter.of(r) for r in records]
 
 
-async def count_dead_letters(bootstrap: str, topics: Sequence[str], *, select: Select | None = None) -> dict[str, Counter | None]:
+async def count_dead_letters(
+    bootstrap: str, topics: Sequence[str], *, select: Select | None = None
+) -> dict[str, Counter | None]:
     """Dead letters by (reason, group) for each dead-letter topic, read from the beginning to the ends of now; None
     for a topic the broker does not have."""
     counts: dict[str, Counter | None] = {}
@@ -393,8 +425,9 @@ async def count_dead_letters(bootstrap: str, topics: Sequence[str], *, select: S
     return counts
 
 
-async def last_dead_letters(bootstrap: str, topic: str, *, limit: int = 20, reason: str | None = None,
-                            select: Select | None = None) -> list[DeadLetter]:
+async def last_dead_letters(
+    bootstrap: str, topic: str, *, limit: int = 20, reason: str | None = None, select: Select | None = None
+) -> list[DeadLetter]:
     """The last `limit` dead letters (with that reason), oldest first, by when the broker appended them."""
     wanted = _wanted(reason, select)
     filtering = reason is not None or select is not None
@@ -406,11 +439,15 @@ async def last_dead_letters(bootstrap: str, topic: str, *, limit: int = 20, reas
         async for letters in _read(consumer, spans):
             for letter in filter(wanted, letters):
                 tails[letter.partition].append(letter)
-    newest = sorted((letter for tail in tails.values() for letter in tail), key=lambda x: (x.timestamp, x.partition, x.offset))
+    newest = sorted(
+        (letter for tail in tails.values() for letter in tail), key=lambda x: (x.timestamp, x.partition, x.offset)
+    )
     return newest[-limit:] if limit else []
 
 
-async def _saved_progress(bootstrap: str, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, Progress]:
+async def _saved_progress(
+    bootstrap: str, group: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, Progress]:
     if not partitions:
         return {}  # asked for no partitions, the broker would answer with all of the group's
     admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-dlq-replay")
@@ -426,13 +463,21 @@ async def _publish(producer: AIOKafkaProducer | None, replays: list[Replay]) -> 
     """Sends a batch and waits until the broker acknowledged every record (acks=all), before any progress is committed."""
     if producer is None or not replays:
         return
-    sent = [await producer.send(r.record.topic, key=r.record.key.encode("utf-8"), value=r.record.value, headers=r.raw_headers())
-            for r in replays]
+    sent = [
+        await producer.send(
+            r.record.topic, key=r.record.key.encode("utf-8"), value=r.record.value, headers=r.raw_headers()
+        )
+        for r in replays
+    ]
     await asyncio.gather(*sent)
 
 
 async def _commit(consumer: AIOKafkaConsumer, before: dict, after: dict, dry_run: bool) -> None:
-    changed = {tp: OffsetAndMetadata(p.mark, p.metadata) for tp, p in after.items() if (p.mark, p.moved) != (before[tp].mark, before[tp].moved)}
+    changed = {
+        tp: OffsetAndMetadata(p.mark, p.metadata)
+        for tp, p in after.items()
+        if (p.mark, p.moved) != (before[tp].mark, before[tp].moved)
+    }
     if changed and not dry_run:
         await consumer.commit(changed)
 
@@ -454,20 +499,22 @@ async def replay_dead_letters(
     dlq = dead_letter_topic(topic, registry)
     target = registry.resolve(dlq).name
     signer, keyring = keys.signer(), keys.keyring()
-    problem = replay_key_problem(keyring, signer, target, datetime.now(timezone.utc))
+    problem = replay_key_problem(keyring, signer, target, datetime.now(UTC))
     if problem:
         raise ReplayKeyError(problem)
     report = ReplayReport(dlq, target, dry_run, signer.kid)
     wanted = _wanted(reason, select)
 
     def plan(letter: DeadLetter) -> Replay | Skip:
-        return plan_replay(letter, signer, keyring, datetime.now(timezone.utc), registry)
+        return plan_replay(letter, signer, keyring, datetime.now(UTC), registry)
 
     async with _consumer(bootstrap, group) as consumer, _producer(bootstrap, dry_run) as producer:
         bounds = await _bounds(bootstrap, consumer, dlq)
         saved = await _saved_progress(bootstrap, group, list(bounds))
         progress = {tp: saved.get(tp) or Progress(first) for tp, (first, _end) in bounds.items()}
-        spans = {tp: (first if from_beginning else max(first, progress[tp].mark), end) for tp, (first, end) in bounds.items()}
+        spans = {
+            tp: (first if from_beginning else max(first, progress[tp].mark), end) for tp, (first, end) in bounds.items()
+        }
         async for letters in _read(consumer, spans):
             before, moved_so_far = dict(progress), len(report.moved)
             for letter in letters:

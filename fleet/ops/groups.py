@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
 from contracts.connection import client_options
 
 __all__ = ["GroupDescription", "Member", "committed_offsets", "describe_groups", "group_members"]
@@ -39,12 +40,17 @@ def _assignment(raw: bytes | None) -> tuple[tuple[str, int], ...]:
 
 def _member(raw: dict) -> Member:
     return Member(
-        member_id=raw.get("member_id", ""), client_id=raw.get("client_id", ""), host=raw.get("client_host", ""),
-        instance_id=raw.get("group_instance_id"), partitions=_assignment(raw.get("member_assignment")),
+        member_id=raw.get("member_id", ""),
+        client_id=raw.get("client_id", ""),
+        host=raw.get("client_host", ""),
+        instance_id=raw.get("group_instance_id"),
+        partitions=_assignment(raw.get("member_assignment")),
     )
 
 
-async def describe_groups(bootstrap_servers: str, group_ids: list[str], *, admin: AIOKafkaAdminClient | None = None) -> dict[str, GroupDescription]:
+async def describe_groups(
+    bootstrap_servers: str, group_ids: list[str], *, admin: AIOKafkaAdminClient | None = None
+) -> dict[str, GroupDescription]:
     """Each group's state and members with their assigned partitions (state Dead, no members, for an unknown group)."""
     own = admin is None
     if own:
@@ -58,7 +64,8 @@ async def describe_groups(bootstrap_servers: str, group_ids: list[str], *, admin
                 for group in response.to_object()["groups"]:
                     if group["error_code"] == 0 and group["group"] in found:
                         found[group["group"]] = GroupDescription(
-                            group["group"], group.get("state", ""), tuple(_member(m) for m in group["members"]))
+                            group["group"], group.get("state", ""), tuple(_member(m) for m in group["members"])
+                        )
         return found
     finally:
         if own:

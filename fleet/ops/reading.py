@@ -29,6 +29,8 @@ async def read_spans(consumer: Any, spans: dict) -> AsyncIterator[list]:
         if batches:
             heard_at = loop.time()
         elif ends and loop.time() - heard_at > STALL_S:
-            raise TimeoutError(f"no records from the broker for {STALL_S:.0f}s while {len(ends)} partition(s) were unread")
+            raise TimeoutError(
+                f"no records from the broker for {STALL_S:.0f}s while {len(ends)} partition(s) were unread"
+            )
         if records:
             yield records

@@ -22,7 +22,9 @@ def run_service(name: str) -> None:
     configure_logging(name)
     configure_tracing(name)
     if entry.kind == "http":
-        catalog.run_http_service(name)  # uvicorn, on the host and port of its settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+        catalog.run_http_service(
+            name
+        )  # uvicorn, on the host and port of its settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
         return
     app = catalog.create_app(name)
     denials = app.broker.state.denials

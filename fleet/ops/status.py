@@ -31,7 +31,9 @@ class ServiceFacts:
     service: str
     group: str = ""
     group_state: str = "Dead"
-    members: list[dict] = field(default_factory=list)  # member_id, client_id, host, instance_id, partitions [(topic, p)]
+    members: list[dict] = field(
+        default_factory=list
+    )  # member_id, client_id, host, instance_id, partitions [(topic, p)]
     partitions: dict[str, int] = field(default_factory=dict)  # consumed topic → partitions on the broker
     committed: dict[Partition, int] = field(default_factory=dict)
     beginnings: dict[Partition, int] = field(default_factory=dict)
@@ -47,6 +49,7 @@ class Snapshot:
 
 
 # ---- pure ----------------------------------------------------------------------------------------------------------
+
 
 def _lag(facts: ServiceFacts) -> dict[str, int]:
     lag: dict[str, int] = {topic: 0 for topic in facts.partitions}
@@ -70,7 +73,9 @@ def _replicas(service: str, local: dict | None) -> dict | None:
     count = lambda status: sum(1 for r in mine if r.get("status") == status)  # noqa: E731
     return {
         "desired": local.get("services", {}).get(service, 0),
-        "up": count("up"), "restarting": count("restarting"), "stopping": count("stopping"),
+        "up": count("up"),
+        "restarting": count("restarting"),
+        "stopping": count("stopping"),
         "list": [{k: r.get(k) for k in ("name", "pid", "status", "restarts", "http_port", "log")} for r in mine],
     }
 
@@ -81,8 +86,10 @@ def _warnings(service: str, replicas: dict | None, members: int, partitions: dic
         return []
     fewest = min(partitions.values())
     narrow = sorted(t for t, n in partitions.items() if n == fewest)
-    return [f"{running} replicas but {', '.join(narrow)} {'has' if len(narrow) == 1 else 'have'} only {fewest} partitions: "
-            f"{running - fewest} replica(s) get no partition of {'it' if len(narrow) == 1 else 'them'} and sit idle"]
+    return [
+        f"{running} replicas but {', '.join(narrow)} {'has' if len(narrow) == 1 else 'have'} only {fewest} partitions: "
+        f"{running - fewest} replica(s) get no partition of {'it' if len(narrow) == 1 else 'them'} and sit idle"
+    ]
 
 
 def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: str | KafkaConnection = "") -> dict:
@@ -92,22 +99,34 @@ def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: st
     for name, facts in now.services.items():
         replicas = _replicas(name, now.local)
         lag = _lag(facts)
-        services.append({
-            "service": name,
-            "group": facts.group or name,
-            "group_state": facts.group_state,
-            "replicas": replicas,
-            "members": [{**m, "partitions": [f"{t}[{p}]" for t, p in sorted(m.get("partitions", ()))]} for m in facts.members],
-            "member_count": len(facts.members),
-            "partitions": dict(sorted(facts.partitions.items())),
-            "lag": dict(sorted(lag.items())),
-            "lag_total": sum(lag.values()),
-            "events_per_s": _handled_per_s(facts, before.services.get(name) if before else None, seconds),
-            "dead_letters": facts.dead_letters,
-            "warnings": _warnings(name, replicas, len(facts.members), facts.partitions),
-        })
-    local = None if now.local is None else {"pid": now.local.get("pid"), "bootstrap": now.local.get("bootstrap"),
-                                             "state_file": now.local.get("state_file")}
+        services.append(
+            {
+                "service": name,
+                "group": facts.group or name,
+                "group_state": facts.group_state,
+                "replicas": replicas,
+                "members": [
+                    {**m, "partitions": [f"{t}[{p}]" for t, p in sorted(m.get("partitions", ()))]}
+                    for m in facts.members
+                ],
+                "member_count": len(facts.members),
+                "partitions": dict(sorted(facts.partitions.items())),
+                "lag": dict(sorted(lag.items())),
+                "lag_total": sum(lag.values()),
+                "events_per_s": _handled_per_s(facts, before.services.get(name) if before else None, seconds),
+                "dead_letters": facts.dead_letters,
+                "warnings": _warnings(name, replicas, len(facts.members), facts.partitions),
+            }
+        )
+    local = (
+        None
+        if now.local is None
+        else {
+            "pid": now.local.get("pid"),
+            "bootstrap": now.local.get("bootstrap"),
+            "state_file": now.local.get("state_file"),
+        }
+    )
     address = getattr(bootstrap, "bootstrap_servers", bootstrap)  # a KafkaConnection: its address, never its login
     return {"bootstrap": address, "at": now.at, "local_fleet": local, "services": services}
 
@@ -117,21 +136,37 @@ def table_of(document: dict):
     from rich.table import Table
 
     local = document["local_fleet"]
-    title = f"eventfleet on {document['bootstrap']}" + (f" · local fleet pid {local['pid']}" if local else " · no local fleet running")
+    title = f"eventfleet on {document['bootstrap']}" + (
+        f" · local fleet pid {local['pid']}" if local else " · no local fleet running"
+    )
     table = Table(title=title, expand=False)
     for column in ("service", "replicas", "group", "members → partitions", "lag", "events/s", "dead letters"):
         table.add_column(column, overflow="fold")
     for row in document["services"]:
         replicas = row["replicas"]
-        replica_text = "-" if replicas is None else (
-            f"{replicas['up']}/{replicas['desired']} up" + (f", {replicas['restarting']} restarting" if replicas["restarting"] else "")
-            + (f", {replicas['stopping']} stopping" if replicas["stopping"] else ""))
-        members = "\n".join(f"{m['client_id'] or m['member_id'][:24]}{' (' + m['instance_id'] + ')' if m.get('instance_id') else ''}: "
-                            f"{_compact(m['partitions'])}" for m in row["members"]) or "-"
+        replica_text = (
+            "-"
+            if replicas is None
+            else (
+                f"{replicas['up']}/{replicas['desired']} up"
+                + (f", {replicas['restarting']} restarting" if replicas["restarting"] else "")
+                + (f", {replicas['stopping']} stopping" if replicas["stopping"] else "")
+            )
+        )
+        members = (
+            "\n".join(
+                f"{m['client_id'] or m['member_id'][:24]}{' (' + m['instance_id'] + ')' if m.get('instance_id') else ''}: "
+                f"{_compact(m['partitions'])}"
+                for m in row["members"]
+            )
+            or "-"
+        )
         lag = "\n".join(f"{t}: {n}" for t, n in row["lag"].items() if n) or "0"
         rate = "-" if row["events_per_s"] is None else f"{row['events_per_s']:g}"
         dead = "-" if row["dead_letters"] is None else str(row["dead_letters"])
-        table.add_row(row["service"], replica_text, f"{row['group_state']} ({row['member_count']})", members, lag, rate, dead)
+        table.add_row(
+            row["service"], replica_text, f"{row['group_state']} ({row['member_count']})", members, lag, rate, dead
+        )
         for warning in row["warnings"]:
             table.add_row("", f"[yellow]⚠ {warning}[/yellow]", "", "", "", "", "")
     return table
@@ -147,6 +182,7 @@ def _compact(partitions: list[str]) -> str:
 
 
 # ---- the local fleet's state file --------------------------------------------------------------------------------
+
 
 def _alive(pid: Any) -> bool:
     try:
@@ -171,8 +207,16 @@ def local_fleet(state_file: Path) -> dict | None:
 
 # ---- gathering -----------------------------------------------------------------------------------------------------
 
-async def gather(bootstrap: str, services: list[str], *, state_file: Path | None = None, dead_letters: bool = True,
-                 registry: Registry = REGISTRY, groups: dict[str, str] | None = None) -> Snapshot:
+
+async def gather(
+    bootstrap: str,
+    services: list[str],
+    *,
+    state_file: Path | None = None,
+    dead_letters: bool = True,
+    registry: Registry = REGISTRY,
+    groups: dict[str, str] | None = None,
+) -> Snapshot:
     """One snapshot of every service's group, offsets and dead letters, as the broker has them now. `groups` maps a
     service to its consumer group (default: as its settings say)."""
     group_ids = {s: (groups or {}).get(s) or group_of(s) for s in services}
@@ -194,19 +238,35 @@ async def gather(bootstrap: str, services: list[str], *, state_file: Path | None
         partitions = {t["topic"]: len(t["partitions"]) for t in described if t.get("partitions")}
         tps = [TopicPartition(t, p) for t, n in partitions.items() for p in range(n)]
         ends = {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(tps)).items()} if tps else {}
-        starts = {(tp.topic, tp.partition): o for tp, o in (await consumer.beginning_offsets(tps)).items()} if tps else {}
+        starts = (
+            {(tp.topic, tp.partition): o for tp, o in (await consumer.beginning_offsets(tps)).items()} if tps else {}
+        )
         described_groups = await describe_groups(bootstrap, sorted(set(group_ids.values())), admin=admin)
         facts: dict[str, ServiceFacts] = {}
         for service in services:
             mine = {t: partitions[t] for t in consumed[service] if t in partitions}
-            committed = {tp: o for tp, o in (await committed_offsets(admin, group_ids[service])).items() if tp[0] in mine}
+            committed = {
+                tp: o for tp, o in (await committed_offsets(admin, group_ids[service])).items() if tp[0] in mine
+            }
             group = described_groups[group_ids[service]]
             facts[service] = ServiceFacts(
-                service, group_ids[service], group.state,
-                [{"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "instance_id": m.instance_id,
-                  "partitions": [tp for tp in m.partitions if tp[0] in mine]} for m in group.members],
-                mine, committed,
-                {tp: o for tp, o in starts.items() if tp[0] in mine}, {tp: o for tp, o in ends.items() if tp[0] in mine},
+                service,
+                group_ids[service],
+                group.state,
+                [
+                    {
+                        "member_id": m.member_id,
+                        "client_id": m.client_id,
+                        "host": m.host,
+                        "instance_id": m.instance_id,
+                        "partitions": [tp for tp in m.partitions if tp[0] in mine],
+                    }
+                    for m in group.members
+                ],
+                mine,
+                committed,
+                {tp: o for tp, o in starts.items() if tp[0] in mine},
+                {tp: o for tp, o in ends.items() if tp[0] in mine},
             )
     finally:
         await consumer.stop()
@@ -217,12 +277,18 @@ async def gather(bootstrap: str, services: list[str], *, state_file: Path | None
         for service in services:
             wanted = {registry.named(t).dead_letter_topic for t in consumed[service]}
             facts[service].dead_letters = sum(
-                n for topic, counter in counts.items() if topic in wanted and counter
-                for (_reason, group), n in counter.items() if group == group_ids[service] or group.startswith(f"{group_ids[service]}."))
+                n
+                for topic, counter in counts.items()
+                if topic in wanted and counter
+                for (_reason, group), n in counter.items()
+                if group == group_ids[service] or group.startswith(f"{group_ids[service]}.")
+            )
     return Snapshot(time.time(), facts, local_fleet(state_file) if state_file else None)
 
 
-async def status_document(bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 1.0) -> dict:
+async def status_document(
+    bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 1.0
+) -> dict:
     """Two snapshots `interval_s` apart (for events per second), as one document."""
     before = await gather(bootstrap, services, state_file=state_file, dead_letters=False) if interval_s > 0 else None
     if before is not None:
@@ -231,7 +297,9 @@ async def status_document(bootstrap: str, services: list[str], *, state_file: Pa
     return build_status(now, before, bootstrap=bootstrap)
 
 
-async def watch_status(bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 2.0) -> None:
+async def watch_status(
+    bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 2.0
+) -> None:
     """Refreshes the table live until Ctrl-C."""
     from rich.live import Live
 

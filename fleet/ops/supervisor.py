@@ -23,7 +23,9 @@ __all__ = ["Replica", "Supervisor", "backoff_delay", "default_http_port", "repli
 log = structlog.get_logger("fleet.ops.supervisor")
 
 PORT_STEP = 10  # replica n of a service listens on the service's port + 10 * (n - 1): 8101, 8111, 8121, ...
-_HTTP_STARTED = re.compile(r'"event": ?"worker_http_started".*?"port": ?(\d+)|"port": ?(\d+).*?"event": ?"worker_http_started"')
+_HTTP_STARTED = re.compile(
+    r'"event": ?"worker_http_started".*?"port": ?(\d+)|"port": ?(\d+).*?"event": ?"worker_http_started"'
+)
 
 
 def backoff_delay(restarts: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> float:
@@ -80,9 +82,14 @@ class Replica:
 
     def as_dict(self) -> dict:
         return {
-            "name": self.name, "service": self.service, "index": self.index,
-            "pid": self.process.pid if self.process else None, "status": self.status, "restarts": self.restarts,
-            "http_port": self.learn_port() if self.status == "up" else self.http_port, "wanted_http_port": self.wanted_port,
+            "name": self.name,
+            "service": self.service,
+            "index": self.index,
+            "pid": self.process.pid if self.process else None,
+            "status": self.status,
+            "restarts": self.restarts,
+            "http_port": self.learn_port() if self.status == "up" else self.http_port,
+            "wanted_http_port": self.wanted_port,
             "log": str(self.log_path),
         }
 
@@ -114,7 +121,9 @@ class Supervisor:
         scale = scale or {}
         self.services = list(dict.fromkeys([*services, *scale]))
         self.desired = {s: scale.get(s, 1) for s in self.services}
-        self.replicas: list[Replica] = [self._replica(s, n) for s in self.services for n in range(1, self.desired[s] + 1)]
+        self.replicas: list[Replica] = [
+            self._replica(s, n) for s in self.services for n in range(1, self.desired[s] + 1)
+        ]
         self.retired: list[Replica] = []  # replicas removed by scaling down: kept for their restart counts
         self._tasks: dict[str, asyncio.Task] = {}
         self._scaling = asyncio.Lock()
@@ -123,7 +132,11 @@ class Supervisor:
         env = {**self._base_env, "FLEET_REPLICA_ID": f"{service}-{index}", **self._service_env.get(service, {})}
         port_var = f"{service.upper()}_HTTP_PORT"
         if port_var not in self._service_env.get(service, {}):
-            base = int(self._base_env[port_var]) if self._base_env.get(port_var, "").isdigit() else default_http_port(service)
+            base = (
+                int(self._base_env[port_var])
+                if self._base_env.get(port_var, "").isdigit()
+                else default_http_port(service)
+            )
             env[port_var] = str(replica_http_port(base, index))
         return Replica(service, index, self.state_dir / "logs" / f"{service}-{index}.log", env=env)
 
@@ -166,15 +179,27 @@ class Supervisor:
         try:
             # A session of its own: Ctrl-C reaches only the supervisor, which then stops replicas in order.
             replica.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "fleet", "run", replica.service,
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=replica.env, start_new_session=True,
+                sys.executable,
+                "-m",
+                "fleet",
+                "run",
+                replica.service,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                env=replica.env,
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
         finally:
             log_file.close()
         replica.status, replica.started_at = "up", time.time()
-        log.info("replica_started", replica=replica.name, pid=replica.process.pid, log=str(replica.log_path),
-                 http_port=replica.wanted_port)
+        log.info(
+            "replica_started",
+            replica=replica.name,
+            pid=replica.process.pid,
+            log=str(replica.log_path),
+            http_port=replica.wanted_port,
+        )
         self.write_state()
 
     async def _keep_alive(self, replica: Replica) -> None:
@@ -184,19 +209,26 @@ class Supervisor:
                 return
             if code == EXIT_ACCESS_DENIED:  # Kafka refused its password or an ACL: a restart would be refused alike
                 replica.status = "refused"
-                log.error("replica_refused_by_kafka", replica=replica.name, exit_code=code, log=str(replica.log_path),
-                          hint="its log's kafka_access_denied line says what was refused; fix it, then scale the service again")
+                log.error(
+                    "replica_refused_by_kafka",
+                    replica=replica.name,
+                    exit_code=code,
+                    log=str(replica.log_path),
+                    hint="its log's kafka_access_denied line says what was refused; fix it, then scale the service again",
+                )
                 self.write_state()
                 return
             delay = backoff_delay(replica.restarts)
-            log.warning("replica_crashed", replica=replica.name, exit_code=code, restart_in_s=delay, log=str(replica.log_path))
+            log.warning(
+                "replica_crashed", replica=replica.name, exit_code=code, restart_in_s=delay, log=str(replica.log_path)
+            )
             replica.restarts += 1
             replica.status = "restarting"
             self.write_state()
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if replica.status != "restarting":  # scaled away while waiting out its backoff
                     return
                 await self._spawn(replica)
@@ -232,8 +264,13 @@ class Supervisor:
                 if task is not None:
                     task.cancel()
             self.write_state()
-            log.info("service_scaled", service=service, replicas=count, started=[r.name for r in started],
-                     stopped=[r.name for r in leaving])
+            log.info(
+                "service_scaled",
+                service=service,
+                replicas=count,
+                started=[r.name for r in started],
+                stopped=[r.name for r in leaving],
+            )
             return {"started": [r.name for r in started], "stopped": [r.name for r in leaving]}
 
     async def _stop_one(self, replica: Replica) -> None:
@@ -243,7 +280,7 @@ class Supervisor:
             process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout=self.grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("replica_killed", replica=replica.name, after_s=self.grace_s)
                 process.kill()
                 await process.wait()
@@ -268,9 +305,13 @@ class Supervisor:
 
     def state(self) -> dict:
         return {
-            "pid": os.getpid(), "updated_at": time.time(), **self.extra_state,
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            **self.extra_state,
             "services": {s: self.desired.get(s, 0) for s in self.services},
-            "replicas": [r.as_dict() for r in sorted(self.replicas, key=lambda r: (self.services.index(r.service), r.index))],
+            "replicas": [
+                r.as_dict() for r in sorted(self.replicas, key=lambda r: (self.services.index(r.service), r.index))
+            ],
         }
 
     def write_state(self) -> None:

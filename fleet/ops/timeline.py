@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Iterable, Sequence
 
 from contracts import REGISTRY, Registry
@@ -12,12 +12,12 @@ from contracts.envelope import H_CAUSATION, H_CORRELATION, H_ID, H_SOURCE, H_TIM
 from contracts.registry import TYPE_PREFIX
 
 __all__ = [
-    "PUBLISHED",
     "DEAD_LETTER",
+    "PUBLISHED",
     "RETRY",
     "Entry",
-    "TraceRecord",
     "Timeline",
+    "TraceRecord",
     "build_timeline",
     "correlation_ids_of_order",
     "entry_of",
@@ -25,10 +25,10 @@ __all__ = [
     "format_lines",
     "format_summary",
     "header_text",
-    "service_of",
-    "short_type",
     "matches",
     "parse_since",
+    "service_of",
+    "short_type",
     "timeline_json",
 ]
 
@@ -56,7 +56,9 @@ class TraceRecord:
     @classmethod
     def of(cls, record) -> TraceRecord:
         """From an aiokafka ConsumerRecord (or anything with the same fields); the value is not kept."""
-        return cls(record.topic, record.partition, record.offset, record.key, tuple(record.headers or ()), record.timestamp)
+        return cls(
+            record.topic, record.partition, record.offset, record.key, tuple(record.headers or ()), record.timestamp
+        )
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -135,11 +137,11 @@ def _parse_time(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ms_time(ms: int) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms is not None and ms >= 0 else None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None and ms >= 0 else None
 
 
 def _number(text: str | None) -> int | None:
@@ -201,7 +203,15 @@ class Entry:
         A retry or dead letter of an event keeps its ce_id, so the fate is part of it; a record without ce_id is unique."""
         if not self.event_id:
             return ("no-id", self.topic, self.partition, self.offset)
-        return (self.event_id, self.topic, self.kind, self.retry_attempt, self.retry_group, self.dlq_group, self.dlq_reason)
+        return (
+            self.event_id,
+            self.topic,
+            self.kind,
+            self.retry_attempt,
+            self.retry_group,
+            self.dlq_group,
+            self.dlq_reason,
+        )
 
     @property
     def outcome(self) -> str:
@@ -246,7 +256,7 @@ def entry_of(record: TraceRecord, registry: Registry = REGISTRY) -> Entry:
 def _order_key(entry: Entry) -> tuple:
     at = entry.at
     ce = _parse_time(entry.ce_time)
-    far = datetime.max.replace(tzinfo=timezone.utc)
+    far = datetime.max.replace(tzinfo=UTC)
     return (at or far, ce or far, entry.topic, entry.partition, entry.offset)
 
 
@@ -299,8 +309,14 @@ class Timeline:
         return (self.last - self.first).total_seconds() if self.first and self.last else None
 
 
-def build_timeline(records: Iterable[TraceRecord], correlation_ids: str | Iterable[str], *, order_id: str | None = None,
-                   since: datetime | None = None, registry: Registry = REGISTRY) -> Timeline:
+def build_timeline(
+    records: Iterable[TraceRecord],
+    correlation_ids: str | Iterable[str],
+    *,
+    order_id: str | None = None,
+    since: datetime | None = None,
+    registry: Registry = REGISTRY,
+) -> Timeline:
     """The records of the flow(s), in time order; a record seen twice (the outbox publishes at least once) is one entry
     that lists both positions; each entry whose cause is in the timeline names the cause's type."""
     ids = (correlation_ids,) if isinstance(correlation_ids, str) else tuple(correlation_ids)
@@ -329,7 +345,7 @@ def build_timeline(records: Iterable[TraceRecord], correlation_ids: str | Iterab
 def _clock(moment: datetime | None, with_date: bool = True) -> str:
     if moment is None:
         return "?"
-    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
     return text[:-3]
 
 
@@ -344,8 +360,18 @@ def format_lines(timeline: Timeline) -> list[str]:
     for e in timeline.entries:
         cause = e.caused_by or e.causation_id or "-"
         copies = f"  ×{e.seen}" if e.seen > 1 else ""
-        rows.append((_clock(e.at), f"ce {_ce_clock(e)}", e.service, e.event_type, e.position, e.event_id or "-",
-                     f"caused-by {cause}", e.outcome + copies))
+        rows.append(
+            (
+                _clock(e.at),
+                f"ce {_ce_clock(e)}",
+                e.service,
+                e.event_type,
+                e.position,
+                e.event_id or "-",
+                f"caused-by {cause}",
+                e.outcome + copies,
+            )
+        )
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -369,14 +395,16 @@ def format_summary(timeline: Timeline) -> str:
     parts.append(f"{len(services)} service(s) ({', '.join(services)})")
     duration = timeline.duration_s
     if duration is not None:
-        parts.append(f"{_clock(timeline.first)} → {_clock(timeline.last, with_date=timeline.first.date() != timeline.last.date())} ({duration:.3f} s)")
+        parts.append(
+            f"{_clock(timeline.first)} → {_clock(timeline.last, with_date=timeline.first.date() != timeline.last.date())} ({duration:.3f} s)"
+        )
     parts.append(f"{timeline.dead_letters} dead letter(s)")
     parts.append(f"{timeline.retries} retry record(s)")
     return "summary: " + ", ".join(parts)
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
 def entry_json(entry: Entry) -> dict:
@@ -397,8 +425,12 @@ def entry_json(entry: Entry) -> dict:
         "caused_by": entry.caused_by,
         "kind": entry.kind,
         "outcome": entry.outcome,
-        "retry": {"attempt": entry.retry_attempt, "group": entry.retry_group, "reason": entry.retry_reason} if entry.kind == RETRY else None,
-        "dead_letter": {"group": entry.dlq_group, "reason": entry.dlq_reason, "detail": entry.dlq_detail} if entry.kind == DEAD_LETTER else None,
+        "retry": {"attempt": entry.retry_attempt, "group": entry.retry_group, "reason": entry.retry_reason}
+        if entry.kind == RETRY
+        else None,
+        "dead_letter": {"group": entry.dlq_group, "reason": entry.dlq_reason, "detail": entry.dlq_detail}
+        if entry.kind == DEAD_LETTER
+        else None,
         "seen": entry.seen,
         "copies": list(entry.copies),
     }

@@ -12,13 +12,21 @@ from aiokafka.errors import for_code
 from contracts import REGISTRY, Registry
 from contracts.connection import client_options
 from fleet.runtime.topology import (
-    DEAD_LETTER_RETENTION_MS,
     TopicSpec,
     default_min_insync_replicas,
     desired_topics,
 )
 
-__all__ = ["Change", "ExistingTopic", "TopicSpec", "apply_topics", "default_min_insync_replicas", "desired_topics", "partitions_of", "plan_topics"]
+__all__ = [
+    "Change",
+    "ExistingTopic",
+    "TopicSpec",
+    "apply_topics",
+    "default_min_insync_replicas",
+    "desired_topics",
+    "partitions_of",
+    "plan_topics",
+]
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,14 @@ def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTop
         if have.partitions < topic.partitions:
             changes.append(Change(topic.name, "add_partitions", f"{have.partitions} → {topic.partitions}", topic))
         elif have.partitions > topic.partitions:
-            changes.append(Change(topic.name, "warn", f"has {have.partitions} partitions, registry says {topic.partitions}; Kafka cannot shrink a topic", topic))
+            changes.append(
+                Change(
+                    topic.name,
+                    "warn",
+                    f"has {have.partitions} partitions, registry says {topic.partitions}; Kafka cannot shrink a topic",
+                    topic,
+                )
+            )
         drift = {k: v for k, v in topic.configs.items() if have.configs.get(k) != v}
         if drift:
             detail = ", ".join(f"{k}: {have.configs.get(k)} → {v}" for k, v in sorted(drift.items()))

@@ -15,15 +15,14 @@ import structlog
 
 from contracts.connection import KafkaConnection
 from fleet.catalog import WORKERS, service_wiring
-
 from fleet.local import kafka as kafka_local
 from fleet.ops.acls import apply_acls, fleet_acls, fleet_users
 from fleet.ops.demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock, trickle_demo_orders
-from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
-from fleet.runtime.settings import KeySettings
 from fleet.ops.supervisor import Supervisor
 from fleet.ops.topics import apply_topics
 from fleet.ops.watch import watch_events
+from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
+from fleet.runtime.settings import KeySettings
 
 __all__ = ["request_scale", "run_fleet", "state_file_of"]
 
@@ -61,10 +60,17 @@ async def run_fleet(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     _clear_requests(state_dir)
-    supervisor = Supervisor(services, state_dir=state_dir, scale=scale, state_file=state_file,
-                            extra_state={"bootstrap": bootstrap.bootstrap_servers, "started_at": time.time()})
+    supervisor = Supervisor(
+        services,
+        state_dir=state_dir,
+        scale=scale,
+        state_file=state_file,
+        extra_state={"bootstrap": bootstrap.bootstrap_servers, "started_at": time.time()},
+    )
     try:
-        await _supervise(supervisor, state_dir, bootstrap, emit, stop, keys_dir, storefront, demo_orders, trickle_every_s)
+        await _supervise(
+            supervisor, state_dir, bootstrap, emit, stop, keys_dir, storefront, demo_orders, trickle_every_s
+        )
     finally:
         await supervisor.stop()
         state_file.unlink(missing_ok=True)
@@ -72,12 +78,23 @@ async def run_fleet(
         emit(kafka_local.stop())
 
 
-async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: KafkaConnection, emit: Callable[[str], None], stop: asyncio.Event,
-                     keys_dir: Path, storefront: KeyStore, demo_orders: int, trickle_every_s: float) -> None:
+async def _supervise(
+    supervisor: Supervisor,
+    state_dir: Path,
+    bootstrap: KafkaConnection,
+    emit: Callable[[str], None],
+    stop: asyncio.Event,
+    keys_dir: Path,
+    storefront: KeyStore,
+    demo_orders: int,
+    trickle_every_s: float,
+) -> None:
     await supervisor.start()
     state_file = supervisor.state_file
-    emit(f"fleet up: {', '.join(f'{s}×{n}' for s, n in supervisor.desired.items())}; logs in {state_dir / 'logs'}; "
-         f"state in {state_file}; Ctrl-C or `fleet down` stops everything, `fleet scale SERVICE=N` changes replicas")
+    emit(
+        f"fleet up: {', '.join(f'{s}×{n}' for s, n in supervisor.desired.items())}; logs in {state_dir / 'logs'}; "
+        f"state in {state_file}; Ctrl-C or `fleet down` stops everything, `fleet scale SERVICE=N` changes replicas"
+    )
     control = asyncio.create_task(_serve_scale_requests(supervisor, state_dir, emit, stop))
     watching = asyncio.Event()
     tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
@@ -87,7 +104,11 @@ async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: KafkaCo
         envelopes = await publish_demo_orders(kafka_local.connection(DEMO_SERVICE), demo_orders, storefront.signer())
         emit(f"demo: the broker has all {len(envelopes)} orders")
     if trickle_every_s:
-        tasks.append(asyncio.create_task(trickle_demo_orders(kafka_local.connection(DEMO_SERVICE), trickle_every_s, stop, storefront.signer)))
+        tasks.append(
+            asyncio.create_task(
+                trickle_demo_orders(kafka_local.connection(DEMO_SERVICE), trickle_every_s, stop, storefront.signer)
+            )
+        )
     await stop.wait()
     emit("stopping: feed, services, broker")
     for outcome in await asyncio.gather(*tasks, return_exceptions=True):
@@ -99,6 +120,7 @@ async def _supervise(supervisor: Supervisor, state_dir: Path, bootstrap: KafkaCo
 # ---- the control channel between `fleet scale` / `fleet down` and the running `fleet up` --------------------------------
 # `fleet scale` drops a request file in <state dir>/control/; the running `fleet up` takes it, scales, and writes the
 # outcome beside it (<id>.done). `fleet down` sends SIGTERM to the pid in <state dir>/fleet.json.
+
 
 def state_file_of(state_dir: Path) -> Path:
     return state_dir / "fleet.json"
@@ -120,8 +142,9 @@ def _clear_requests(state_dir: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-async def _serve_scale_requests(supervisor: Supervisor, state_dir: Path, emit: Callable[[str], None], stop: asyncio.Event,
-                                every_s: float = 0.3) -> None:
+async def _serve_scale_requests(
+    supervisor: Supervisor, state_dir: Path, emit: Callable[[str], None], stop: asyncio.Event, every_s: float = 0.3
+) -> None:
     folder = _control_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     while not stop.is_set():
@@ -147,14 +170,16 @@ async def _serve_scale_requests(supervisor: Supervisor, state_dir: Path, emit: C
             os.replace(done_file.with_suffix(".tmp"), done_file)
         try:
             await asyncio.wait_for(stop.wait(), every_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
 def request_scale(state_dir: Path, wanted: dict[str, int], *, timeout_s: float = 120.0) -> dict:
     """Asks the running `fleet up` to scale and waits for its answer (a stopping replica may take its grace period)."""
     if _running_pid(state_file_of(state_dir)) is None:
-        raise LookupError(f"no local fleet is running (no live `fleet up` in {state_file_of(state_dir)}); start one with `fleet up`")
+        raise LookupError(
+            f"no local fleet is running (no live `fleet up` in {state_file_of(state_dir)}); start one with `fleet up`"
+        )
     folder = _control_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns()}-{uuid.uuid4().hex[:6]}"

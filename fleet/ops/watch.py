@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,7 +26,6 @@ from contracts import (
     decode_value,
 )
 from contracts.connection import client_options
-
 from fleet.ops.topics import partitions_of
 
 __all__ = ["describe", "format_line", "watch_events"]
@@ -61,7 +60,7 @@ def describe(event: Event) -> str:
 
 def format_line(record_timestamp_ms: int, topic: str, key: str, envelope: Envelope | None, text: str) -> str:
     """`16:20:01.123  payments.declined.v1    ord-1a2b3c4d5e6f  declined 649.00 EUR: over_limit   corr=01a20e53-...`."""
-    moment = datetime.fromtimestamp(record_timestamp_ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    moment = datetime.fromtimestamp(record_timestamp_ms / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
     correlation = envelope.correlation_id if envelope else "-"
     return f"{moment}  {topic:<23} {key:<17} {text:<52} corr={correlation}"
 

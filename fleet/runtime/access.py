@@ -19,7 +19,7 @@ from aiokafka.errors import (
 
 from contracts.connection import KafkaConnection
 
-__all__ = ["EXIT_ACCESS_DENIED", "KafkaAccessDenied", "Denials", "authenticate", "authenticate_or_report", "denial_of"]
+__all__ = ["EXIT_ACCESS_DENIED", "Denials", "KafkaAccessDenied", "authenticate", "authenticate_or_report", "denial_of"]
 
 # sysexits' EX_CONFIG: the process cannot work as configured. `fleet up` does not restart a replica that exits with it:
 # every restart would be refused the same way until an operator changes a password or an ACL.
@@ -51,7 +51,13 @@ class KafkaAccessDenied(Exception):
         return f"Kafka refused {self.who or 'the client'} ({self.doing}): {self.hint}"
 
     def fields(self) -> dict[str, str]:
-        return {"kind": self.kind, "principal": self.who, "resource": self.resource, "doing": self.doing, "hint": self.hint}
+        return {
+            "kind": self.kind,
+            "principal": self.who,
+            "resource": self.resource,
+            "doing": self.doing,
+            "hint": self.hint,
+        }
 
 
 def denial_of(error: BaseException, connection: KafkaConnection, doing: str) -> KafkaAccessDenied | None:
@@ -62,9 +68,14 @@ def denial_of(error: BaseException, connection: KafkaConnection, doing: str) -> 
     for error_class, (kind, means) in _REFUSALS.items():
         if isinstance(error, error_class):
             resource = str(error).split(":", 1)[1].strip() if ":" in str(error) else ""
-            return KafkaAccessDenied(kind, who, resource, doing,
-                                     f"no ACL allows {who} to {means}. `fleet acl plan` shows what the wiring needs and "
-                                     "`fleet acl apply` grants it; a service that should not touch it is miswired.")
+            return KafkaAccessDenied(
+                kind,
+                who,
+                resource,
+                doing,
+                f"no ACL allows {who} to {means}. `fleet acl plan` shows what the wiring needs and "
+                "`fleet acl apply` grants it; a service that should not touch it is miswired.",
+            )
     if isinstance(error, SaslAuthenticationFailed):
         return _bad_password(connection, str(error))
     return None
@@ -72,9 +83,13 @@ def denial_of(error: BaseException, connection: KafkaConnection, doing: str) -> 
 
 def _bad_password(connection: KafkaConnection, detail: str) -> KafkaAccessDenied:
     return KafkaAccessDenied(
-        "authentication", connection.principal or "", "", f"SCRAM login at {connection.bootstrap_servers}",
+        "authentication",
+        connection.principal or "",
+        "",
+        f"SCRAM login at {connection.bootstrap_servers}",
         f"wrong password or unknown user {connection.username!r} ({detail.strip() or 'SASL authentication failed'}). Check "
-        "FLEET_KAFKA_SASL_PASSWORD_FILE, FLEET_KAFKA_CREDENTIALS_DIR or FLEET_KAFKA_SASL_PASSWORD.")
+        "FLEET_KAFKA_SASL_PASSWORD_FILE, FLEET_KAFKA_CREDENTIALS_DIR or FLEET_KAFKA_SASL_PASSWORD.",
+    )
 
 
 async def authenticate(connection: KafkaConnection, timeout_s: float = 10.0) -> None:
@@ -92,10 +107,15 @@ async def authenticate(connection: KafkaConnection, timeout_s: float = 10.0) -> 
         except SaslAuthenticationFailed as error:
             raise _bad_password(connection, str(error)) from None
         except ssl.SSLCertVerificationError as error:
-            raise KafkaAccessDenied("tls", connection.principal or "", "", f"TLS handshake with {address}",
-                                    f"the broker's certificate is not trusted ({error.verify_message}); FLEET_KAFKA_SSL_CAFILE "
-                                    f"is {connection.ssl_cafile or 'unset (the system CAs)'}") from None
-        except (OSError, asyncio.TimeoutError):
+            raise KafkaAccessDenied(
+                "tls",
+                connection.principal or "",
+                "",
+                f"TLS handshake with {address}",
+                f"the broker's certificate is not trusted ({error.verify_message}); FLEET_KAFKA_SSL_CAFILE "
+                f"is {connection.ssl_cafile or 'unset (the system CAs)'}",
+            ) from None
+        except (TimeoutError, OSError):
             continue  # this broker is down or slow: try the next one
         conn.close()
         return

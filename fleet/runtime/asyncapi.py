@@ -31,10 +31,8 @@ from contracts.envelope import (
     UTC_TIME,
 )
 from contracts.tracing import TRACE_HEADERS
-
 from fleet import __version__
 from fleet.runtime.delivery.dead_letters import DLQ_HEADERS, REPLAY_GROUP, REPLAYED_FROM
-from fleet.runtime.keys import REPLAY_SIGNER, UPSTREAM_SIGNERS, topics_signed_by
 from fleet.runtime.delivery.retries import (
     H_ATTEMPT,
     H_DUE,
@@ -48,6 +46,7 @@ from fleet.runtime.delivery.retries import (
     H_REASON,
     ORIGINAL_KEYID,
 )
+from fleet.runtime.keys import REPLAY_SIGNER, UPSTREAM_SIGNERS, topics_signed_by
 from fleet.runtime.topology import desired_topics
 
 __all__ = [
@@ -93,42 +92,99 @@ def _event_headers(registry: Registry) -> dict[str, dict]:
     types = sorted(t.type_name for t in registry)
     schema_ids = sorted(t.schema_id for t in registry)
     return {
-        H_SPECVERSION: _header("CloudEvents spec version; the verifier requires exactly `1.0`.", SPEC_VERSION, signed=False, const=SPEC_VERSION),
-        H_ID: _header("The event's id: a UUIDv7 (RFC 9562) in lowercase 8-4-4-4-12 form, new for each event. Kept on retries, "
-                      "re-publication from the outbox and replays, so consumers de-duplicate by it.", _EXAMPLE_ID, signed=True,
-                      format="uuid"),
+        H_SPECVERSION: _header(
+            "CloudEvents spec version; the verifier requires exactly `1.0`.",
+            SPEC_VERSION,
+            signed=False,
+            const=SPEC_VERSION,
+        ),
+        H_ID: _header(
+            "The event's id: a UUIDv7 (RFC 9562) in lowercase 8-4-4-4-12 form, new for each event. Kept on retries, "
+            "re-publication from the outbox and replays, so consumers de-duplicate by it.",
+            _EXAMPLE_ID,
+            signed=True,
+            format="uuid",
+        ),
         H_SOURCE: _header("Who made the event: `/eventfleet/<service>`.", "/eventfleet/payments", signed=True),
-        H_TYPE: _header("`dev.eventfleet.<topic>`: the topic's one event type; anything else is refused with `wrong_type`.",
-                        registry.topics[0].type_name, signed=True, enum=types),
-        H_TIME: _header("When the event was made: RFC 3339 in UTC, exactly `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. The signing key must be "
-                        "valid then, and it must be within 300 s of the broker's LogAppendTime timestamp (`stale`).",
-                        _EXAMPLE_TIME, signed=True, pattern=UTC_TIME.pattern),
-        H_DATASCHEMA: _header("`urn:eventfleet:schema:<topic>`: the id of the payload's JSON Schema.", registry.topics[0].schema_id,
-                              signed=False, enum=schema_ids),
-        H_SUBJECT: _header("The record key (not signed itself: the key is); must equal it.", "ord-7f3a9c", signed=False, minLength=1),
-        H_CORRELATION: _header("The flow the event belongs to. A root event uses its own `ce_id` unless its publisher names the flow; "
-                               "an event caused by another copies its cause's `ce_correlationid`.", _EXAMPLE_ID, signed=True, minLength=1),
-        H_CAUSATION: _header("The `ce_id` of the event that caused this one. A root event omits it; an empty one is refused.",
-                             _EXAMPLE_ID, signed=True, minLength=1),
-        H_KEYID: _header("The id of the signing key in the verifier's keyring, which binds it to its algorithm, its topics and its "
-                         "validity. The fleet's own are `<signer>-<UTC yyyymmddHHMMSS>-<4 hex>`.",
-                         "storefront-20261101000000-3f2a", signed=True, minLength=1),
-        H_SIGNATURE: _header("Ed25519 (86 characters) or HMAC-SHA256 (43 characters) of the `eventfleet-sig-v1` signed input "
-                             "(key id, topic, key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid and the "
-                             "value's SHA-256), base64url without padding.", _EXAMPLE_SIGNATURE, signed=None,
-                             pattern="^(?:[A-Za-z0-9_-]{43}|[A-Za-z0-9_-]{86})$"),
-        H_CONTENT_TYPE: _header("The binding's `datacontenttype`: exactly `application/json`, with no parameters.", CONTENT_TYPE,
-                                signed=False, const=CONTENT_TYPE),
-        TRACE_HEADERS[0]: _header("W3C trace context of the record's `create` span (unsigned transport header: every hop rewrites it; "
-                                  "may repeat, and the verifier ignores it).", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                                  signed=False, pattern="^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
-        TRACE_HEADERS[1]: _header("W3C trace state, vendor-specific trace data beside `traceparent` (unsigned; ignored by the verifier).",
-                                  "vendor=opaque", signed=False),
-        ORIGINAL_KEYID: _header("The key that signed the event first, on retry records (which the consuming service re-signs) and "
-                                "on replayed dead letters (re-signed by the operators' `replay` key). Unsigned.",
-                                "storefront-20261101000000-3f2a", signed=False),
-        REPLAYED_FROM: _header("On a dead letter replayed by `fleet dlq replay`: where it was, `<dlq topic>:<partition>:<offset>`. Unsigned.",
-                               f"{_EXAMPLE_TOPIC.dead_letter_topic}:0:42", signed=False),
+        H_TYPE: _header(
+            "`dev.eventfleet.<topic>`: the topic's one event type; anything else is refused with `wrong_type`.",
+            registry.topics[0].type_name,
+            signed=True,
+            enum=types,
+        ),
+        H_TIME: _header(
+            "When the event was made: RFC 3339 in UTC, exactly `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. The signing key must be "
+            "valid then, and it must be within 300 s of the broker's LogAppendTime timestamp (`stale`).",
+            _EXAMPLE_TIME,
+            signed=True,
+            pattern=UTC_TIME.pattern,
+        ),
+        H_DATASCHEMA: _header(
+            "`urn:eventfleet:schema:<topic>`: the id of the payload's JSON Schema.",
+            registry.topics[0].schema_id,
+            signed=False,
+            enum=schema_ids,
+        ),
+        H_SUBJECT: _header(
+            "The record key (not signed itself: the key is); must equal it.", "ord-7f3a9c", signed=False, minLength=1
+        ),
+        H_CORRELATION: _header(
+            "The flow the event belongs to. A root event uses its own `ce_id` unless its publisher names the flow; "
+            "an event caused by another copies its cause's `ce_correlationid`.",
+            _EXAMPLE_ID,
+            signed=True,
+            minLength=1,
+        ),
+        H_CAUSATION: _header(
+            "The `ce_id` of the event that caused this one. A root event omits it; an empty one is refused.",
+            _EXAMPLE_ID,
+            signed=True,
+            minLength=1,
+        ),
+        H_KEYID: _header(
+            "The id of the signing key in the verifier's keyring, which binds it to its algorithm, its topics and its "
+            "validity. The fleet's own are `<signer>-<UTC yyyymmddHHMMSS>-<4 hex>`.",
+            "storefront-20261101000000-3f2a",
+            signed=True,
+            minLength=1,
+        ),
+        H_SIGNATURE: _header(
+            "Ed25519 (86 characters) or HMAC-SHA256 (43 characters) of the `eventfleet-sig-v1` signed input "
+            "(key id, topic, key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid and the "
+            "value's SHA-256), base64url without padding.",
+            _EXAMPLE_SIGNATURE,
+            signed=None,
+            pattern="^(?:[A-Za-z0-9_-]{43}|[A-Za-z0-9_-]{86})$",
+        ),
+        H_CONTENT_TYPE: _header(
+            "The binding's `datacontenttype`: exactly `application/json`, with no parameters.",
+            CONTENT_TYPE,
+            signed=False,
+            const=CONTENT_TYPE,
+        ),
+        TRACE_HEADERS[0]: _header(
+            "W3C trace context of the record's `create` span (unsigned transport header: every hop rewrites it; "
+            "may repeat, and the verifier ignores it).",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            signed=False,
+            pattern="^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        ),
+        TRACE_HEADERS[1]: _header(
+            "W3C trace state, vendor-specific trace data beside `traceparent` (unsigned; ignored by the verifier).",
+            "vendor=opaque",
+            signed=False,
+        ),
+        ORIGINAL_KEYID: _header(
+            "The key that signed the event first, on retry records (which the consuming service re-signs) and "
+            "on replayed dead letters (re-signed by the operators' `replay` key). Unsigned.",
+            "storefront-20261101000000-3f2a",
+            signed=False,
+        ),
+        REPLAYED_FROM: _header(
+            "On a dead letter replayed by `fleet dlq replay`: where it was, `<dlq topic>:<partition>:<offset>`. Unsigned.",
+            f"{_EXAMPLE_TOPIC.dead_letter_topic}:0:42",
+            signed=False,
+        ),
     }
 
 
@@ -136,29 +192,52 @@ def _event_headers(registry: Registry) -> dict[str, dict]:
 EVENT_HEADERS = (*REQUIRED_HEADERS, H_CAUSATION, *TRACE_HEADERS)
 
 _RETRY_HEADERS = {
-    H_ATTEMPT: _header("How many times the record has been handled (1 after the first failure).", "1", signed=False, pattern="^[1-9][0-9]*$"),
-    H_GROUP: _header("The consumer group that failed; only that group's retry subscriber handles the record, the others skip it.",
-                     "payments", signed=False),
+    H_ATTEMPT: _header(
+        "How many times the record has been handled (1 after the first failure).",
+        "1",
+        signed=False,
+        pattern="^[1-9][0-9]*$",
+    ),
+    H_GROUP: _header(
+        "The consumer group that failed; only that group's retry subscriber handles the record, the others skip it.",
+        "payments",
+        signed=False,
+    ),
     H_FIRST: _header("When the record first failed, RFC 3339 UTC.", _EXAMPLE_TIME, signed=False),
     H_LAST: _header("When it failed last, RFC 3339 UTC.", "2026-11-24T16:00:01.254311Z", signed=False),
     H_ERROR: _header("The exception's class.", "TransientError", signed=False),
-    H_REASON: _header("The exception's first line: no stack trace and no secrets.", "the ledger's database is unreachable", signed=False),
+    H_REASON: _header(
+        "The exception's first line: no stack trace and no secrets.",
+        "the ledger's database is unreachable",
+        signed=False,
+    ),
     H_ORIGIN_TOPIC: _header("The topic the record was first read from.", _EXAMPLE_TOPIC.name, signed=False),
     H_ORIGIN_PARTITION: _header("Its partition there, in decimal.", "3", signed=False, pattern="^[0-9]+$"),
     H_ORIGIN_OFFSET: _header("Its offset there, in decimal.", "1207", signed=False, pattern="^[0-9]+$"),
-    H_DUE: _header("When the retry is due, in ms since the epoch (retry records only); the retry subscriber waits until then.",
-                   "1795536001254", signed=False, pattern="^[0-9]+$"),
+    H_DUE: _header(
+        "When the retry is due, in ms since the epoch (retry records only); the retry subscriber waits until then.",
+        "1795536001254",
+        signed=False,
+        pattern="^[0-9]+$",
+    ),
 }
 
 _DLQ_DESCRIPTIONS = {
-    "dlq-reason": ("A stable reason code: a verification reason of wire format v1 (`missing_header`, `duplicate_header`, "
-                   "`invalid_header`, `wrong_type`, `invalid_key`, `unknown_key`, `key_not_allowed`, `key_expired`, "
-                   "`bad_signature`, `stale`, `oversize`, `invalid_payload`), `permanent_error` or `retries_exhausted`.",
-                   "bad_signature"),
-    "dlq-detail": ("One line of at most 500 characters saying what was wrong, never a secret. The wording is not stable: match on "
-                   "`dlq-reason`.", "signature does not match (key storefront-20261101000000-3f2a)"),
-    "dlq-original-topic": ("The topic the record was read from (for a record that failed on a retry topic, the topic it first came "
-                           "from).", _EXAMPLE_TOPIC.name),
+    "dlq-reason": (
+        "A stable reason code: a verification reason of wire format v1 (`missing_header`, `duplicate_header`, "
+        "`invalid_header`, `wrong_type`, `invalid_key`, `unknown_key`, `key_not_allowed`, `key_expired`, "
+        "`bad_signature`, `stale`, `oversize`, `invalid_payload`), `permanent_error` or `retries_exhausted`.",
+        "bad_signature",
+    ),
+    "dlq-detail": (
+        "One line of at most 500 characters saying what was wrong, never a secret. The wording is not stable: match on "
+        "`dlq-reason`.",
+        "signature does not match (key storefront-20261101000000-3f2a)",
+    ),
+    "dlq-original-topic": (
+        "The topic the record was read from (for a record that failed on a retry topic, the topic it first came from).",
+        _EXAMPLE_TOPIC.name,
+    ),
     "dlq-original-partition": ("Its partition, in decimal.", "3"),
     "dlq-original-offset": ("Its offset, in decimal.", "1207"),
     "dlq-group": ("The consumer group that refused it.", "payments"),
@@ -188,20 +267,26 @@ def _header_schemas(registry: Registry) -> dict[str, dict]:
             "CloudEvents 1.0 attributes in the Kafka protocol binding's binary mode, plus the signature, as UTF-8 header values. "
             "Each envelope header appears at most once and each required one exactly once; their order carries no meaning. "
             "`x-eventfleet-signed` tells whether a header is covered by `ce_signature`. See docs/wire-format.md#headers.",
-            event, REQUIRED_HEADERS),
+            event,
+            REQUIRED_HEADERS,
+        ),
         "RetryHeaders": _headers_schema(
             "Retry record headers",
             "A retry record is the original event, re-signed by the consuming service for the retry topic's name with a fresh "
             "`ce_time` (ce_id, type, source, subject, correlation and causation unchanged), plus the `retry-*` headers and "
             "`eventfleet-original-keyid`. See docs/delivery.md#headers-on-retries-and-dead-letters.",
-            event | _RETRY_HEADERS, (*REQUIRED_HEADERS, ORIGINAL_KEYID, *_RETRY_HEADERS)),
+            event | _RETRY_HEADERS,
+            (*REQUIRED_HEADERS, ORIGINAL_KEYID, *_RETRY_HEADERS),
+        ),
         "DeadLetterHeaders": _headers_schema(
             "Dead-letter headers",
             "A dead letter keeps the original headers, in their order and as raw bytes (so any envelope header may be missing, "
             "repeated or not UTF-8: that may be why it is here), followed by the `dlq-*` headers as UTF-8 text. It is not a v1 "
             "event and is not signed again: do not verify it as one. After retries it also carries the `retry-*` headers of its "
             "last failure. See docs/wire-format.md#dead-letter-topics.",
-            event | {k: v for k, v in _RETRY_HEADERS.items() if k != H_DUE} | dlq, DLQ_HEADERS),
+            event | {k: v for k, v in _RETRY_HEADERS.items() if k != H_DUE} | dlq,
+            DLQ_HEADERS,
+        ),
     }
 
 
@@ -250,12 +335,12 @@ class WorkerSpec:
 
 _UPSTREAM = {
     "storefront": "The storefront, an upstream system publishing with the contracts `Publisher`; `fleet demo` and `fleet publish` "
-                  "sign with its key too.",
+    "sign with its key too.",
     "warehouse": "The warehouse, an upstream system; `fleet demo` plays it to seed stock.",
     "gateway": "The HTTP gateway (`POST /v1/events/{topic}`): validates, signs with its own key and publishes for clients that "
-               "do not speak Kafka.",
+    "do not speak Kafka.",
     DLQ_TOOL: "`fleet dlq ls|show|replay`, the operators' command for dead letters. `ls` and `show` read without a consumer "
-              "group; `replay` reads in its group, re-signs with the `replay` key and publishes to the original topic.",
+    "group; `replay` reads in its group, re-signs with the `replay` key and publishes to the original topic.",
 }
 
 
@@ -279,7 +364,9 @@ def _registry_flows(service: str, registry: Registry) -> list[Flow]:
     flows = [Flow(topic.name, "send", service) for topic in registry if topic.owner == service]
     for topic in registry.consumed_by(service):
         flows.append(Flow(topic.name, "receive", service, service))
-        flows += [Flow(name, "receive", service, f"{service}.retry.{tier}") for tier, name in enumerate(topic.retry_topics, 1)]
+        flows += [
+            Flow(name, "receive", service, f"{service}.retry.{tier}") for tier, name in enumerate(topic.retry_topics, 1)
+        ]
     return flows
 
 
@@ -289,7 +376,9 @@ def _flows(specs: Sequence[WorkerSpec], registry: Registry) -> list[Flow]:
     flows: set[Flow] = set()
     given = {spec.service for spec in specs}
     others = sorted({c for topic in registry for c in topic.consumers} - given - set(_UPSTREAM))
-    for service, own in [(spec.service, spec.flows) for spec in specs] + [(s, tuple(_registry_flows(s, registry))) for s in others]:
+    for service, own in [(spec.service, spec.flows) for spec in specs] + [
+        (s, tuple(_registry_flows(s, registry))) for s in others
+    ]:
         for flow in own:
             flows.add(flow)
             if flow.action != "receive":
@@ -352,8 +441,11 @@ def _example_headers(topic: Topic, payload: dict) -> dict:
 
 def _key_binding(topic: Topic, payload_schema: dict) -> dict:
     field = dict(payload_schema.get("properties", {}).get(topic.key_field, {}))
-    key = {"type": "string", "description": f"The record key: the event's `{topic.key_field}` as UTF-8 text, never empty. "
-                                            "Kafka's default murmur2 partitioner keeps one key's records in order."}
+    key = {
+        "type": "string",
+        "description": f"The record key: the event's `{topic.key_field}` as UTF-8 text, never empty. "
+        "Kafka's default murmur2 partitioner keeps one key's records in order.",
+    }
     for keyword in ("minLength", "maxLength", "pattern", "examples"):
         if keyword in field:
             key[keyword] = field[keyword]
@@ -365,88 +457,143 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
     names = _message_names(topic)
     model = topic.model.__name__
     payload = {"$ref": f"#/components/schemas/{model}"}
-    correlation = {"description": "The flow the event belongs to: `ce_correlationid`, copied by every event it causes.",
-                   "location": f"$message.header#/{H_CORRELATION}"}
+    correlation = {
+        "description": "The flow the event belongs to: `ce_correlationid`, copied by every event it causes.",
+        "location": f"$message.header#/{H_CORRELATION}",
+    }
     example = _example_payload(payload_schema)
     headers = _example_headers(topic, example)
     consumer = sorted(topic.consumers)[0] if topic.consumers else "payments"
     bindings = _key_binding(topic, payload_schema)
     summary = (topic.model.__doc__ or model).strip().splitlines()[0]
-    common = {"contentType": CONTENT_TYPE, "correlationId": correlation, "bindings": bindings,
-              "x-eventfleet-topic": topic.name, "x-eventfleet-type": topic.type_name}
-    retry_headers = headers | {ORIGINAL_KEYID: headers[H_KEYID], H_KEYID: f"{consumer}-20261101000000-9c41",
-                               H_ATTEMPT: "1", H_GROUP: consumer, H_FIRST: _EXAMPLE_TIME, H_LAST: _EXAMPLE_TIME, H_ERROR: "TransientError",
-                               H_REASON: "the ledger's database is unreachable", H_ORIGIN_TOPIC: topic.name,
-                               H_ORIGIN_PARTITION: "3", H_ORIGIN_OFFSET: "1207", H_DUE: "1795536001123"}
-    dead_headers = headers | {"dlq-reason": "bad_signature", "dlq-detail": f"signature does not match (key {headers[H_KEYID]})",
-                              "dlq-original-topic": topic.name, "dlq-original-partition": "3", "dlq-original-offset": "1207",
-                              "dlq-group": consumer, "dlq-service": consumer, "dlq-failed-at": _EXAMPLE_TIME}
+    common = {
+        "contentType": CONTENT_TYPE,
+        "correlationId": correlation,
+        "bindings": bindings,
+        "x-eventfleet-topic": topic.name,
+        "x-eventfleet-type": topic.type_name,
+    }
+    retry_headers = headers | {
+        ORIGINAL_KEYID: headers[H_KEYID],
+        H_KEYID: f"{consumer}-20261101000000-9c41",
+        H_ATTEMPT: "1",
+        H_GROUP: consumer,
+        H_FIRST: _EXAMPLE_TIME,
+        H_LAST: _EXAMPLE_TIME,
+        H_ERROR: "TransientError",
+        H_REASON: "the ledger's database is unreachable",
+        H_ORIGIN_TOPIC: topic.name,
+        H_ORIGIN_PARTITION: "3",
+        H_ORIGIN_OFFSET: "1207",
+        H_DUE: "1795536001123",
+    }
+    dead_headers = headers | {
+        "dlq-reason": "bad_signature",
+        "dlq-detail": f"signature does not match (key {headers[H_KEYID]})",
+        "dlq-original-topic": topic.name,
+        "dlq-original-partition": "3",
+        "dlq-original-offset": "1207",
+        "dlq-group": consumer,
+        "dlq-service": consumer,
+        "dlq-failed-at": _EXAMPLE_TIME,
+    }
     return {
-        names["event"]: common | {
+        names["event"]: common
+        | {
             "name": model,
             "title": f"{model} ({topic.name})",
             "summary": summary,
             "description": f"{topic.description}\n\nThe value is the event's JSON (UTF-8, at most {topic.max_bytes} bytes, unknown "
-                           f"fields refused); the key is its `{topic.key_field}`; the headers are the signed CloudEvents envelope "
-                           f"with `ce_type` `{topic.type_name}` and `ce_dataschema` `{topic.schema_id}`.",
+            f"fields refused); the key is its `{topic.key_field}`; the headers are the signed CloudEvents envelope "
+            f"with `ce_type` `{topic.type_name}` and `ce_dataschema` `{topic.schema_id}`.",
             "headers": {"$ref": "#/components/schemas/EventHeaders"},
             "payload": payload,
-            "examples": [{"name": f"{channel_id(topic.name)}_example", "summary": "An event as it travels (the signature is illustrative).",
-                          "headers": headers, "payload": example}],
+            "examples": [
+                {
+                    "name": f"{channel_id(topic.name)}_example",
+                    "summary": "An event as it travels (the signature is illustrative).",
+                    "headers": headers,
+                    "payload": example,
+                }
+            ],
         },
-        names["retry"]: common | {
+        names["retry"]: common
+        | {
             "name": f"{model}Retry",
             "title": f"{model} to retry",
             "summary": f"{summary} Waiting for another attempt after its handler failed.",
             "description": "The original event (same key, value and ce_id), re-signed by the consumer that failed for the retry "
-                           "topic's name, with the `retry-*` headers and `eventfleet-original-keyid` added.",
+            "topic's name, with the `retry-*` headers and `eventfleet-original-keyid` added.",
             "headers": {"$ref": "#/components/schemas/RetryHeaders"},
             "payload": payload,
-            "examples": [{"name": f"{channel_id(topic.name)}_retry_example", "summary": f"The event after its first failure in `{consumer}`.",
-                          "headers": retry_headers, "payload": example}],
+            "examples": [
+                {
+                    "name": f"{channel_id(topic.name)}_retry_example",
+                    "summary": f"The event after its first failure in `{consumer}`.",
+                    "headers": retry_headers,
+                    "payload": example,
+                }
+            ],
         },
-        names["dead-letter"]: common | {
+        names["dead-letter"]: common
+        | {
             "name": f"{model}DeadLetter",
             "title": f"{model} dead letter",
             "summary": f"A record of {topic.name} that a consumer refused.",
             "description": "The original record: its key and value unchanged (the value may not even be JSON when `dlq-reason` is "
-                           "`invalid_payload` or `oversize`), its headers as they came, plus the `dlq-*` headers. Not a v1 event: "
-                           "not signed again.",
+            "`invalid_payload` or `oversize`), its headers as they came, plus the `dlq-*` headers. Not a v1 event: "
+            "not signed again.",
             "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
-            "payload": {"description": f"The original value bytes, unchanged: normally a `{model}` event, but whatever was sent when the "
-                                       "record was refused for its value.",
-                        "anyOf": [payload, {"type": "string", "description": "Raw bytes that are not a valid event."}]},
-            "examples": [{"name": f"{channel_id(topic.name)}_dlq_example", "summary": "A record refused for a bad signature.",
-                          "headers": dead_headers, "payload": example}],
+            "payload": {
+                "description": f"The original value bytes, unchanged: normally a `{model}` event, but whatever was sent when the "
+                "record was refused for its value.",
+                "anyOf": [payload, {"type": "string", "description": "Raw bytes that are not a valid event."}],
+            },
+            "examples": [
+                {
+                    "name": f"{channel_id(topic.name)}_dlq_example",
+                    "summary": "A record refused for a bad signature.",
+                    "headers": dead_headers,
+                    "payload": example,
+                }
+            ],
         },
     }
 
 
 def _describe_channel(topic: Topic, address: str, flows: list[Flow]) -> str:
     kind, tier = _kind(topic, address)
-    senders = sorted({f.service for f in flows if f.address == address and f.action == "send" and f.service != DLQ_TOOL})
+    senders = sorted(
+        {f.service for f in flows if f.address == address and f.action == "send" and f.service != DLQ_TOOL}
+    )
     receivers = sorted({(f.service, f.group) for f in flows if f.address == address and f.action == "receive"})
     readers = ", ".join(f"`{s}` (group `{g}`)" if g else f"`{s}`" for s, g in receivers) or "nobody"
     writers = ", ".join(f"`{s}`" for s in senders) or "nobody"
     replayed = any(f.address == address and f.action == "send" and f.service == DLQ_TOOL for f in flows)
     if kind == "event":
-        text = (f"{topic.description}\n\nCarries only `{topic.model.__name__}` events (`ce_type` `{topic.type_name}`), keyed by "
-                f"`{topic.key_field}`, at most {topic.max_bytes} bytes each; owner: `{topic.owner}`.")
+        text = (
+            f"{topic.description}\n\nCarries only `{topic.model.__name__}` events (`ce_type` `{topic.type_name}`), keyed by "
+            f"`{topic.key_field}`, at most {topic.max_bytes} bytes each; owner: `{topic.owner}`."
+        )
     elif kind == "retry":
         before = topic.name if tier == 1 else topic.retry_topic(tier - 1)
-        text = (f"Retry tier {tier} of `{topic.name}`: records whose handler failed on `{before}` with a `TransientError`, any "
-                f"other exception or a time-out, re-signed by the consumer for this topic and due after that consumer's delay "
-                f"number {tier} (1 s, 10 s, 60 s by default) in `retry-not-before-ms`. Shared by every consumer group of "
-                f"`{topic.name}`: each group's retry subscriber (`<group>.retry.{tier}`) handles only the records whose "
-                f"`retry-group` is its own. A record that fails here goes to "
-                + (f"`{topic.retry_topic(tier + 1)}`" if tier < len(topic.retry_topics) else f"`{topic.dead_letter_topic}`")
-                + ". See docs/delivery.md.")
+        text = (
+            f"Retry tier {tier} of `{topic.name}`: records whose handler failed on `{before}` with a `TransientError`, any "
+            f"other exception or a time-out, re-signed by the consumer for this topic and due after that consumer's delay "
+            f"number {tier} (1 s, 10 s, 60 s by default) in `retry-not-before-ms`. Shared by every consumer group of "
+            f"`{topic.name}`: each group's retry subscriber (`<group>.retry.{tier}`) handles only the records whose "
+            f"`retry-group` is its own. A record that fails here goes to "
+            + (f"`{topic.retry_topic(tier + 1)}`" if tier < len(topic.retry_topics) else f"`{topic.dead_letter_topic}`")
+            + ". See docs/delivery.md."
+        )
     else:
-        text = (f"Dead letters of `{topic.name}` and its retry topics: records a consumer refused (verification failed, invalid "
-                f"payload, `PermanentError`, or retries exhausted), with their key, value and headers plus the `dlq-*` headers. "
-                f"Written before the record's offset is committed, so nothing is dropped in silence. Operators read them with "
-                f"`fleet dlq ls`, `fleet dlq show {address}` and replay them with `fleet dlq replay {address}`. See "
-                f"docs/wire-format.md#dead-letter-topics and docs/dead-letters.md.")
+        text = (
+            f"Dead letters of `{topic.name}` and its retry topics: records a consumer refused (verification failed, invalid "
+            f"payload, `PermanentError`, or retries exhausted), with their key, value and headers plus the `dlq-*` headers. "
+            f"Written before the record's offset is committed, so nothing is dropped in silence. Operators read them with "
+            f"`fleet dlq ls`, `fleet dlq show {address}` and replay them with `fleet dlq replay {address}`. See "
+            f"docs/wire-format.md#dead-letter-topics and docs/dead-letters.md."
+        )
     replays = f" Dead letters are replayed here by `fleet dlq replay {topic.dead_letter_topic}`." if replayed else ""
     return f"{text}\n\nSent by {writers}.{replays} Received by {readers}."
 
@@ -465,12 +612,22 @@ def _channels(registry: Registry, flows: list[Flow]) -> dict[str, dict]:
             channels[channel_id(address)] = {
                 "address": address,
                 "title": address,
-                "summary": {"event": topic.description, "retry": f"Retry tier {_kind(topic, address)[1]} of {topic.name}.",
-                            "dead-letter": f"Dead letters of {topic.name}."}[kind],
+                "summary": {
+                    "event": topic.description,
+                    "retry": f"Retry tier {_kind(topic, address)[1]} of {topic.name}.",
+                    "dead-letter": f"Dead letters of {topic.name}.",
+                }[kind],
                 "description": _describe_channel(topic, address, flows),
                 "messages": {names[kind]: {"$ref": f"#/components/messages/{names[kind]}"}},
-                "bindings": {"kafka": {"topic": address, "partitions": spec.partitions, "replicas": DEFAULT_REPLICAS,
-                                       "topicConfiguration": configuration, "bindingVersion": KAFKA_BINDING_VERSION}},
+                "bindings": {
+                    "kafka": {
+                        "topic": address,
+                        "partitions": spec.partitions,
+                        "replicas": DEFAULT_REPLICAS,
+                        "topicConfiguration": configuration,
+                        "bindingVersion": KAFKA_BINDING_VERSION,
+                    }
+                },
                 "x-eventfleet-kind": kind,
                 "x-eventfleet-topic": topic.name,
             }
@@ -488,24 +645,35 @@ def _operation(flow: Flow, topic: Topic) -> dict:
     cid = channel_id(flow.address)
     verb = "sends" if flow.action == "send" else "receives"
     if flow.action == "receive":
-        summary = f"`{flow.service}` receives {flow.address}" + (f" in consumer group `{flow.group}`." if flow.group else ".")
+        summary = f"`{flow.service}` receives {flow.address}" + (
+            f" in consumer group `{flow.group}`." if flow.group else "."
+        )
     else:
         summary = f"`{flow.service}` sends {flow.address}."
     if flow.service == DLQ_TOOL:
-        description = ("Lists, shows and replays dead letters. A replay keeps `ce_id`, re-signs with the operators' `replay` key "
-                       "and adds `eventfleet-original-keyid` and `eventfleet-replayed-from`; a plain replay never moves the "
-                       "same record twice." if flow.action == "receive" else
-                       "Replays dead letters to their original topic (`fleet dlq replay`), re-signed by the `replay` key.")
+        description = (
+            "Lists, shows and replays dead letters. A replay keeps `ce_id`, re-signs with the operators' `replay` key "
+            "and adds `eventfleet-original-keyid` and `eventfleet-replayed-from`; a plain replay never moves the "
+            "same record twice."
+            if flow.action == "receive"
+            else "Replays dead letters to their original topic (`fleet dlq replay`), re-signed by the `replay` key."
+        )
     elif flow.service in _UPSTREAM:
         description = _UPSTREAM[flow.service]
     elif kind == "event" and flow.action == "send" and flow.address != topic.dead_letter_topic:
-        description = f"Publishes {topic.model.__name__} events, signed with the service's current key, idempotent with acks=all."
+        description = (
+            f"Publishes {topic.model.__name__} events, signed with the service's current key, idempotent with acks=all."
+        )
     elif kind == "event":
-        description = (f"Handles each {topic.model.__name__}; commits its offset once the outcome is durable (handled, moved to "
-                       f"`{topic.retry_topic(1)}`, or dead-lettered to `{topic.dead_letter_topic}`).")
+        description = (
+            f"Handles each {topic.model.__name__}; commits its offset once the outcome is durable (handled, moved to "
+            f"`{topic.retry_topic(1)}`, or dead-lettered to `{topic.dead_letter_topic}`)."
+        )
     elif kind == "retry" and flow.action == "receive":
-        description = (f"Retry subscriber of tier {tier}: handles the records of its group `{flow.group.rsplit('.retry.', 1)[0]}` "
-                       "once due (`retry-not-before-ms`), skips the other groups' records.")
+        description = (
+            f"Retry subscriber of tier {tier}: handles the records of its group `{flow.group.rsplit('.retry.', 1)[0]}` "
+            "once due (`retry-not-before-ms`), skips the other groups' records."
+        )
     elif kind == "retry":
         description = f"Moves a record whose handler failed to retry tier {tier}, re-signed for this topic."
     else:
@@ -527,8 +695,10 @@ def _operation(flow: Flow, topic: Topic) -> dict:
         if flow.service == DLQ_TOOL:
             about = "The replay's group: its committed offsets record what was moved. `fleet dlq ls` and `show` use no group."
         else:
-            about = (f"Consumer group: every replica shares it and the partitions are split among them. Set with "
-                     f"`{flow.service.upper()}_GROUP_ID` (the retry groups `<group>.retry.<n>` follow it).")
+            about = (
+                f"Consumer group: every replica shares it and the partitions are split among them. Set with "
+                f"`{flow.service.upper()}_GROUP_ID` (the retry groups `<group>.retry.<n>` follow it)."
+            )
         kafka["groupId"] = {"type": "string", "enum": [flow.group], "description": about}
     if flow.service not in _UPSTREAM and flow.service != DLQ_TOOL:  # a worker
         kafka["clientId"] = {"type": "string", "enum": [flow.service]}
@@ -583,7 +753,7 @@ def _info(specs: Sequence[WorkerSpec], registry: Registry) -> dict:
         # and the repository has no public address: the binding that the headers follow, with our docs named beside it.
         "externalDocs": {
             "description": "The CloudEvents 1.0 Kafka protocol binding (binary content mode), which the headers follow. eventfleet's "
-                           "own rules are in the repository: docs/wire-format.md and docs/delivery.md.",
+            "own rules are in the repository: docs/wire-format.md and docs/delivery.md.",
             "url": "https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md",
         },
     }
@@ -599,16 +769,20 @@ _SERVERS = {
         "host": "127.0.0.1:9094",
         "protocol": "kafka-secure",
         "description": "The local secure broker of `make kafka-secure` / `fleet kafka start --secure`: TLS with a throwaway CA, "
-                       "SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",
+        "SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",
         "security": [{"$ref": "#/components/securitySchemes/scramSha512"}],
     },
     "production": {
         "host": "{broker}:9093",
         "protocol": "kafka-secure",
         "description": "A production cluster: TLS with SASL/SCRAM-SHA-512 authentication. Set `FLEET_KAFKA_BOOTSTRAP_SERVERS` to "
-                       "its brokers.",
-        "variables": {"broker": {"description": "Host name of a bootstrap broker of the cluster.",
-                                 "examples": ["kafka-0.kafka.example.internal"]}},
+        "its brokers.",
+        "variables": {
+            "broker": {
+                "description": "Host name of a bootstrap broker of the cluster.",
+                "examples": ["kafka-0.kafka.example.internal"],
+            }
+        },
         "security": [{"$ref": "#/components/securitySchemes/scramSha512"}],
     },
 }
@@ -617,14 +791,16 @@ _SECURITY_SCHEMES = {
     "scramSha512": {
         "type": "scramSha512",
         "description": "SASL/SCRAM-SHA-512 over TLS (`kafka-secure`): each service authenticates as its own user (`User:payments`, "
-                       "...), and the broker's ACLs (`fleet acl plan` / `fleet acl apply`) let it read only its inputs in its own "
-                       "groups and write only its outputs and its inputs' retry and dead-letter topics. What an event may say is "
-                       "still decided by its signature (wire format v1).",
+        "...), and the broker's ACLs (`fleet acl plan` / `fleet acl apply`) let it read only its inputs in its own "
+        "groups and write only its outputs and its inputs' retry and dead-letter topics. What an event may say is "
+        "still decided by its signature (wire format v1).",
     },
 }
 
 
-def _assemble(specs: Sequence[WorkerSpec], flows: list[Flow], registry: Registry, keep_channels: set[str] | None) -> dict:
+def _assemble(
+    specs: Sequence[WorkerSpec], flows: list[Flow], registry: Registry, keep_channels: set[str] | None
+) -> dict:
     schemas = _model_schemas(specs, registry)
     messages: dict[str, dict] = {}
     for topic in registry:
@@ -697,7 +873,9 @@ def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Reg
     upstream publisher or `fleet-dlq` none. Raises `UnknownService` for a name with no operation."""
     flows = [flow for flow in _flows(specs, registry) if flow.service == service]
     if not flows:
-        raise UnknownService(f"unknown service {service!r}; the document knows: {', '.join(document_services(specs, registry))}")
+        raise UnknownService(
+            f"unknown service {service!r}; the document knows: {', '.join(document_services(specs, registry))}"
+        )
     own = [spec for spec in specs if spec.service == service]
     document = _assemble(own, flows, registry, {channel_id(flow.address) for flow in flows})
     document["id"] = f"urn:eventfleet:asyncapi:{service}"
@@ -705,8 +883,10 @@ def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Reg
     info["title"] = f"eventfleet: {service}"
     info["tags"] = [tag for tag in info["tags"] if tag["name"] == service]
     own_text = info["tags"][0]["description"] if info["tags"] else ""
-    info["description"] = (f"What `{service}` sends and receives. {own_text}\n\nPart of the fleet's document (`asyncapi.yaml`, "
-                           f"`fleet docs gen`); this one comes from `fleet docs gen --service {service}`.\n\n" + info["description"])
+    info["description"] = (
+        f"What `{service}` sends and receives. {own_text}\n\nPart of the fleet's document (`asyncapi.yaml`, "
+        f"`fleet docs gen`); this one comes from `fleet docs gen --service {service}`.\n\n" + info["description"]
+    )
     return document
 
 

@@ -16,16 +16,26 @@ from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 
-from contracts import REGISTRY, Envelope, Event, Record, Registry, Topic, UnknownTopic, decode_keyed_value, encode, source_of
+from contracts import (
+    REGISTRY,
+    Envelope,
+    Event,
+    Record,
+    Registry,
+    Topic,
+    UnknownTopic,
+    decode_keyed_value,
+    encode,
+    source_of,
+)
 from contracts.connection import KafkaConnection
-
-from fleet.runtime.faults import Faults, FaultSettings
-from fleet.runtime.keys import KeyStore
 from fleet.runtime.delivery.batches import BatchRunner, raw_batch_parser, records_of
 from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter, deferred_sends
-from fleet.runtime.delivery.outcomes import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
 from fleet.runtime.delivery.dead_letters import DeadLetters
+from fleet.runtime.delivery.outcomes import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
 from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
+from fleet.runtime.faults import Faults, FaultSettings
+from fleet.runtime.keys import KeyStore
 from fleet.runtime.settings import KafkaSettings, KeySettings, LogSettings
 
 __all__ = [
@@ -109,7 +119,9 @@ def _report_refusals(subscriber: Any, state: WorkerState) -> None:
     consumer = getattr(subscriber, "consumer", None)
     if consumer is None or getattr(consumer.getone, "_fleet_reports", False):
         return
-    doing = f"consuming {', '.join(getattr(subscriber, 'topic_names_for_subscribe', ()))} in group {subscriber.group_id}"
+    doing = (
+        f"consuming {', '.join(getattr(subscriber, 'topic_names_for_subscribe', ()))} in group {subscriber.group_id}"
+    )
     for name in ("getone", "getmany"):
 
         async def fetch(*args: Any, _original=getattr(consumer, name), **kwargs: Any) -> Any:
@@ -138,8 +150,15 @@ def create_broker(
     policies: dict = {}
     state = WorkerState(service, Faults(FaultSettings()))
     state.connection = connection
-    outcomes = RecordOutcomes(key_store, dead_letters, policies, state, registry=registry, window_s=keys.window_s,
-                              log_payloads=LogSettings().payloads)
+    outcomes = RecordOutcomes(
+        key_store,
+        dead_letters,
+        policies,
+        state,
+        registry=registry,
+        window_s=keys.window_s,
+        log_payloads=LogSettings().payloads,
+    )
     broker = FleetBroker(
         # A list: FastStream hands a string to aiokafka as one address, so "a:9092,b:9092" would never bootstrap.
         [server.strip() for server in connection.bootstrap_servers.split(",")],
@@ -158,7 +177,13 @@ def create_broker(
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
-    broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = service, kafka, key_store, dead_letters, registry
+    broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = (
+        service,
+        kafka,
+        key_store,
+        dead_letters,
+        registry,
+    )
     broker.retry_policies, broker.state, broker.outcomes, broker.batch_runners = policies, state, outcomes, []
     return broker
 
@@ -167,7 +192,9 @@ def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:
     """FastStream's form of the connection's TLS and SCRAM settings (None: plaintext)."""
     if connection.security_protocol == "SASL_SSL":
         scram = SASLScram512 if connection.sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
-        return scram(connection.username, connection.password.reveal(), ssl_context=connection.ssl_context(), use_ssl=True)
+        return scram(
+            connection.username, connection.password.reveal(), ssl_context=connection.ssl_context(), use_ssl=True
+        )
     if connection.security_protocol == "SSL":
         return BaseSecurity(ssl_context=connection.ssl_context(), use_ssl=True)
     return None
@@ -210,8 +237,11 @@ def subscriber_for(
 
     def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
         revoke = FlushOnRevoke()
-        static = {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms} \
-            if broker.kafka.static_membership and "group_instance_id" not in options else {}
+        static = (
+            {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms}
+            if broker.kafka.static_membership and "group_instance_id" not in options
+            else {}
+        )
         subscriber = broker.subscriber(
             *names,
             group_id=group,
@@ -225,8 +255,11 @@ def subscriber_for(
             # hands each record whose outcome is durable to the subscriber's OffsetCommitter, and seeks back to one
             # that is not (fleet.runtime.delivery.commits). MANUAL keeps FastStream's own ack step out of it.
             ack_policy=AckPolicy.MANUAL,
-            **({"batch": True, "max_records": max_records, "parser": raw_batch_parser, "decoder": records_of} if max_records
-               else {"decoder": decoder, "listener": revoke}),
+            **(
+                {"batch": True, "max_records": max_records, "parser": raw_batch_parser, "decoder": records_of}
+                if max_records
+                else {"decoder": decoder, "listener": revoke}
+            ),
             description=" ".join(topic.description for topic in topics),
             **static,
             **options,
@@ -234,7 +267,8 @@ def subscriber_for(
         broker.retry_policies[id(subscriber)] = policy
         if not max_records:
             revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(
-                subscriber, broker.kafka.commit_interval_ms / 1000, send_failed=_send_failure_reporter(broker.state))
+                subscriber, broker.kafka.commit_interval_ms / 1000, send_failed=_send_failure_reporter(broker.state)
+            )
         return subscriber
 
     def register(handler: Callable) -> Callable:
@@ -244,7 +278,9 @@ def subscriber_for(
         wrapped = main(_batch_handler(broker, main, per_event, by_name, policy) if batch else per_event)
         for tier in range(1, len(retry_delays_s) + 1):
             policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
-            subscribe([t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")(per_event)
+            subscribe(
+                [t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}"
+            )(per_event)
         return wrapped
 
     return register
@@ -261,7 +297,9 @@ def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Calla
 
     # FastStream documents and checks the payload from this signature: the topic models, as the handler declares them.
     payload = models[0] if len(models) == 1 else Union[models]  # type: ignore[valid-type]
-    on_event.__signature__ = inspect.Signature([inspect.Parameter("event", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)])  # type: ignore[attr-defined]
+    on_event.__signature__ = inspect.Signature(
+        [inspect.Parameter("event", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)]
+    )  # type: ignore[attr-defined]
     on_event.__annotations__ = {"event": payload}
     on_event.__name__ = on_event.__qualname__ = handler.__name__
     on_event.__doc__ = handler.__doc__
@@ -269,7 +307,9 @@ def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Calla
     return on_event
 
 
-def _batch_handler(broker: FleetBroker, subscriber: Any, handler: Callable, topics: dict[str, Topic], policy: RetryPolicy) -> Callable:
+def _batch_handler(
+    broker: FleetBroker, subscriber: Any, handler: Callable, topics: dict[str, Topic], policy: RetryPolicy
+) -> Callable:
     """What FastStream calls with each batch's raw records: the runner, which calls `handler` once per event."""
     runner = BatchRunner(handler, topics, broker.outcomes, policy, subscriber)
     broker.batch_runners.append(runner)
@@ -290,7 +330,9 @@ def instance_id(group: str) -> str:
 
     replica = os.environ.get("FLEET_REPLICA_ID")
     if not replica:
-        raise RuntimeError("FLEET_KAFKA_STATIC_MEMBERSHIP=true needs FLEET_REPLICA_ID, unique per process (e.g. payments-1)")
+        raise RuntimeError(
+            "FLEET_KAFKA_STATIC_MEMBERSHIP=true needs FLEET_REPLICA_ID, unique per process (e.g. payments-1)"
+        )
     return f"{group}-{replica}"
 
 
@@ -327,7 +369,9 @@ def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY)
             if declared != expected:
                 got = ", ".join(sorted(m.__name__ for m in declared)) or "no event model"
                 want = ", ".join(sorted(m.__name__ for m in expected))
-                raise ContractViolation(f"handler {declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}")
+                raise ContractViolation(
+                    f"handler {declared_call.__name__} on {', '.join(names)} takes {got}; the registry says {want}"
+                )
 
 
 def _event_models_of(handler: Callable) -> set[type]:
@@ -358,8 +402,17 @@ class EventPublisher:
     def record(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Record:
         """The signed record for `event`, not sent: for a transactional outbox, which the relay publishes later."""
         if not isinstance(event, self.topic.model):
-            raise WrongTopic(f"{type(event).__name__} does not belong on {self.topic.name} (it carries {self.topic.model.__name__})")
-        return encode(event, source=self.source, signer=self.keys.signer(), cause=cause, correlation_id=correlation_id, registry=self.registry)
+            raise WrongTopic(
+                f"{type(event).__name__} does not belong on {self.topic.name} (it carries {self.topic.model.__name__})"
+            )
+        return encode(
+            event,
+            source=self.source,
+            signer=self.keys.signer(),
+            cause=cause,
+            correlation_id=correlation_id,
+            registry=self.registry,
+        )
 
     async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
         """Sends the signed event. Inside a handler it does not wait for the broker's ack: the record's offset is committed
@@ -376,7 +429,9 @@ class EventPublisher:
         )
         if pending is not None and inspect.isawaitable(sent):  # the in-memory test broker returns nothing to wait for
             pending.append(sent)
-        structlog.get_logger("fleet.events").debug("event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic)
+        structlog.get_logger("fleet.events").debug(
+            "event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic
+        )
         return record.envelope
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Iterable
 
 from contracts import REGISTRY, Registry
-from contracts.signing import ED25519, Keyring, KeyError_, PrivateKey, TrustedKey
+from contracts.signing import ED25519, KeyError_, Keyring, PrivateKey, TrustedKey
 
 __all__ = [
-    "KeyStore",
     "REPLAY_SIGNER",
     "UPSTREAM_SIGNERS",
+    "KeyStore",
     "init_keys",
     "keyring_path",
     "private_dir",
@@ -51,7 +51,7 @@ def topics_signed_by(signer: str, registry: Registry = REGISTRY) -> list[str]:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _new_kid(signer: str, now: datetime) -> str:
@@ -65,7 +65,9 @@ def _load_ring(keys_dir: Path) -> Keyring:
     return Keyring.load(path) if path.exists() else Keyring()
 
 
-def init_keys(keys_dir: Path, signers: Iterable[str], *, registry: Registry = REGISTRY, alg: str = ED25519) -> list[str]:
+def init_keys(
+    keys_dir: Path, signers: Iterable[str], *, registry: Registry = REGISTRY, alg: str = ED25519
+) -> list[str]:
     """Creates a key (Ed25519 by default, or HMAC-SHA256: a shared secret in the keyring, ~50x cheaper to verify, but
     every verifier could then sign too) for every signer that has none yet and trusts it in the ring; idempotent.
 
@@ -90,8 +92,14 @@ def init_keys(keys_dir: Path, signers: Iterable[str], *, registry: Registry = RE
     return created
 
 
-def rotate_key(keys_dir: Path, signer: str, *, grace: timedelta = timedelta(days=1), warmup: timedelta = timedelta(seconds=15),
-               registry: Registry = REGISTRY) -> tuple[str, list[str]]:
+def rotate_key(
+    keys_dir: Path,
+    signer: str,
+    *,
+    grace: timedelta = timedelta(days=1),
+    warmup: timedelta = timedelta(seconds=15),
+    registry: Registry = REGISTRY,
+) -> tuple[str, list[str]]:
     """Adds a new key for `signer`, used from `warmup` on (every worker has reloaded the ring by then),
     and keeps the older keys verify-only until `grace` from now. Returns the new kid and the retired ones."""
     ring, now = _load_ring(keys_dir), _now()
@@ -107,15 +115,31 @@ def rotate_key(keys_dir: Path, signer: str, *, grace: timedelta = timedelta(days
     return key.kid, [k.kid for k in old]
 
 
-def trust_key(keys_dir: Path, kid: str, alg: str, material_file: Path, topics: list[str], *, owner: str = "",
-              not_after: datetime | None = None, replace_existing: bool = False, registry: Registry = REGISTRY) -> TrustedKey:
+def trust_key(
+    keys_dir: Path,
+    kid: str,
+    alg: str,
+    material_file: Path,
+    topics: list[str],
+    *,
+    owner: str = "",
+    not_after: datetime | None = None,
+    replace_existing: bool = False,
+    registry: Registry = REGISTRY,
+) -> TrustedKey:
     """Lets an external publisher in: its public key (PEM) or HMAC secret file, for the named topics only."""
     if not replace_existing and _load_ring(keys_dir).get(kid) is not None:
         raise KeyError_(f"the keyring already trusts a key {kid!r}; pass replace to change it")
     for topic in topics:
         registry.named(topic)  # an unknown topic is an error, not a silent no-op
     text = Path(material_file).read_text().strip()
-    entry = {"kid": kid, "alg": alg, "topics": topics, "owner": owner or kid, "not_after": not_after.isoformat() if not_after else None}
+    entry = {
+        "kid": kid,
+        "alg": alg,
+        "topics": topics,
+        "owner": owner or kid,
+        "not_after": not_after.isoformat() if not_after else None,
+    }
     entry |= {"public_key": text} if alg == ED25519 else {"secret": text}
     trusted = TrustedKey.from_json(entry)
     ring = _load_ring(keys_dir)
@@ -151,14 +175,16 @@ class KeyStore:
     def signer(self, now: datetime | None = None) -> PrivateKey:
         """The newest private key already in use (its `not_before` passed)."""
         self._refresh()
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         usable = [k for k in self._keys if k.not_before is None or k.not_before <= now]
         if not usable:
             raise KeyError_(f"no usable signing key in {self.signer_dir}; run `fleet keys init`")
-        return max(usable, key=lambda k: (k.not_before or datetime.min.replace(tzinfo=timezone.utc), k.kid))
+        return max(usable, key=lambda k: (k.not_before or datetime.min.replace(tzinfo=UTC), k.kid))
 
     def _files_stamp(self) -> tuple:
-        files = [self.ring_file] + (sorted(self.signer_dir.glob("*.json")) if self.signer_dir and self.signer_dir.exists() else [])
+        files = [self.ring_file] + (
+            sorted(self.signer_dir.glob("*.json")) if self.signer_dir and self.signer_dir.exists() else []
+        )
         return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
 
     def _refresh(self, force: bool = False) -> None:

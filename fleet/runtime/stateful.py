@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Sequence
 
 import structlog
 from faststream import FastStream
 
 from contracts import Envelope, Record, sign
-
 from fleet.runtime.broker import FleetBroker
 from fleet.runtime.store import OutboxRelay, OutboxRow, Producer, Store, open_store
 
@@ -35,8 +34,9 @@ class StateHandle:
         return self._store
 
 
-def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Sequence[str],
-                 producer: Producer | None = None) -> StateHandle:
+def attach_store(
+    app: FastStream, broker: FleetBroker, url: str, migrations: Sequence[str], producer: Producer | None = None
+) -> StateHandle:
     """Opens the store and starts its relay before the broker consumes; stops both after the broker has stopped,
     so no handler writes to a closed store and the last committed rows still go out. The relay connects as the
     broker's service does (its KafkaConnection: TLS and SCRAM on a secure cluster)."""
@@ -48,9 +48,14 @@ def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Seq
             await broker.state.log_in()
         handle._store = await open_store(url)
         await handle._store.migrate(list(migrations))
-        handle.relay = OutboxRelay(handle._store, connection, f"{broker.service}-outbox", producer=producer,
-                                   refresh=lambda row: refresh_stale(row, broker),
-                                   refused=lambda error: broker.state.refused(error, "publishing its outbox"))
+        handle.relay = OutboxRelay(
+            handle._store,
+            connection,
+            f"{broker.service}-outbox",
+            producer=producer,
+            refresh=lambda row: refresh_stale(row, broker),
+            refused=lambda error: broker.state.refused(error, "publishing its outbox"),
+        )
         await handle.relay.start()
         log.info("store_opened", store=handle._store.dialect)
 
@@ -69,7 +74,7 @@ def attach_store(app: FastStream, broker: FleetBroker, url: str, migrations: Seq
 def refresh_stale(row: OutboxRow, broker: FleetBroker, now: datetime | None = None) -> list[tuple[str, bytes]]:
     """The row's headers, re-signed with a fresh ce_time (same ce_id, flow and cause) when it waited too long."""
     envelope = Envelope.from_headers(row.headers)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     signed_at = datetime.fromisoformat(envelope.time.replace("Z", "+00:00"))
     if now - signed_at < RESIGN_AFTER:
         return row.headers

@@ -37,5 +37,9 @@ def desired_topics(registry: Registry = REGISTRY, *, min_insync_replicas: int | 
         configs = dict(topic.configs) | insync
         specs.append(TopicSpec(topic.name, topic.partitions, configs))
         specs.extend(TopicSpec(name, topic.partitions, configs) for name in topic.retry_topics)
-        specs.append(TopicSpec(topic.dead_letter_topic, topic.partitions, configs | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}))
+        specs.append(
+            TopicSpec(
+                topic.dead_letter_topic, topic.partitions, configs | {"retention.ms": str(DEAD_LETTER_RETENTION_MS)}
+            )
+        )
     return specs

@@ -2,7 +2,19 @@
 
 from .app import SERVICE, create_app, serve
 from .clients import ClientsFile, KafkaRecordPublisher, RecordPublisher, add_client
-from .core import Allowed, Client, Clients, Forbidden, Invalid, NotFound, Refused, TooLarge, Unauthorized, authorize, hash_token
+from .core import (
+    Allowed,
+    Client,
+    Clients,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refused,
+    TooLarge,
+    Unauthorized,
+    authorize,
+    hash_token,
+)
 from .settings import GatewaySettings
 
 __all__ = [

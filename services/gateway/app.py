@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Awaitable, Callable
 
 import psycopg
-
 import structlog
 import uvicorn
 from aiokafka.errors import KafkaError
@@ -118,7 +117,9 @@ class FieldError(BaseModel):
 class Refusal(BaseModel):
     """Why the event was not accepted."""
 
-    reason: str = Field(description="A stable code, e.g. `unknown_token`, `topic_not_allowed`, `body_too_large`, `broker_unavailable`.")
+    reason: str = Field(
+        description="A stable code, e.g. `unknown_token`, `topic_not_allowed`, `body_too_large`, `broker_unavailable`."
+    )
     detail: str
     errors: list[FieldError] | None = Field(None, description="Every field error (422 only).")
 
@@ -136,30 +137,52 @@ class OrderView(BaseModel):
     """An order as the tracker has seen it so far."""
 
     order_id: str
-    status: str = Field(description="How far it got: `placed`, `payment_authorized`, `payment_declined`, `reserved`, `backordered` or `shipment_scheduled`.")
+    status: str = Field(
+        description="How far it got: `placed`, `payment_authorized`, `payment_declined`, `reserved`, `backordered` or `shipment_scheduled`."
+    )
     correlation_id: str = Field(description="The flow it belongs to.")
     customer_id: str
     history: list[HistoryItem] = Field(description="Every event of its flow, in time order, each once.")
 
 
 ORDER_REFUSALS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Refusal, "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`)."},
+    401: {
+        "model": Refusal,
+        "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`).",
+    },
     404: {"model": Refusal, "description": "`unknown_order`: the tracker has not seen this order (yet)."},
     503: {"model": Refusal, "description": "`read_model_unavailable`: the tracker's store cannot be read now; retry."},
 }
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Refusal, "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`)."},
-    403: {"model": Refusal, "description": "The client may not publish to this topic, or the gateway's key may not sign it."},
+    401: {
+        "model": Refusal,
+        "description": "No token, or a token the gateway does not know (`WWW-Authenticate: Bearer`).",
+    },
+    403: {
+        "model": Refusal,
+        "description": "The client may not publish to this topic, or the gateway's key may not sign it.",
+    },
     404: {"model": Refusal, "description": "The registry has no such topic."},
     413: {"model": Refusal, "description": "The body is larger than the topic's limit."},
-    422: {"model": Refusal, "description": "The body is not a valid event for the topic; `errors` lists every field error."},
-    503: {"model": Refusal, "description": "The broker is unreachable or did not confirm in time: the event may not be published; retry."},
+    422: {
+        "model": Refusal,
+        "description": "The body is not a valid event for the topic; `errors` lists every field error.",
+    },
+    503: {
+        "model": Refusal,
+        "description": "The broker is unreachable or did not confirm in time: the event may not be published; retry.",
+    },
 }
 
 
-def create_app(settings: GatewaySettings | None = None, publisher: RecordPublisher | None = None,
-               order_status: OrderStatusQuery | None = None, *, read_model: ReadModelQuery | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings | None = None,
+    publisher: RecordPublisher | None = None,
+    order_status: OrderStatusQuery | None = None,
+    *,
+    read_model: ReadModelQuery | None = None,
+) -> FastAPI:
     """The gateway. `read_model` reads an order from the tracker's store (`GATEWAY_TRACKER_STORE_URL`); `publisher`
     replaces the Kafka publisher and `order_status` the whole read side (tests pass in-memory fakes). Without either
     of the last two, GET /v1/orders/{id} answers 503. The lifespan starts the publisher, and closes both when it built them."""
@@ -169,8 +192,12 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.publisher = publisher or KafkaRecordPublisher(settings.kafka.connection(SERVICE), service=SERVICE, timeout_s=settings.publish_timeout_s)
-        tracker = None if order_status or read_model is None else TrackerReadModel(settings.tracker_store_url, read_model)
+        app.state.publisher = publisher or KafkaRecordPublisher(
+            settings.kafka.connection(SERVICE), service=SERVICE, timeout_s=settings.publish_timeout_s
+        )
+        tracker = (
+            None if order_status or read_model is None else TrackerReadModel(settings.tracker_store_url, read_model)
+        )
         app.state.order_status = order_status or tracker
         await app.state.publisher.start()
         clients.current()  # read now, so a missing or invalid clients file shows in the startup log
@@ -194,12 +221,18 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
         return {"status": "ok"}
 
     @app.post(
-        "/v1/events/{topic}", status_code=202, response_model=Accepted, responses=REFUSALS,
-        summary="Publish one event", openapi_extra=_operation_doc(),
+        "/v1/events/{topic}",
+        status_code=202,
+        response_model=Accepted,
+        responses=REFUSALS,
+        summary="Publish one event",
+        openapi_extra=_operation_doc(),
     )
     async def post_event(
         request: Request,
-        topic: str = Path(description="A registry topic the client may publish to.", examples=topics_signed_by(SERVICE)),
+        topic: str = Path(
+            description="A registry topic the client may publish to.", examples=topics_signed_by(SERVICE)
+        ),
     ) -> Accepted:
         """Send `Authorization: Bearer <token>`, and optionally `X-Correlation-Id`; the body is the event as JSON."""
         allowed = _admit(core.authorize(clients.current(), request.headers.get("authorization"), topic))
@@ -212,15 +245,26 @@ def create_app(settings: GatewaySettings | None = None, publisher: RecordPublish
         event = _admit(core.parse_event(allowed.topic, body, correlation_id))
         record = encode(event, source=source_of(SERVICE), signer=signer, correlation_id=correlation_id)
         await _publish(request, record, settings.publish_timeout_s)
-        log.info("event_accepted", topic=record.topic, client=allowed.client.name, event_id=record.envelope.id,
-                 correlation_id=record.envelope.correlation_id, key=record.key)
+        log.info(
+            "event_accepted",
+            topic=record.topic,
+            client=allowed.client.name,
+            event_id=record.envelope.id,
+            correlation_id=record.envelope.correlation_id,
+            key=record.key,
+        )
         return Accepted(event_id=record.envelope.id, correlation_id=record.envelope.correlation_id, topic=record.topic)
 
     @app.get(
-        "/v1/orders/{order_id}", response_model=OrderView, responses=ORDER_REFUSALS,
-        summary="An order's status and history, as the tracker has seen them", openapi_extra={"security": [{"bearer": []}]},
+        "/v1/orders/{order_id}",
+        response_model=OrderView,
+        responses=ORDER_REFUSALS,
+        summary="An order's status and history, as the tracker has seen them",
+        openapi_extra={"security": [{"bearer": []}]},
     )
-    async def get_order(request: Request, order_id: str = Path(description="The order's id.", examples=["ord-7f3a9c"])) -> OrderView:
+    async def get_order(
+        request: Request, order_id: str = Path(description="The order's id.", examples=["ord-7f3a9c"])
+    ) -> OrderView:
         """Send `Authorization: Bearer <token>`: any client may read any order. The tracker lags the flow by moments."""
         client = _admit(core.authenticate(clients.current(), request.headers.get("authorization")))
         request.state.client = client.name
@@ -294,10 +338,17 @@ async def _publish(request: Request, record: Record, timeout_s: float) -> None:
     try:
         await asyncio.wait_for(publisher.send(record), timeout_s)
     except KafkaAccessDenied:  # logged as kafka_access_denied by the publisher
-        raise RequestRefused(Unavailable("broker_refused", "the broker refused the gateway's credentials; operators see why in its log")) from None
+        raise RequestRefused(
+            Unavailable("broker_refused", "the broker refused the gateway's credentials; operators see why in its log")
+        ) from None
     except BROKER_ERRORS as error:
         log.error("publish_failed", topic=record.topic, event_id=record.envelope.id, detail=describe(error))
-        raise RequestRefused(Unavailable("broker_unavailable", "the broker did not confirm the event in time; it may not be published, retry later")) from None
+        raise RequestRefused(
+            Unavailable(
+                "broker_unavailable",
+                "the broker did not confirm the event in time; it may not be published, retry later",
+            )
+        ) from None
 
 
 async def _read_order(request: Request, order_id: str) -> dict[str, Any] | None:
@@ -308,13 +359,21 @@ async def _read_order(request: Request, order_id: str) -> dict[str, Any] | None:
         return await query(order_id)
     except ReadModelUnavailable as error:
         log.error("read_model_unavailable", detail=str(error))
-        raise RequestRefused(Unavailable("read_model_unavailable", "the tracker's read model cannot be read now; retry later")) from None
+        raise RequestRefused(
+            Unavailable("read_model_unavailable", "the tracker's read model cannot be read now; retry later")
+        ) from None
 
 
 async def _answer_refusal(request: Request, error: RequestRefused) -> JSONResponse:
     refused = error.refused
-    log.warning("request_refused", status=refused.status, reason=refused.reason, topic=request.path_params.get("topic"),
-                order_id=request.path_params.get("order_id"), client=getattr(request.state, "client", None))
+    log.warning(
+        "request_refused",
+        status=refused.status,
+        reason=refused.reason,
+        topic=request.path_params.get("topic"),
+        order_id=request.path_params.get("order_id"),
+        client=getattr(request.state, "client", None),
+    )
     body: dict[str, Any] = {"reason": refused.reason, "detail": refused.detail}
     if isinstance(refused, core.Invalid):
         body["errors"] = list(refused.errors)
@@ -337,7 +396,9 @@ def _operation_doc() -> dict:
     the gateway may sign (the path's topic says which)."""
     refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in _gateway_models()]
     correlation = {
-        "name": "X-Correlation-Id", "in": "header", "required": False,
+        "name": "X-Correlation-Id",
+        "in": "header",
+        "required": False,
         "description": "The flow this event belongs to (default: a new flow, named by the event id).",
         "schema": {"type": "string", "minLength": 1, "maxLength": core.MAX_CORRELATION_ID},
     }
@@ -347,7 +408,9 @@ def _operation_doc() -> dict:
 
 def _document_event_schemas(app: FastAPI) -> None:
     """Adds the events' JSON Schemas and the bearer scheme to the OpenAPI document: the handler reads both by hand, so FastAPI cannot know them."""
-    _, schemas = models_json_schema([(m, "validation") for m in _gateway_models()], ref_template="#/components/schemas/{model}")
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in _gateway_models()], ref_template="#/components/schemas/{model}"
+    )
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -355,7 +418,13 @@ def _document_event_schemas(app: FastAPI) -> None:
             document = default_openapi()
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(schemas.get("$defs", {}))
-            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description": "The client's token from `fleet gateway add-client`."}}
+            components["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The client's token from `fleet gateway add-client`.",
+                }
+            }
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -61,7 +61,9 @@ def save_clients(path: Path, clients: Clients) -> None:
     os.replace(partial, path)
 
 
-def add_client(path: Path, name: str, topics: list[str], *, replace: bool = False, registry: Registry = REGISTRY) -> str:
+def add_client(
+    path: Path, name: str, topics: list[str], *, replace: bool = False, registry: Registry = REGISTRY
+) -> str:
     """Adds a client with a new random token and returns the token: the file keeps only its hash, so this is the one chance to see it."""
     for topic in topics:
         registry.named(topic)  # an unknown topic is an error, not a silent grant of nothing
@@ -102,7 +104,11 @@ class ClientsFile:
 
     def _reload(self) -> None:
         if not self.path.exists():
-            log.warning("no_clients_file", path=str(self.path), hint="add one with `fleet gateway add-client NAME --topic TOPIC`")
+            log.warning(
+                "no_clients_file",
+                path=str(self.path),
+                hint="add one with `fleet gateway add-client NAME --topic TOPIC`",
+            )
             self._clients = Clients()
             return
         try:
@@ -169,7 +175,9 @@ class KafkaRecordPublisher:
                 raise
         # The signer is unused: the gateway signs each record itself with its current key (rotation), then calls `send`.
         publisher = Publisher(
-            self.bootstrap_servers, service=self.service, signer=None,  # type: ignore[arg-type]
+            self.bootstrap_servers,
+            service=self.service,
+            signer=None,  # type: ignore[arg-type]
             # Undelivered records expire about when the caller got its 503, so a retried request rarely doubles an event.
             request_timeout_ms=int(self.timeout_s * 1000),
         )

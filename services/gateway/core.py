@@ -45,7 +45,9 @@ class Client(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, lowercase hex; never the token.")
+    token_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, lowercase hex; never the token."
+    )
     topics: tuple[str, ...] = ()
 
     def may_publish(self, topic: str) -> bool:
@@ -144,7 +146,9 @@ def authenticate(clients: Clients, authorization: str | None) -> Client | Unauth
     return client
 
 
-def authorize(clients: Clients, authorization: str | None, topic_name: str, registry: Registry = REGISTRY) -> Allowed | Refused:
+def authorize(
+    clients: Clients, authorization: str | None, topic_name: str, registry: Registry = REGISTRY
+) -> Allowed | Refused:
     """Who is asking, then whether the topic exists, then whether they may publish to it.
 
     Authentication comes first, so a caller without a valid token learns nothing, not even which topics exist.
@@ -180,7 +184,9 @@ def declared_size(content_length: str | None) -> int | None:
 def size_refusal(size: int | None, topic: Topic) -> TooLarge | None:
     """A body over the topic's `max_bytes` is refused: consumers would refuse the record anyway."""
     if size is not None and size > topic.max_bytes:
-        return TooLarge("body_too_large", f"{topic.name} takes at most {topic.max_bytes} bytes; this body has {size} or more")
+        return TooLarge(
+            "body_too_large", f"{topic.name} takes at most {topic.max_bytes} bytes; this body has {size} or more"
+        )
     return None
 
 
@@ -198,6 +204,6 @@ def parse_event(topic: Topic, body: bytes, correlation_id: str | None) -> Event 
 
 
 def _correlation_errors(correlation_id: str | None) -> list[dict]:
-    if correlation_id is None or 0 < len(correlation_id) <= MAX_CORRELATION_ID and correlation_id.isprintable():
+    if correlation_id is None or (0 < len(correlation_id) <= MAX_CORRELATION_ID and correlation_id.isprintable()):
         return []
     return [{"loc": ["header", "X-Correlation-Id"], "msg": f"must be 1 to {MAX_CORRELATION_ID} printable characters"}]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer, Transaction
-from fleet.runtime.observe.http import attach_http
 
 from . import core, stock
 from .settings import InventorySettings
@@ -27,7 +27,10 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
     app = worker_app(broker, SERVICE, "Reserves stock for paid orders, or backorders them; keeps stock levels.")
     state = attach_store(app, broker, settings.store_url, stock.MIGRATIONS, producer)
     attach_http(app, broker, settings, state)
-    outcomes = {InventoryReserved: publisher_for(broker, InventoryReserved), InventoryBackordered: publisher_for(broker, InventoryBackordered)}
+    outcomes = {
+        InventoryReserved: publisher_for(broker, InventoryReserved),
+        InventoryBackordered: publisher_for(broker, InventoryBackordered),
+    }
 
     async def reserve(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:
         items = await stock.items_of(tx, payment.order_id)
@@ -35,7 +38,7 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
             await stock.park_payment(tx, payment, envelope)
             log.info("payment_parked", order_id=payment.order_id)
             return
-        result = core.reserve(payment, items, await stock.levels(tx, core.wanted(items)), datetime.now(timezone.utc))
+        result = core.reserve(payment, items, await stock.levels(tx, core.wanted(items)), datetime.now(UTC))
         if await stock.settle_once(tx, payment.order_id, type(result.outcome).__name__, envelope.time):
             await stock.set_levels(tx, dict(result.stock_after))
             await tx.add_to_outbox(outcomes[type(result.outcome)].record(result.outcome, cause=envelope))

@@ -31,12 +31,20 @@ def wanted(items: Iterable[OrderItem]) -> dict[str, int]:
     return totals
 
 
-def reserve(payment: PaymentAuthorized, items: Iterable[OrderItem], stock: Mapping[str, int], now: datetime) -> Reservation:
+def reserve(
+    payment: PaymentAuthorized, items: Iterable[OrderItem], stock: Mapping[str, int], now: datetime
+) -> Reservation:
     """All or nothing: a partial reservation would ship half an order and strand the rest, so any shortage backorders it."""
     needed = wanted(items)
-    missing = [MissingStock(sku=sku, requested=units, available=stock.get(sku, 0)) for sku, units in sorted(needed.items()) if stock.get(sku, 0) < units]
+    missing = [
+        MissingStock(sku=sku, requested=units, available=stock.get(sku, 0))
+        for sku, units in sorted(needed.items())
+        if stock.get(sku, 0) < units
+    ]
     if missing:
-        backordered = InventoryBackordered(order_id=payment.order_id, customer_id=payment.customer_id, missing=tuple(missing), backordered_at=now)
+        backordered = InventoryBackordered(
+            order_id=payment.order_id, customer_id=payment.customer_id, missing=tuple(missing), backordered_at=now
+        )
         return Reservation(backordered, dict(stock))
     reserved = InventoryReserved(
         order_id=payment.order_id,

@@ -15,4 +15,6 @@ class InventorySettings(WorkerSettings):
 
     group_id: str = Field("inventory", description="Consumer group; every replica of the service shares it.")
     http_port: HttpPort = 8102
-    store_url: str = Field("sqlite:///.fleet/inventory.db", description="Stock, order lines, reservations, inbox and outbox.")
+    store_url: str = Field(
+        "sqlite:///.fleet/inventory.db", description="Stock, order lines, reservations, inbox and outbox."
+    )

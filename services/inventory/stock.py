@@ -6,10 +6,19 @@ import json
 from typing import Iterable
 
 from contracts import Envelope, OrderItem, OrderPlaced, PaymentAuthorized, StockReceived
-
 from fleet.runtime.store import Transaction
 
-__all__ = ["MIGRATIONS", "add_stock", "items_of", "levels", "park_payment", "remember_order", "set_levels", "settle_once", "take_parked"]
+__all__ = [
+    "MIGRATIONS",
+    "add_stock",
+    "items_of",
+    "levels",
+    "park_payment",
+    "remember_order",
+    "set_levels",
+    "settle_once",
+    "take_parked",
+]
 
 MIGRATIONS = [
     "CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, units BIGINT NOT NULL)",
@@ -29,7 +38,10 @@ async def add_stock(tx: Transaction, received: StockReceived) -> None:
 
 async def remember_order(tx: Transaction, order: OrderPlaced) -> None:
     items = json.dumps([item.model_dump() for item in order.items])
-    await tx.execute("INSERT INTO order_lines (order_id, items) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING", (order.order_id, items))
+    await tx.execute(
+        "INSERT INTO order_lines (order_id, items) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (order.order_id, items),
+    )
 
 
 async def items_of(tx: Transaction, order_id: str) -> tuple[OrderItem, ...] | None:
@@ -46,7 +58,10 @@ async def levels(tx: Transaction, skus: Iterable[str]) -> dict[str, int]:
 
 async def set_levels(tx: Transaction, stock: dict[str, int]) -> None:
     for sku, units in sorted(stock.items()):
-        await tx.execute("INSERT INTO stock (sku, units) VALUES (?, ?) ON CONFLICT (sku) DO UPDATE SET units = excluded.units", (sku, units))
+        await tx.execute(
+            "INSERT INTO stock (sku, units) VALUES (?, ?) ON CONFLICT (sku) DO UPDATE SET units = excluded.units",
+            (sku, units),
+        )
 
 
 async def settle_once(tx: Transaction, order_id: str, outcome: str, decided_at: str) -> bool:
@@ -60,8 +75,10 @@ async def settle_once(tx: Transaction, order_id: str, outcome: str, decided_at: 
 
 async def park_payment(tx: Transaction, payment: PaymentAuthorized, envelope: Envelope) -> None:
     """Keeps a payment whose order lines are not known yet, with its envelope (the cause of the outcome to come)."""
-    await tx.execute("INSERT INTO parked_payments (order_id, payment, envelope) VALUES (?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
-                     (payment.order_id, payment.model_dump_json(), json.dumps(envelope.to_headers())))
+    await tx.execute(
+        "INSERT INTO parked_payments (order_id, payment, envelope) VALUES (?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (payment.order_id, payment.model_dump_json(), json.dumps(envelope.to_headers())),
+    )
 
 
 async def take_parked(tx: Transaction, order_id: str) -> tuple[PaymentAuthorized, Envelope] | None:

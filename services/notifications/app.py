@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from faststream import FastStream
 
-from contracts import Envelope, InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
+from contracts import (
+    Envelope,
+    InventoryBackordered,
+    NotificationSent,
+    PaymentAuthorized,
+    PaymentDeclined,
+    ShipmentScheduled,
+)
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
-from fleet.runtime.observe.http import attach_http
 
 from . import core, records
 from .outbox import FileOutbox
@@ -31,11 +38,13 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
     attach_http(app, broker, settings, state)
     to_notification_sent = publisher_for(broker, NotificationSent)
 
-    @subscriber_for(broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id)
+    @subscriber_for(
+        broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id
+    )
     async def on_order_outcome(
         outcome: PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled, envelope: Envelope
     ) -> None:
-        notification = core.compose(outcome, now=datetime.now(timezone.utc))
+        notification = core.compose(outcome, now=datetime.now(UTC))
         async with state.store.transaction() as tx:
             first = await tx.claim(settings.group_id, envelope.id) and await records.record_once(tx, notification)
             if first:

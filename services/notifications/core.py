@@ -7,7 +7,7 @@ from datetime import datetime
 
 from contracts import InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 
-__all__ = ["CHANNEL", "FEED_COLUMNS", "DECLINE_EXPLANATIONS", "Notification", "compose", "feed_line"]
+__all__ = ["CHANNEL", "DECLINE_EXPLANATIONS", "FEED_COLUMNS", "Notification", "compose", "feed_line"]
 
 CHANNEL = "email"  # the only channel so far; the feed line and the event both name it
 
@@ -28,17 +28,35 @@ class Notification:
 
     def as_outbox_line(self) -> dict:
         sent = self.sent
-        return feed_line(sent.notification_id, sent.order_id, sent.customer_id, sent.template, self.subject, self.body, sent.sent_at.isoformat())
+        return feed_line(
+            sent.notification_id,
+            sent.order_id,
+            sent.customer_id,
+            sent.template,
+            self.subject,
+            self.body,
+            sent.sent_at.isoformat(),
+        )
 
 
 # The columns of the notifications table, in the order `feed_line` takes them.
 FEED_COLUMNS = ("notification_id", "order_id", "customer_id", "template", "subject", "body", "recorded_at")
 
 
-def feed_line(notification_id: str, order_id: str, customer_id: str, template: str, subject: str, body: str, recorded_at: str) -> dict:
+def feed_line(
+    notification_id: str, order_id: str, customer_id: str, template: str, subject: str, body: str, recorded_at: str
+) -> dict:
     """The mail system's line for one notification: the same whether written at once or caught up after a crash."""
-    return {"notification_id": notification_id, "order_id": order_id, "customer_id": customer_id, "channel": CHANNEL,
-            "template": template, "subject": subject, "body": body, "recorded_at": recorded_at}
+    return {
+        "notification_id": notification_id,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "channel": CHANNEL,
+        "template": template,
+        "subject": subject,
+        "body": body,
+        "recorded_at": recorded_at,
+    }
 
 
 Outcome = PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled
@@ -62,15 +80,31 @@ def _message(outcome: Outcome) -> tuple[str, str, str]:
     order = outcome.order_id
     match outcome:
         case PaymentAuthorized():
-            return "payment_authorized", f"Order {order}: payment confirmed", f"We received {_money(outcome.amount_cents, outcome.currency)} for order {order}."
+            return (
+                "payment_authorized",
+                f"Order {order}: payment confirmed",
+                f"We received {_money(outcome.amount_cents, outcome.currency)} for order {order}.",
+            )
         case PaymentDeclined():
             why = DECLINE_EXPLANATIONS[outcome.reason]
-            return "payment_declined", f"Order {order}: payment declined", f"We could not take {_money(outcome.amount_cents, outcome.currency)} for order {order}: {why}."
+            return (
+                "payment_declined",
+                f"Order {order}: payment declined",
+                f"We could not take {_money(outcome.amount_cents, outcome.currency)} for order {order}: {why}.",
+            )
         case InventoryBackordered():
             short = ", ".join(f"{m.sku} ({m.available} of {m.requested} in stock)" for m in outcome.missing)
-            return "order_backordered", f"Order {order}: waiting for stock", f"Order {order} is paid and waits for new stock of {short}."
+            return (
+                "order_backordered",
+                f"Order {order}: waiting for stock",
+                f"Order {order} is paid and waits for new stock of {short}.",
+            )
         case ShipmentScheduled():
-            return "shipment_scheduled", f"Order {order}: shipping {outcome.ship_by:%A %d %B}", f"Your {outcome.units} item(s) leave by {outcome.carrier} on {outcome.ship_by:%Y-%m-%d}."
+            return (
+                "shipment_scheduled",
+                f"Order {order}: shipping {outcome.ship_by:%A %d %B}",
+                f"Your {outcome.units} item(s) leave by {outcome.carrier} on {outcome.ship_by:%Y-%m-%d}.",
+            )
     raise TypeError(f"no message for {type(outcome).__name__}")
 
 

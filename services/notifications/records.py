@@ -27,7 +27,15 @@ async def record_once(tx: Transaction, notification: Notification) -> bool:
     changed = await tx.execute(
         "INSERT INTO notifications (notification_id, order_id, customer_id, template, subject, body, recorded_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (notification_id) DO NOTHING",
-        (sent.notification_id, sent.order_id, sent.customer_id, sent.template, notification.subject, notification.body, sent.sent_at.isoformat()),
+        (
+            sent.notification_id,
+            sent.order_id,
+            sent.customer_id,
+            sent.template,
+            notification.subject,
+            notification.body,
+            sent.sent_at.isoformat(),
+        ),
     )
     return changed == 1
 

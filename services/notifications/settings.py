@@ -17,5 +17,11 @@ class NotificationsSettings(WorkerSettings):
 
     group_id: str = Field("notifications", description="Consumer group; every replica of the service shares it.")
     http_port: HttpPort = 8104
-    outbox_path: Path = Field(Path(".fleet/notifications/outbox.jsonl"), description="The mail system's feed: one JSON line per new notification.")
-    store_url: str = Field("sqlite:///.fleet/notifications.db", description="Notifications, inbox and outbox: sqlite:///file.db, or postgresql://...")
+    outbox_path: Path = Field(
+        Path(".fleet/notifications/outbox.jsonl"),
+        description="The mail system's feed: one JSON line per new notification.",
+    )
+    store_url: str = Field(
+        "sqlite:///.fleet/notifications.db",
+        description="Notifications, inbox and outbox: sqlite:///file.db, or postgresql://...",
+    )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from faststream import FastStream
 
 from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
-from fleet.runtime.observe.http import attach_http
 
 from . import core, ledger
 from .settings import PaymentsSettings
@@ -37,12 +37,17 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
             if not await tx.claim(settings.group_id, envelope.id) or await ledger.charge_for(tx, order.order_id):
                 log.info("order_already_decided", order_id=order.order_id)
                 return
-            outcome = core.decide(order, policy, now=datetime.now(timezone.utc))
+            outcome = core.decide(order, policy, now=datetime.now(UTC))
             if isinstance(outcome, PaymentAuthorized):
                 await ledger.record_charge(tx, outcome)
                 await tx.add_to_outbox(to_payment_authorized.record(outcome, cause=envelope))
             else:
                 await tx.add_to_outbox(to_payment_declined.record(outcome, cause=envelope))
-        log.info("payment_decided", order_id=order.order_id, outcome=type(outcome).__name__, reason=getattr(outcome, "reason", None))
+        log.info(
+            "payment_decided",
+            order_id=order.order_id,
+            outcome=type(outcome).__name__,
+            reason=getattr(outcome, "reason", None),
+        )
 
     return app

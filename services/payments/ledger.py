@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contracts import PaymentAuthorized
-
 from fleet.runtime.store import Transaction
 
 __all__ = ["MIGRATIONS", "charge_for", "record_charge"]
@@ -29,5 +28,12 @@ async def charge_for(tx: Transaction, order_id: str) -> str | None:
 async def record_charge(tx: Transaction, payment: PaymentAuthorized) -> None:
     await tx.execute(
         "INSERT INTO ledger (order_id, payment_id, customer_id, amount_cents, currency, charged_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (payment.order_id, payment.payment_id, payment.customer_id, payment.amount_cents, payment.currency, payment.authorized_at.isoformat()),
+        (
+            payment.order_id,
+            payment.payment_id,
+            payment.customer_id,
+            payment.amount_cents,
+            payment.currency,
+            payment.authorized_at.isoformat(),
+        ),
     )

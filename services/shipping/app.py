@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from faststream import FastStream
 
 from contracts import Envelope, InventoryReserved, ShipmentScheduled
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
+from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
-from fleet.runtime.observe.http import attach_http
 
 from . import core
 from .settings import ShippingSettings
 
 SERVICE = "shipping"
 log = structlog.get_logger(SERVICE)
-MIGRATIONS = ["CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, shipment_id TEXT NOT NULL, carrier TEXT NOT NULL, ship_by TEXT NOT NULL)"]
+MIGRATIONS = [
+    "CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, shipment_id TEXT NOT NULL, carrier TEXT NOT NULL, ship_by TEXT NOT NULL)"
+]
 
 
 def create_app(settings: ShippingSettings | None = None, *, producer: Producer | None = None) -> FastStream:
@@ -32,7 +34,7 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
 
     @subscriber_for(broker, InventoryReserved, group_id=settings.group_id)
     async def on_inventory_reserved(reservation: InventoryReserved, envelope: Envelope) -> None:
-        shipment = core.schedule(reservation, now=datetime.now(timezone.utc))
+        shipment = core.schedule(reservation, now=datetime.now(UTC))
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id):
                 return

@@ -18,9 +18,9 @@ from contracts import (
     ShipmentScheduled,
 )
 from fleet.runtime.broker import create_broker, subscriber_for, worker_app
+from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Transaction
-from fleet.runtime.observe.http import attach_http
 
 from . import core, queries
 from .settings import TrackerSettings
@@ -30,13 +30,23 @@ __all__ = ["SERVICE", "OrderEvent", "create_app", "track"]
 SERVICE = "tracker"
 log = structlog.get_logger(SERVICE)
 
-OrderEvent = OrderPlaced | PaymentAuthorized | PaymentDeclined | InventoryReserved | InventoryBackordered | ShipmentScheduled | NotificationSent
+OrderEvent = (
+    OrderPlaced
+    | PaymentAuthorized
+    | PaymentDeclined
+    | InventoryReserved
+    | InventoryBackordered
+    | ShipmentScheduled
+    | NotificationSent
+)
 
 
 def create_app(settings: TrackerSettings | None = None) -> FastStream:
     settings = settings or TrackerSettings()
     broker = create_broker(SERVICE, settings.kafka, settings.keys)
-    app = worker_app(broker, SERVICE, "Keeps each order's status and history, folded from every event of its flow (the read side).")
+    app = worker_app(
+        broker, SERVICE, "Keeps each order's status and history, folded from every event of its flow (the read side)."
+    )
     state = attach_store(app, broker, settings.store_url, queries.MIGRATIONS)
     attach_http(app, broker, settings, state)
 

@@ -63,7 +63,7 @@ def status_after(current: str, event: Event) -> str:
 
 def apply(current: OrderStatus | None, event: Event, envelope: Envelope) -> OrderStatus:
     """The status after one more event of the order's flow; an event seen before (same ce_id) changes nothing."""
-    order_id = getattr(event, "order_id")
+    order_id = event.order_id
     current = current or OrderStatus(order_id=order_id)
     if any(entry.event_id == envelope.id for entry in current.history):
         return current

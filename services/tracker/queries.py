@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet.runtime.store import Store, Transaction
@@ -49,8 +49,10 @@ async def load(tx: Transaction, order_id: str) -> OrderStatus | None:
 async def save(tx: Transaction, status: OrderStatus) -> None:
     """Writes the order's status, inserting its row or replacing it."""
     history = json.dumps([asdict(entry) for entry in status.history])
-    updated_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-    await tx.execute(UPSERT, (status.order_id, status.status, status.correlation_id, status.customer_id, history, updated_at))
+    updated_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    await tx.execute(
+        UPSERT, (status.order_id, status.status, status.correlation_id, status.customer_id, history, updated_at)
+    )
 
 
 async def order_status(store: Store, order_id: str) -> dict[str, Any] | None:
@@ -63,7 +65,9 @@ async def order_status(store: Store, order_id: str) -> dict[str, Any] | None:
 def _status_of(row: tuple) -> OrderStatus:
     order_id, status, correlation_id, customer_id, history = row
     entries = tuple(HistoryEntry(**entry) for entry in json.loads(history))
-    return OrderStatus(order_id=order_id, status=status, correlation_id=correlation_id, customer_id=customer_id, history=entries)
+    return OrderStatus(
+        order_id=order_id, status=status, correlation_id=correlation_id, customer_id=customer_id, history=entries
+    )
 
 
 def _as_answer(status: OrderStatus) -> dict[str, Any]:

@@ -15,4 +15,7 @@ class TrackerSettings(WorkerSettings):
 
     group_id: str = Field("tracker", description="Consumer group; every replica of the service shares it.")
     http_port: HttpPort = 8105
-    store_url: str = Field("sqlite:///.fleet/tracker.db", description="The order statuses and the inbox: sqlite:///file.db, or postgresql://... for several replicas. The gateway reads it too (GATEWAY_TRACKER_STORE_URL).")
+    store_url: str = Field(
+        "sqlite:///.fleet/tracker.db",
+        description="The order statuses and the inbox: sqlite:///file.db, or postgresql://... for several replicas. The gateway reads it too (GATEWAY_TRACKER_STORE_URL).",
+    )

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
-
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
-from fleet.runtime.delivery.outcomes import RecordOutcomes
 from fleet.runtime.delivery.dead_letters import Rejection
+from fleet.runtime.delivery.outcomes import RecordOutcomes
 from fleet.runtime.delivery.retries import RetryPolicy
 
-__all__ = ["BatchRunner", "VERIFY_THREADS", "raw_batch_parser", "records_of"]
+__all__ = ["VERIFY_THREADS", "BatchRunner", "raw_batch_parser", "records_of"]
 
 VERIFY_THREADS = 2  # verification threads per worker process: one per core of a small pod
 PARALLEL_VERIFY_FROM = 16  # smaller batches verify inline: two thread hops cost more than they save
+
 
 async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable[Any]]) -> Any:
     """FastStream's batch parser decodes every header of every record as UTF-8 and raises on one that is not: a single
@@ -27,8 +27,12 @@ async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable
 
     first, last = records[0], records[-1]
     # The runner commits itself (AckPolicy.MANUAL): the message needs no consumer of its own.
-    return KafkaMessage(body=b"", raw_message=records, message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
-                        consumer=FAKE_CONSUMER)
+    return KafkaMessage(
+        body=b"",
+        raw_message=records,
+        message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
+        consumer=FAKE_CONSUMER,
+    )
 
 
 async def records_of(message: Any) -> tuple:
@@ -40,7 +44,9 @@ async def records_of(message: Any) -> tuple:
 class BatchRunner:
     """Runs one batch subscriber's records through the worker's per-record steps (RecordOutcomes), then commits."""
 
-    handler: Callable[[Any], Awaitable[Any]]  # the service's per-event handler, called as fleet.runtime.broker calls it (envelope from context)
+    handler: Callable[
+        [Any], Awaitable[Any]
+    ]  # the service's per-event handler, called as fleet.runtime.broker calls it (envelope from context)
     topics: dict[str, Topic]  # subscribed topic name → its registry topic
     outcomes: RecordOutcomes
     policy: RetryPolicy
@@ -49,8 +55,11 @@ class BatchRunner:
 
     def __post_init__(self) -> None:
         # The batch waits for its acks itself, then commits at once: no timer (interval 0).
-        self.committer = OffsetCommitter(self.subscriber, interval_s=0,
-                                         send_failed=lambda error: self.outcomes.state.send_failed(error, "publishing what its handler emitted"))
+        self.committer = OffsetCommitter(
+            self.subscriber,
+            interval_s=0,
+            send_failed=lambda error: self.outcomes.state.send_failed(error, "publishing what its handler emitted"),
+        )
 
     async def __call__(self, records: Sequence[Any]) -> None:
         try:
@@ -104,7 +113,7 @@ class BatchRunner:
             self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="fleet-verify")
         loop = asyncio.get_running_loop()
         size = -(-len(records) // VERIFY_THREADS)
-        chunks = [records[i:i + size] for i in range(0, len(records), size)]
+        chunks = [records[i : i + size] for i in range(0, len(records), size)]
         done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._verify_chunk, chunk) for chunk in chunks))
         return [outcome for chunk in done for outcome in chunk]
 

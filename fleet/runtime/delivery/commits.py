@@ -16,7 +16,9 @@ log = structlog.get_logger("fleet.runtime.delivery.commits")
 
 # Set while a record (or a batch) is handled: `EventPublisher.emit` puts its send here instead of waiting for the broker's
 # ack, and the offset is committed only once every one of them is acknowledged. None outside a handler: emit waits.
-pending_sends: contextvars.ContextVar[list[asyncio.Future] | None] = contextvars.ContextVar("fleet_pending_sends", default=None)
+pending_sends: contextvars.ContextVar[list[asyncio.Future] | None] = contextvars.ContextVar(
+    "fleet_pending_sends", default=None
+)
 
 
 def deferred_sends() -> list[asyncio.Future] | None:
@@ -34,7 +36,9 @@ class OffsetCommitter:
     waits for before its next record. Committing later changes what a crash costs (up to `interval_s` of records are
     redelivered; the fleet's handlers are idempotent for that), never what is committed before it is durable."""
 
-    def __init__(self, subscriber: Any, interval_s: float = 0.1, send_failed: Callable[[BaseException], bool] | None = None) -> None:
+    def __init__(
+        self, subscriber: Any, interval_s: float = 0.1, send_failed: Callable[[BaseException], bool] | None = None
+    ) -> None:
         self.subscriber = subscriber
         self.interval_s = interval_s
         # Told of a send's error: Kafka refusing the worker (an ACL), or a producer stopped for good, stops the worker
@@ -47,9 +51,13 @@ class OffsetCommitter:
     def done(self, record: Any, sends: list[asyncio.Future] = ()) -> None:
         from aiokafka import TopicPartition
 
-        self._pending.setdefault(TopicPartition(record.topic, record.partition), []).append((record.offset, list(sends)))
+        self._pending.setdefault(TopicPartition(record.topic, record.partition), []).append(
+            (record.offset, list(sends))
+        )
         if self.interval_s > 0 and (self._timer is None or self._timer.done()):  # interval 0: the caller flushes
-            self._timer = asyncio.get_running_loop().create_task(self._flush_later())  # one task per interval, not per record
+            self._timer = asyncio.get_running_loop().create_task(
+                self._flush_later()
+            )  # one task per interval, not per record
 
     def redeliver(self, record: Any) -> None:
         """The record's outcome is not durable: seek back to it, and commit nothing from it on."""
@@ -97,8 +105,14 @@ class OffsetCommitter:
                 # The broker never took an emitted record: its cause must come again, with everything after it.
                 if error is not None and self.send_failed is not None:
                     self.send_failed(error)
-                log.error("emitted_record_not_acknowledged", topic=tp.topic, partition=tp.partition, offset=offset,
-                          error_class=type(error).__name__, reason=str(error)[:300])
+                log.error(
+                    "emitted_record_not_acknowledged",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=offset,
+                    error_class=type(error).__name__,
+                    reason=str(error)[:300],
+                )
                 self._seek(tp, offset)
                 self._pending[tp] = [(o, s) for o, s in self._pending.get(tp, []) if o < offset]
                 return last, []
@@ -114,7 +128,11 @@ class OffsetCommitter:
         try:
             await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in offsets.items()})
         except Exception as error:  # a rebalance took the partitions: their new owner gets the records again
-            log.warning("commit_refused", error=repr(error)[:300], partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in offsets))
+            log.warning(
+                "commit_refused",
+                error=repr(error)[:300],
+                partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in offsets),
+            )
 
     def _seek(self, tp: Any, offset: int) -> None:
         consumer = getattr(self.subscriber, "consumer", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -12,7 +12,6 @@ from aiokafka import AIOKafkaProducer
 
 from contracts import REGISTRY, Registry, UnknownTopic
 from contracts.connection import KafkaConnection, client_options
-
 from fleet.runtime.errors import stops_the_producer
 
 __all__ = ["DLQ_HEADERS", "REPLAYED_FROM", "REPLAY_GROUP", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
@@ -24,8 +23,14 @@ log = structlog.get_logger("fleet.runtime.delivery.dead_letters")
 REPLAY_GROUP = "fleet-dlq-replay"
 REPLAYED_FROM = "eventfleet-replayed-from"
 DLQ_HEADERS = (
-    "dlq-reason", "dlq-detail", "dlq-original-topic", "dlq-original-partition", "dlq-original-offset",
-    "dlq-group", "dlq-service", "dlq-failed-at",
+    "dlq-reason",
+    "dlq-detail",
+    "dlq-original-topic",
+    "dlq-original-partition",
+    "dlq-original-offset",
+    "dlq-group",
+    "dlq-service",
+    "dlq-failed-at",
 )
 
 
@@ -45,8 +50,17 @@ class Rejection:
 
     @classmethod
     def of(cls, record: Any, reason: str, detail: str, failures: dict[str, str] | None = None) -> Rejection:
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()),
-                   reason, detail[:500], tuple((failures or {}).items()))
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            tuple(record.headers or ()),
+            reason,
+            detail[:500],
+            tuple((failures or {}).items()),
+        )
 
     @property
     def key_text(self) -> str | None:
@@ -62,7 +76,7 @@ class Rejection:
             "dlq-original-offset": str(self.offset),
             "dlq-group": group,
             "dlq-service": service,
-            "dlq-failed-at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "dlq-failed-at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
         failures = dict(self.failures)
         # A record that failed on a retry topic is dead-lettered as the record of the topic it first came from.
@@ -84,7 +98,9 @@ class KafkaSink:
         self._producer: AIOKafkaProducer | None = None
 
     def _aiokafka_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
+        return AIOKafkaProducer(
+            **client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True
+        )
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         if self._producer is None:
@@ -98,7 +114,9 @@ class KafkaSink:
         try:
             await self._producer.send_and_wait(topic, key=key, value=value, headers=headers)
         except Exception as error:
-            if stops_the_producer(error):  # every later dead letter would fail the same way: the next one gets a new producer
+            if stops_the_producer(
+                error
+            ):  # every later dead letter would fail the same way: the next one gets a new producer
                 await self.close()
             raise
 
@@ -135,8 +153,12 @@ class DeadLetters:
         self.counts[(rejection.topic, rejection.reason)] += 1
         log.error(
             "event_rejected",
-            topic=rejection.topic, partition=rejection.partition, offset=rejection.offset,
-            key=rejection.key_text, reason=rejection.reason, detail=rejection.detail,
+            topic=rejection.topic,
+            partition=rejection.partition,
+            offset=rejection.offset,
+            key=rejection.key_text,
+            reason=rejection.reason,
+            detail=rejection.detail,
         )
         try:
             # A record failing on a retry topic goes to the dead-letter topic of the topic it came from.
@@ -144,7 +166,9 @@ class DeadLetters:
         except UnknownTopic:
             return  # not a registry topic: nowhere to put it, and the log line above says what happened
         await self.sink(target, rejection.key, rejection.value, rejection.dead_letter_headers(group, self.service))
-        log.info("event_dead_lettered", dead_letter_topic=target, reason=rejection.reason, original_offset=rejection.offset)
+        log.info(
+            "event_dead_lettered", dead_letter_topic=target, reason=rejection.reason, original_offset=rejection.offset
+        )
 
     async def retry(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Puts a record on a retry topic and waits for the broker, like a dead letter."""

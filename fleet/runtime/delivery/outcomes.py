@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -14,16 +14,25 @@ from faststream import BaseMiddleware
 from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
-
 from fleet.runtime.access import Denials, authenticate_or_report, denial_of
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
+from fleet.runtime.delivery.dead_letters import DeadLetters, Rejection
+from fleet.runtime.delivery.retries import (
+    DeadLetter,
+    RetryPolicy,
+    attempt_of,
+    due_ms,
+    failure_headers,
+    next_step,
+    now_ms,
+    one_line,
+    retry_record,
+)
 from fleet.runtime.errors import PermanentError, stops_the_producer
 from fleet.runtime.faults import Faults
-from fleet.runtime.observe.health import Progress
 from fleet.runtime.keys import KeyStore
+from fleet.runtime.observe.health import Progress
 from fleet.runtime.observe.metrics import WorkerMetrics
-from fleet.runtime.delivery.dead_letters import DeadLetters, Rejection
-from fleet.runtime.delivery.retries import DeadLetter, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, now_ms, one_line, retry_record
 from fleet.runtime.observe.tracing import consumer_span, trace_id_of
 
 __all__ = ["EventContextMiddleware", "RecordOutcomes", "WorkerState", "current_envelope", "event_context_middleware"]
@@ -35,6 +44,8 @@ _ENVELOPE: contextvars.ContextVar[Envelope] = contextvars.ContextVar("fleet_enve
 
 def current_envelope() -> Envelope:
     return _ENVELOPE.get()
+
+
 ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be reached: wait, then redeliver
 
 
@@ -48,7 +59,9 @@ class WorkerState:
         self.progress = Progress()
         self.denials = Denials()
         self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
-        self.lost_producer: BaseException | None = None  # then the worker stops, and its runner exits 75 to be restarted
+        self.lost_producer: BaseException | None = (
+            None  # then the worker stops, and its runner exits 75 to be restarted
+        )
         self._logged_in = False
 
     async def log_in(self) -> None:
@@ -58,7 +71,9 @@ class WorkerState:
             await authenticate_or_report(self.connection, self.denials)
             self._logged_in = True
             if self.connection.principal:  # who the broker's ACLs see: what an operator checks first when one refuses
-                log.info("kafka_logged_in", principal=self.connection.principal, bootstrap=self.connection.bootstrap_servers)
+                log.info(
+                    "kafka_logged_in", principal=self.connection.principal, bootstrap=self.connection.bootstrap_servers
+                )
 
     def refused(self, error: BaseException, doing: str) -> bool:
         """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""
@@ -75,8 +90,13 @@ class WorkerState:
             return True
         if stops_the_producer(error) and self.lost_producer is None:
             self.lost_producer = error
-            log.error("kafka_producer_stopped", doing=doing, error_class=type(error).__name__, reason=str(error)[:300],
-                      hint="the worker stops and exits 75 to be restarted with new producers; its record is handled again")
+            log.error(
+                "kafka_producer_stopped",
+                doing=doing,
+                error_class=type(error).__name__,
+                reason=str(error)[:300],
+                hint="the worker stops and exits 75 to be restarted with new producers; its record is handled again",
+            )
             if self.denials.stop is not None:
                 self.denials.stop()
         return False
@@ -87,8 +107,17 @@ class RecordOutcomes:
     verify, run the handler in the record's context within its time limit, and route a failure to retry or dead letter.
     Every method returns once the outcome is durable, or raises when it could not be made so (then: redeliver)."""
 
-    def __init__(self, keys: KeyStore, dead_letters: DeadLetters, policies: dict, state: WorkerState, *,
-                 registry: Registry = REGISTRY, window_s: float = 300.0, log_payloads: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        dead_letters: DeadLetters,
+        policies: dict,
+        state: WorkerState,
+        *,
+        registry: Registry = REGISTRY,
+        window_s: float = 300.0,
+        log_payloads: bool = False,
+    ) -> None:
         self.keys, self.dead_letters, self.policies, self.state = keys, dead_letters, policies, state
         self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
         self.committers: dict[int, OffsetCommitter] = {}  # id(subscriber) → its committer (one-at-a-time subscribers)
@@ -102,14 +131,31 @@ class RecordOutcomes:
 
     def verify(self, record: Any) -> Envelope:
         """The record's envelope, or `Rejected`; pure and thread-safe, so a batch may verify in a thread pool."""
-        return verify_record(record.topic, record.key, record.value, record.headers or (), record.timestamp,
-                             self.keys.keyring(), registry=self.registry, window_s=self.window_s)
+        return verify_record(
+            record.topic,
+            record.key,
+            record.value,
+            record.headers or (),
+            record.timestamp,
+            self.keys.keyring(),
+            registry=self.registry,
+            window_s=self.window_s,
+        )
 
-    async def run(self, record: Any, envelope: Envelope, policy: RetryPolicy, subscriber: Any,
-                  call: Callable[[], Awaitable[Any]], payload: Callable[[], Awaitable[Any]] | None = None) -> Any:
+    async def run(
+        self,
+        record: Any,
+        envelope: Envelope,
+        policy: RetryPolicy,
+        subscriber: Any,
+        call: Callable[[], Awaitable[Any]],
+        payload: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Any:
         """The handler (`call`) in the record's span and log context, within its time limit, then one line on how it ended."""
-        with consumer_span(record, envelope, policy.group, self.dead_letters.service) as span, \
-                structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)):
+        with (
+            consumer_span(record, envelope, policy.group, self.dead_letters.service) as span,
+            structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)),
+        ):
             if policy.tier:
                 await self._wait_until_due(due_ms(record.headers or ()))
             started = time.perf_counter()
@@ -133,7 +179,9 @@ class RecordOutcomes:
                 progress.finished(id(subscriber))
             seconds = time.perf_counter() - started
             self.state.metrics.record_outcome(record.topic, "handled", seconds)
-            if self.log_payloads and payload is not None:  # opt-in, for debugging: personal fields are redacted even then
+            if (
+                self.log_payloads and payload is not None
+            ):  # opt-in, for debugging: personal fields are redacted even then
                 log.info("event_handled", duration_ms=round(seconds * 1000, 3), payload=redacted(await payload()))
             else:
                 log.info("event_handled", duration_ms=round(seconds * 1000, 3))
@@ -152,22 +200,50 @@ class RecordOutcomes:
                 raise asyncio.CancelledError("worker stopping; the retry is redelivered")
             await asyncio.sleep(min(left / 1000, 0.2))
 
-    async def after_failure(self, record: Any, envelope: Envelope, error: Exception, policy: RetryPolicy, started: float) -> None:
+    async def after_failure(
+        self, record: Any, envelope: Envelope, error: Exception, policy: RetryPolicy, started: float
+    ) -> None:
         attempts = attempt_of(record.headers or ())
-        now = datetime.now(timezone.utc)
-        failure = failure_headers(record.headers or (), attempt=attempts + 1, group=policy.group, error=error,
-                                  origin=(record.topic, record.partition, record.offset), now=now)
+        now = datetime.now(UTC)
+        failure = failure_headers(
+            record.headers or (),
+            attempt=attempts + 1,
+            group=policy.group,
+            error=error,
+            origin=(record.topic, record.partition, record.offset),
+            now=now,
+        )
         step = next_step(policy, attempts, isinstance(error, PermanentError), now_ms())
-        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}"))
-        log.warning("event_failed", error_class=type(error).__name__, reason=one_line(error), attempt=attempts + 1,
-                    next=getattr(step, "reason", "retry"), duration_ms=_ms_since(started))
+        trace.get_current_span().set_status(
+            trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {one_line(error)}")
+        )
+        log.warning(
+            "event_failed",
+            error_class=type(error).__name__,
+            reason=one_line(error),
+            attempt=attempts + 1,
+            next=getattr(step, "reason", "retry"),
+            duration_ms=_ms_since(started),
+        )
         try:
             if isinstance(step, DeadLetter):
-                await self.dead_letter(Rejection.of(record, step.reason, one_line(error), failure), policy, time.perf_counter() - started)
+                await self.dead_letter(
+                    Rejection.of(record, step.reason, one_line(error), failure), policy, time.perf_counter() - started
+                )
             else:
                 topic = self.registry.resolve(record.topic)
-                retry, extra = retry_record(topic, step.tier, record.key.decode(), record.value, envelope,
-                                            record.headers or (), failure, step.due_ms, self.keys.signer(), now)
+                retry, extra = retry_record(
+                    topic,
+                    step.tier,
+                    record.key.decode(),
+                    record.value,
+                    envelope,
+                    record.headers or (),
+                    failure,
+                    step.due_ms,
+                    self.keys.signer(),
+                    now,
+                )
                 await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
                 self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
                 log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
@@ -175,7 +251,9 @@ class RecordOutcomes:
             self.state.metrics.record_outcome(record.topic, "failed")
             if self.state.refused(routing_error, "writing a retry or dead letter"):
                 raise
-            log.error("event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error))
+            log.error(
+                "event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error)
+            )
             await asyncio.sleep(ROUTING_BACKOFF_S)
             raise
 
@@ -231,7 +309,9 @@ class EventContextMiddleware(BaseMiddleware):
         sends: list = []
         token = pending_sends.set(sends)  # what the handler emits is acknowledged before the offset is committed
         try:
-            result = await self.outcomes.run(self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode)
+            result = await self.outcomes.run(
+                self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode
+            )
         except BaseException:
             if committer is not None:  # not durable: the record comes again, never committed past
                 committer.redeliver(self.msg)

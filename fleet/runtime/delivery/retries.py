@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Sequence
 
 from contracts import Envelope, PrivateKey, Record, Topic, sign
@@ -25,9 +25,20 @@ __all__ = [
 DEFAULT_DELAYS_S = (1.0, 10.0, 60.0)
 ORIGINAL_KEYID = "eventfleet-original-keyid"
 H_ATTEMPT, H_GROUP, H_DUE = "retry-attempt", "retry-group", "retry-not-before-ms"
-H_FIRST, H_LAST, H_ERROR, H_REASON = "retry-first-failure-at", "retry-last-failure-at", "retry-error-class", "retry-reason"
-H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = "retry-original-topic", "retry-original-partition", "retry-original-offset"
-RETRY_HEADERS = frozenset({H_ATTEMPT, H_GROUP, H_DUE, H_FIRST, H_LAST, H_ERROR, H_REASON, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET})
+H_FIRST, H_LAST, H_ERROR, H_REASON = (
+    "retry-first-failure-at",
+    "retry-last-failure-at",
+    "retry-error-class",
+    "retry-reason",
+)
+H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = (
+    "retry-original-topic",
+    "retry-original-partition",
+    "retry-original-offset",
+)
+RETRY_HEADERS = frozenset(
+    {H_ATTEMPT, H_GROUP, H_DUE, H_FIRST, H_LAST, H_ERROR, H_REASON, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET}
+)
 
 
 @dataclass(frozen=True)
@@ -76,11 +87,18 @@ def next_step(policy: RetryPolicy, attempts_so_far: int, permanent: bool, now_ms
     return Retry(tier, now_ms + int(policy.delays_s[tier - 1] * 1000))
 
 
-def failure_headers(previous: Sequence[tuple[str, bytes]], *, attempt: int, group: str, error: BaseException,
-                    origin: tuple[str, int, int], now: datetime) -> dict[str, str]:
+def failure_headers(
+    previous: Sequence[tuple[str, bytes]],
+    *,
+    attempt: int,
+    group: str,
+    error: BaseException,
+    origin: tuple[str, int, int],
+    now: datetime,
+) -> dict[str, str]:
     """What a retry or dead letter says about its failures: counts, first and last time, the error's class and one line."""
     before = {k: v.decode("utf-8", "replace") for k, v in previous if k in RETRY_HEADERS}
-    stamp = now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    stamp = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
     topic, partition, offset = (before.get(H_ORIGIN_TOPIC), before.get(H_ORIGIN_PARTITION), before.get(H_ORIGIN_OFFSET))
     if topic is None:
         topic, partition, offset = origin[0], str(origin[1]), str(origin[2])
@@ -97,14 +115,30 @@ def failure_headers(previous: Sequence[tuple[str, bytes]], *, attempt: int, grou
     }
 
 
-def retry_record(topic: Topic, tier: int, key: str, value: bytes, envelope: Envelope, headers: Sequence[tuple[str, bytes]],
-                 failure: dict[str, str], due: int, signer: PrivateKey, now: datetime) -> tuple[Record, list[tuple[str, bytes]]]:
+def retry_record(
+    topic: Topic,
+    tier: int,
+    key: str,
+    value: bytes,
+    envelope: Envelope,
+    headers: Sequence[tuple[str, bytes]],
+    failure: dict[str, str],
+    due: int,
+    signer: PrivateKey,
+    now: datetime,
+) -> tuple[Record, list[tuple[str, bytes]]]:
     """The record to put on retry topic `tier`: same ce_id, flow and cause, a fresh ce_time, signed by the consumer
     for that retry topic only; the first signer's key id stays visible. Returns the record and its extra headers."""
-    fresh = replace(envelope, time=now.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    fresh = replace(
+        envelope, time=now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
     record = sign(Record(topic.retry_topic(tier), key, value, fresh), signer)
     original = dict(headers).get(ORIGINAL_KEYID, envelope.keyid.encode())
-    kept = [(k, v) for k, v in headers if not k.startswith("ce_") and k != "content-type" and k not in RETRY_HEADERS and k != ORIGINAL_KEYID]
+    kept = [
+        (k, v)
+        for k, v in headers
+        if not k.startswith("ce_") and k != "content-type" and k not in RETRY_HEADERS and k != ORIGINAL_KEYID
+    ]
     extra = kept + [(ORIGINAL_KEYID, original)] + [(k, v.encode()) for k, v in (failure | {H_DUE: str(due)}).items()]
     return record, extra
 

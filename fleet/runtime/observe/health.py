@@ -60,26 +60,55 @@ class Verdict:
         return {"status": "ok" if self.ok else "fail", "reason": self.reason, "detail": self.detail, **self.facts}
 
 
-def liveness(*, now: float, bound_s: float, oldest_in_flight_s: float, last_progress: float, lag: int,
-             work_since: float | None, broker_reachable: bool = True) -> Verdict:
+def liveness(
+    *,
+    now: float,
+    bound_s: float,
+    oldest_in_flight_s: float,
+    last_progress: float,
+    lag: int,
+    work_since: float | None,
+    broker_reachable: bool = True,
+) -> Verdict:
     """Live unless stuck: a handler in flight for longer than `bound_s`, or work waiting (`lag` > 0 since `work_since`)
     and no handler finished for longer than `bound_s` while the broker answers. A slow or absent broker never makes
     a worker not live: restarting it would not help. `now`, `last_progress` and `work_since` are on one clock."""
-    facts = {"oldest_in_flight_s": round(oldest_in_flight_s, 3), "seconds_since_progress": round(now - last_progress, 3),
-             "lag": lag, "bound_s": bound_s}
+    facts = {
+        "oldest_in_flight_s": round(oldest_in_flight_s, 3),
+        "seconds_since_progress": round(now - last_progress, 3),
+        "lag": lag,
+        "bound_s": bound_s,
+    }
     if oldest_in_flight_s > bound_s:
-        return Verdict(False, "handler_stuck", f"a handler has been running for {oldest_in_flight_s:.1f} s, over the {bound_s:g} s bound", facts)
+        return Verdict(
+            False,
+            "handler_stuck",
+            f"a handler has been running for {oldest_in_flight_s:.1f} s, over the {bound_s:g} s bound",
+            facts,
+        )
     if lag > 0 and work_since is not None:
         idle_s = now - max(last_progress, work_since)
         if idle_s > bound_s:
             if not broker_reachable:
-                return Verdict(True, "waiting_for_broker", f"{lag} records wait and none was handled for {idle_s:.1f} s, "
-                               "but the broker does not answer: not the worker's fault", facts)
-            return Verdict(False, "no_progress", f"{lag} records wait and none was handled for {idle_s:.1f} s, over the {bound_s:g} s bound", facts)
+                return Verdict(
+                    True,
+                    "waiting_for_broker",
+                    f"{lag} records wait and none was handled for {idle_s:.1f} s, "
+                    "but the broker does not answer: not the worker's fault",
+                    facts,
+                )
+            return Verdict(
+                False,
+                "no_progress",
+                f"{lag} records wait and none was handled for {idle_s:.1f} s, over the {bound_s:g} s bound",
+                facts,
+            )
     return Verdict(True, "ok", "making progress" if lag > 0 else "nothing stuck", facts)
 
 
-def readiness(*, stopping: bool, connected: bool, unassigned: list[str], lag: int, unknown: list[str], threshold: int) -> Verdict:
+def readiness(
+    *, stopping: bool, connected: bool, unassigned: list[str], lag: int, unknown: list[str], threshold: int
+) -> Verdict:
     """Ready only while running, connected to the broker, with partitions assigned to every main subscriber (`unassigned`
     names those without), the lag of every assigned partition known (`unknown` names those not yet known), and the
     main subscribers' total `lag` below `threshold`."""
@@ -89,9 +118,19 @@ def readiness(*, stopping: bool, connected: bool, unassigned: list[str], lag: in
     if not connected:
         return Verdict(False, "broker_unreachable", "the broker does not answer", facts)
     if unassigned:
-        return Verdict(False, "not_assigned", f"no partitions assigned yet to: {', '.join(unassigned)}", {**facts, "unassigned": unassigned})
+        return Verdict(
+            False,
+            "not_assigned",
+            f"no partitions assigned yet to: {', '.join(unassigned)}",
+            {**facts, "unassigned": unassigned},
+        )
     if unknown:
-        return Verdict(False, "lag_unknown", f"the lag of {len(unknown)} partitions is not known yet", {**facts, "unknown": unknown})
+        return Verdict(
+            False,
+            "lag_unknown",
+            f"the lag of {len(unknown)} partitions is not known yet",
+            {**facts, "unknown": unknown},
+        )
     if lag >= threshold:
         return Verdict(False, "lagging", f"{lag} records behind, not below the threshold of {threshold}", facts)
     return Verdict(True, "ok", f"{lag} records behind", facts)

@@ -109,18 +109,24 @@ def time_commits(broker: KafkaBroker, gauge: Any) -> int:
 class WorkerHttp:
     """The worker's probe and metrics port, served by uvicorn inside the worker's own event loop."""
 
-    def __init__(self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None, app: FastStream | None = None) -> None:
+    def __init__(
+        self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None, app: FastStream | None = None
+    ) -> None:
         self.broker = broker
         self.app = app  # the worker's FastStream app: its specification is the AsyncAPI document it serves
         self.settings = settings
-        self.state = state  # a fleet.runtime.stateful.StateHandle, for the outbox backlog; None for a worker without a store
+        self.state = (
+            state  # a fleet.runtime.stateful.StateHandle, for the outbox backlog; None for a worker without a store
+        )
         self.worker = broker.state  # fleet.runtime.delivery.outcomes.WorkerState: metrics, progress, stopping
         self.work = WorkSince()
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._loop_task: asyncio.Task | None = None
-        self._asyncapi: dict[str, bytes] | None = None  # this service's document as JSON and YAML, made on first request
+        self._asyncapi: dict[str, bytes] | None = (
+            None  # this service's document as JSON and YAML, made on first request
+        )
         self._asyncapi_lock = asyncio.Lock()
 
     # ---- the decisions -------------------------------------------------------------------------------
@@ -129,8 +135,14 @@ class WorkerHttp:
         progress = self.worker.progress
         now = progress.clock()
         lag = sum(p.lag or 0 for p in partition_lags(self.broker) if p.main)
-        facts = dict(now=now, bound_s=self.settings.liveness_bound_s, oldest_in_flight_s=progress.oldest_in_flight_s(),
-                     last_progress=progress.last_progress, lag=lag, work_since=self.work.observe(lag, now))
+        facts = dict(
+            now=now,
+            bound_s=self.settings.liveness_bound_s,
+            oldest_in_flight_s=progress.oldest_in_flight_s(),
+            last_progress=progress.last_progress,
+            lag=lag,
+            work_since=self.work.observe(lag, now),
+        )
         verdict = liveness(**facts)
         if verdict.reason == "no_progress":  # the only case that asks the broker: is the wait its fault?
             verdict = liveness(**facts, broker_reachable=await self._broker_answers())
@@ -202,23 +214,34 @@ class WorkerHttp:
             return _answer(await self.ready())
 
         async def asyncapi(request: Request) -> Response:
-            wanted = request.query_params.get("format") or ("yaml" if "yaml" in request.headers.get("accept", "") else "json")
+            wanted = request.query_params.get("format") or (
+                "yaml" if "yaml" in request.headers.get("accept", "") else "json"
+            )
             if wanted not in ("json", "yaml"):
-                return JSONResponse({"reason": "unknown_format", "detail": "format is json (default) or yaml"}, status_code=400)
+                return JSONResponse(
+                    {"reason": "unknown_format", "detail": "format is json (default) or yaml"}, status_code=400
+                )
             try:
                 bodies = await self.asyncapi_document()
             except LookupError as error:  # fleet.runtime.asyncapi.UnknownService: a worker the document does not know
                 return JSONResponse({"reason": "unknown_service", "detail": str(error)}, status_code=404)
             return Response(bodies[wanted], media_type=ASYNCAPI_MEDIA_TYPES[wanted])
 
-        return Starlette(routes=[Route("/metrics", metrics), Route("/health/live", live), Route("/health/ready", ready),
-                                 Route("/docs/asyncapi", asyncapi)])
+        return Starlette(
+            routes=[
+                Route("/metrics", metrics),
+                Route("/health/live", live),
+                Route("/health/ready", ready),
+                Route("/docs/asyncapi", asyncapi),
+            ]
+        )
 
     async def start(self) -> None:
         self._socket = _bind(self.settings.http_host, self.settings.http_port)
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(self.asgi(), log_config=None, access_log=False, lifespan="off", ws="none",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.asgi(), log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=2
+        )
         config.load()
         self._server = uvicorn.Server(config)
         # Server.serve() would take over SIGINT and SIGTERM, which belong to FastStream: run its parts instead.
@@ -229,9 +252,15 @@ class WorkerHttp:
             self._socket.close()
             self._server = self._socket = None
             raise
-        self._loop_task = asyncio.create_task(self._server.main_loop(), name=f"{getattr(self.broker, 'service', 'worker')}-http")
-        log.info("worker_http_started", host=self.settings.http_host, port=self.port,
-                 endpoints=["/metrics", "/health/live", "/health/ready", "/docs/asyncapi"])
+        self._loop_task = asyncio.create_task(
+            self._server.main_loop(), name=f"{getattr(self.broker, 'service', 'worker')}-http"
+        )
+        log.info(
+            "worker_http_started",
+            host=self.settings.http_host,
+            port=self.port,
+            endpoints=["/metrics", "/health/live", "/health/ready", "/docs/asyncapi"],
+        )
 
     async def stop(self) -> None:
         if self._server is None:
@@ -253,8 +282,10 @@ def _asyncapi_bodies(service: str, app: FastStream) -> dict[str, bytes]:
     from fleet.runtime.asyncapi import WorkerSpec, render, service_document
 
     document = service_document(service, [WorkerSpec.of(service, app)])
-    return {"json": json.dumps(document, ensure_ascii=False, sort_keys=True).encode(),
-            "yaml": render(document).encode()}
+    return {
+        "json": json.dumps(document, ensure_ascii=False, sort_keys=True).encode(),
+        "yaml": render(document).encode(),
+    }
 
 
 def _answer(verdict: Verdict) -> JSONResponse:
@@ -264,7 +295,9 @@ def _answer(verdict: Verdict) -> JSONResponse:
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port. A busy port (a second replica on one host, scaled with `fleet run`) falls back
     to a free one, with a warning naming it: in a container each replica has its own port space."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
 
     def listen_on(where: tuple) -> socket.socket:
         sock = socket.socket(family, kind, proto)

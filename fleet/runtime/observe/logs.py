@@ -20,7 +20,9 @@ __all__ = ["configure_logging", "get_logger", "redact_secrets", "replica_id"]
 get_logger = structlog.get_logger
 
 # Field names whose values never reach a log line, whoever logs them (ours or a library's `extra=`).
-SECRET_FIELDS = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|private|signature|credential|bearer)")
+SECRET_FIELDS = re.compile(
+    r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|private|signature|credential|bearer)"
+)
 REDACTED = "[redacted]"
 BEARER = re.compile(r"Bearer\s+\S+")
 

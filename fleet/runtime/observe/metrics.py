@@ -19,22 +19,51 @@ class WorkerMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
-        self.received = Counter("eventfleet_events_received", "Records read from the broker, before verification.",
-                                ["topic"], registry=self.registry)
-        self.outcomes = Counter("eventfleet_events", "Events by how their handling ended: handled, retried (moved to a "
-                                "retry topic), dead_lettered, failed (not durable: redelivered), skipped (another group's retry).",
-                                ["topic", "outcome"], registry=self.registry)
-        self.duration = Histogram("eventfleet_handler_duration_seconds", "Time in the handler, verification excluded.",
-                                  ["topic"], buckets=DURATION_BUCKETS, registry=self.registry)
-        self.lag = Gauge("eventfleet_consumer_lag", "Records on the partition not yet consumed by this replica's group member.",
-                         ["topic", "partition", "group"], registry=self.registry)
-        self.outbox_backlog = Gauge("eventfleet_outbox_backlog", "Outbox rows waiting for the relay.", registry=self.registry)
-        self.last_commit = Gauge("eventfleet_last_commit_timestamp_seconds", "Unix time of the last successful offset commit.",
-                                 registry=self.registry)
-        self.oldest_in_flight = Gauge("eventfleet_handler_oldest_in_flight_seconds", "How long the longest-running handler "
-                                      "has been running (0 when none runs); /health/live fails above its bound.", registry=self.registry)
-        self.since_progress = Gauge("eventfleet_seconds_since_progress", "Seconds since a handler last finished (or the "
-                                    "worker started).", registry=self.registry)
+        self.received = Counter(
+            "eventfleet_events_received",
+            "Records read from the broker, before verification.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "eventfleet_events",
+            "Events by how their handling ended: handled, retried (moved to a "
+            "retry topic), dead_lettered, failed (not durable: redelivered), skipped (another group's retry).",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "eventfleet_handler_duration_seconds",
+            "Time in the handler, verification excluded.",
+            ["topic"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "eventfleet_consumer_lag",
+            "Records on the partition not yet consumed by this replica's group member.",
+            ["topic", "partition", "group"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "eventfleet_outbox_backlog", "Outbox rows waiting for the relay.", registry=self.registry
+        )
+        self.last_commit = Gauge(
+            "eventfleet_last_commit_timestamp_seconds",
+            "Unix time of the last successful offset commit.",
+            registry=self.registry,
+        )
+        self.oldest_in_flight = Gauge(
+            "eventfleet_handler_oldest_in_flight_seconds",
+            "How long the longest-running handler "
+            "has been running (0 when none runs); /health/live fails above its bound.",
+            registry=self.registry,
+        )
+        self.since_progress = Gauge(
+            "eventfleet_seconds_since_progress",
+            "Seconds since a handler last finished (or the worker started).",
+            registry=self.registry,
+        )
 
     def record_received(self, topic: str) -> None:
         self.received.labels(topic).inc()

@@ -21,11 +21,20 @@ class TracingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLEET_TRACING_", extra="ignore")
 
-    exporter: str = Field("none", pattern="^(none|console|otlp-http|otlp-grpc)$",
-                          description="Where spans go: nowhere (the default; trace context still flows), stdout, or an OTLP collector.")
-    endpoint: str | None = Field(None, description="The OTLP endpoint; the exporter's own default (localhost) when unset.")
-    sample_ratio: float = Field(0.1, ge=0.0, le=1.0,
-                                description="Share of new flows traced at the edge; downstream follows the edge's decision (parent-based).")
+    exporter: str = Field(
+        "none",
+        pattern="^(none|console|otlp-http|otlp-grpc)$",
+        description="Where spans go: nowhere (the default; trace context still flows), stdout, or an OTLP collector.",
+    )
+    endpoint: str | None = Field(
+        None, description="The OTLP endpoint; the exporter's own default (localhost) when unset."
+    )
+    sample_ratio: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of new flows traced at the edge; downstream follows the edge's decision (parent-based).",
+    )
 
 
 def configure_tracing(service: str, settings: TracingSettings | None = None) -> Any:
@@ -36,8 +45,10 @@ def configure_tracing(service: str, settings: TracingSettings | None = None) -> 
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     settings = settings or TracingSettings()
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "service.namespace": "eventfleet"}),
-                              sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "eventfleet"}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
     exporter = _exporter(settings)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))  # exported off the event path, in batches
@@ -86,8 +97,9 @@ def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> 
         "messaging.kafka.offset": record.offset,
         "eventfleet.service": service,
     }
-    with tracer().start_as_current_span(f"process {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
-                                      links=links, attributes=attributes) as span:
+    with tracer().start_as_current_span(
+        f"process {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
+    ) as span:
         yield span
 
 

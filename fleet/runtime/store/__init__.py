@@ -18,7 +18,6 @@ import structlog
 
 from contracts import Record
 from contracts.connection import KafkaConnection, client_options
-
 from fleet.runtime.errors import stops_the_producer
 
 __all__ = [
@@ -70,7 +69,9 @@ ADD_TO_OUTBOX = (
     "INSERT INTO outbox (ce_id, topic, key, value, headers, created_at) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (ce_id) DO NOTHING"
 )
-PENDING_COLUMNS = "SELECT o.id, o.ce_id, o.topic, o.key, o.value, o.headers FROM outbox AS o WHERE o.published_at IS NULL"
+PENDING_COLUMNS = (
+    "SELECT o.id, o.ce_id, o.topic, o.key, o.value, o.headers FROM outbox AS o WHERE o.published_at IS NULL"
+)
 BACKLOG = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
 PRUNE = "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at <= ?"
 PRUNE_INBOX = "DELETE FROM inbox WHERE claimed_at <= ?"
@@ -156,7 +157,14 @@ class Transaction:
 
     async def add_to_outbox(self, record: Record) -> None:
         """Queues a record for the relay; it is published only if this transaction commits."""
-        params = (record.envelope.id, record.topic, record.key, record.value, encode_headers(record.raw_headers()), now_ms())
+        params = (
+            record.envelope.id,
+            record.topic,
+            record.key,
+            record.value,
+            encode_headers(record.raw_headers()),
+            now_ms(),
+        )
         if await self.execute(ADD_TO_OUTBOX, params) != 1:
             raise DuplicateOutboxEvent(f"ce_id {record.envelope.id} is in the outbox already")
         self.added_to_outbox += 1
@@ -329,8 +337,16 @@ class PostgresStore(Store):
         # timeout: a handler waits at most `wait_s` for a connection (psycopg's default is 30 s). While the database is
         # down it then fails like any dependency error, and its record goes to the retry tier instead of holding every
         # partition of the consumer for as long as the outage lasts.
-        pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
-                                   check=AsyncConnectionPool.check_connection, name="eventfleet-store", timeout=wait_s)
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            name="eventfleet-store",
+            timeout=wait_s,
+        )
         await pool.open(wait=True, timeout=10.0)
         return cls(url, pool)
 
@@ -368,7 +384,9 @@ async def open_store(url: str, *, pool_size: int = 10, wait_s: float = 5.0) -> S
     elif url.startswith(("postgresql://", "postgres://")):
         store = await PostgresStore.open(url, pool_size, wait_s)
     else:
-        raise ValueError(f"unsupported store URL {url!r}: use sqlite:///path/to/file.db or postgresql://user@host:port/db")
+        raise ValueError(
+            f"unsupported store URL {url!r}: use sqlite:///path/to/file.db or postgresql://user@host:port/db"
+        )
     try:
         await store._create_own_tables()
     except BaseException:
@@ -481,7 +499,9 @@ class OutboxRelay:
 
         # Built once a loop runs, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
         # producer of the fleet: a row is marked only once all in-sync replicas have it.
-        return AIOKafkaProducer(**client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True)
+        return AIOKafkaProducer(
+            **client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True
+        )
 
     async def _ensure_producer(self) -> None:
         if self._producer_dead:
@@ -527,7 +547,12 @@ class OutboxRelay:
         except Exception as error:
             if self.refused is not None and self.refused(error):
                 return  # reported once by `refused`; the rows wait in the outbox until an operator fixes the ACL
-            log.warning("outbox_relay_failed", work=work.__name__, error=f"{type(error).__name__}: {error}", client_id=self.client_id)
+            log.warning(
+                "outbox_relay_failed",
+                work=work.__name__,
+                error=f"{type(error).__name__}: {error}",
+                client_id=self.client_id,
+            )
 
     async def _nap(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -550,7 +575,9 @@ class OutboxRelay:
         for row in rows:
             try:
                 headers = self.refresh(row) if self.refresh else row.headers
-                delivery = await self._producer.send(row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers)
+                delivery = await self._producer.send(
+                    row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers
+                )
             except Exception as error:
                 self._log_failure(row, error)
                 break  # later rows may share this row's key: they wait, so a key's order holds
