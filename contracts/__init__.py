@@ -34,7 +34,7 @@ from .events import (
     redacted,
 )
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
-from .signing import ED25519, HMAC_SHA256, KeyError_, Keyring, PrivateKey, TrustedKey, signing_input
+from .signing import ED25519, HMAC_SHA256, SigningKeyError, Keyring, PrivateKey, TrustedKey, signing_input
 
 __all__ = [
     "CONTENT_TYPE",
@@ -48,7 +48,7 @@ __all__ = [
     "InvalidPayload",
     "InventoryBackordered",
     "InventoryReserved",
-    "KeyError_",
+    "SigningKeyError",
     "Keyring",
     "MissingStock",
     "NotificationSent",

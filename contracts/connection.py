@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["PROTOCOLS", "ConnectionError_", "KafkaConnection", "Secret", "client_options", "read_password"]
+__all__ = ["PROTOCOLS", "ConnectionSettingsError", "KafkaConnection", "Secret", "client_options", "read_password"]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
-class ConnectionError_(ValueError):
+class ConnectionSettingsError(ValueError):
     """The connection settings are incomplete or contradictory (say which setting to fix)."""
 
 
@@ -60,17 +60,17 @@ class KafkaConnection:
         if isinstance(self.password, str):  # callers may pass a plain string: it is wrapped at once
             object.__setattr__(self, "password", Secret(self.password))
         if self.security_protocol not in PROTOCOLS:
-            raise ConnectionError_(f"security protocol {self.security_protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ConnectionSettingsError(f"security protocol {self.security_protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.sasl_mechanism not in MECHANISMS:
-            raise ConnectionError_(f"SASL mechanism {self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
+            raise ConnectionSettingsError(f"SASL mechanism {self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
         if self.security_protocol == "SASL_SSL" and not (self.username and self.password):
             missing = "a username" if not self.username else f"a password for {self.username!r}"
-            raise ConnectionError_(
+            raise ConnectionSettingsError(
                 f"SASL_SSL needs {missing} (FLEET_KAFKA_SASL_USERNAME, FLEET_KAFKA_SASL_PASSWORD, "
                 "FLEET_KAFKA_SASL_PASSWORD_FILE or FLEET_KAFKA_CREDENTIALS_DIR)"
             )
         if self.ssl_cafile is not None and not Path(self.ssl_cafile).is_file():
-            raise ConnectionError_(f"the CA file {self.ssl_cafile} does not exist (FLEET_KAFKA_SSL_CAFILE)")
+            raise ConnectionSettingsError(f"the CA file {self.ssl_cafile} does not exist (FLEET_KAFKA_SSL_CAFILE)")
 
     @property
     def secure(self) -> bool:
@@ -153,7 +153,7 @@ def read_password(
     try:
         return path.read_text().strip() or None
     except OSError as error:
-        raise ConnectionError_(
+        raise ConnectionSettingsError(
             f"cannot read the Kafka password of {username!r} from {path}: {error.strerror}"
         ) from None
 

@@ -21,7 +21,7 @@ __all__ = [
     "ED25519",
     "HMAC_SHA256",
     "SIGNATURE_VERSION",
-    "KeyError_",
+    "SigningKeyError",
     "Keyring",
     "PrivateKey",
     "TrustedKey",
@@ -37,7 +37,7 @@ ALGORITHMS = (ED25519, HMAC_SHA256)
 BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class KeyError_(ValueError):
+class SigningKeyError(ValueError):
     """A key or keyring that cannot be used: the message says which and why (never the secret)."""
 
 
@@ -84,7 +84,7 @@ def _parse_time(text: str | None) -> datetime | None:
         return None
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        raise KeyError_(f"validity date {text!r} needs a UTC offset")
+        raise SigningKeyError(f"validity date {text!r} needs a UTC offset")
     return moment
 
 
@@ -103,11 +103,11 @@ class PrivateKey:
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
-            raise KeyError_(f"key {self.kid}: unknown algorithm {self.alg!r}; use one of {', '.join(ALGORITHMS)}")
+            raise SigningKeyError(f"key {self.kid}: unknown algorithm {self.alg!r}; use one of {', '.join(ALGORITHMS)}")
         if self.alg == ED25519 and len(self.secret) != 32:
-            raise KeyError_(f"key {self.kid}: an Ed25519 private key is 32 bytes")
+            raise SigningKeyError(f"key {self.kid}: an Ed25519 private key is 32 bytes")
         if self.alg == HMAC_SHA256 and len(self.secret) < 32:
-            raise KeyError_(f"key {self.kid}: an HMAC-SHA256 secret needs at least 32 bytes")
+            raise SigningKeyError(f"key {self.kid}: an HMAC-SHA256 secret needs at least 32 bytes")
         object.__setattr__(
             self, "_ed25519", Ed25519PrivateKey.from_private_bytes(self.secret) if self.alg == ED25519 else None
         )
@@ -135,7 +135,7 @@ class PrivateKey:
 
     def public_pem(self) -> str:
         if self.alg != ED25519:
-            raise KeyError_(f"key {self.kid} is {self.alg}: it has no public key")
+            raise SigningKeyError(f"key {self.kid} is {self.alg}: it has no public key")
         return (
             self._ed25519.public_key()
             .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -155,7 +155,7 @@ class PrivateKey:
         try:
             return cls(data["kid"], data["alg"], from_b64url(data["secret"]), _parse_time(data.get("not_before")))
         except (KeyError, TypeError, ValueError) as error:
-            raise KeyError_(f"not a private key file: {error}") from None
+            raise SigningKeyError(f"not a private key file: {error}") from None
 
     @classmethod
     def load(cls, path: Path) -> PrivateKey:
@@ -186,7 +186,7 @@ class TrustedKey:
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
-            raise KeyError_(f"key {self.kid}: unknown algorithm {self.alg!r}")
+            raise SigningKeyError(f"key {self.kid}: unknown algorithm {self.alg!r}")
         verifier = Ed25519PublicKey.from_public_bytes(self.material) if self.alg == ED25519 else None
         object.__setattr__(self, "_ed25519", verifier)  # parsed once: verification is on the per-event path
 
@@ -237,7 +237,7 @@ class TrustedKey:
             if alg == ED25519:
                 public = serialization.load_pem_public_key(data["public_key"].encode())
                 if not isinstance(public, Ed25519PublicKey):
-                    raise KeyError_(f"key {data['kid']}: public_key is not an Ed25519 key")
+                    raise SigningKeyError(f"key {data['kid']}: public_key is not an Ed25519 key")
                 material = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             else:
                 material = from_b64url(data["secret"])
@@ -250,10 +250,10 @@ class TrustedKey:
                 _parse_time(data.get("not_after")),
                 data.get("owner", ""),
             )
-        except KeyError_:
+        except SigningKeyError:
             raise
         except (KeyError, TypeError, ValueError) as error:
-            raise KeyError_(f"keyring entry {data.get('kid', '?')!r} is malformed: {error}") from None
+            raise SigningKeyError(f"keyring entry {data.get('kid', '?')!r} is malformed: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ class Keyring:
     @classmethod
     def from_json(cls, data: Mapping) -> Keyring:
         if data.get("version") != 1:
-            raise KeyError_(f"unsupported keyring version {data.get('version')!r}")
+            raise SigningKeyError(f"unsupported keyring version {data.get('version')!r}")
         return cls.of(TrustedKey.from_json(entry) for entry in data.get("keys", ()))
 
     @classmethod
@@ -286,7 +286,7 @@ class Keyring:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except json.JSONDecodeError as error:
-            raise KeyError_(f"keyring {path} is not JSON: {error}") from None
+            raise SigningKeyError(f"keyring {path} is not JSON: {error}") from None
 
     def save(self, path: Path) -> None:
         """Written to a temporary file, then renamed: a worker reloading the ring never reads half of it."""

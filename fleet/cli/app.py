@@ -503,7 +503,7 @@ def keys_trust(
     replace: bool = typer.Option(False, "--replace", help="Change a key id the ring already trusts."),
 ) -> None:
     """Let an external publisher in: trust its key for the named topics only."""
-    from contracts import KeyError_, UnknownTopic
+    from contracts import SigningKeyError, UnknownTopic
     from fleet.runtime.keys import trust_key
 
     material = public_key if alg == "ed25519" else secret_file
@@ -511,7 +511,7 @@ def keys_trust(
         _fail("--public-key is needed for ed25519, --secret-file for hmac-sha256")
     try:
         trusted = trust_key(_keys_dir(), kid, alg, material, topic, not_after=not_after, replace_existing=replace)
-    except (KeyError_, UnknownTopic, OSError) as error:
+    except (SigningKeyError, UnknownTopic, OSError) as error:
         _fail(str(error))
     typer.echo(
         f"trusted {trusted.kid} ({trusted.alg}) for {', '.join(sorted(trusted.topics))}; running workers pick it up within seconds"
@@ -531,14 +531,14 @@ def keys_rotate(
     """Add a new key for SIGNER; the old one stays verify-only until the grace period ends. No restarts needed."""
     from datetime import timedelta
 
-    from contracts import KeyError_
+    from contracts import SigningKeyError
     from fleet.runtime.keys import rotate_key
 
     try:
         kid, retired = rotate_key(
             _keys_dir(), signer, grace=timedelta(hours=grace_hours), warmup=timedelta(seconds=warmup_s)
         )
-    except KeyError_ as error:
+    except SigningKeyError as error:
         _fail(str(error))
     typer.echo(f"new key {kid}; verify-only for {grace_hours:g} h: {', '.join(retired)}")
 
@@ -558,7 +558,7 @@ def publish(
     """Validate, sign and publish one event; prints its id. Bad input prints every error and exits non-zero."""
     from pydantic import ValidationError
 
-    from contracts import REGISTRY, KeyError_, PrivateKey, UnknownTopic, describe_errors
+    from contracts import REGISTRY, SigningKeyError, PrivateKey, UnknownTopic, describe_errors
     from contracts.publisher import Publisher
     from fleet.runtime.keys import KeyStore
 
@@ -570,7 +570,7 @@ def publish(
         _fail(str(error))
     except ValidationError as error:
         _fail(f"invalid {target.model.__name__}:\n  " + describe_errors(error).replace("; ", "\n  "))
-    except (KeyError_, OSError) as error:
+    except (SigningKeyError, OSError) as error:
         _fail(f"no signing key: {error}")
 
     async def send():
@@ -584,7 +584,7 @@ def publish(
 def main() -> None:
     from aiokafka.errors import KafkaConnectionError
 
-    from contracts.connection import ConnectionError_
+    from contracts.connection import ConnectionSettingsError
     from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied, authenticate
     from fleet.runtime.settings import last_operator_connection
 
@@ -599,7 +599,7 @@ def main() -> None:
     except KafkaAccessDenied as denial:  # refused by the broker: one line, not a traceback
         typer.secho(str(denial), fg=typer.colors.RED, err=True)
         raise SystemExit(EXIT_ACCESS_DENIED) from None
-    except ConnectionError_ as error:  # incomplete TLS/SASL settings
+    except ConnectionSettingsError as error:  # incomplete TLS/SASL settings
         typer.secho(f"Kafka connection settings: {error}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
 

@@ -212,7 +212,7 @@ def replay(
     bootstrap: str | None = BootstrapOption,
 ) -> None:
     """Republish dead letters to their original topic, re-signed by the replay key with a fresh ce_time (same ce_id)."""
-    from contracts import KeyError_
+    from contracts import SigningKeyError
     from fleet.ops.dlq import ReplayKeyError, replay_dead_letters
     from fleet.runtime.keys import REPLAY_SIGNER, KeyStore
     from fleet.runtime.settings import KeySettings
@@ -225,7 +225,7 @@ def replay(
                 operator_connection(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning
             )
         )
-    except (KeyError_, ReplayKeyError) as error:
+    except (SigningKeyError, ReplayKeyError) as error:
         _fail(f"no usable replay key: {error}")
     if as_json:
         _echo_json(_report_json(report))

@@ -28,7 +28,7 @@ def run_service(name: str) -> None:
         return
     app = catalog.create_app(name)
     denials = app.broker.state.denials
-    denials.stop = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
+    app.broker.state.stop_worker = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
     try:
         asyncio.run(app.run())
     except KafkaAccessDenied:  # refused at start: already logged as kafka_access_denied

@@ -122,18 +122,18 @@ async def authenticate(connection: KafkaConnection, timeout_s: float = 10.0) -> 
 
 
 class Denials:
-    """One worker's first refusal: logged once, then the worker stops (`stop`), and its runner exits with 78."""
+    """One worker's first refusal: logged once, then `on_first` (the worker stops), and its runner exits with 78."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_first: Callable[[], None] | None = None) -> None:
         self.first: KafkaAccessDenied | None = None
-        self.stop: Callable[[], None] | None = None
+        self.on_first = on_first
 
     def report(self, denial: KafkaAccessDenied) -> None:
         if self.first is None:
             self.first = denial
             log.error("kafka_access_denied", **denial.fields())
-            if self.stop is not None:
-                self.stop()
+            if self.on_first is not None:
+                self.on_first()
 
 
 async def authenticate_or_report(connection: KafkaConnection, denials: Denials) -> None:

@@ -31,7 +31,7 @@ from contracts import (
 from contracts.connection import KafkaConnection
 from fleet.runtime.delivery.batches import BatchRunner, raw_batch_parser, records_of
 from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter, deferred_sends
-from fleet.runtime.delivery.dead_letters import DeadLetters
+from fleet.runtime.delivery.dead_letters import FailureRouter
 from fleet.runtime.delivery.outcomes import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
 from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
 from fleet.runtime.faults import Faults, FaultSettings
@@ -65,7 +65,7 @@ class FleetBroker(KafkaBroker):
     service: str
     kafka: KafkaSettings
     keys: KeyStore
-    dead_letters: DeadLetters
+    dead_letters: FailureRouter
     registry: Registry
     retry_policies: dict  # id(subscriber) → RetryPolicy
     state: WorkerState
@@ -78,7 +78,7 @@ class FleetBroker(KafkaBroker):
             await self.state.log_in()
             await super().start()  # a consumer refused its topic or group raises here, before anything is consumed
         except Exception as error:
-            if self.state.refused(error, "starting its consumers and producers"):
+            if self.state.report_if_refused(error, "starting its consumers and producers"):
                 raise self.state.denials.first from None
             raise
         for subscriber in self.subscribers:
@@ -128,7 +128,7 @@ def _report_refusals(subscriber: Any, state: WorkerState) -> None:
             try:
                 return await _original(*args, **kwargs)
             except KafkaError as error:
-                state.refused(error, doing)
+                state.report_if_refused(error, doing)
                 raise
 
         fetch._fleet_reports = True  # type: ignore[attr-defined]
@@ -146,7 +146,7 @@ def create_broker(
     kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
     connection = kafka.connection(service)  # each service is its own SCRAM user on a secure cluster
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
-    dead_letters = DeadLetters(connection, service, registry)
+    dead_letters = FailureRouter(connection, service, registry)
     policies: dict = {}
     state = WorkerState(service, Faults(FaultSettings()))
     state.connection = connection

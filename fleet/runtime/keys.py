@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from contracts import REGISTRY, Registry
-from contracts.signing import ED25519, KeyError_, Keyring, PrivateKey, TrustedKey
+from contracts.signing import ED25519, SigningKeyError, Keyring, PrivateKey, TrustedKey
 
 __all__ = [
     "REPLAY_SIGNER",
@@ -105,7 +105,7 @@ def rotate_key(
     ring, now = _load_ring(keys_dir), _now()
     old = [k for k in ring.keys.values() if k.owner == signer and (k.not_after is None or k.not_after > now)]
     if not old:
-        raise KeyError_(f"{signer} has no key to rotate; run `fleet keys init` first")
+        raise SigningKeyError(f"{signer} has no key to rotate; run `fleet keys init` first")
     key = PrivateKey.generate(_new_kid(signer, now), ED25519, not_before=now + warmup)
     key.save(private_dir(keys_dir, signer) / f"{key.kid}.json")
     ring = ring.with_key(key.public(topics_signed_by(signer, registry), owner=signer))
@@ -129,7 +129,7 @@ def trust_key(
 ) -> TrustedKey:
     """Lets an external publisher in: its public key (PEM) or HMAC secret file, for the named topics only."""
     if not replace_existing and _load_ring(keys_dir).get(kid) is not None:
-        raise KeyError_(f"the keyring already trusts a key {kid!r}; pass replace to change it")
+        raise SigningKeyError(f"the keyring already trusts a key {kid!r}; pass replace to change it")
     for topic in topics:
         registry.named(topic)  # an unknown topic is an error, not a silent no-op
     text = Path(material_file).read_text().strip()
@@ -178,7 +178,7 @@ class KeyStore:
         now = now or datetime.now(UTC)
         usable = [k for k in self._keys if k.not_before is None or k.not_before <= now]
         if not usable:
-            raise KeyError_(f"no usable signing key in {self.signer_dir}; run `fleet keys init`")
+            raise SigningKeyError(f"no usable signing key in {self.signer_dir}; run `fleet keys init`")
         return max(usable, key=lambda k: (k.not_before or datetime.min.replace(tzinfo=UTC), k.kid))
 
     def _files_stamp(self) -> tuple:
@@ -196,7 +196,7 @@ class KeyStore:
             if stamp == self._stamp and not force:
                 return
             if not self.ring_file.exists():
-                raise KeyError_(f"no keyring at {self.ring_file}; run `fleet keys init`")
+                raise SigningKeyError(f"no keyring at {self.ring_file}; run `fleet keys init`")
             self._ring = Keyring.load(self.ring_file)
             if self.signer_dir and self.signer_dir.exists():
                 self._keys = [PrivateKey.load(f) for f in sorted(self.signer_dir.glob("*.json"))]

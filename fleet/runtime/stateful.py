@@ -54,7 +54,7 @@ def attach_store(
             f"{broker.service}-outbox",
             producer=producer,
             refresh=lambda row: refresh_stale(row, broker),
-            refused=lambda error: broker.state.refused(error, "publishing its outbox"),
+            refused=lambda error: broker.state.report_if_refused(error, "publishing its outbox"),
         )
         await handle.relay.start()
         log.info("store_opened", store=handle._store.dialect)

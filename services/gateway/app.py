@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from contracts import REGISTRY, KeyError_, PrivateKey, Record, Topic, TrustedKey, encode, source_of
+from contracts import REGISTRY, SigningKeyError, PrivateKey, Record, Topic, TrustedKey, encode, source_of
 from fleet.runtime.access import KafkaAccessDenied
 from fleet.runtime.keys import KeyStore, topics_signed_by
 from fleet.runtime.store import Store, open_store
@@ -317,7 +317,7 @@ def _gateway_key(keys: KeyStore) -> tuple[PrivateKey, TrustedKey | None]:
     try:
         signer = keys.signer()
         return signer, keys.keyring().get(signer.kid)
-    except KeyError_ as error:
+    except SigningKeyError as error:
         log.error("no_signing_key", detail=str(error))
         raise RequestRefused(Unavailable("no_signing_key", "the gateway has no usable signing key")) from None
 

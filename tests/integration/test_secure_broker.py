@@ -144,7 +144,7 @@ async def test_a_handler_that_writes_a_topic_its_service_does_not_own_stops_the_
     broker = create_broker("payments", secure_kafka.settings())
     to_order_placed = publisher_for(broker, OrderPlaced)  # a miswired publisher: orders belong to the storefront
     stopped = asyncio.Event()
-    broker.state.denials.stop = stopped.set
+    broker.state.stop_worker = stopped.set
 
     async def on_order_placed(order: OrderPlaced) -> None:
         await to_order_placed.emit(an_order())
@@ -215,7 +215,7 @@ async def test_an_acl_revoked_while_a_worker_runs_is_reported_once_and_stops_it(
     revoked = [a for a in desired if a != Acl("User:payments", "TOPIC", "orders.placed.v1", "READ")]
     app = create_payments(PaymentsSettings(kafka=secure_kafka.settings(), store_url=f"sqlite:///{tmp_path / 'payments.db'}"))
     stopped = asyncio.Event()
-    app.broker.state.denials.stop = stopped.set
+    app.broker.state.stop_worker = stopped.set
     async with RunningApps(app):
         await apply_acls(secure_kafka.admin, revoked, fleet_users())
         try:

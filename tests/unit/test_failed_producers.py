@@ -98,7 +98,7 @@ async def test_a_dead_letter_sink_keeps_a_producer_whose_send_only_timed_out():
 def test_a_worker_whose_producer_stopped_for_good_is_stopped_once_to_be_restarted():
     state = WorkerState("shipping")
     stops = []
-    state.denials.stop = lambda: stops.append("stop")
+    state.stop_worker = lambda: stops.append("stop")
     lost = OutOfOrderSequenceNumber("sequence lost")
 
     assert state.send_failed(lost, "publishing what its handler emitted") is False  # not a refusal: logged by the caller
@@ -110,7 +110,7 @@ def test_a_worker_whose_producer_stopped_for_good_is_stopped_once_to_be_restarte
 def test_a_worker_whose_send_only_timed_out_keeps_running_and_the_record_comes_again():
     state = WorkerState("shipping")
     stops = []
-    state.denials.stop = lambda: stops.append("stop")
+    state.stop_worker = lambda: stops.append("stop")
     assert state.send_failed(RequestTimedOutError(), "publishing what its handler emitted") is False
     assert state.lost_producer is None and stops == []
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, SaslAuthenticationFailed, TopicAuthorizationFailedError
 
-from contracts.connection import ConnectionError_, KafkaConnection
+from contracts.connection import ConnectionSettingsError, KafkaConnection
 from fleet.local import kafka as kafka_local
 from fleet.runtime.access import EXIT_ACCESS_DENIED, Denials, denial_of
 from fleet.ops.acls import Acl, fleet_acls, fleet_users, gateway_acls, plan_acls, upstream_acls
@@ -68,12 +68,12 @@ def test_a_worker_logs_in_as_its_service_unless_told_otherwise(tmp_path, monkeyp
     ({"security_protocol": "TLS"}, "not one of PLAINTEXT, SSL, SASL_SSL"),
 ])
 def test_incomplete_settings_say_which_setting_to_fix(settings, complaint):
-    with pytest.raises(ConnectionError_, match=complaint):
+    with pytest.raises(ConnectionSettingsError, match=complaint):
         KafkaConnection("127.0.0.1:9094", **settings)
 
 
 def test_a_missing_password_file_is_named_not_a_traceback_from_deep_inside(tmp_path):
-    with pytest.raises(ConnectionError_, match=r"cannot read the Kafka password of 'payments' from .*/nope"):
+    with pytest.raises(ConnectionSettingsError, match=r"cannot read the Kafka password of 'payments' from .*/nope"):
         KafkaConnection.from_env(username="payments", environ={"FLEET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
                                                                "FLEET_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "nope")})
 
@@ -113,8 +113,7 @@ def test_a_refusal_names_the_principal_the_resource_and_the_way_out(tmp_path):
 
 def test_a_worker_reports_its_first_refusal_once_and_is_told_to_stop(tmp_path, caplog):
     stops = []
-    denials = Denials()
-    denials.stop = lambda: stops.append(True)
+    denials = Denials(on_first=lambda: stops.append(True))
     connection = a_secure_connection(tmp_path)
     first = denial_of(TopicAuthorizationFailedError("orders.placed.v1"), connection, "publishing")
     denials.report(first)

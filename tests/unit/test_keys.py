@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts import ED25519, REGISTRY, KeyError_, Keyring, PrivateKey
+from contracts import ED25519, REGISTRY, SigningKeyError, Keyring, PrivateKey
 from fleet.runtime.keys import KeyStore, init_keys, keyring_path, private_dir, rotate_key, topics_signed_by, trust_key
 
 
@@ -45,7 +45,7 @@ def test_rotation_adds_a_key_that_signs_after_the_warmup_and_keeps_the_old_one_f
 
 def test_rotating_a_signer_without_keys_is_a_clear_error(tmp_path):
     init_keys(tmp_path, ["payments"])
-    with pytest.raises(KeyError_, match="notifications has no key to rotate"):
+    with pytest.raises(SigningKeyError, match="notifications has no key to rotate"):
         rotate_key(tmp_path, "notifications")
 
 
@@ -78,7 +78,7 @@ def test_trusting_a_key_id_the_ring_already_has_needs_an_explicit_replace(tmp_pa
     pem = tmp_path / "s.pem"
     pem.write_text(PrivateKey.generate("s").public_pem())
     trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1"])
-    with pytest.raises(KeyError_, match="already trusts a key 's'"):
+    with pytest.raises(SigningKeyError, match="already trusts a key 's'"):
         trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1", "payments.declined.v1"])
     trust_key(tmp_path, "s", ED25519, pem, ["orders.placed.v1", "payments.declined.v1"], replace_existing=True)
     assert Keyring.load(keyring_path(tmp_path)).get("s").topics == {"orders.placed.v1", "payments.declined.v1"}

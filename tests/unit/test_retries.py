@@ -1,11 +1,11 @@
-"""Retry decisions, pure: which retry topic comes next and when, what a retry record carries, and that it verifies."""
+"""RetryStep decisions, pure: which retry topic comes next and when, what a retry record carries, and that it verifies."""
 
 from datetime import datetime, timedelta, timezone
 
 from contracts import REGISTRY, Envelope, verify_record
 from fleet.runtime.errors import TransientError
 from fleet.runtime.keys import KeyStore, keyring_path
-from fleet.runtime.delivery.retries import DeadLetter, Retry, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, retry_record
+from fleet.runtime.delivery.retries import DeadLetterStep, RetryStep, RetryPolicy, attempt_of, due_ms, failure_headers, next_step, retry_record
 from tests.support import a_record, an_order, signer_of
 
 POLICY = RetryPolicy("payments", (1.0, 10.0, 60.0))
@@ -13,21 +13,21 @@ NOW = datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
 
 
 def test_each_failure_moves_to_the_next_retry_topic_with_its_delay():
-    assert next_step(POLICY, 0, False, 1_000) == Retry(1, 2_000)
-    assert next_step(POLICY, 1, False, 1_000) == Retry(2, 11_000)
-    assert next_step(POLICY, 2, False, 1_000) == Retry(3, 61_000)
+    assert next_step(POLICY, 0, False, 1_000) == RetryStep(1, 2_000)
+    assert next_step(POLICY, 1, False, 1_000) == RetryStep(2, 11_000)
+    assert next_step(POLICY, 2, False, 1_000) == RetryStep(3, 61_000)
 
 
 def test_after_the_last_delay_the_record_is_dead_lettered():
-    assert next_step(POLICY, 3, False, 0) == DeadLetter("retries_exhausted")
+    assert next_step(POLICY, 3, False, 0) == DeadLetterStep("retries_exhausted")
 
 
 def test_a_permanent_failure_is_dead_lettered_at_once():
-    assert next_step(POLICY, 0, True, 0) == DeadLetter("permanent_error")
+    assert next_step(POLICY, 0, True, 0) == DeadLetterStep("permanent_error")
 
 
 def test_a_subscriber_without_delays_dead_letters_its_first_failure():
-    assert next_step(RetryPolicy("payments", ()), 0, False, 0) == DeadLetter("retries_exhausted")
+    assert next_step(RetryPolicy("payments", ()), 0, False, 0) == DeadLetterStep("retries_exhausted")
 
 
 def test_failure_headers_keep_the_first_failure_and_the_origin_across_attempts():

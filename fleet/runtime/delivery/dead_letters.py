@@ -14,7 +14,7 @@ from contracts import REGISTRY, Registry, UnknownTopic
 from contracts.connection import KafkaConnection, client_options
 from fleet.runtime.errors import stops_the_producer
 
-__all__ = ["DLQ_HEADERS", "REPLAYED_FROM", "REPLAY_GROUP", "DeadLetters", "KafkaSink", "MemorySink", "Rejection"]
+__all__ = ["DLQ_HEADERS", "REPLAYED_FROM", "REPLAY_GROUP", "FailureRouter", "KafkaSink", "MemorySink", "Rejection"]
 
 log = structlog.get_logger("fleet.runtime.delivery.dead_letters")
 
@@ -139,8 +139,9 @@ class MemorySink:
         return None
 
 
-class DeadLetters:
-    """Puts refused records on `<topic>.dlq` and waits for the broker, so the offset behind it is safe to commit."""
+class FailureRouter:
+    """Puts a record that failed where it goes next, and waits for the broker, so the offset behind it is safe to commit:
+    a refused record (or one out of retries) on `<topic>.dlq`, one to try again on its retry topic."""
 
     def __init__(self, bootstrap_servers: str | KafkaConnection, service: str, registry: Registry = REGISTRY) -> None:
         self.service = service
@@ -149,7 +150,8 @@ class DeadLetters:
         # Refused records by (topic, reason), for this process's lifetime: what the metrics endpoint will export.
         self.counts: Counter[tuple[str, str]] = Counter()
 
-    async def send(self, rejection: Rejection, group: str) -> None:
+    async def dead_letter(self, rejection: Rejection, group: str) -> None:
+        """Logs the refusal and puts the record on its topic's dead-letter topic, with the reason in `dlq-*` headers."""
         self.counts[(rejection.topic, rejection.reason)] += 1
         log.error(
             "event_rejected",

@@ -16,9 +16,9 @@ from opentelemetry import trace
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 from fleet.runtime.access import Denials, authenticate_or_report, denial_of
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
-from fleet.runtime.delivery.dead_letters import DeadLetters, Rejection
+from fleet.runtime.delivery.dead_letters import FailureRouter, Rejection
 from fleet.runtime.delivery.retries import (
-    DeadLetter,
+    DeadLetterStep,
     RetryPolicy,
     attempt_of,
     due_ms,
@@ -57,7 +57,10 @@ class WorkerState:
         self.faults = faults or Faults()
         self.metrics = WorkerMetrics(service)
         self.progress = Progress()
-        self.denials = Denials()
+        # How to stop this worker cleanly (its runner sets FastStream's `app.exit`): when Kafka refuses it, or when a
+        # producer stopped for good. Either way a retry loop would fail alike, so the worker stops and its runner exits.
+        self.stop_worker: Callable[[], None] | None = None
+        self.denials = Denials(on_first=self.request_stop)
         self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
         self.lost_producer: BaseException | None = (
             None  # then the worker stops, and its runner exits 75 to be restarted
@@ -75,7 +78,7 @@ class WorkerState:
                     "kafka_logged_in", principal=self.connection.principal, bootstrap=self.connection.bootstrap_servers
                 )
 
-    def refused(self, error: BaseException, doing: str) -> bool:
+    def report_if_refused(self, error: BaseException, doing: str) -> bool:
         """True when Kafka refused this worker (a password, an ACL): reported once, and the worker stops."""
         denial = denial_of(error, self.connection, doing) if self.connection is not None else None
         if denial is not None:
@@ -86,7 +89,7 @@ class WorkerState:
         """An emitted record the broker did not take. A refusal is reported as such (`refused`; True). An error that
         stops the producer for good stops the worker too, to be restarted with new producers: the record is redelivered
         either way, but to this producer every redelivery would fail the same way."""
-        if self.refused(error, doing):
+        if self.report_if_refused(error, doing):
             return True
         if stops_the_producer(error) and self.lost_producer is None:
             self.lost_producer = error
@@ -97,9 +100,13 @@ class WorkerState:
                 reason=str(error)[:300],
                 hint="the worker stops and exits 75 to be restarted with new producers; its record is handled again",
             )
-            if self.denials.stop is not None:
-                self.denials.stop()
+            self.request_stop()
         return False
+
+    def request_stop(self) -> None:
+        """Stops the worker cleanly (what is done is committed first), if its runner said how."""
+        if self.stop_worker is not None:
+            self.stop_worker()
 
 
 class RecordOutcomes:
@@ -110,7 +117,7 @@ class RecordOutcomes:
     def __init__(
         self,
         keys: KeyStore,
-        dead_letters: DeadLetters,
+        dead_letters: FailureRouter,
         policies: dict,
         state: WorkerState,
         *,
@@ -170,7 +177,7 @@ class RecordOutcomes:
                 await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
                 return None
             except Exception as error:  # includes TransientError, PermanentError and the time limit
-                if self.state.refused(error, "publishing what its handler emitted"):
+                if self.state.report_if_refused(error, "publishing what its handler emitted"):
                     raise  # not the event's fault, and every event would fail alike: the worker stops, the record waits
                 await self.after_failure(record, envelope, error, policy, started)
                 return None
@@ -226,7 +233,7 @@ class RecordOutcomes:
             duration_ms=_ms_since(started),
         )
         try:
-            if isinstance(step, DeadLetter):
+            if isinstance(step, DeadLetterStep):
                 await self.dead_letter(
                     Rejection.of(record, step.reason, one_line(error), failure), policy, time.perf_counter() - started
                 )
@@ -249,7 +256,7 @@ class RecordOutcomes:
                 log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
         except Exception as routing_error:
             self.state.metrics.record_outcome(record.topic, "failed")
-            if self.state.refused(routing_error, "writing a retry or dead letter"):
+            if self.state.report_if_refused(routing_error, "writing a retry or dead letter"):
                 raise
             log.error(
                 "event_outcome_not_durable", error_class=type(routing_error).__name__, reason=one_line(routing_error)
@@ -259,9 +266,9 @@ class RecordOutcomes:
 
     async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
         try:
-            await self.dead_letters.send(rejection, group=policy.group)
+            await self.dead_letters.dead_letter(rejection, group=policy.group)
         except Exception as error:
-            self.state.refused(error, "writing a dead letter")
+            self.state.report_if_refused(error, "writing a dead letter")
             raise
         self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
 

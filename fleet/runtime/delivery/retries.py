@@ -12,8 +12,8 @@ from contracts import Envelope, PrivateKey, Record, Topic, sign
 __all__ = [
     "DEFAULT_DELAYS_S",
     "ORIGINAL_KEYID",
-    "DeadLetter",
-    "Retry",
+    "DeadLetterStep",
+    "RetryStep",
     "RetryPolicy",
     "attempt_of",
     "due_ms",
@@ -56,13 +56,13 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Retry:
+class RetryStep:
     tier: int
     due_ms: int
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterStep:
     reason: str
 
 
@@ -77,14 +77,14 @@ def due_ms(headers: Sequence[tuple[str, bytes]]) -> int:
     return int(found) if found else 0
 
 
-def next_step(policy: RetryPolicy, attempts_so_far: int, permanent: bool, now_ms: int) -> Retry | DeadLetter:
+def next_step(policy: RetryPolicy, attempts_so_far: int, permanent: bool, now_ms: int) -> RetryStep | DeadLetterStep:
     """After a failure: the next retry topic and when it is due, or the dead-letter topic and why."""
     if permanent:
-        return DeadLetter("permanent_error")
+        return DeadLetterStep("permanent_error")
     if attempts_so_far >= len(policy.delays_s):
-        return DeadLetter("retries_exhausted")
+        return DeadLetterStep("retries_exhausted")
     tier = attempts_so_far + 1
-    return Retry(tier, now_ms + int(policy.delays_s[tier - 1] * 1000))
+    return RetryStep(tier, now_ms + int(policy.delays_s[tier - 1] * 1000))
 
 
 def failure_headers(

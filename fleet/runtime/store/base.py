@@ -1,0 +1,252 @@
+"""The store's common part: its own tables (inbox, outbox), one transaction's statements, and what every backend provides."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+
+from contracts import Record
+
+__all__ = [
+    "INBOX_RETENTION_S",
+    "DuplicateOutboxEvent",
+    "OutboxBatch",
+    "OutboxRow",
+    "Store",
+    "Transaction",
+    "decode_headers",
+    "encode_headers",
+    "now_ms",
+    "to_pyformat",
+]
+
+# The store's own tables, one template for both dialects (see `_DIALECTS` for the blanks).
+OWN_TABLES = (
+    """CREATE TABLE IF NOT EXISTS inbox (
+        group_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        claimed_at BIGINT NOT NULL,
+        PRIMARY KEY (group_id, event_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id {id_column},
+        ce_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value {blob} NOT NULL,
+        headers TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        published_at BIGINT
+    )""",
+    # The relay reads pending rows in id order, per key (the PostgreSQL relay's "no earlier row of this key" check).
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_pending_by_key ON outbox (topic, key, id) WHERE published_at IS NULL",
+    # Pruning finds old published rows without reading the pending ones.
+    "CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL",
+)
+_DIALECTS = {
+    # INTEGER PRIMARY KEY is SQLite's rowid: it grows with each insert, which is the order the relay publishes in.
+    "sqlite": {"id_column": "INTEGER PRIMARY KEY", "blob": "BLOB"},
+    "postgresql": {"id_column": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
+}
+
+CLAIM = "INSERT INTO inbox (group_id, event_id, claimed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+ADD_TO_OUTBOX = (
+    "INSERT INTO outbox (ce_id, topic, key, value, headers, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (ce_id) DO NOTHING"
+)
+PENDING_COLUMNS = (
+    "SELECT o.id, o.ce_id, o.topic, o.key, o.value, o.headers FROM outbox AS o WHERE o.published_at IS NULL"
+)
+BACKLOG = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+PRUNE = "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at <= ?"
+PRUNE_INBOX = "DELETE FROM inbox WHERE claimed_at <= ?"
+
+
+# An inbox claim must outlive every way its event can come back: the topic's retention (7 days), retries (minutes) and a
+# replay from the dead-letter topic (kept 30 days). After that, a service's own keys (one charge per order) still hold.
+INBOX_RETENTION_S = 35 * 86_400.0
+
+
+class DuplicateOutboxEvent(ValueError):
+    """A record whose ce_id is in the outbox already: two different events never share an id, so this is a bug."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# A quoted literal or identifier (kept whole), a `?` placeholder, or a `%` (psycopg's own placeholder character).
+_SQL_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
+
+
+@functools.lru_cache(maxsize=1024)
+def to_pyformat(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s`, and every literal `%` doubled; a `?` inside quotes stays a `?`."""
+
+    def swap(token: re.Match) -> str:
+        text = token.group(0)
+        return "%s" if text == "?" else text.replace("%", "%%")
+
+    return _SQL_TOKENS.sub(swap, sql)
+
+
+def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+    """Raw Kafka headers as JSON text: order, repeats and every byte kept (values in base64)."""
+    return json.dumps([[name, base64.b64encode(value).decode("ascii")] for name, value in headers])
+
+
+def decode_headers(text: str) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in json.loads(text)]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One record waiting in the outbox, exactly as it will go on the wire."""
+
+    id: int
+    ce_id: str
+    topic: str
+    key: str
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> OutboxRow:
+        id_, ce_id, topic, key, value, headers = row
+        return cls(id_, ce_id, topic, key, bytes(value), decode_headers(headers))
+
+
+@dataclass(frozen=True)
+class OutboxBatch:
+    """Pending rows handed to one relay; `mark(ids)` records the ones the broker acknowledged."""
+
+    rows: list[OutboxRow]
+    mark: Callable[[list[int]], Awaitable[None]]
+
+
+class Transaction:
+    """One database transaction: claims, state changes and outbox rows commit together or not at all."""
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self._connection = connection  # an aiosqlite or psycopg connection: both have `await execute(sql, params)`
+        self.dialect = dialect
+        self.added_to_outbox = 0
+
+    async def claim(self, group: str, event_id: str) -> bool:
+        """Records that `group` handles `event_id`; False when it did already, so the caller skips its effects.
+
+        On PostgreSQL a competing claim of the same event waits until the first transaction ends, then gets False
+        (or True if that transaction rolled back). Claim first: a duplicate then does no work, and waits before anything else.
+        """
+        return await self.execute(CLAIM, (group, event_id, now_ms())) == 1
+
+    async def add_to_outbox(self, record: Record) -> None:
+        """Queues a record for the relay; it is published only if this transaction commits."""
+        params = (
+            record.envelope.id,
+            record.topic,
+            record.key,
+            record.value,
+            encode_headers(record.raw_headers()),
+            now_ms(),
+        )
+        if await self.execute(ADD_TO_OUTBOX, params) != 1:
+            raise DuplicateOutboxEvent(f"ce_id {record.envelope.id} is in the outbox already")
+        self.added_to_outbox += 1
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Runs one statement with `?` placeholders; returns the number of rows it changed."""
+        async with self._cursor(sql, params) as cursor:
+            return cursor.rowcount
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        async with self._cursor(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        async with self._cursor(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Any]:
+        text = to_pyformat(sql) if self.dialect == "postgresql" else sql
+        cursor = await self._connection.execute(text, tuple(params))
+        try:
+            yield cursor
+        finally:
+            await cursor.close()
+
+
+class Store(abc.ABC):
+    """A service's database: `async with store.transaction() as tx: ...`, plus what its outbox relay needs."""
+
+    dialect: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._wakers: set[asyncio.Event] = set()  # one per running relay of this store
+
+    async def migrate(self, statements: Sequence[str]) -> None:
+        """Applies a service's own DDL in one transaction; write it idempotent (`CREATE TABLE IF NOT EXISTS ...`)."""
+        async with self._begin(migrating=True) as tx:
+            for statement in statements:
+                await tx.execute(statement)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Commits when the block ends, rolls back when it raises; relays wake once it has committed outbox rows."""
+        async with self._begin() as tx:
+            yield tx
+        if tx.added_to_outbox:
+            for wake in self._wakers:
+                wake.set()
+
+    async def backlog(self) -> int:
+        """How many outbox rows wait to be published."""
+        async with self._begin() as tx:
+            row = await tx.fetchone(BACKLOG)
+        return int(row[0])
+
+    async def prune(self, older_than_s: float, inbox_older_than_s: float | None = None) -> int:
+        """Deletes outbox rows published more than `older_than_s` ago, and inbox claims older than `inbox_older_than_s`
+        (if given); returns how many outbox rows went."""
+        async with self._begin() as tx:
+            if inbox_older_than_s is not None:
+                await tx.execute(PRUNE_INBOX, (now_ms() - int(inbox_older_than_s * 1000),))
+            return await tx.execute(PRUNE, (now_ms() - int(older_than_s * 1000),))
+
+    def subscribe(self, wake: asyncio.Event) -> None:
+        self._wakers.add(wake)
+
+    def unsubscribe(self, wake: asyncio.Event) -> None:
+        self._wakers.discard(wake)
+
+    async def _create_own_tables(self) -> None:
+        await self.migrate([statement.format(**_DIALECTS[self.dialect]) for statement in OWN_TABLES])
+
+    @abc.abstractmethod
+    def pending(self, limit: int) -> contextlib.AbstractAsyncContextManager[OutboxBatch]:
+        """Up to `limit` pending rows, in id order, that no other relay of this database is publishing now."""
+
+    @abc.abstractmethod
+    def _begin(self, migrating: bool = False) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        """One database transaction, without waking relays."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,73 @@
+"""The store on PostgreSQL: a pool of connections, so several replicas share one database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fleet.runtime.store.base import PENDING_COLUMNS, OutboxBatch, OutboxRow, Store, Transaction, now_ms
+
+__all__ = ["PostgresStore"]
+
+
+class PostgresStore(Store):
+    """A pool of connections, so replicas and concurrent handlers run their transactions side by side."""
+
+    dialect = "postgresql"
+    # Serialises `migrate` across replicas: concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog.
+    MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('eventfleet.store.migrate'))"
+    # No earlier pending row of the same key: with several relays, a key's records still go out in insertion order.
+    PENDING = (
+        f"{PENDING_COLUMNS} AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.published_at IS NULL "
+        "AND e.topic = o.topic AND e.key = o.key AND e.id < o.id) ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED"
+    )
+
+    def __init__(self, url: str, pool: Any) -> None:
+        super().__init__(url)
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, pool_size: int, wait_s: float = 5.0) -> PostgresStore:
+        from psycopg_pool import AsyncConnectionPool  # imported late: an SQLite service does not need it
+
+        # autocommit: nothing runs outside `conn.transaction()` blocks, which BEGIN and COMMIT themselves.
+        # timeout: a handler waits at most `wait_s` for a connection (psycopg's default is 30 s). While the database is
+        # down it then fails like any dependency error, and its record goes to the retry tier instead of holding every
+        # partition of the consumer for as long as the outage lasts.
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            name="eventfleet-store",
+            timeout=wait_s,
+        )
+        await pool.open(wait=True, timeout=10.0)
+        return cls(url, pool)
+
+    @contextlib.asynccontextmanager
+    async def _begin(self, migrating: bool = False) -> AsyncIterator[Transaction]:
+        # READ COMMITTED (the default): a claim that meets a competitor's uncommitted claim waits for it, then
+        # sees the outcome (ON CONFLICT DO NOTHING), so one wins and no transaction needs retrying.
+        async with self._pool.connection() as connection, connection.transaction():
+            tx = Transaction(connection, self.dialect)
+            if migrating:
+                await tx.execute(self.MIGRATE_LOCK)
+            yield tx
+
+    @contextlib.asynccontextmanager
+    async def pending(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        # The row locks last until the marks commit: other relays skip these rows instead of publishing them too.
+        async with self._begin() as tx:
+            rows = await tx.fetchall(self.PENDING, (limit,))
+
+            async def mark(ids: list[int]) -> None:
+                await tx.execute("UPDATE outbox SET published_at = ? WHERE id = ANY(?)", (now_ms(), ids))
+
+            yield OutboxBatch([OutboxRow.from_row(row) for row in rows], mark)
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,222 @@
+"""The outbox relay: publishes what a store's transactions committed to their outbox, in order, at least once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from contracts.connection import KafkaConnection, client_options
+from fleet.runtime.errors import stops_the_producer
+from fleet.runtime.store.base import INBOX_RETENTION_S, OutboxRow, Store
+
+__all__ = ["OutboxRelay", "Producer"]
+
+log = structlog.get_logger("fleet.runtime.store")
+
+
+class Producer(Protocol):
+    """What the relay needs of aiokafka's producer (and what a test's fake provides)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Awaitable[Any]: ...
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows, in insertion order, at least once, each with its own ce_id and headers.
+
+    `start()` runs it in the background: it wakes when a transaction of its store commits outbox rows, and every
+    `poll_interval_s` for rows other processes added. A crash between publishing and marking publishes a row again.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        bootstrap_servers: str | KafkaConnection,
+        client_id: str,
+        *,
+        producer: Producer | None = None,
+        make_producer: Callable[[], Producer] | None = None,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        retention_s: float = 86_400.0,
+        inbox_retention_s: float = INBOX_RETENTION_S,
+        prune_every_s: float = 600.0,
+        stop_timeout_s: float = 5.0,
+        refresh: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
+        refused: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        self.store = store
+        # Tells whether an error is Kafka refusing us (a password, an ACL): then the worker stops instead of retrying forever.
+        self.refused = refused
+        # Gives the headers to send for a row: re-signs a row that waited too long for the freshness window.
+        self.refresh = refresh
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.retention_s = retention_s
+        self.inbox_retention_s = inbox_retention_s
+        self.prune_every_s = prune_every_s
+        self.stop_timeout_s = stop_timeout_s
+        self._producer = producer
+        # How a new producer is built when the last one cannot go on; None for an injected one (the caller's to close).
+        self._make_producer = None if producer is not None else make_producer or self._aiokafka_producer
+        self._producer_dead = False  # its sender stopped on an error it does not retry: every later send would fail too
+        self._producer_started = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._ensure_producer()
+        self._stopping = False
+        self.store.subscribe(self._wake)
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.client_id}")
+
+    async def stop(self) -> None:
+        """Publishes what is pending (for up to `stop_timeout_s`), then stops the task and the producer."""
+        if self._task is not None:
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, self.stop_timeout_s)  # cancels the task when time runs out
+            self._task = None
+        self.store.unsubscribe(self._wake)
+        if self._producer_started:
+            await self._producer.stop()
+            self._producer_started = False
+
+    async def drain(self) -> int:
+        """Publishes everything pending now; returns how many rows the broker acknowledged."""
+        await self._ensure_producer()
+        total = 0
+        while True:
+            published, all_sent = await self._publish_batch()
+            total += published
+            if not published or not all_sent:  # nothing left, or the broker refuses: the next pass tries again
+                return total
+
+    async def backlog(self) -> int:
+        return await self.store.backlog()
+
+    async def prune(self) -> int:
+        """Deletes outbox rows published longer ago than `retention_s`, and inbox claims older than `inbox_retention_s`."""
+        return await self.store.prune(self.retention_s, self.inbox_retention_s)
+
+    async def __aenter__(self) -> OutboxRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _aiokafka_producer(self) -> Producer:
+        from aiokafka import AIOKafkaProducer
+
+        # Built once a loop runs, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
+        # producer of the fleet: a row is marked only once all in-sync replicas have it.
+        return AIOKafkaProducer(
+            **client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True
+        )
+
+    async def _ensure_producer(self) -> None:
+        if self._producer_dead:
+            await self._drop_producer()
+        if self._producer is None:
+            self._producer = self._make_producer()
+        if not self._producer_started:
+            try:
+                await self._producer.start()
+            except BaseException:
+                await self._drop_producer()  # a stopped producer cannot start again: the next pass builds a new one
+                raise
+            self._producer_started = True
+
+    async def _drop_producer(self) -> None:
+        """Closes the producer and forgets it, so that the next pass builds a new one (an injected one is kept)."""
+        self._producer_dead = False
+        if self._make_producer is None:
+            return
+        producer, self._producer, self._producer_started = self._producer, None, False
+        if producer is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):  # a wedged producer may never finish stopping
+                await asyncio.wait_for(producer.stop(), self.stop_timeout_s)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        while not self._stopping:
+            await self._pass()
+            if loop.time() >= next_prune:
+                await self._guarded(self.prune)
+                next_prune = loop.time() + self.prune_every_s
+            await self._nap()
+        await self._pass()  # what the last transactions committed before stop()
+
+    async def _pass(self) -> None:
+        await self._guarded(self.drain)
+
+    async def _guarded(self, work: Callable[[], Awaitable[int]]) -> None:
+        # The loop outlives a database or broker outage: it logs, and the next pass tries again.
+        try:
+            await work()
+        except Exception as error:
+            if self.refused is not None and self.refused(error):
+                return  # reported once by `refused`; the rows wait in the outbox until an operator fixes the ACL
+            log.warning(
+                "outbox_relay_failed",
+                work=work.__name__,
+                error=f"{type(error).__name__}: {error}",
+                client_id=self.client_id,
+            )
+
+    async def _nap(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+        self._wake.clear()  # a wake-up that lands after this is caught by the pass that follows anyway
+
+    async def _publish_batch(self) -> tuple[int, bool]:
+        async with self.store.pending(self.batch_size) as batch:
+            if not batch.rows:
+                return 0, True
+            acknowledged = await self._publish(batch.rows)
+            if acknowledged:
+                await batch.mark(acknowledged)
+        log.debug("outbox_published", count=len(acknowledged), pending_in_batch=len(batch.rows) - len(acknowledged))
+        return len(acknowledged), len(acknowledged) == len(batch.rows)
+
+    async def _publish(self, rows: list[OutboxRow]) -> list[int]:
+        """Sends the rows in order (batched on the wire), then waits; returns the ids the broker acknowledged."""
+        deliveries = []
+        for row in rows:
+            try:
+                headers = self.refresh(row) if self.refresh else row.headers
+                delivery = await self._producer.send(
+                    row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers
+                )
+            except Exception as error:
+                self._log_failure(row, error)
+                break  # later rows may share this row's key: they wait, so a key's order holds
+            deliveries.append((row, delivery))
+        acknowledged = []
+        for row, delivery in deliveries:
+            try:
+                await delivery
+                acknowledged.append(row.id)
+            except Exception as error:
+                self._log_failure(row, error)
+        return acknowledged
+
+    def _log_failure(self, row: OutboxRow, error: Exception) -> None:
+        if self.refused is not None and self.refused(error):
+            return
+        if stops_the_producer(error):
+            self._producer_dead = True
+        log.warning("outbox_send_failed", ce_id=row.ce_id, topic=row.topic, error=f"{type(error).__name__}: {error}")
