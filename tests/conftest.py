@@ -23,9 +23,10 @@ os.environ["FLEET_KEYS_DIR"] = str(KEYS_DIR)
 os.environ["FLEET_KEYS_RELOAD_EVERY_S"] = "0.5"
 init_keys(KEYS_DIR, [*WORKERS, *UPSTREAM_SIGNERS])
 
-# Each service's store and files in a throwaway folder of this run, never the ones `make run` uses.
+# Each worker's store and files in a throwaway folder of this run, never the ones `make run` uses; the workers are the
+# registry of services' (fleet.catalog), so a new one gets its own too.
 STATE_DIR = Path(tempfile.mkdtemp(prefix="eventfleet-test-state-"))
-for _service in ("payments", "inventory", "shipping", "notifications", "tracker"):
+for _service in WORKERS:
     os.environ.setdefault(f"{_service.upper()}_STORE_URL", f"sqlite:///{STATE_DIR / _service}.db")
     os.environ.setdefault(f"{_service.upper()}_HTTP_PORT", "0")  # a free port each: never the ones `make run` uses
 os.environ.setdefault("NOTIFICATIONS_OUTBOX_PATH", str(STATE_DIR / "notifications.jsonl"))
