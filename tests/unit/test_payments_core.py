@@ -40,8 +40,11 @@ def test_a_total_that_is_not_the_sum_of_the_lines_is_declined_first():
 
 
 def test_a_decline_states_the_amount_that_was_asked_for():
-    outcome = decide(an_order_costing(250_000), POLICY, NOW)
-    assert (outcome.order_id, outcome.amount_cents, outcome.declined_at) == (outcome.order_id, 250_000, NOW)
+    order = an_order_costing(250_000)
+    outcome = decide(order, POLICY, NOW)
+    assert isinstance(outcome, PaymentDeclined)
+    assert (outcome.order_id, outcome.customer_id, outcome.amount_cents, outcome.currency, outcome.declined_at) == (
+        order.order_id, order.customer_id, 250_000, "EUR", NOW)
 
 
 def test_the_same_order_always_yields_the_same_payment_id():
