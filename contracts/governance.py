@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import types
@@ -17,6 +18,7 @@ from .registry import REGISTRY, Registry, Topic
 
 __all__ = [
     "DIALECT",
+    "EXPORT_DIR",
     "SCHEMAS_DIR",
     "Incompatibility",
     "Problem",
@@ -36,7 +38,10 @@ __all__ = [
 ]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+# The revisions this package ships (package data), wherever it is installed: the checkout, or a site-packages.
+SCHEMAS_DIR = Path(str(importlib.resources.files("contracts") / "schemas"))
+# Where `fleet contracts export` writes new revisions: the checkout's, from the working directory (its top folder).
+EXPORT_DIR = Path("contracts") / "schemas"
 REVISION_FILE = re.compile(r"^(?P<revision>[1-9][0-9]*)\.json$")
 EXPORT = "run `fleet contracts export` and commit contracts/schemas/"
 
@@ -289,7 +294,7 @@ def _breaks(topic: Topic, old: dict, new: dict, old_name: str, new_name: str) ->
 
 
 def export_schemas(
-    registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR
+    registry: Registry = REGISTRY, schemas_dir: Path = EXPORT_DIR
 ) -> tuple[list[Written], list[Problem]]:
     """Writes revision N+1 of each topic whose model's schema differs from revision N (1 for a new topic).
 

@@ -404,8 +404,10 @@ app.add_typer(contracts_app, name="contracts")
 @contracts_app.command("export")
 def contracts_export() -> None:
     """Write revision N+1 of each topic whose model's schema changed compatibly; never overwrites a revision (docs/contracts.md)."""
-    from contracts.governance import export_schemas
+    from contracts.governance import EXPORT_DIR, export_schemas
 
+    if not EXPORT_DIR.parent.is_dir():  # an installed fleet, run elsewhere, would start a history of its own here
+        _fail(f"no {EXPORT_DIR.parent}/ folder here: run `fleet contracts export` from the checkout's top folder")
     written, problems = export_schemas()
     for revision in written:
         typer.echo(

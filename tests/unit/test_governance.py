@@ -1,6 +1,7 @@
 """Contract governance (contracts/governance.py): compatibility rules on hand-made schema pairs, revision files, documented fields, valid examples."""
 
 import json
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
@@ -340,6 +341,14 @@ def test_load_revisions_reads_files_by_number(tmp_path):
     export_schemas(registry_of(ThingHappenedWithNote), tmp_path)
     revisions, problems = load_revisions(registry_of(ThingHappened).topics[0], tmp_path)
     assert sorted(revisions) == [1, 2] and problems == []
+
+
+def test_export_writes_into_the_working_directorys_contracts_schemas_never_into_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the checkout's top folder, where `fleet contracts export` runs
+    written, problems = export_schemas(registry_of(ThingHappened))
+    assert problems == [] and [w.path for w in written] == [Path("contracts/schemas/things.happened.v1/1.json")]
+    assert (tmp_path / "contracts" / "schemas" / "things.happened.v1" / "1.json").is_file()
+    assert not (SCHEMAS_DIR / "things.happened.v1").exists()
 
 
 # ---- documented fields and examples ---------------------------------------------------------------------------------
