@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contracts.events import OrderPlaced, PaymentAuthorized, PaymentDeclined
 from contracts.registry import REGISTRY
 
-OUTPUT = Path(__file__).resolve().parent / "signing-v1.json"
+OUTPUT = Path("contracts") / "vectors" / "signing-v1.json"  # the checkout's, from the working directory (top folder)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
 WINDOW_MS = 300_000
