@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -10,9 +11,8 @@ import typing
 from typing import Any, Callable, Union
 
 import structlog
-from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 
@@ -29,10 +29,17 @@ from contracts import (
     source_of,
 )
 from contracts.connection import KafkaConnection
+from fleet.runtime.adapters import FleetConsumer, use_consumer_class
 from fleet.runtime.delivery.batches import BatchRunner, raw_batch_parser, records_of
 from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter, deferred_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter
-from fleet.runtime.delivery.outcomes import RecordOutcomes, WorkerState, current_envelope, event_context_middleware
+from fleet.runtime.delivery.outcomes import (
+    RecordOutcomes,
+    Subscription,
+    WorkerState,
+    current_envelope,
+    event_context_middleware,
+)
 from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
 from fleet.runtime.faults import Faults, FaultSettings
 from fleet.runtime.keys import KeyStore
@@ -60,17 +67,37 @@ class ContractViolation(TypeError):
 
 
 class FleetBroker(KafkaBroker):
-    """A KafkaBroker that knows its service, its keys and its dead-letter publisher, and checks its handlers at start."""
+    """A KafkaBroker that knows its service, its keys, its delivery engine and its subscriptions, and checks its
+    handlers at start."""
 
-    service: str
-    kafka: KafkaSettings
-    keys: KeyStore
-    dead_letters: FailureRouter
-    registry: Registry
-    retry_policies: dict  # id(subscriber) → RetryPolicy
-    state: WorkerState
-    outcomes: RecordOutcomes
-    batch_runners: list[BatchRunner]
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        *,
+        service: str,
+        kafka: KafkaSettings,
+        keys: KeyStore,
+        failures: FailureRouter,
+        state: WorkerState,
+        outcomes: RecordOutcomes,
+        registry: Registry = REGISTRY,
+        **options: Any,
+    ) -> None:
+        super().__init__(bootstrap_servers, **options)
+        self.service, self.kafka, self.keys, self.registry = service, kafka, keys, registry
+        self.failures, self.state, self.outcomes = failures, state, outcomes
+        self.subscriptions: list[Subscription] = []  # one per FastStream subscriber that subscriber_for made
+        self.batch_runners: list[BatchRunner] = []
+        self.worker_http: Any = None  # the worker's HTTP port, once attach_http gave it one
+
+    async def _connect(self) -> Any:
+        await super()._connect()
+        # Every subscriber's consumer is a FleetConsumer: it reports a refused fetch, and commits before it stops.
+        use_consumer_class(
+            self,
+            functools.partial(FleetConsumer, fetch_failed=self._fetch_failed, before_stop=self._commit_before_stop),
+        )
+        return self.config.broker_config.builder
 
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
@@ -81,58 +108,30 @@ class FleetBroker(KafkaBroker):
             if self.state.report_if_refused(error, "starting its consumers and producers"):
                 raise self.state.denials.first from None
             raise
-        for subscriber in self.subscribers:
-            if (committer := self.outcomes.committers.get(id(subscriber))) is not None:
-                _flush_before_stop(subscriber, committer)
-            _report_refusals(subscriber, self.state)
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
         self.state.stopping = True  # handlers waiting for a retry's due time give up at once
         await super().stop(*args, **kwargs)
         for runner in self.batch_runners:
             runner.close()
-        await self.dead_letters.close()
+        await self.failures.close()
 
+    def _fetch_failed(self, consumer: FleetConsumer, error: BaseException) -> None:
+        """FastStream's consume loop logs a Kafka error and tries again every 5 s, forever: a refusal (an ACL revoked
+        while the worker runs) is reported once instead, and stops the worker."""
+        topics = ", ".join(sorted(consumer.subscription()))
+        self.state.report_if_refused(error, f"consuming {topics} in group {consumer.group}")
 
-def _flush_before_stop(subscriber: Any, committer: OffsetCommitter) -> None:
-    """FastStream stops a consumer once its in-flight handlers are done (or the graceful timeout cut them): commit
-    what they finished first, so a clean stop leaves nothing behind to redo."""
-    consumer = getattr(subscriber, "consumer", None)
-    if consumer is None or getattr(consumer.stop, "_fleet_flushes", False):
-        return
-
-    async def stop(*args: Any, _original=consumer.stop, **kwargs: Any) -> Any:
-        await committer.flush()
-        return await _original(*args, **kwargs)
-
-    stop._fleet_flushes = True  # type: ignore[attr-defined]
-    consumer.stop = stop
+    async def _commit_before_stop(self, consumer: FleetConsumer) -> None:
+        """The handlers are done (or the graceful timeout cut them): commit what they finished before the consumer
+        stops, so a clean stop leaves nothing behind to redo."""
+        for subscription in self.subscriptions:
+            if subscription.committer is not None and subscription.consumer is consumer:
+                await subscription.committer.flush()
 
 
 def _send_failure_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
     return lambda error: state.send_failed(error, "publishing what its handler emitted")
-
-
-def _report_refusals(subscriber: Any, state: WorkerState) -> None:
-    """FastStream's consume loop logs a Kafka error and tries again every 5 s, forever: a refusal (an ACL revoked while
-    the worker runs) is reported once instead, and stops the worker."""
-    consumer = getattr(subscriber, "consumer", None)
-    if consumer is None or getattr(consumer.getone, "_fleet_reports", False):
-        return
-    doing = (
-        f"consuming {', '.join(getattr(subscriber, 'topic_names_for_subscribe', ()))} in group {subscriber.group_id}"
-    )
-    for name in ("getone", "getmany"):
-
-        async def fetch(*args: Any, _original=getattr(consumer, name), **kwargs: Any) -> Any:
-            try:
-                return await _original(*args, **kwargs)
-            except KafkaError as error:
-                state.report_if_refused(error, doing)
-                raise
-
-        fetch._fleet_reports = True  # type: ignore[attr-defined]
-        setattr(consumer, name, fetch)
 
 
 def create_broker(
@@ -146,22 +145,27 @@ def create_broker(
     kafka, keys = kafka or KafkaSettings(), keys or KeySettings()
     connection = kafka.connection(service)  # each service is its own SCRAM user on a secure cluster
     key_store = KeyStore.for_signer(keys.dir, service, check_every_s=keys.reload_every_s)
-    dead_letters = FailureRouter(connection, service, registry)
-    policies: dict = {}
+    failures = FailureRouter(connection, service, registry)
     state = WorkerState(service, Faults(FaultSettings()))
     state.connection = connection
     outcomes = RecordOutcomes(
         key_store,
-        dead_letters,
-        policies,
+        failures,
         state,
         registry=registry,
         window_s=keys.window_s,
         log_payloads=LogSettings().payloads,
     )
-    broker = FleetBroker(
+    return FleetBroker(
         # A list: FastStream hands a string to aiokafka as one address, so "a:9092,b:9092" would never bootstrap.
         [server.strip() for server in connection.bootstrap_servers.split(",")],
+        service=service,
+        kafka=kafka,
+        keys=key_store,
+        failures=failures,
+        state=state,
+        outcomes=outcomes,
+        registry=registry,
         security=faststream_security(connection),
         client_id=service,
         metadata_max_age_ms=kafka.metadata_max_age_ms,
@@ -171,21 +175,11 @@ def create_broker(
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
         graceful_timeout=kafka.graceful_timeout_s,
-        middlewares=(event_context_middleware(outcomes),),
         logger=logging.getLogger(f"eventfleet.{service}"),
         # FastStream's per-message access lines go to DEBUG: our middleware writes one line per event instead.
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
-    broker.service, broker.kafka, broker.keys, broker.dead_letters, broker.registry = (
-        service,
-        kafka,
-        key_store,
-        dead_letters,
-        registry,
-    )
-    broker.retry_policies, broker.state, broker.outcomes, broker.batch_runners = policies, state, outcomes, []
-    return broker
 
 
 def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:
@@ -236,13 +230,17 @@ def subscriber_for(
     batch = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
 
     def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
+        subscription = Subscription(policy)
         revoke = FlushOnRevoke()
         static = (
             {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms}
             if broker.kafka.static_membership and "group_instance_id" not in options
             else {}
         )
-        subscriber = broker.subscriber(
+        # A router per subscriber: its middleware (FastStream's supported per-subscriber hook) is bound to this
+        # subscription's retry policy and committer.
+        router = KafkaRouter(middlewares=(event_context_middleware(broker.outcomes, subscription),))
+        subscriber = router.subscriber(
             *names,
             group_id=group,
             max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
@@ -264,23 +262,28 @@ def subscriber_for(
             **static,
             **options,
         )
-        broker.retry_policies[id(subscriber)] = policy
+        broker.include_router(router)
+        subscription.subscriber = subscriber
         if not max_records:
-            revoke.committer = broker.outcomes.committers[id(subscriber)] = OffsetCommitter(
-                subscriber, broker.kafka.commit_interval_ms / 1000, send_failed=_send_failure_reporter(broker.state)
+            revoke.committer = subscription.committer = OffsetCommitter(
+                subscriber,
+                broker.kafka.commit_interval_ms / 1000,
+                send_failed=_send_failure_reporter(broker.state),
+                committed=broker.state.metrics.last_commit.set_to_current_time,
             )
-        return subscriber
+        broker.subscriptions.append(subscription)
+        return subscriber, subscription
 
     def register(handler: Callable) -> Callable:
         policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
         per_event = _per_event_call(handler, models)
-        main = subscribe([t.name for t in topics], group_id, policy, name, batch)
-        wrapped = main(_batch_handler(broker, main, per_event, by_name, policy) if batch else per_event)
+        main, subscription = subscribe([t.name for t in topics], group_id, policy, name, batch)
+        wrapped = main(_batch_handler(broker, subscription, per_event, by_name) if batch else per_event)
         for tier in range(1, len(retry_delays_s) + 1):
             policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
-            subscribe(
-                [t.retry_topic(tier) for t in topics], f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}"
-            )(per_event)
+            retry_names = [t.retry_topic(tier) for t in topics]
+            tier_subscriber, _ = subscribe(retry_names, f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")
+            tier_subscriber(per_event)
         return wrapped
 
     return register
@@ -308,10 +311,12 @@ def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Calla
 
 
 def _batch_handler(
-    broker: FleetBroker, subscriber: Any, handler: Callable, topics: dict[str, Topic], policy: RetryPolicy
+    broker: FleetBroker, subscription: Subscription, handler: Callable, topics: dict[str, Topic]
 ) -> Callable:
     """What FastStream calls with each batch's raw records: the runner, which calls `handler` once per event."""
-    runner = BatchRunner(handler, topics, broker.outcomes, policy, subscriber)
+    runner = BatchRunner(
+        handler, topics, broker.outcomes, subscription, committed=broker.state.metrics.last_commit.set_to_current_time
+    )
     broker.batch_runners.append(runner)
 
     async def on_batch(records: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from contracts import REGISTRY, Registry
-from contracts.signing import ED25519, SigningKeyError, Keyring, PrivateKey, TrustedKey
+from contracts.signing import ED25519, Keyring, PrivateKey, SigningKeyError, TrustedKey
 
 __all__ = [
     "REPLAY_SIGNER",

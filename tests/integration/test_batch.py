@@ -129,7 +129,7 @@ async def test_a_batch_whose_retry_cannot_be_stored_is_redelivered_whole_and_nev
     handled: Counter = Counter()
     relay = _relay(kafka, group_id, handled, fail_first={flaky.order_id})
     refusals = []
-    original_retry = relay.broker.dead_letters.retry
+    original_retry = relay.broker.failures.retry
 
     async def retry_refused_once(*args, **kwargs):
         if not refusals:
@@ -137,7 +137,7 @@ async def test_a_batch_whose_retry_cannot_be_stored_is_redelivered_whole_and_nev
             raise ConnectionError("the retry topic is unreachable")
         await original_retry(*args, **kwargs)
 
-    relay.broker.dead_letters.retry = retry_refused_once
+    relay.broker.failures.retry = retry_refused_once
     async with TopicReader(kafka, [PaymentAuthorized]) as reader:
         await produce_raw(kafka, [(*_raw(r), 0) for r in records])  # one partition: one batch, in this order
         async with RunningApps(relay):

@@ -10,7 +10,7 @@ import pytest
 from contracts import REGISTRY, OrderPlaced, PaymentAuthorized
 from fleet.runtime.settings import KafkaSettings
 from fleet.runtime.store import open_store
-from services.gateway import create_app as create_gateway
+from fleet import catalog
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
 from services.tracker import TrackerSettings, order_status
@@ -52,7 +52,7 @@ def history_of(answer: dict) -> list[tuple[str, str]]:
 
 async def ask_gateway(settings, token: str, *order_ids: str) -> list[httpx.Response]:
     """GETs each order from the gateway app in this event loop, with its lifespan run as a server would run it."""
-    app = create_gateway(settings)
+    app = catalog.create_app("gateway", settings)  # wired to the tracker's read model, as `fleet run gateway` is
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
         return [await http.get(f"/v1/orders/{order_id}", headers={"Authorization": f"Bearer {token}"}) for order_id in order_ids]
 

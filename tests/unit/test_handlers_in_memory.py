@@ -69,7 +69,7 @@ async def test_payments_declines_an_order_over_the_limit_on_the_declined_topic(t
 
 async def test_a_refused_order_goes_to_the_dead_letter_topic_and_the_next_valid_one_still_gets_through(tmp_path):
     app = in_memory(create_payments, PaymentsSettings(store_url=_store(tmp_path, "p")))
-    app.broker.dead_letters.sink = dead_letters = MemorySink()
+    app.broker.failures.sink = dead_letters = MemorySink()
     authorized = capture(app.broker, PaymentAuthorized)
     async with TestKafkaBroker(app.broker):
         await app.start()
@@ -83,7 +83,7 @@ async def test_a_refused_order_goes_to_the_dead_letter_topic_and_the_next_valid_
         ("orders.placed.v1.dlq", "bad_signature"),
         ("orders.placed.v1.dlq", "missing_header"),
     ]
-    assert app.broker.dead_letters.counts == {("orders.placed.v1", "bad_signature"): 1, ("orders.placed.v1", "missing_header"): 1}
+    assert app.broker.failures.counts == {("orders.placed.v1", "bad_signature"): 1, ("orders.placed.v1", "missing_header"): 1}
 
 
 async def test_notifications_records_each_message_once_and_says_so(tmp_path):

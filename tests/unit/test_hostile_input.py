@@ -112,7 +112,7 @@ def _consumer_record(hostile: Hostile, offset: int) -> ConsumerRecord:
 async def _throw(records: list[Hostile], store: str) -> tuple[list, list, int]:
     """Every hostile record, then a valid order, through the payments worker's own consume path (its middleware and all)."""
     app = in_memory(create_payments, PaymentsSettings(store_url=store))
-    app.broker.dead_letters.sink = dead = MemorySink()
+    app.broker.failures.sink = dead = MemorySink()
     authorized = capture(app.broker, PaymentAuthorized)
     valid = _base()
     async with TestKafkaBroker(app.broker):

@@ -11,7 +11,10 @@ from prometheus_client import Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import REGISTRY
-from fleet.runtime.observe.http import _bind, _lag, partition_lags, time_commits
+from fleet.runtime.delivery.commits import OffsetCommitter
+from fleet.runtime.delivery.outcomes import Subscription
+from fleet.runtime.delivery.retries import RetryPolicy
+from fleet.runtime.observe.http import _bind, lag_of, partition_lags
 from services.inventory import InventorySettings
 from services.notifications import NotificationsSettings
 from services.payments import PaymentsSettings
@@ -138,24 +141,21 @@ def test_a_busy_port_falls_back_to_a_free_one():
 
 async def test_a_successful_commit_sets_the_last_commit_time_and_a_failed_one_does_not():
     gauge = Gauge("t_last_commit", "test", registry=None)
-    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", enable_auto_commit=False)
     outcomes = [RuntimeError("broker gone"), None]
 
-    async def commit(*args, **kwargs):
-        if (outcome := outcomes.pop(0)) is not None:
-            raise outcome
+    class Consumer:  # what the committer uses of aiokafka's consumer
+        async def commit(self, offsets):
+            if (outcome := outcomes.pop(0)) is not None:
+                raise outcome
 
-    consumer.commit = commit
-    broker = SimpleNamespace(subscribers=[SimpleNamespace(consumer=consumer), SimpleNamespace(consumer=None)])
-    assert time_commits(broker, gauge) == 1 and time_commits(broker, gauge) == 0  # wrapped once only
-    try:
-        await consumer.commit()
-    except RuntimeError:
-        pass
+    committer = OffsetCommitter(SimpleNamespace(consumer=Consumer()), interval_s=0, committed=gauge.set_to_current_time)
+    record = SimpleNamespace(topic="orders.placed.v1", partition=0, offset=7)
+    committer.done(record)
+    await committer.flush()  # refused: logged as commit_refused, and the gauge stays
     assert gauge._value.get() == 0
-    await consumer.commit()
+    committer.done(SimpleNamespace(topic="orders.placed.v1", partition=0, offset=8))
+    await committer.flush()
     assert gauge._value.get() > 1_600_000_000
-    await consumer.stop()
 
 
 async def test_lag_is_highwater_minus_position_and_unknown_until_both_are_known():
@@ -165,14 +165,16 @@ async def test_lag_is_highwater_minus_position_and_unknown_until_both_are_known(
     consumer.assign([tp])
     state = consumer._subscription.subscription.assignment.state_value(tp)
     try:
-        assert _lag(consumer, tp) is None  # no position yet: `await consumer.position(tp)` would wait here
+        assert lag_of(consumer, tp) is None  # no position yet: `await consumer.position(tp)` would wait here
         state.seek(40)
-        assert _lag(consumer, tp) is None  # no fetch yet, so no highwater
+        assert lag_of(consumer, tp) is None  # no fetch yet, so no highwater
         state.highwater = 42
-        assert _lag(consumer, tp) == 2
-        broker = SimpleNamespace(subscribers=[SimpleNamespace(consumer=consumer, group_id="g")], retry_policies={})
+        assert lag_of(consumer, tp) == 2
+        subscription = Subscription(RetryPolicy("g"), subscriber=SimpleNamespace(consumer=consumer, group_id="g"))
+        retry_tier = Subscription(RetryPolicy("g", tier=1), subscriber=SimpleNamespace(consumer=None, group_id="g.retry.1"))
+        broker = SimpleNamespace(subscriptions=[subscription, retry_tier])
         assert [(p.topic, p.partition, p.group, p.lag, p.main) for p in partition_lags(broker)] == [("orders.placed.v1", 3, "g", 2, True)]
-        assert _lag(consumer, TopicPartition("orders.placed.v1", 4)) is None  # not assigned
+        assert lag_of(consumer, TopicPartition("orders.placed.v1", 4)) is None  # not assigned
     finally:
         await consumer.stop()
 

@@ -11,8 +11,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
-from fleet.runtime.delivery.outcomes import RecordOutcomes
-from fleet.runtime.delivery.retries import RetryPolicy
+from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
 
 __all__ = ["VERIFY_THREADS", "BatchRunner", "raw_batch_parser", "records_of"]
 
@@ -44,21 +43,22 @@ async def records_of(message: Any) -> tuple:
 class BatchRunner:
     """Runs one batch subscriber's records through the worker's per-record steps (RecordOutcomes), then commits."""
 
-    handler: Callable[
-        [Any], Awaitable[Any]
-    ]  # the service's per-event handler, called as fleet.runtime.broker calls it (envelope from context)
+    # The service's per-event handler, called as fleet.runtime.broker calls it (envelope from context).
+    handler: Callable[[Any], Awaitable[Any]]
     topics: dict[str, Topic]  # subscribed topic name → its registry topic
     outcomes: RecordOutcomes
-    policy: RetryPolicy
-    subscriber: Any = None  # the FastStream subscriber: its consumer commits and seeks
+    subscription: Subscription  # its retry policy, and its FastStream subscriber, whose consumer commits and seeks
+    committed: Callable[[], None] | None = None  # told of each commit the broker accepted
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self.policy = self.subscription.policy
         # The batch waits for its acks itself, then commits at once: no timer (interval 0).
         self.committer = OffsetCommitter(
-            self.subscriber,
+            self.subscription,
             interval_s=0,
             send_failed=lambda error: self.outcomes.state.send_failed(error, "publishing what its handler emitted"),
+            committed=self.committed,
         )
 
     async def __call__(self, records: Sequence[Any]) -> None:
@@ -104,7 +104,7 @@ class BatchRunner:
         async def payload() -> Any:
             return decode_keyed_value(topic, record.key, record.value)
 
-        await self.outcomes.run(record, envelope, self.policy, self.subscriber, call, payload)
+        await self.outcomes.run(record, envelope, self.policy, self.subscription, call, payload)
 
     async def _verify_all(self, records: Sequence[Any]) -> list[Envelope | Rejected]:
         if len(records) < PARALLEL_VERIFY_FROM:

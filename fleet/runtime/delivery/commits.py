@@ -37,10 +37,15 @@ class OffsetCommitter:
     redelivered; the fleet's handlers are idempotent for that), never what is committed before it is durable."""
 
     def __init__(
-        self, subscriber: Any, interval_s: float = 0.1, send_failed: Callable[[BaseException], bool] | None = None
+        self,
+        subscriber: Any,
+        interval_s: float = 0.1,
+        send_failed: Callable[[BaseException], bool] | None = None,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         self.subscriber = subscriber
         self.interval_s = interval_s
+        self.committed = committed  # told of each commit the broker accepted (the worker's last-commit gauge)
         # Told of a send's error: Kafka refusing the worker (an ACL), or a producer stopped for good, stops the worker
         # (WorkerState.send_failed), where redelivering the record would fail the same way forever.
         self.send_failed = send_failed
@@ -127,6 +132,8 @@ class OffsetCommitter:
             return
         try:
             await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in offsets.items()})
+            if self.committed is not None:
+                self.committed()
         except Exception as error:  # a rebalance took the partitions: their new owner gets the records again
             log.warning(
                 "commit_refused",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable
 
@@ -35,7 +36,14 @@ from fleet.runtime.observe.health import Progress
 from fleet.runtime.observe.metrics import WorkerMetrics
 from fleet.runtime.observe.tracing import consumer_span, trace_id_of
 
-__all__ = ["EventContextMiddleware", "RecordOutcomes", "WorkerState", "current_envelope", "event_context_middleware"]
+__all__ = [
+    "EventContextMiddleware",
+    "RecordOutcomes",
+    "Subscription",
+    "WorkerState",
+    "current_envelope",
+    "event_context_middleware",
+]
 
 log = structlog.get_logger("fleet.events")
 # The verified envelope of the record being handled: the handler receives it as its `envelope` argument (fleet.runtime.broker).
@@ -109,6 +117,26 @@ class WorkerState:
             self.stop_worker()
 
 
+@dataclass(eq=False)
+class Subscription:
+    """What the delivery engine knows of one FastStream subscriber: its retry policy and, one record at a time, the
+    committer of its offsets (a batch commits itself). `subscriber` is set once FastStream made it."""
+
+    policy: RetryPolicy
+    committer: OffsetCommitter | None = None
+    subscriber: Any = None
+
+    @property
+    def main(self) -> bool:
+        """A subscriber of the service's own topics, not of a retry tier."""
+        return not self.policy.tier
+
+    @property
+    def consumer(self) -> Any:
+        """Its aiokafka consumer while it runs (None before start, and on FastStream's in-memory test broker)."""
+        return getattr(self.subscriber, "consumer", None)
+
+
 class RecordOutcomes:
     """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption (fleet.runtime.delivery.batches):
     verify, run the handler in the record's context within its time limit, and route a failure to retry or dead letter.
@@ -117,20 +145,15 @@ class RecordOutcomes:
     def __init__(
         self,
         keys: KeyStore,
-        dead_letters: FailureRouter,
-        policies: dict,
+        failures: FailureRouter,
         state: WorkerState,
         *,
         registry: Registry = REGISTRY,
         window_s: float = 300.0,
         log_payloads: bool = False,
     ) -> None:
-        self.keys, self.dead_letters, self.policies, self.state = keys, dead_letters, policies, state
+        self.keys, self.failures, self.state = keys, failures, state
         self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
-        self.committers: dict[int, OffsetCommitter] = {}  # id(subscriber) → its committer (one-at-a-time subscribers)
-
-    def policy_of(self, subscriber: Any) -> RetryPolicy:
-        return self.policies.get(id(subscriber)) or RetryPolicy(group=getattr(subscriber, "group_id", "") or "")
 
     def is_foreign(self, record: Any, policy: RetryPolicy) -> bool:
         """Another consumer group's retry on a shared retry topic: not ours to judge or handle."""
@@ -154,20 +177,20 @@ class RecordOutcomes:
         record: Any,
         envelope: Envelope,
         policy: RetryPolicy,
-        subscriber: Any,
+        in_flight_key: object,
         call: Callable[[], Awaitable[Any]],
         payload: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
         """The handler (`call`) in the record's span and log context, within its time limit, then one line on how it ended."""
         with (
-            consumer_span(record, envelope, policy.group, self.dead_letters.service) as span,
+            consumer_span(record, envelope, policy.group, self.failures.service) as span,
             structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)),
         ):
             if policy.tier:
                 await self._wait_until_due(due_ms(record.headers or ()))
             started = time.perf_counter()
             progress = self.state.progress
-            progress.started(id(subscriber))
+            progress.started(in_flight_key)
             token = _ENVELOPE.set(envelope)
             try:
                 # asyncio.timeout, not wait_for: no task per event (Python 3.11's wait_for wraps the call in one).
@@ -183,7 +206,7 @@ class RecordOutcomes:
                 return None
             finally:
                 _ENVELOPE.reset(token)
-                progress.finished(id(subscriber))
+                progress.finished(in_flight_key)
             seconds = time.perf_counter() - started
             self.state.metrics.record_outcome(record.topic, "handled", seconds)
             if (
@@ -251,7 +274,7 @@ class RecordOutcomes:
                     self.keys.signer(),
                     now,
                 )
-                await self.dead_letters.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
+                await self.failures.retry(retry.topic, record.key, record.value, retry.raw_headers() + extra)
                 self.state.metrics.record_outcome(record.topic, "retried", time.perf_counter() - started)
                 log.info("event_retry_scheduled", retry_topic=retry.topic, due_in_ms=step.due_ms - now_ms())
         except Exception as routing_error:
@@ -266,7 +289,7 @@ class RecordOutcomes:
 
     async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
         try:
-            await self.dead_letters.dead_letter(rejection, group=policy.group)
+            await self.failures.dead_letter(rejection, group=policy.group)
         except Exception as error:
             self.state.report_if_refused(error, "writing a dead letter")
             raise
@@ -283,6 +306,7 @@ class EventContextMiddleware(BaseMiddleware):
     A batch subscriber's records (a tuple) pass through: fleet.runtime.delivery.batches runs the same steps per record itself."""
 
     outcomes: RecordOutcomes
+    subscription: Subscription
 
     async def on_receive(self) -> None:
         record = self.msg
@@ -292,7 +316,7 @@ class EventContextMiddleware(BaseMiddleware):
         if isinstance(record, tuple):
             return
         outcomes = self.outcomes
-        policy = outcomes.policy_of(self.context.get("handler_"))
+        policy = self.subscription.policy
         outcomes.state.metrics.record_received(record.topic)
         if outcomes.is_foreign(record, policy):
             self.foreign = True
@@ -307,17 +331,16 @@ class EventContextMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
         if isinstance(self.msg, tuple):
             return await call_next(msg)  # a batch: fleet.runtime.delivery.batches verifies and handles each record
-        subscriber = self.context.get("handler_")
-        committer = self.outcomes.committers.get(id(subscriber))
+        committer = self.subscription.committer
         if self.envelope is None:  # refused in on_receive and dead-lettered there, or another group's retry
             await self._done(committer)
             return None
-        policy = self.outcomes.policy_of(subscriber)
+        policy = self.subscription.policy
         sends: list = []
         token = pending_sends.set(sends)  # what the handler emits is acknowledged before the offset is committed
         try:
             result = await self.outcomes.run(
-                self.msg, self.envelope, policy, subscriber, lambda: call_next(msg), msg.decode
+                self.msg, self.envelope, policy, self.subscription, lambda: call_next(msg), msg.decode
             )
         except BaseException:
             if committer is not None:  # not durable: the record comes again, never committed past
@@ -341,13 +364,16 @@ class EventContextMiddleware(BaseMiddleware):
             return None
         # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a poison
         # record at the end of a partition would hold its group one record behind, and be dead-lettered again after a rebalance.
-        await self._done(self.outcomes.committers.get(id(self.context.get("handler_"))))
+        await self._done(self.subscription.committer)
         return True
 
 
-def event_context_middleware(outcomes: RecordOutcomes) -> type[EventContextMiddleware]:
-    """The middleware class bound to one worker's keys, dead letters and retry policies (FastStream makes one object per record)."""
-    return type("EventContextMiddleware", (EventContextMiddleware,), {"outcomes": outcomes})
+def event_context_middleware(outcomes: RecordOutcomes, subscription: Subscription) -> type[EventContextMiddleware]:
+    """The middleware class of one subscriber: bound to its worker's delivery engine and to its own retry policy and
+    committer (FastStream makes one object of it per record)."""
+    return type(
+        "EventContextMiddleware", (EventContextMiddleware,), {"outcomes": outcomes, "subscription": subscription}
+    )
 
 
 def _header(record: Any, name: str) -> bytes:

@@ -13,8 +13,8 @@ __all__ = [
     "DEFAULT_DELAYS_S",
     "ORIGINAL_KEYID",
     "DeadLetterStep",
-    "RetryStep",
     "RetryPolicy",
+    "RetryStep",
     "attempt_of",
     "due_ms",
     "failure_headers",
@@ -129,9 +129,7 @@ def retry_record(
 ) -> tuple[Record, list[tuple[str, bytes]]]:
     """The record to put on retry topic `tier`: same ce_id, flow and cause, a fresh ce_time, signed by the consumer
     for that retry topic only; the first signer's key id stays visible. Returns the record and its extra headers."""
-    fresh = replace(
-        envelope, time=now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
+    fresh = replace(envelope, time=now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"))
     record = sign(Record(topic.retry_topic(tier), key, value, fresh), signer)
     original = dict(headers).get(ORIGINAL_KEYID, envelope.keyid.encode())
     kept = [

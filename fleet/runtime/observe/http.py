@@ -21,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fleet.runtime.adapters import fetched_position
 from fleet.runtime.observe.health import Verdict, WorkSince, liveness, readiness
 from fleet.runtime.settings import WorkerSettings
 
-__all__ = ["PartitionLag", "WorkerHttp", "attach_http", "partition_lags", "time_commits"]
+__all__ = ["PartitionLag", "WorkerHttp", "attach_http", "lag_of", "partition_lags"]
 
 log = structlog.get_logger("fleet.http")
 PING_TIMEOUT_S = 2.0  # how long a probe waits for the broker to answer a metadata request
@@ -42,68 +43,38 @@ class PartitionLag:
     main: bool  # a subscriber of the service's own topics, not a retry tier
 
 
-def partition_lags(broker: KafkaBroker) -> list[PartitionLag]:
-    """The lag of every partition assigned to this replica, read from what its consumers already know (no request sent)."""
+def partition_lags(broker: Any) -> list[PartitionLag]:
+    """The lag of every partition assigned to this replica, read from what its consumers already know (no request sent).
+    `broker` is a FleetBroker: its `subscriptions` say which subscriber is a retry tier's."""
     lags = []
-    for subscriber in broker.subscribers:
-        main = _is_main(broker, subscriber)
-        for consumer in _consumers_of(subscriber):
-            for tp in sorted(consumer.assignment()):
-                lags.append(PartitionLag(tp.topic, tp.partition, subscriber.group_id or "", _lag(consumer, tp), main))
+    for subscription in broker.subscriptions:
+        consumer = subscription.consumer
+        if not isinstance(consumer, AIOKafkaConsumer):  # not started, or FastStream's in-memory test broker
+            continue
+        group = getattr(subscription.subscriber, "group_id", None) or ""
+        for tp in sorted(consumer.assignment()):
+            lags.append(PartitionLag(tp.topic, tp.partition, group, lag_of(consumer, tp), subscription.main))
     return lags
 
 
-def _lag(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-    """Highwater minus position. `await consumer.position(tp)` waits while a partition has no position yet (just
-    assigned, offsets being fetched), so this reads the same partition state `consumer.highwater(tp)` reads."""
-    try:
-        highwater = consumer.highwater(tp)
-        state = consumer._subscription.subscription.assignment.state_value(tp)
-        if highwater is None or not state.has_valid_position:
-            return None
-        return max(0, highwater - state.position)
-    except (AssertionError, AttributeError, KeyError):  # revoked or reassigned between assignment() and here
+def lag_of(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """Highwater minus position, without waiting: None until both are known (or once the partition is revoked)."""
+    highwater = consumer.highwater(tp) if tp in consumer.assignment() else None
+    position = fetched_position(consumer, tp)
+    if highwater is None or position is None:
         return None
+    return max(0, highwater - position)
 
 
-def _consumers_of(subscriber: Any) -> list[AIOKafkaConsumer]:
-    consumers = getattr(subscriber, "consumer_subgroup", None) or [getattr(subscriber, "consumer", None)]
-    return [c for c in consumers if isinstance(c, AIOKafkaConsumer)]  # none on FastStream's in-memory test broker
-
-
-def _is_main(broker: KafkaBroker, subscriber: Any) -> bool:
-    policy = getattr(broker, "retry_policies", {}).get(id(subscriber))
-    return policy is None or not policy.tier
-
-
-def _unassigned(broker: KafkaBroker) -> list[str]:
+def _unassigned(broker: Any) -> list[str]:
     """The main subscribers that have no partition, named by group and topics."""
     missing = []
-    for subscriber in broker.subscribers:
-        if _is_main(broker, subscriber) and not any(c.assignment() for c in _consumers_of(subscriber)):
-            topics = ", ".join(getattr(subscriber, "topic_names_for_subscribe", None) or ())
-            missing.append(f"{subscriber.group_id or '-'} ({topics})")
+    for subscription in broker.subscriptions:
+        consumer = subscription.consumer
+        if subscription.main and not (isinstance(consumer, AIOKafkaConsumer) and consumer.assignment()):
+            topics = ", ".join(getattr(subscription.subscriber, "topic_names_for_subscribe", None) or ())
+            missing.append(f"{subscription.policy.group or '-'} ({topics})")
     return missing
-
-
-def time_commits(broker: KafkaBroker, gauge: Any) -> int:
-    """Wraps each running consumer's `commit` (which FastStream calls after each record) so a successful commit sets
-    `gauge` to the current time. Idempotent; returns how many consumers it wrapped now."""
-    wrapped = 0
-    for subscriber in broker.subscribers:
-        for consumer in _consumers_of(subscriber):
-            if getattr(consumer.commit, "_fleet_timed", False):
-                continue
-
-            async def commit(*args: Any, _original=consumer.commit, **kwargs: Any) -> Any:
-                result = await _original(*args, **kwargs)
-                gauge.set_to_current_time()  # only once the broker accepted it
-                return result
-
-            commit._fleet_timed = True  # type: ignore[attr-defined]
-            consumer.commit = commit  # an instance attribute: FastStream's message holds this consumer object
-            wrapped += 1
-    return wrapped
 
 
 class WorkerHttp:
@@ -165,7 +136,6 @@ class WorkerHttp:
         backlog = await self._backlog()
         # No await from here on, so two scrapes at once never see each other's half-cleared lag series.
         metrics.outbox_backlog.set(backlog)
-        time_commits(self.broker, metrics.last_commit)  # a consumer created since startup, if any
         metrics.lag.clear()  # revoked partitions disappear
         for p in partition_lags(self.broker):
             if p.lag is not None:
@@ -323,21 +293,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def attach_http(app: FastStream, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> WorkerHttp:
     """Serves the worker's /metrics and /health from its own event loop: the port opens before the broker connects (so
-    liveness answers while Kafka is slow), commits are timed once the consumers exist, and the port closes after the
-    broker has stopped. `state` is the StateHandle from `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
+    liveness answers while Kafka is slow), and closes after the broker has stopped. `state` is the StateHandle from `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
     http = WorkerHttp(broker, settings, state, app)
 
     async def open_port() -> None:
         await http.start()
 
-    async def time_the_commits() -> None:
-        time_commits(broker, broker.state.metrics.last_commit)
-
     async def close_port() -> None:
         await http.stop()
 
     app.on_startup(open_port)
-    app.after_startup(time_the_commits)
     app.after_shutdown(close_port)
-    broker.worker_http = http  # type: ignore[attr-defined]
+    broker.worker_http = http
     return http

@@ -1,0 +1,111 @@
+"""What fleet.runtime.adapters reaches into still is what it expects: an upgrade of FastStream or aiokafka that moves it fails here, loudly."""
+
+import importlib.metadata
+import inspect
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.configs.broker import KafkaBrokerConfig
+from faststream.kafka.subscriber.usecase import LogicSubscriber
+
+from fleet.runtime.adapters import PINNED, FleetConsumer, fetched_position, use_consumer_class
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_the_installed_faststream_and_aiokafka_are_the_versions_the_adapters_were_written_for(package):
+    installed = importlib.metadata.version(package)
+    assert installed == PINNED[package], (
+        f"{package} {installed} is installed, but fleet.runtime.adapters was written against {PINNED[package]}: "
+        "check each reach into its internals there, then update PINNED and pyproject.toml together"
+    )
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_pyproject_pins_the_same_versions(package):
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {re.split(r"[\[=]", d, maxsplit=1)[0]: d.rsplit("==", 1)[-1] for d in dependencies if "==" in d}
+    assert pins.get(package) == PINNED[package]
+
+
+def test_faststream_still_builds_each_subscribers_consumer_with_the_brokers_builder():
+    """use_consumer_class swaps the function of `KafkaBrokerConfig.builder`: FastStream must still set it to a partial of
+    aiokafka's consumer, and each subscriber must still start its consumer through it."""
+    assert "self.builder = partial(aiokafka.AIOKafkaConsumer" in inspect.getsource(KafkaBrokerConfig.connect)
+    assert "_outer_config.builder" in inspect.getsource(LogicSubscriber.builder.fget)
+    assert "self.builder(" in inspect.getsource(LogicSubscriber.start)
+
+
+def test_the_swapped_builder_keeps_every_option_faststream_put_together():
+    broker = KafkaBroker(["127.0.0.1:1"], client_id="payments")
+    before = broker.config.broker_config.builder
+    assert before.func is AIOKafkaConsumer
+    use_consumer_class(broker, FleetConsumer)
+    after = broker.config.broker_config.builder
+    assert after.func is FleetConsumer and after.keywords == before.keywords
+
+
+def test_the_swap_refuses_a_builder_it_does_not_know():
+    broker = KafkaBroker(["127.0.0.1:1"])
+    use_consumer_class(broker, FleetConsumer)
+    with pytest.raises(RuntimeError, match="not aiokafka's"):
+        use_consumer_class(broker, FleetConsumer)
+
+
+@pytest.mark.parametrize("name", ["getone", "getmany", "stop"])
+def test_aiokafka_still_has_the_public_methods_fleet_consumer_overrides(name):
+    ours = inspect.signature(getattr(FleetConsumer, name))
+    theirs = inspect.signature(getattr(AIOKafkaConsumer, name))
+    assert list(ours.parameters) == list(theirs.parameters)
+
+
+async def test_a_refused_fetch_is_reported_before_it_goes_up(monkeypatch):
+    async def refused(self, *partitions, **options):
+        raise TopicAuthorizationFailedError("orders.placed.v1")
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getone", refused)
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", refused)
+    reported = []
+    consumer = FleetConsumer(
+        bootstrap_servers="127.0.0.1:1",
+        group_id="payments",
+        enable_auto_commit=False,
+        fetch_failed=lambda c, error: reported.append((c.group, type(error).__name__)),
+    )
+    for fetch in (consumer.getone, consumer.getmany):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await fetch()
+    assert reported == [("payments", "TopicAuthorizationFailedError")] * 2
+    await consumer.stop()
+
+
+async def test_the_consumer_commits_first_when_it_stops():
+    order = []
+
+    async def commit_first(consumer):
+        order.append("committed")
+
+    consumer = FleetConsumer(
+        bootstrap_servers="127.0.0.1:1", group_id="payments", enable_auto_commit=False, before_stop=commit_first
+    )
+    await consumer.stop()
+    assert order == ["committed"]
+
+
+async def test_the_fetched_position_is_read_from_the_partition_state_aiokafka_keeps():
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", group_id="g", enable_auto_commit=False)
+    tp = TopicPartition("orders.placed.v1", 3)
+    try:
+        assert fetched_position(consumer, tp) is None  # not assigned
+        consumer.assign([tp])
+        assert fetched_position(consumer, tp) is None  # assigned, no position yet: `position()` would wait
+        consumer._subscription.subscription.assignment.state_value(tp).seek(40)
+        assert fetched_position(consumer, tp) == 40
+    finally:
+        await consumer.stop()
