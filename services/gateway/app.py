@@ -241,7 +241,9 @@ def create_app(
         _admit(core.gateway_may_sign(trusted, allowed.topic))
         _admit(core.size_refusal(core.declared_size(request.headers.get("content-length")), allowed.topic))
         body = await _read_body(request, allowed.topic)
-        correlation_id = request.headers.get("x-correlation-id") or None
+        # Absent: a new flow. Present, it must be 1 to 200 printable characters, as the OpenAPI document says: an empty
+        # header is refused (422), never read as absent.
+        correlation_id = request.headers.get("x-correlation-id")
         event = _admit(core.parse_event(allowed.topic, body, correlation_id))
         record = encode(event, source=source_of(SERVICE), signer=signer, correlation_id=correlation_id)
         await _publish(request, record, settings.publish_timeout_s)

@@ -85,6 +85,15 @@ def test_the_correlation_id_header_names_the_flow(http, publisher):
     assert answer.json()["correlation_id"] == "checkout-42" == publisher.records[0].envelope.correlation_id
 
 
+def test_an_empty_correlation_id_header_is_refused_as_the_openapi_document_says(http, publisher):
+    parameters = http.get("/openapi.json").json()["paths"]["/v1/events/{topic}"]["post"]["parameters"]
+    documented = next(p for p in parameters if p["name"] == "X-Correlation-Id")["schema"]
+    answer = post(http, an_order(), headers={"X-Correlation-Id": ""})
+    assert documented["minLength"] == 1
+    assert answer.status_code == 422 and answer.json()["errors"][0]["loc"] == ["header", "X-Correlation-Id"]
+    assert publisher.records == []
+
+
 def test_the_record_is_signed_by_the_gateway_key_and_verifies_against_the_keyring(http, publisher, keys_dir):
     order = an_order()
     post(http, order)
