@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FLEET := $(BIN)/fleet
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test unit integration k8s-tools k8s-schemas check-manifests kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos docs-tools debian-tools clean
+.PHONY: help install run test lint unit integration k8s-tools k8s-schemas check-manifests kafka kafka-test kafka-stop kafka-logs postgres postgres-stop topics demo chaos docs-tools debian-tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help: ## List the targets
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install the project with its test tools
@@ -29,6 +29,13 @@ TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 
 test: install kafka-test postgres docs-tools debian-tools check-manifests ## The whole suite: `fleet check` (docs/contracts.md), manifests, unit and integration tests
 	$(FLEET) check
 	$(TEST_ENV) $(BIN)/pytest
+
+# ruff (lint, and the format check), mypy, and import-linter's contracts (pyproject.toml; docs/architecture.md).
+lint: install ## ruff (lint and format check), mypy and the import rule over contracts, fleet and services
+	$(BIN)/ruff check contracts fleet services
+	$(BIN)/ruff format --check contracts fleet services
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: install ## Only the fast tests (no broker)
 	$(BIN)/pytest tests/unit
