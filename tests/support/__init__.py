@@ -1,0 +1,74 @@
+"""Helpers shared by every test, one small module each, all importable from here: `from tests.support import an_order`.
+
+- events: event factories (an order, an authorization, a decline) and the signed records a publisher would send
+- records: raw-record builders (headers and records as Kafka delivers them)
+- waiting: `eventually` / `eventually_sync`, asking again until a condition holds or time is up
+- kafka: the real broker from a test's side (end and committed offsets, groups started at the end, raw producing, reading back)
+- in_memory_broker: services on FastStream's in-memory broker, and what they publish captured
+- apps: apps and the gateway running inside the test's process
+- fleet_up: `fleet up --demo` watched until an order is through
+- config_files: the local brokers' Java properties files
+"""
+
+from tests.support.apps import BrokerOnly, RunningApps, running_gateway
+from tests.support.config_files import properties
+from tests.support.events import (
+    NOW,
+    a_decline,
+    a_record,
+    an_authorization,
+    an_order,
+    an_order_costing,
+    signer_of,
+    unique_order_id,
+)
+from tests.support.fleet_up import WHOLE_FLOW, FleetUpRun, fleet_up_until_an_order_is_through, flow_steps
+from tests.support.in_memory_broker import Captured, InMemoryProducer, capture, in_memory
+from tests.support.kafka import (
+    Seen,
+    TopicReader,
+    commit_at_end,
+    committed_offsets,
+    end_offsets,
+    produce_raw,
+    start_group_at_end,
+    wait_until_committed,
+)
+from tests.support.records import FakeRecord, as_raw, raw_headers
+from tests.support.waiting import eventually, eventually_sync
+
+__all__ = [
+    "NOW",
+    "WHOLE_FLOW",
+    "BrokerOnly",
+    "Captured",
+    "FakeRecord",
+    "FleetUpRun",
+    "InMemoryProducer",
+    "RunningApps",
+    "Seen",
+    "TopicReader",
+    "a_decline",
+    "a_record",
+    "an_authorization",
+    "an_order",
+    "an_order_costing",
+    "as_raw",
+    "capture",
+    "commit_at_end",
+    "committed_offsets",
+    "end_offsets",
+    "eventually",
+    "eventually_sync",
+    "fleet_up_until_an_order_is_through",
+    "flow_steps",
+    "in_memory",
+    "produce_raw",
+    "properties",
+    "raw_headers",
+    "running_gateway",
+    "signer_of",
+    "start_group_at_end",
+    "unique_order_id",
+    "wait_until_committed",
+]
