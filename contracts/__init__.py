@@ -34,7 +34,7 @@ from .events import (
     redacted,
 )
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
-from .signing import ED25519, HMAC_SHA256, SigningKeyError, Keyring, PrivateKey, TrustedKey, signing_input
+from .signing import ED25519, HMAC_SHA256, Keyring, PrivateKey, SigningKeyError, TrustedKey, signing_input
 
 __all__ = [
     "CONTENT_TYPE",
@@ -48,7 +48,6 @@ __all__ = [
     "InvalidPayload",
     "InventoryBackordered",
     "InventoryReserved",
-    "SigningKeyError",
     "Keyring",
     "MissingStock",
     "NotificationSent",
@@ -62,6 +61,7 @@ __all__ = [
     "RegistryError",
     "Rejected",
     "ShipmentScheduled",
+    "SigningKeyError",
     "StockLine",
     "StockReceived",
     "Topic",

@@ -60,9 +60,13 @@ class KafkaConnection:
         if isinstance(self.password, str):  # callers may pass a plain string: it is wrapped at once
             object.__setattr__(self, "password", Secret(self.password))
         if self.security_protocol not in PROTOCOLS:
-            raise ConnectionSettingsError(f"security protocol {self.security_protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ConnectionSettingsError(
+                f"security protocol {self.security_protocol!r} is not one of {', '.join(PROTOCOLS)}"
+            )
         if self.sasl_mechanism not in MECHANISMS:
-            raise ConnectionSettingsError(f"SASL mechanism {self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
+            raise ConnectionSettingsError(
+                f"SASL mechanism {self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}"
+            )
         if self.security_protocol == "SASL_SSL" and not (self.username and self.password):
             missing = "a username" if not self.username else f"a password for {self.username!r}"
             raise ConnectionSettingsError(

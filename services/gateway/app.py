@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from contracts import REGISTRY, SigningKeyError, PrivateKey, Record, Topic, TrustedKey, encode, source_of
+from contracts import REGISTRY, PrivateKey, Record, SigningKeyError, Topic, TrustedKey, encode, source_of
 from fleet.runtime.access import KafkaAccessDenied
 from fleet.runtime.keys import KeyStore, topics_signed_by
 from fleet.runtime.store import Store, open_store
