@@ -355,39 +355,46 @@ def documentation_problems(registry: Registry = REGISTRY) -> list[Problem]:
     """Every field of every topic's model, and of the models nested in it, has a non-empty description and an example."""
     problems: list[Problem] = []
     for topic in registry:
-        seen: set[type] = set()
+        problems.extend(_undocumented_fields(topic.name, topic.model))
+    return problems
 
-        def walk(model: type[BaseModel], prefix: str) -> None:
-            if model in seen:
-                return
-            seen.add(model)
-            for name, field in model.model_fields.items():
-                path = f"{prefix}{name}"
-                where = f"{model.__name__}.{name}"
-                if not (field.description or "").strip():
-                    problems.append(
-                        Problem(
-                            topic.name,
-                            path,
-                            "field-description",
-                            f"{where} has no description",
-                            f"add Field(description=...) to {where} in contracts/events.py",
-                        )
-                    )
-                if not field.examples:
-                    problems.append(
-                        Problem(
-                            topic.name,
-                            path,
-                            "field-example",
-                            f"{where} has no example",
-                            f"add Field(examples=[...]) to {where} in contracts/events.py",
-                        )
-                    )
-                for nested in _nested_models(field.annotation):
-                    walk(nested, f"{path}{_container_suffix(field.annotation)}.")
 
-        walk(topic.model, "")
+def _undocumented_fields(topic: str, root: type[BaseModel]) -> list[Problem]:
+    """The fields of `root`, and of the models nested in it, that lack a description or an example."""
+    problems: list[Problem] = []
+    seen: set[type] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            path = f"{prefix}{name}"
+            where = f"{model.__name__}.{name}"
+            if not (field.description or "").strip():
+                problems.append(
+                    Problem(
+                        topic,
+                        path,
+                        "field-description",
+                        f"{where} has no description",
+                        f"add Field(description=...) to {where} in contracts/events.py",
+                    )
+                )
+            if not field.examples:
+                problems.append(
+                    Problem(
+                        topic,
+                        path,
+                        "field-example",
+                        f"{where} has no example",
+                        f"add Field(examples=[...]) to {where} in contracts/events.py",
+                    )
+                )
+            for nested in _nested_models(field.annotation):
+                walk(nested, f"{path}{_container_suffix(field.annotation)}.")
+
+    walk(root, "")
     return problems
 
 

@@ -184,7 +184,7 @@ class Case:
         return tuple((n, v) for n, v in self.headers if n != name)
 
     def plus_header(self, name: str, text: str) -> tuple[tuple[str, bytes], ...]:
-        return self.headers + ((name, text.encode("utf-8")),)
+        return (*self.headers, (name, text.encode("utf-8")))
 
 
 def signed(
@@ -255,9 +255,11 @@ def valid_cases() -> list[Case]:
     reordered = partner.but(
         "order-hmac-reordered-with-foreign-headers",
         "The record above with its headers in reverse order, plus headers that are not ours (one of them twice): still valid.",
-        headers=(("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
-        + tuple(reversed(partner.headers))
-        + (("traceparent", b"repeated"),),
+        headers=(
+            ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            *reversed(partner.headers),
+            ("traceparent", b"repeated"),
+        ),
     )
     caused = signed(
         "payment-caused-by-order",
