@@ -99,7 +99,7 @@ def bootstrap_servers(ports: list[int] | None = None) -> str:
 
 def voters(ports: list[int]) -> str:
     """controller.quorum.voters: the same static quorum in every node's config."""
-    return ",".join(f"{node}@{HOST}:{controller_port(p)}" for node, p in zip(NODES, ports))
+    return ",".join(f"{node}@{HOST}:{controller_port(p)}" for node, p in zip(NODES, ports, strict=True))
 
 
 def node_folder(node: int, folder: Path | None = None) -> Path:

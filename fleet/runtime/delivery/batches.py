@@ -85,7 +85,7 @@ class BatchRunner:
         pending: list[asyncio.Future] = []
         token = pending_sends.set(pending)
         try:
-            for record, envelope in zip(records, checked):
+            for record, envelope in zip(records, checked, strict=True):  # one outcome per record, in order
                 if isinstance(envelope, Rejected):
                     await self.outcomes.dead_letter(Rejection.of(record, envelope.reason, envelope.detail), self.policy)
                 else:

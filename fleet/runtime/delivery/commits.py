@@ -4,6 +4,7 @@ has acknowledged everything its handler emitted; one request every `interval_s` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from typing import Any, Callable
 
@@ -144,10 +145,8 @@ class OffsetCommitter:
     def _seek(self, tp: Any, offset: int) -> None:
         consumer = getattr(self.subscriber, "consumer", None)
         if consumer is not None:
-            try:
+            with contextlib.suppress(Exception):  # no longer assigned: the new owner resumes from the committed offset
                 consumer.seek(tp, offset)
-            except Exception:  # no longer assigned: the new owner resumes from the committed offset
-                pass
 
 
 class FlushOnRevoke(ConsumerRebalanceListener):
