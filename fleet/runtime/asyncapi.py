@@ -1,6 +1,7 @@
-"""The AsyncAPI 3.0 document of one worker or of the whole fleet (pure): the workers' FastStream specifications, completed
-from the registry and the wire format. A worker serves its own from here, knowing no other service's code; `fleet docs gen`
-(fleet.docs.asyncapi) gives it every worker's specification."""
+"""The AsyncAPI 3.0 document of one worker or of the whole fleet (pure).
+
+The workers' FastStream specifications, completed from the registry and the wire format. A worker serves its own from
+here, knowing no other service's code; `fleet docs gen` (fleet.docs.asyncapi) gives it every worker's specification."""
 
 from __future__ import annotations
 
@@ -113,8 +114,8 @@ def _event_headers(registry: Registry) -> dict[str, dict]:
             enum=types,
         ),
         H_TIME: _header(
-            "When the event was made: RFC 3339 in UTC, exactly `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. The signing key must be "
-            "valid then, and it must be within 300 s of the broker's LogAppendTime timestamp (`stale`).",
+            "When the event was made: RFC 3339 in UTC, exactly `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. The signing key must "
+            "be valid then, and it must be within 300 s of the broker's LogAppendTime timestamp (`stale`).",
             _EXAMPLE_TIME,
             signed=True,
             pattern=UTC_TIME.pattern,
@@ -181,7 +182,8 @@ def _event_headers(registry: Registry) -> dict[str, dict]:
             signed=False,
         ),
         REPLAYED_FROM: _header(
-            "On a dead letter replayed by `fleet dlq replay`: where it was, `<dlq topic>:<partition>:<offset>`. Unsigned.",
+            "On a dead letter replayed by `fleet dlq replay`: where it was, "
+            "`<dlq topic>:<partition>:<offset>`. Unsigned.",
             f"{_EXAMPLE_TOPIC.dead_letter_topic}:0:42",
             signed=False,
         ),
@@ -264,26 +266,27 @@ def _header_schemas(registry: Registry) -> dict[str, dict]:
     return {
         "EventHeaders": _headers_schema(
             "Event headers (wire format v1)",
-            "CloudEvents 1.0 attributes in the Kafka protocol binding's binary mode, plus the signature, as UTF-8 header values. "
-            "Each envelope header appears at most once and each required one exactly once; their order carries no meaning. "
-            "`x-eventfleet-signed` tells whether a header is covered by `ce_signature`. See docs/wire-format.md#headers.",
+            "CloudEvents 1.0 attributes in the Kafka protocol binding's binary mode, plus the signature, as UTF-8 "
+            "header values. Each envelope header appears at most once and each required one exactly once; their order "
+            "carries no meaning. `x-eventfleet-signed` tells whether a header is covered by `ce_signature`. "
+            "See docs/wire-format.md#headers.",
             event,
             REQUIRED_HEADERS,
         ),
         "RetryHeaders": _headers_schema(
             "Retry record headers",
-            "A retry record is the original event, re-signed by the consuming service for the retry topic's name with a fresh "
-            "`ce_time` (ce_id, type, source, subject, correlation and causation unchanged), plus the `retry-*` headers and "
-            "`eventfleet-original-keyid`. See docs/delivery.md#headers-on-retries-and-dead-letters.",
+            "A retry record is the original event, re-signed by the consuming service for the retry topic's name with "
+            "a fresh `ce_time` (ce_id, type, source, subject, correlation and causation unchanged), plus the `retry-*` "
+            "headers and `eventfleet-original-keyid`. See docs/delivery.md#headers-on-retries-and-dead-letters.",
             event | _RETRY_HEADERS,
             (*REQUIRED_HEADERS, ORIGINAL_KEYID, *_RETRY_HEADERS),
         ),
         "DeadLetterHeaders": _headers_schema(
             "Dead-letter headers",
-            "A dead letter keeps the original headers, in their order and as raw bytes (so any envelope header may be missing, "
-            "repeated or not UTF-8: that may be why it is here), followed by the `dlq-*` headers as UTF-8 text. It is not a v1 "
-            "event and is not signed again: do not verify it as one. After retries it also carries the `retry-*` headers of its "
-            "last failure. See docs/wire-format.md#dead-letter-topics.",
+            "A dead letter keeps the original headers, in their order and as raw bytes (so any envelope header may be "
+            "missing, repeated or not UTF-8: that may be why it is here), followed by the `dlq-*` headers as UTF-8 "
+            "text. It is not a v1 event and is not signed again: do not verify it as one. After retries it also "
+            "carries the `retry-*` headers of its last failure. See docs/wire-format.md#dead-letter-topics.",
             event | {k: v for k, v in _RETRY_HEADERS.items() if k != H_DUE} | dlq,
             DLQ_HEADERS,
         ),
@@ -334,18 +337,18 @@ class WorkerSpec:
 # The document.
 
 _UPSTREAM = {
-    "storefront": "The storefront, an upstream system publishing with the contracts `Publisher`; `fleet demo` and `fleet publish` "
-    "sign with its key too.",
+    "storefront": "The storefront, an upstream system publishing with the contracts `Publisher`; `fleet demo` and "
+    "`fleet publish` sign with its key too.",
     "warehouse": "The warehouse, an upstream system; `fleet demo` plays it to seed stock.",
-    "gateway": "The HTTP gateway (`POST /v1/events/{topic}`): validates, signs with its own key and publishes for clients that "
-    "do not speak Kafka.",
-    DLQ_TOOL: "`fleet dlq ls|show|replay`, the operators' command for dead letters. `ls` and `show` read without a consumer "
-    "group; `replay` reads in its group, re-signs with the `replay` key and publishes to the original topic.",
+    "gateway": "The HTTP gateway (`POST /v1/events/{topic}`): validates, signs with its own key and publishes for "
+    "clients that do not speak Kafka.",
+    DLQ_TOOL: "`fleet dlq ls|show|replay`, the operators' command for dead letters. `ls` and `show` read without a "
+    "consumer group; `replay` reads in its group, re-signs with the `replay` key and publishes to the original topic.",
 }
 
 
 def channel_id(address: str) -> str:
-    """The channel's key in the document: the topic name with every run of other characters as `_` (`orders_placed_v1_dlq`)."""
+    """The channel's key: the topic name with every run of other characters as `_` (`orders_placed_v1_dlq`)."""
     return re.sub(r"[^A-Za-z0-9]+", "_", address)
 
 
@@ -385,11 +388,13 @@ def _flows(specs: Sequence[WorkerSpec], registry: Registry) -> list[Flow]:
                 continue
             topic = registry.resolve(flow.address)
             kind, _ = _kind(topic, flow.address)
-            # The worker's middleware moves what fails to the next retry topic, and what it refuses to the dead-letter topic.
+            # The worker's middleware moves what fails to the next retry topic,
+            # and what it refuses to the dead-letter topic.
             if kind == "event":
                 flows.add(Flow(topic.dead_letter_topic, "send", service))
             elif kind == "retry":
-                # The tier before (the topic itself for tier 1) moves failed records here, re-signed by the same service.
+                # The tier before (the topic itself for tier 1) moves failed records here,
+                # re-signed by the same service.
                 flows.add(Flow(flow.address, "send", service))
     for signer in UPSTREAM_SIGNERS:
         if signer == REPLAY_SIGNER:
@@ -503,9 +508,9 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
             "name": model,
             "title": f"{model} ({topic.name})",
             "summary": summary,
-            "description": f"{topic.description}\n\nThe value is the event's JSON (UTF-8, at most {topic.max_bytes} bytes, unknown "
-            f"fields refused); the key is its `{topic.key_field}`; the headers are the signed CloudEvents envelope "
-            f"with `ce_type` `{topic.type_name}` and `ce_dataschema` `{topic.schema_id}`.",
+            "description": f"{topic.description}\n\nThe value is the event's JSON (UTF-8, at most {topic.max_bytes} "
+            f"bytes, unknown fields refused); the key is its `{topic.key_field}`; the headers are the signed "
+            f"CloudEvents envelope with `ce_type` `{topic.type_name}` and `ce_dataschema` `{topic.schema_id}`.",
             "headers": {"$ref": "#/components/schemas/EventHeaders"},
             "payload": payload,
             "examples": [
@@ -522,8 +527,8 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
             "name": f"{model}Retry",
             "title": f"{model} to retry",
             "summary": f"{summary} Waiting for another attempt after its handler failed.",
-            "description": "The original event (same key, value and ce_id), re-signed by the consumer that failed for the retry "
-            "topic's name, with the `retry-*` headers and `eventfleet-original-keyid` added.",
+            "description": "The original event (same key, value and ce_id), re-signed by the consumer that failed for "
+            "the retry topic's name, with the `retry-*` headers and `eventfleet-original-keyid` added.",
             "headers": {"$ref": "#/components/schemas/RetryHeaders"},
             "payload": payload,
             "examples": [
@@ -540,13 +545,13 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
             "name": f"{model}DeadLetter",
             "title": f"{model} dead letter",
             "summary": f"A record of {topic.name} that a consumer refused.",
-            "description": "The original record: its key and value unchanged (the value may not even be JSON when `dlq-reason` is "
-            "`invalid_payload` or `oversize`), its headers as they came, plus the `dlq-*` headers. Not a v1 event: "
-            "not signed again.",
+            "description": "The original record: its key and value unchanged (the value may not even be JSON when "
+            "`dlq-reason` is `invalid_payload` or `oversize`), its headers as they came, plus the `dlq-*` headers. "
+            "Not a v1 event: not signed again.",
             "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
             "payload": {
-                "description": f"The original value bytes, unchanged: normally a `{model}` event, but whatever was sent when the "
-                "record was refused for its value.",
+                "description": f"The original value bytes, unchanged: normally a `{model}` event, but whatever was "
+                "sent when the record was refused for its value.",
                 "anyOf": [payload, {"type": "string", "description": "Raw bytes that are not a valid event."}],
             },
             "examples": [
@@ -572,27 +577,27 @@ def _describe_channel(topic: Topic, address: str, flows: list[Flow]) -> str:
     replayed = any(f.address == address and f.action == "send" and f.service == DLQ_TOOL for f in flows)
     if kind == "event":
         text = (
-            f"{topic.description}\n\nCarries only `{topic.model.__name__}` events (`ce_type` `{topic.type_name}`), keyed by "
-            f"`{topic.key_field}`, at most {topic.max_bytes} bytes each; owner: `{topic.owner}`."
+            f"{topic.description}\n\nCarries only `{topic.model.__name__}` events (`ce_type` `{topic.type_name}`), "
+            f"keyed by `{topic.key_field}`, at most {topic.max_bytes} bytes each; owner: `{topic.owner}`."
         )
     elif kind == "retry":
         before = topic.name if tier == 1 else topic.retry_topic(tier - 1)
         text = (
-            f"Retry tier {tier} of `{topic.name}`: records whose handler failed on `{before}` with a `TransientError`, any "
-            f"other exception or a time-out, re-signed by the consumer for this topic and due after that consumer's delay "
-            f"number {tier} (1 s, 10 s, 60 s by default) in `retry-not-before-ms`. Shared by every consumer group of "
-            f"`{topic.name}`: each group's retry subscriber (`<group>.retry.{tier}`) handles only the records whose "
-            f"`retry-group` is its own. A record that fails here goes to "
+            f"Retry tier {tier} of `{topic.name}`: records whose handler failed on `{before}` with a `TransientError`, "
+            "any other exception or a time-out, re-signed by the consumer for this topic and due after that consumer's "
+            f"delay number {tier} (1 s, 10 s, 60 s by default) in `retry-not-before-ms`. Shared by every consumer "
+            f"group of `{topic.name}`: each group's retry subscriber (`<group>.retry.{tier}`) handles only the records "
+            "whose `retry-group` is its own. A record that fails here goes to "
             + (f"`{topic.retry_topic(tier + 1)}`" if tier < len(topic.retry_topics) else f"`{topic.dead_letter_topic}`")
             + ". See docs/delivery.md."
         )
     else:
         text = (
-            f"Dead letters of `{topic.name}` and its retry topics: records a consumer refused (verification failed, invalid "
-            f"payload, `PermanentError`, or retries exhausted), with their key, value and headers plus the `dlq-*` headers. "
-            f"Written before the record's offset is committed, so nothing is dropped in silence. Operators read them with "
-            f"`fleet dlq ls`, `fleet dlq show {address}` and replay them with `fleet dlq replay {address}`. See "
-            f"docs/wire-format.md#dead-letter-topics and docs/dead-letters.md."
+            f"Dead letters of `{topic.name}` and its retry topics: records a consumer refused (verification failed, "
+            "invalid payload, `PermanentError`, or retries exhausted), with their key, value and headers plus the "
+            "`dlq-*` headers. Written before the record's offset is committed, so nothing is dropped in silence. "
+            f"Operators read them with `fleet dlq ls`, `fleet dlq show {address}` and replay them with "
+            f"`fleet dlq replay {address}`. See docs/wire-format.md#dead-letter-topics and docs/dead-letters.md."
         )
     replays = f" Dead letters are replayed here by `fleet dlq replay {topic.dead_letter_topic}`." if replayed else ""
     return f"{text}\n\nSent by {writers}.{replays} Received by {readers}."
@@ -677,7 +682,10 @@ def _operation(flow: Flow, topic: Topic) -> dict:
     elif kind == "retry":
         description = f"Moves a record whose handler failed to retry tier {tier}, re-signed for this topic."
     else:
-        description = "Dead-letters the records it refuses: failed verification, invalid payload, `PermanentError`, or retries exhausted."
+        description = (
+            "Dead-letters the records it refuses: failed verification, invalid payload, `PermanentError`, "
+            "or retries exhausted."
+        )
     operation: dict = {
         "action": flow.action,
         "channel": {"$ref": f"#/channels/{cid}"},
@@ -693,7 +701,10 @@ def _operation(flow: Flow, topic: Topic) -> dict:
     kafka: dict = {}
     if flow.group:
         if flow.service == DLQ_TOOL:
-            about = "The replay's group: its committed offsets record what was moved. `fleet dlq ls` and `show` use no group."
+            about = (
+                "The replay's group: its committed offsets record what was moved. "
+                "`fleet dlq ls` and `show` use no group."
+            )
         else:
             about = (
                 f"Consumer group: every replica shares it and the partitions are split among them. Set with "
@@ -708,8 +719,8 @@ def _operation(flow: Flow, topic: Topic) -> dict:
 
 
 def _model_schemas(specs: Sequence[WorkerSpec], registry: Registry) -> dict[str, dict]:
-    """The payload schemas FastStream generated from the contracts' pydantic models (with their descriptions, examples and
-    `x-personal` marks); a model no worker touches comes from pydantic directly, the same way."""
+    """The payload schemas FastStream generated from the contracts' pydantic models (with their descriptions, examples
+    and `x-personal` marks); a model no worker touches comes from pydantic directly, the same way."""
     found: dict[str, dict] = {}
     for spec in specs:
         for name, schema in spec.schemas.items():
@@ -734,26 +745,28 @@ def _info(specs: Sequence[WorkerSpec], registry: Registry) -> dict:
         "title": "eventfleet",
         "version": __version__,
         "description": (
-            "eventfleet is a fleet of small async Python workers (FastStream on aiokafka) that exchange small, typed events "
-            "through Apache Kafka. Each event is a CloudEvents 1.0 record in binary mode: the key is the event's key field "
-            "(the order id), the value is the event's JSON, and the headers carry the CloudEvents attributes and an Ed25519 "
-            "(or HMAC-SHA256) signature that every consumer verifies before it trusts a byte. Each worker is its own consumer "
-            "group, commits an offset only once the record's outcome is durable, moves what fails to `<topic>.retry.1..3` "
-            "and then to `<topic>.dlq`, and never drops a record in silence.\n\n"
-            "This document is generated by `fleet docs gen` from the code: each worker's FastStream specification, completed "
-            "with the topic registry (partitions, retention, key, owner, consumers) and the wire format. Each channel is one "
-            "topic; each operation names the service that sends or receives it (`x-eventfleet-service`, tag) and, for a "
-            "receiver, its consumer group. The rules of the wire are in [docs/wire-format.md](docs/wire-format.md) (headers, "
-            "signing, verification, reason codes); retries, dead letters and what delivery promises are in "
-            "[docs/delivery.md](docs/delivery.md)."
+            "eventfleet is a fleet of small async Python workers (FastStream on aiokafka) that exchange small, typed "
+            "events through Apache Kafka. Each event is a CloudEvents 1.0 record in binary mode: the key is the "
+            "event's key field (the order id), the value is the event's JSON, and the headers carry the CloudEvents "
+            "attributes and an Ed25519 (or HMAC-SHA256) signature that every consumer verifies before it trusts a "
+            "byte. Each worker is its own consumer group, commits an offset only once the record's outcome is durable, "
+            "moves what fails to `<topic>.retry.1..3` and then to `<topic>.dlq`, and never drops a record in "
+            "silence.\n\n"
+            "This document is generated by `fleet docs gen` from the code: each worker's FastStream specification, "
+            "completed with the topic registry (partitions, retention, key, owner, consumers) and the wire format. "
+            "Each channel is one topic; each operation names the service that sends or receives it "
+            "(`x-eventfleet-service`, tag) and, for a receiver, its consumer group. The rules of the wire are in "
+            "[docs/wire-format.md](docs/wire-format.md) (headers, signing, verification, reason codes); retries, dead "
+            "letters and what delivery promises are in [docs/delivery.md](docs/delivery.md)."
         ),
         "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
         "tags": sorted(tags, key=lambda tag: tag["name"]),
-        # The 3.0.0 schema wants an absolute URI here (a relative `docs/wire-format.md` is an error for the official parser),
-        # and the repository has no public address: the binding that the headers follow, with our docs named beside it.
+        # The 3.0.0 schema wants an absolute URI here (a relative `docs/wire-format.md` is an error for the official
+        # parser), and the repository has no public address: the binding that the headers follow,
+        # with our docs named beside it.
         "externalDocs": {
-            "description": "The CloudEvents 1.0 Kafka protocol binding (binary content mode), which the headers follow. eventfleet's "
-            "own rules are in the repository: docs/wire-format.md and docs/delivery.md.",
+            "description": "The CloudEvents 1.0 Kafka protocol binding (binary content mode), which the headers "
+            "follow. eventfleet's own rules are in the repository: docs/wire-format.md and docs/delivery.md.",
             "url": "https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md",
         },
     }
@@ -763,20 +776,21 @@ _SERVERS = {
     "local": {
         "host": "127.0.0.1:9092",
         "protocol": "kafka",
-        "description": "The local single-node broker of `make run` / `fleet kafka start` (plaintext, no authentication).",
+        "description": "The local single-node broker of `make run` / `fleet kafka start` (plaintext, "
+        "no authentication).",
     },
     "local-secure": {
         "host": "127.0.0.1:9094",
         "protocol": "kafka-secure",
-        "description": "The local secure broker of `make kafka-secure` / `fleet kafka start --secure`: TLS with a throwaway CA, "
-        "SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",
+        "description": "The local secure broker of `make kafka-secure` / `fleet kafka start --secure`: TLS with a "
+        "throwaway CA, SASL/SCRAM-SHA-512 with one user per service, and ACLs (docs/security.md).",
         "security": [{"$ref": "#/components/securitySchemes/scramSha512"}],
     },
     "production": {
         "host": "{broker}:9093",
         "protocol": "kafka-secure",
-        "description": "A production cluster: TLS with SASL/SCRAM-SHA-512 authentication. Set `FLEET_KAFKA_BOOTSTRAP_SERVERS` to "
-        "its brokers.",
+        "description": "A production cluster: TLS with SASL/SCRAM-SHA-512 authentication. Set "
+        "`FLEET_KAFKA_BOOTSTRAP_SERVERS` to its brokers.",
         "variables": {
             "broker": {
                 "description": "Host name of a bootstrap broker of the cluster.",
@@ -790,10 +804,10 @@ _SERVERS = {
 _SECURITY_SCHEMES = {
     "scramSha512": {
         "type": "scramSha512",
-        "description": "SASL/SCRAM-SHA-512 over TLS (`kafka-secure`): each service authenticates as its own user (`User:payments`, "
-        "...), and the broker's ACLs (`fleet acl plan` / `fleet acl apply`) let it read only its inputs in its own "
-        "groups and write only its outputs and its inputs' retry and dead-letter topics. What an event may say is "
-        "still decided by its signature (wire format v1).",
+        "description": "SASL/SCRAM-SHA-512 over TLS (`kafka-secure`): each service authenticates as its own user "
+        "(`User:payments`, ...), and the broker's ACLs (`fleet acl plan` / `fleet acl apply`) let it read only its "
+        "inputs in its own groups and write only its outputs and its inputs' retry and dead-letter topics. What an "
+        "event may say is still decided by its signature (wire format v1).",
     },
 }
 
@@ -857,8 +871,8 @@ def _prune(document: dict) -> dict:
 
 
 def fleet_document(specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY) -> dict:
-    """The whole fleet: one channel per registry topic, retry tier and dead-letter topic; every worker's operations (from
-    its FastStream specification), the upstream publishers' and `fleet dlq`'s; messages, headers and payload schemas."""
+    """The whole fleet: one channel per registry topic, retry tier and dead-letter topic; every worker's operations
+    (from its FastStream specification), the upstream publishers' and `fleet dlq`'s; messages, headers and schemas."""
     return _assemble(specs, _flows(specs, registry), registry, None)
 
 
@@ -868,8 +882,8 @@ def document_services(specs: Sequence[WorkerSpec], registry: Registry = REGISTRY
 
 
 def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY) -> dict:
-    """What one service sends and receives: only its operations, the channels they use, and the messages and schemas those
-    need. A worker needs only its own specification in `specs` (the registry names the others on its channels); an
+    """What one service sends and receives: only its operations, the channels they use, and the messages and schemas
+    those need. A worker needs only its own specification in `specs` (the registry names the others on its channels); an
     upstream publisher or `fleet-dlq` none. Raises `UnknownService` for a name with no operation."""
     flows = [flow for flow in _flows(specs, registry) if flow.service == service]
     if not flows:
@@ -891,7 +905,8 @@ def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Reg
 
 
 class _Dumper(yaml.SafeDumper):
-    """Writes every shared object out in full: no `&id001` anchors, which a reader (or a YAML-unaware tool) would trip on."""
+    """Writes every shared object out in full: no `&id001` anchors, which a reader
+    (or a YAML-unaware tool) would trip on."""
 
     def ignore_aliases(self, data: object) -> bool:
         return True
