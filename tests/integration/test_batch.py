@@ -1,7 +1,6 @@
 """Batch consumption on the real broker: the same checks and outcomes per record as one at a time, what the handler
 emits is signed and in key order, and nothing is committed before every outcome of the batch is durable."""
 
-import asyncio
 import uuid
 from datetime import datetime, timezone
 from collections import Counter, defaultdict
@@ -21,10 +20,10 @@ from tests.support import (
     TopicReader,
     a_record,
     an_order,
-    committed_offsets,
     end_offsets,
     produce_raw,
     start_group_at_end,
+    wait_until_committed,
 )
 
 BATCH = 50
@@ -35,14 +34,9 @@ def _kafka(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, batch_max_records=BATCH)
 
 
-async def _committed_to_the_end(bootstrap: str, group_id: str, topic: str) -> bool:
-    ends = await end_offsets(bootstrap, [topic])
-    for _ in range(50):  # the commit follows the batch's last outcome by a moment
-        committed = await committed_offsets(bootstrap, group_id)
-        if all(committed.get(tp) == end for tp, end in ends.items()):
-            return True
-        await asyncio.sleep(0.1)
-    return False
+async def _committed_to_the_end(bootstrap: str, group_id: str, topic: str) -> None:
+    """The group commits up to the topic's current end within a moment of the batch's last outcome; fails otherwise."""
+    await wait_until_committed(bootstrap, group_id, await end_offsets(bootstrap, [topic]))
 
 
 async def test_a_batch_worker_decides_every_valid_order_once_and_dead_letters_each_poison_record_with_its_reason(kafka, group_id):
@@ -57,7 +51,7 @@ async def test_a_batch_worker_decides_every_valid_order_once_and_dead_letters_ea
         async with RunningApps(payments):
             await reader.wait_for(lambda seen: sum(s.topic.endswith(".dlq") and s.headers.get("dlq-group") == group_id for s in seen) >= len(poison))
             outcomes = await reader.wait_for_keys([r.key for r in valid])
-            assert await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
+            await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
     assert sorted(s.key for s in outcomes) == sorted(r.key for r in valid), "every valid record got through, once"
     dead = [s for s in reader.seen if s.topic == "orders.placed.v1.dlq" and s.headers.get("dlq-group") == group_id]
     by_value = {(raw[1], raw[2]): (name, reason) for name, (raw, reason) in poison.items()}
@@ -89,7 +83,7 @@ async def test_what_a_batch_handler_emits_is_signed_on_the_wire_in_the_order_of_
         await produce_raw(kafka, [_raw(r) for r in records])
         async with RunningApps(_relay(kafka, group_id, handled)):
             seen = await reader.wait_for_keys([o.order_id for o in orders], per_key=5)
-            assert await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
+            await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
     keyring = KeyStore(keyring_path(keys_dir)).keyring()
     for s in seen:  # every output verifies as any consumer would check it
         raw = [(k, v.encode()) for k, v in s.headers.items()]
@@ -113,7 +107,7 @@ async def test_a_failing_event_goes_to_its_retry_topic_while_the_rest_of_its_bat
         async with RunningApps(_relay(kafka, group_id, handled, fail_first={flaky.order_id})):
             await reader.wait_for_keys([o.order_id for o in [*steady, flaky]], per_key=1, timeout_s=30)
             await reader.wait_for(lambda seen: sum(s.key == flaky.order_id for s in seen) >= 2, timeout_s=30)
-            assert await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
+            await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
     flaky_seen = [s.topic for s in reader.seen if s.key == flaky.order_id]
     assert flaky_seen.count("orders.placed.v1.retry.1") == 1 and flaky_seen.count("payments.authorized.v1") == 1
     assert handled[records[10].envelope.id] == 2 and all(handled[r.envelope.id] == 1 for r in records if r.key != flaky.order_id)
@@ -142,7 +136,7 @@ async def test_a_batch_whose_retry_cannot_be_stored_is_redelivered_whole_and_nev
         await produce_raw(kafka, [(*_raw(r), 0) for r in records])  # one partition: one batch, in this order
         async with RunningApps(relay):
             await reader.wait_for_keys([o.order_id for o in [*others, flaky]], timeout_s=40)
-            assert await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
+            await _committed_to_the_end(kafka, group_id, "orders.placed.v1")
     assert refusals == ["orders.placed.v1.retry.1"]
     assert all(handled[r.envelope.id] >= 2 for r in records[:5]), "the batch came again from its first offset"
     assert {s.key for s in reader.seen} >= {o.order_id for o in [*others, flaky]}, "nothing lost"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined, PrivateKey, Record, sign
 from fleet.ops.dlq import REPLAY_GROUP, count_dead_letters, replay_dead_letters
@@ -21,7 +20,18 @@ from fleet.runtime.keys import REPLAY_SIGNER, KeyStore
 from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
-from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, end_offsets, produce_raw, signer_of, start_group_at_end
+from tests.support import (
+    RunningApps,
+    TopicReader,
+    a_record,
+    an_order,
+    as_raw,
+    committed_offsets,
+    end_offsets,
+    produce_raw,
+    signer_of,
+    start_group_at_end,
+)
 
 DLQ = "orders.placed.v1.dlq"
 OUTCOMES = (PaymentAuthorized, PaymentDeclined)
@@ -77,12 +87,8 @@ def fleet_dlq(*args: str) -> subprocess.CompletedProcess:
 
 
 async def committed(kafka: str, group: str) -> dict:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        return await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(DLQ, p) for p in range(6)])
-    finally:
-        await admin.close()
+    """What the group has committed on each partition of the dead-letter topic (-1 where it never committed)."""
+    return await committed_offsets(kafka, group, [TopicPartition(DLQ, p) for p in range(6)])
 
 
 def replay_keys(keys_dir) -> KeyStore:

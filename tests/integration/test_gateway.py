@@ -1,6 +1,7 @@
 """The gateway on the real broker: an order POSTed over HTTP lands signed on orders.placed.v1, and a missing broker is a 503, not a crash."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import pytest
 from contracts import OrderPlaced
 from fleet.runtime.settings import KafkaSettings
 from services.gateway import GatewaySettings, add_client
-from tests.support import TopicReader, an_order, running_gateway, signer_of
+from tests.support import NotYet, TopicReader, an_order, eventually, running_gateway, signer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,13 +130,13 @@ async def test_the_gateway_runs_as_its_own_process_and_stops_cleanly_on_sigterm(
 
 
 async def wait_until_healthy(http: httpx.AsyncClient, process: subprocess.Popen, log_path: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Until the gateway answers /health; fails at once if it exits, and with its log either way."""
+
+    async def healthy():
         assert process.poll() is None, f"the gateway exited: {log_path.read_text()}"
-        try:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
             if (await http.get("/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the gateway did not answer within {timeout_s}s: {log_path.read_text()}")
+                return True
+        return NotYet(log_path.read_text())
+
+    await eventually(healthy, "the gateway to answer /health", timeout_s=timeout_s)

@@ -6,35 +6,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-from contracts import REGISTRY
+from contracts import OrderPlaced
+from tests.support import eventually_sync, start_group_at_end
 
 REPO = Path(__file__).resolve().parents[2]
-ORDERS = REGISTRY.named("orders.placed.v1")
 
 
 def _fleet(cwd: Path, env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fleet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-async def _start_at_the_end(bootstrap: str, group: str) -> None:
-    """The test's payments group starts at the end of its topics: the broker's earlier orders are not ours to decide."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.structs import OffsetAndMetadata
-
-    for group_id, topic in [(group, ORDERS.name), *((f"{group}.retry.{n}", name) for n, name in enumerate(ORDERS.retry_topics, 1))]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in range(ORDERS.partitions)]
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
-        finally:
-            await consumer.stop()
 
 
 def _status(cwd: Path, env: dict) -> dict:
@@ -44,20 +26,14 @@ def _status(cwd: Path, env: dict) -> dict:
     return row
 
 
-def _until(what, condition, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"{what} within {timeout_s}s; last: {last}")
+def _until(what: str, condition):
+    """`fleet up` and `fleet scale` act in the background: asks again every second, for up to 90 s."""
+    return eventually_sync(condition, what, timeout_s=90.0, every_s=1.0)
 
 
 def test_up_scale_status_down(kafka, tmp_path):
     group = f"it-scale-{uuid.uuid4().hex[:8]}"
-    asyncio.run(_start_at_the_end(kafka, group))
+    asyncio.run(start_group_at_end(kafka, group, [OrderPlaced]))  # the broker's earlier orders are not ours to decide
     env = {**os.environ, "PYTHONPATH": str(REPO), "PAYMENTS_GROUP_ID": group, "PAYMENTS_HTTP_PORT": "0",
            "FLEET_KEYS_DIR": str(tmp_path / ".fleet" / "keys"), "FLEET_LOG_FORMAT": "json"}
     env.pop("PAYMENTS_STORE_URL", None)  # its own sqlite file under tmp_path/.fleet

@@ -6,7 +6,7 @@ import asyncio
 from contracts import OrderPlaced
 from fleet.runtime.broker import create_broker, subscriber_for
 from fleet.runtime.settings import KafkaSettings
-from tests.support import RunningApps, a_record, an_order, as_raw, produce_raw, start_group_at_end
+from tests.support import RunningApps, a_record, an_order, as_raw, eventually, produce_raw, start_group_at_end
 
 
 class Handler:
@@ -31,25 +31,17 @@ def _worker(kafka: str, group_id: str, handler: Handler, graceful_timeout_s: flo
     return type("App", (), {"broker": broker})()
 
 
-async def _until(condition, timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_handler_cut_off_at_shutdown_is_not_committed_and_is_redelivered(kafka, group_id):
     await start_group_at_end(kafka, group_id, [OrderPlaced])
     order = a_record(an_order())
     slow = Handler(takes_s=30)
     async with RunningApps(_worker(kafka, group_id, slow, graceful_timeout_s=0.5)):
         await produce_raw(kafka, [as_raw(order)])
-        await _until(lambda: order.key in slow.started)
+        await eventually(lambda: order.key in slow.started, "the slow handler to start", timeout_s=30, every_s=0.05)
     assert slow.finished == [], "cut off by the graceful bound"
     quick = Handler(takes_s=0)
     async with RunningApps(_worker(kafka, group_id, quick, graceful_timeout_s=5)):
-        await _until(lambda: order.key in quick.finished)
+        await eventually(lambda: order.key in quick.finished, "the redelivered order to be handled", timeout_s=30, every_s=0.05)
 
 
 async def test_a_handler_that_finishes_within_the_bound_is_committed_and_not_redelivered(kafka, group_id):
@@ -58,10 +50,10 @@ async def test_a_handler_that_finishes_within_the_bound_is_committed_and_not_red
     first = Handler(takes_s=1)
     async with RunningApps(_worker(kafka, group_id, first, graceful_timeout_s=10)):
         await produce_raw(kafka, [(*as_raw(order), 0)])
-        await _until(lambda: order.key in first.started)
+        await eventually(lambda: order.key in first.started, "the handler to start", timeout_s=30, every_s=0.05)
     assert first.finished == [order.key], "finished during the graceful stop"
     second = Handler(takes_s=0)
     async with RunningApps(_worker(kafka, group_id, second, graceful_timeout_s=5)):
         await produce_raw(kafka, [(*as_raw(marker), 0)])  # same partition, behind it
-        await _until(lambda: marker.key in second.finished)
+        await eventually(lambda: marker.key in second.finished, "the marker behind it to be handled", timeout_s=30, every_s=0.05)
     assert order.key not in second.started

@@ -18,7 +18,18 @@ from services.tracker import create_app as create_tracker
 from services.tracker.app import OrderEvent, track
 from services.tracker.queries import MIGRATIONS
 from tests.integration.test_gateway import gateway_settings
-from tests.support import RunningApps, TopicReader, a_record, an_authorization, an_order, as_raw, produce_raw, start_group_at_end
+from tests.support import (
+    NotYet,
+    RunningApps,
+    TopicReader,
+    a_record,
+    an_authorization,
+    an_order,
+    as_raw,
+    eventually,
+    produce_raw,
+    start_group_at_end,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +47,14 @@ def _payments(bootstrap: str, group_id: str, store_url: str):
 async def tracked(store_url: str, order_id: str, status: str, timeout_s: float = 60.0, events: int = 1) -> dict:
     """Reads the tracker's store, as the gateway does, until the order has `status` and `events` history entries (the
     tracker folds a flow's events in whatever order its topics deliver them); fails with what it last saw."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
     async with await open_store(store_url) as store:
         await store.migrate(MIGRATIONS)  # the tracker may not have created its table yet
-        while (answer := await order_status(store, order_id)) is None or answer["status"] != status or len(answer["history"]) < events:
-            assert loop.time() < deadline, f"order {order_id} did not reach {status} in {timeout_s}s; last seen: {answer}"
-            await asyncio.sleep(0.1)
-    return answer
+
+        async def answer_once_there() -> dict | None:
+            answer = await order_status(store, order_id)
+            return answer if answer and answer["status"] == status and len(answer["history"]) >= events else NotYet(answer)
+
+        return await eventually(answer_once_there, f"order {order_id} to reach {status} with {events} events", timeout_s=timeout_s)
 
 
 def history_of(answer: dict) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.runtime.settings import KafkaSettings
 from services.payments import PaymentsSettings
 from services.payments import create_app as create_payments
-from tests.support import RunningApps, TopicReader, a_record, an_order, as_raw, produce_raw, start_group_at_end
+from tests.support import NotYet, RunningApps, TopicReader, a_record, an_order, as_raw, eventually, produce_raw, start_group_at_end
 
 TOPIC = "orders.placed.v1"
 
@@ -19,18 +19,6 @@ TOPIC = "orders.placed.v1"
 def _payments(kafka, group_id, tmp_path, **settings):
     return create_payments(PaymentsSettings(group_id=group_id, kafka=KafkaSettings(bootstrap_servers=kafka), http_port=0,
                                             store_url=f"sqlite:///{tmp_path / 'payments'}.db", **settings))
-
-
-async def _until(check, what: str, timeout_s: float = 60.0, every_s: float = 0.1):
-    """Calls `check()` until it returns something true; fails with its last answer when the time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = await check()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last answer: {answer!r}")
-        await asyncio.sleep(every_s)
 
 
 def _samples(text: str) -> list:
@@ -69,16 +57,11 @@ class Probe:
         response = await self.client.get(path)
         body = response.json()
         ok = response.status_code == wanted and (reason is None or body.get("reason") == reason)
-        return (response.status_code, body) if ok else _Falsy((response.status_code, body))
+        return (response.status_code, body) if ok else NotYet((response.status_code, body))
 
 
 async def _not(check):
     return not await check()
-
-
-class _Falsy(tuple):
-    def __bool__(self) -> bool:
-        return False
 
 
 async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_and_last_commit(kafka, group_id, tmp_path):
@@ -91,7 +74,7 @@ async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_an
         assert port and port not in (8101,)  # 0 asked for a free port
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             probe = Probe(client)
-            status, ready = await _until(lambda: probe.status("/health/ready", 200), "ready before any order")
+            status, ready = await eventually(lambda: probe.status("/health/ready", 200), "ready before any order")
             assert ready["reason"] == "ok" and ready["lag"] == 0
             await produce_raw(kafka, [as_raw(r) for r in orders])
             await reader.wait_for_keys([r.key for r in orders])
@@ -102,9 +85,9 @@ async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_an
                 committed = _value(samples, "eventfleet_last_commit_timestamp_seconds")
                 lags = [s.value for s in samples if s.name == "eventfleet_consumer_lag" and s.labels["group"] == group_id]
                 done = handled == len(orders) and committed and committed >= started_at and lags and not any(lags)
-                return samples if done else _Falsy(samples)
+                return samples if done else NotYet(samples)
 
-            samples = await _until(handled_and_committed, "all orders handled and committed, and no lag left")
+            samples = await eventually(handled_and_committed, "all orders handled and committed, and no lag left")
             live = await client.get("/health/live")
             ready = await client.get("/health/ready")
     lags = [s for s in samples if s.name == "eventfleet_consumer_lag" and s.labels["group"] == group_id]
@@ -133,19 +116,19 @@ async def test_liveness_fails_while_a_handler_is_stuck_and_passes_again_after(ka
     async with RunningApps(app), TopicReader(kafka, (PaymentAuthorized, PaymentDeclined)) as reader:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.broker.worker_http.port}", timeout=10) as client:
             probe = Probe(client)
-            await _until(lambda: probe.status("/health/ready", 200), "ready")
+            await eventually(lambda: probe.status("/health/ready", 200), "ready")
             before = await client.get("/health/live")
             await _produce_in_one_batch(kafka, orders, partition=0)  # the second waits behind the first, fetched with it
-            _, stuck = await _until(lambda: probe.status("/health/live", 503), "liveness to fail while the slow handler runs", timeout_s=30)
+            _, stuck = await eventually(lambda: probe.status("/health/live", 503), "liveness to fail while the slow handler runs", timeout_s=30)
 
             async def lag_of_partition_0():
                 samples = _samples((await client.get("/metrics")).text)
                 return _value(samples, "eventfleet_consumer_lag", topic=TOPIC, partition="0", group=group_id) or 0
 
-            waiting = await _until(lag_of_partition_0, "the second order to show as lag behind the stuck one", timeout_s=3)
-            _, recovered = await _until(lambda: probe.status("/health/live", 200), "liveness to pass again", timeout_s=30)
+            waiting = await eventually(lag_of_partition_0, "the second order to show as lag behind the stuck one", timeout_s=3)
+            _, recovered = await eventually(lambda: probe.status("/health/live", 200), "liveness to pass again", timeout_s=30)
             await reader.wait_for_keys([r.key for r in orders])
-            caught_up = await _until(lambda: _not(lag_of_partition_0), "the lag to drain")
+            caught_up = await eventually(lambda: _not(lag_of_partition_0), "the lag to drain")
     assert before.status_code == 200
     assert waiting == 1 and caught_up
     assert stuck["status"] == "fail" and stuck["reason"] == "handler_stuck" and stuck["oldest_in_flight_s"] > 1.5

@@ -2,7 +2,7 @@
 
 - events: event factories (an order, an authorization, a decline) and the signed records a publisher would send
 - records: raw-record builders (headers and records as Kafka delivers them)
-- waiting: `eventually` / `eventually_sync`, asking again until a condition holds or time is up
+- waiting: `eventually` / `eventually_sync`, asking again until a condition holds or time is up (`NotYet` to show why not)
 - kafka: the real broker from a test's side (end and committed offsets, groups started at the end, raw producing, reading back)
 - in_memory_broker: services on FastStream's in-memory broker, and what they publish captured
 - apps: apps and the gateway running inside the test's process
@@ -35,7 +35,7 @@ from tests.support.kafka import (
     wait_until_committed,
 )
 from tests.support.records import FakeRecord, as_raw, raw_headers
-from tests.support.waiting import eventually, eventually_sync
+from tests.support.waiting import NotYet, eventually, eventually_sync
 
 __all__ = [
     "NOW",
@@ -45,6 +45,7 @@ __all__ = [
     "FakeRecord",
     "FleetUpRun",
     "InMemoryProducer",
+    "NotYet",
     "RunningApps",
     "Seen",
     "TopicReader",

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from contracts.connection import client_options
 
-from tests.support.waiting import eventually
+from tests.support.waiting import NotYet, eventually
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,12 @@ async def committed_offsets(bootstrap, group_id: str, partitions=None) -> dict:
 async def wait_until_committed(bootstrap, group_id: str, ends: dict, timeout_s: float = 5.0) -> None:
     """Waits until the group has committed every partition of `ends` exactly up to its end (a commit follows the last
     record handled by a moment); fails with what the group had committed."""
-    committed: dict = {}
 
-    async def caught_up() -> bool:
-        committed.clear()
-        committed.update(await committed_offsets(bootstrap, group_id))
-        return all(committed.get(tp) == end for tp, end in ends.items())
+    async def caught_up():
+        committed = await committed_offsets(bootstrap, group_id)
+        return all(committed.get(tp) == end for tp, end in ends.items()) or NotYet(committed)
 
-    try:
-        await eventually(caught_up, f"group {group_id} to commit up to {ends}", timeout_s=timeout_s)
-    except AssertionError as behind:
-        raise AssertionError(f"{behind}; it had committed {committed}") from None
+    await eventually(caught_up, f"group {group_id} to commit up to {ends}", timeout_s=timeout_s)
 
 
 async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:

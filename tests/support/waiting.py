@@ -4,12 +4,24 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["eventually", "eventually_sync"]
+__all__ = ["NotYet", "eventually", "eventually_sync"]
 
 
-async def eventually(check: Callable[[], Any], what: str, *, timeout_s: float = 30.0, every_s: float = 0.1,
+@dataclass(frozen=True)
+class NotYet:
+    """What a check returns while the answer is not the awaited one yet: false, and shown as the last answer when the
+    wait fails (a status, the metrics, the row as they stood)."""
+
+    answer: Any
+
+    def __bool__(self) -> bool:
+        return False
+
+
+async def eventually(check: Callable[[], Any], what: str, *, timeout_s: float = 60.0, every_s: float = 0.1,
                      error: type[Exception] = AssertionError, ignoring: tuple[type[BaseException], ...] = ()) -> Any:
     """Calls `check()` (a plain function or a coroutine function) every `every_s` until it returns something true, and
     returns that. Once `timeout_s` has passed, raises `error` saying `what` was awaited and the last answer.
@@ -32,7 +44,7 @@ async def eventually(check: Callable[[], Any], what: str, *, timeout_s: float = 
         await asyncio.sleep(every_s)
 
 
-def eventually_sync(check: Callable[[], Any], what: str, *, timeout_s: float = 30.0, every_s: float = 0.1,
+def eventually_sync(check: Callable[[], Any], what: str, *, timeout_s: float = 60.0, every_s: float = 0.1,
                     error: type[Exception] = AssertionError, ignoring: tuple[type[BaseException], ...] = ()) -> Any:
     """`eventually` for code without an event loop: blocks the thread between calls of `check()`."""
     deadline = time.monotonic() + timeout_s

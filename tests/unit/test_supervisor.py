@@ -19,6 +19,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 
 from fleet.ops.supervisor import Supervisor, default_http_port, replica_http_port  # noqa: E402
+from tests.support import eventually  # noqa: E402
 
 
 def test_each_replica_gets_its_own_port_deterministically():
@@ -53,14 +54,6 @@ class _SleeperSupervisor(Supervisor):
         self.write_state()
 
 
-async def _until(condition, timeout_s=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 def test_scale_up_down_restart_and_the_state_file(tmp_path, monkeypatch):
     monkeypatch.delenv("PAYMENTS_HTTP_PORT", raising=False)
     state_file = tmp_path / "fleet.json"
@@ -71,16 +64,18 @@ def test_scale_up_down_restart_and_the_state_file(tmp_path, monkeypatch):
         try:
             done = await supervisor.scale("payments", 3)
             assert done == {"started": ["payments-2", "payments-3"], "stopped": []}
-            await _until(lambda: all(r["http_port"] for r in json.loads(state_file.read_text())["replicas"]))
+            await eventually(lambda: all(r["http_port"] for r in json.loads(state_file.read_text())["replicas"]),
+                             "every replica's port in the state file", timeout_s=10, every_s=0.05)
             state = json.loads(state_file.read_text())
             assert state["services"] == {"payments": 3}
             assert [(r["name"], r["status"], r["http_port"]) for r in state["replicas"]] == [
                 ("payments-1", "up", 8101), ("payments-2", "up", 8111), ("payments-3", "up", 8121)]
             # A SIGKILLed replica is restarted after its backoff and counted.
             killed = supervisor.signal("payments", 2, signal.SIGKILL)
-            await _until(lambda: supervisor.replica("payments", 2).process.pid != killed)
+            await eventually(lambda: supervisor.replica("payments", 2).process.pid != killed, "payments-2 restarted", timeout_s=10, every_s=0.05)
             assert supervisor.replica("payments", 2).restarts == 1
-            await _until(lambda: supervisor.replica("payments", 2).learn_port() == 8111)  # running again, same port
+            await eventually(lambda: supervisor.replica("payments", 2).learn_port() == 8111, "payments-2 on its port again",
+                             timeout_s=10, every_s=0.05)  # running again, same port
             # Scaling down stops the highest-numbered replicas gracefully (SIGTERM → exit 0) and forgets them.
             three, two = supervisor.replica("payments", 3).process, supervisor.replica("payments", 2).process
             done = await supervisor.scale("payments", 1)

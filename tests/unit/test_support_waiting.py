@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from tests.support import eventually, eventually_sync
+from tests.support import NotYet, eventually, eventually_sync
 
 
 def answers(*given):
@@ -55,3 +55,8 @@ def test_eventually_sync_blocks_until_the_check_holds_and_fails_the_same_way():
     assert eventually_sync(answers(False, [], {"members": 2}), "two members", every_s=0) == {"members": 2}
     with pytest.raises(AssertionError, match="waiting for two members; last answer: 0"):
         eventually_sync(answers(0), "two members", timeout_s=0.01, every_s=0.01)
+
+
+async def test_a_not_yet_answer_is_false_and_is_what_a_failed_wait_shows():
+    with pytest.raises(AssertionError, match=r"last answer: NotYet\(answer=\(503, 'handler_stuck'\)\)"):
+        await eventually(answers(NotYet((503, "handler_stuck"))), "liveness", timeout_s=0.01, every_s=0.01)
