@@ -18,6 +18,9 @@ from fleet.local import kafka as kafka_local
 from fleet.runtime.keys import KeyStore, init_keys
 from fleet.ops.topics import apply_topics
 
+from tests.support.kafka import topics_have_leaders
+from tests.support.waiting import eventually
+
 from .contract import ALGORITHMS, RELAY, SOURCE, BenchOrderReceived, bench_registry
 from .events import event_key, event_value
 
@@ -68,13 +71,8 @@ async def create_topics(names: tuple[str, ...] = TOPICS, partitions: int = PARTI
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            described = await admin.describe_topics(list(names))
-            if all(len(t["partitions"]) == partitions and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"topics {names} have no leaders after 30 s")
+        await eventually(lambda: topics_have_leaders(admin, names, partitions=partitions), f"topics {names} to have leaders",
+                         timeout_s=30, every_s=0.2, error=RuntimeError)
     finally:
         await admin.close()
 

@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from tests.support.kafka import commit_at_end, groups_have_members, topics_have_leaders
+from tests.support.waiting import eventually
+
 from .cases import CaseFailed, RunContext
 
 __all__ = [
@@ -481,63 +484,39 @@ class FlowRun:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench-flow-topics")
         await admin.start()
         try:
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                described = await admin.describe_topics(names)
-                if all(t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
-                    return
-                await asyncio.sleep(0.2)
+            await eventually(lambda: topics_have_leaders(admin, names), "the fleet's topics to have leaders", timeout_s=timeout_s,
+                             every_s=0.2, error=CaseFailed)
         finally:
             await admin.close()
-        raise CaseFailed(f"the fleet's topics have no leaders after {timeout_s}s")
 
     async def _start_at_the_ends(self) -> None:
         """Commits every group of the workers (and of their retry tiers) at the end of what it consumes: a backlog that
         an earlier run left (a saturated fleet stopped mid-way) must not flow into this run's fresh stores."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.structs import OffsetAndMetadata
-
         from contracts import REGISTRY
         from fleet.ops.status import group_of
 
         for group, names in fleet_groups(self.services, group_of, REGISTRY).items():
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
-                                        client_id="bench-flow-reset")
-            await consumer.start()
-            try:
-                tps = [TopicPartition(n, p) for n in names for p in range(REGISTRY.resolve(n).partitions)]
-                consumer.assign(tps)
-                ends = await consumer.end_offsets(tps)
-                await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
-            finally:
-                await consumer.stop()
+            await commit_at_end(self.bootstrap, group, names)
 
     async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
-        from fleet.ops.groups import group_members
-
-        deadline, members = time.monotonic() + timeout_s, {}
-        while time.monotonic() < deadline:
+        async def filled():
             self._check_alive()
-            members = await group_members(self.bootstrap, self.services)
-            if all(members[s] >= 1 for s in self.services):
-                return
-            await asyncio.sleep(0.5)
-        raise CaseFailed(f"the workers' groups did not fill within {timeout_s}s: {members}; logs in {self.work / 'logs'}")
+            return await groups_have_members(self.bootstrap, dict.fromkeys(self.services, 1))
+
+        await eventually(filled, f"the workers' groups to fill (logs in {self.work / 'logs'})", timeout_s=timeout_s, every_s=0.5,
+                         error=CaseFailed)
 
     async def _until_stocked(self, skus: Iterable[str], timeout_s: float = 60.0) -> None:
         """Until inventory's store holds the delivery: orders placed before it would be backordered, never shipped."""
         db, wanted = self.work / f"inventory-{self.run}.db", set(skus)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0) as connection:
-                    have = {sku for sku, units in connection.execute("SELECT sku, units FROM stock") if units >= PLENTY}
-                if wanted <= have:
-                    return
-            except sqlite3.Error:
-                pass  # the store or its table is not created yet
-            await asyncio.sleep(0.2)
-        raise CaseFailed(f"inventory did not take the stock delivery within {timeout_s}s (logs in {self.work / 'logs'})")
+
+        def stocked():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0) as connection:
+                have = {sku for sku, units in connection.execute("SELECT sku, units FROM stock") if units >= PLENTY}
+            return wanted <= have
+
+        await eventually(stocked, f"inventory to take the stock delivery (logs in {self.work / 'logs'})", timeout_s=timeout_s,
+                         every_s=0.2, error=CaseFailed, ignoring=(sqlite3.Error,))  # the store or its table is not created yet
 
     async def _until_settled(self, timeout_s: float = 60.0) -> bool:
         """Until every worker's group has committed up to the end of what it consumes (notifications and the tracker

@@ -24,7 +24,7 @@ from fleet.local import kafka_cluster
 from fleet.local import kafka as kafka_local
 from fleet.local import postgres as postgres_local
 from fleet.ops.demo import CATALOGUE, demo_orders
-from fleet.ops.groups import describe_groups, group_members
+from fleet.ops.groups import describe_groups
 from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
 from fleet.ops.reading import read_spans
 from fleet.ops.supervisor import Supervisor
@@ -32,6 +32,8 @@ from fleet.ops.topics import apply_topics
 from fleet.catalog import WORKERS
 from services.payments import core as payments_core
 from services.payments.settings import PaymentsSettings
+from tests.support.kafka import groups_have_members
+from tests.support.waiting import NotYet, eventually
 
 from .figures import NOTIFICATIONS, TERMINAL_STATUS, Expected, Observed, Poison, WireEvent
 
@@ -178,13 +180,8 @@ class ChaosFleet:
 
     async def _until_groups_have_members(self, timeout_s: float = 90.0) -> None:
         wanted = {service: self.scale_at_start.get(service, 1) for service in WORKERS}
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            members = await group_members(self.bootstrap, list(wanted))
-            if all(members[g] >= n for g, n in wanted.items()):
-                return
-            await asyncio.sleep(0.5)
-        raise RuntimeError(f"the fleet's groups did not fill within {timeout_s}s: {members}; logs in {self.work / 'logs'}")
+        await eventually(lambda: groups_have_members(self.bootstrap, wanted), f"the fleet's groups to fill (logs in {self.work / 'logs'})",
+                         timeout_s=timeout_s, every_s=0.5, error=RuntimeError)
 
     # ---- faults -------------------------------------------------------------------------------------------------
 
@@ -195,13 +192,9 @@ class ChaosFleet:
     async def wait_for_log(self, service: str, index: int, event: str, timeout_s: float = 120.0) -> None:
         """Until the replica's JSON log has a line for `event` (a fault taking effect, for instance)."""
         path = self.work / "logs" / f"{service}-{index}.log"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if path.exists() and re.search(rf'"event": ?"{re.escape(event)}"', path.read_text(errors="replace")):
-                self.timeline.note("log_seen", replica=f"{service}-{index}", log_event=event)
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{service}-{index} never logged {event} within {timeout_s}s")
+        await eventually(lambda: path.exists() and re.search(rf'"event": ?"{re.escape(event)}"', path.read_text(errors="replace")),
+                         f"{service}-{index} to log {event}", timeout_s=timeout_s, every_s=0.1, error=RuntimeError)
+        self.timeline.note("log_seen", replica=f"{service}-{index}", log_event=event)
 
     async def kill_broker(self, down_s: float) -> None:
         pid = kafka_local.status().pid
@@ -262,38 +255,35 @@ class ChaosFleet:
     async def until_fenced(self, node: int, timeout_s: float) -> None:
         """Until every other node's metadata leaves `node` out of the live brokers: the controller fenced it."""
         others = [port for n, port in zip(kafka_cluster.NODES, self.ports) if n != node]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        async def fenced():
             seen = [await kafka_cluster.brokers_seen(port, 3.0) for port in others]
-            if all(s is not None and node not in s for s in seen):
-                self.timeline.note("broker_fenced", node=node, live_brokers=list(seen[0]), after_s=self._since_strike())
-                return
-            await asyncio.sleep(0.25)
-        raise RuntimeError(f"node {node} was not fenced within {timeout_s}s of the strike")
+            return seen if all(s is not None and node not in s for s in seen) else NotYet(seen)
+
+        seen = await eventually(fenced, f"node {node} to be fenced after the strike", timeout_s=timeout_s, every_s=0.25,
+                                error=RuntimeError)
+        self.timeline.note("broker_fenced", node=node, live_brokers=list(seen[0]), after_s=self._since_strike())
 
     async def until_leader_moved(self, topic: str, partition: int, old_leader: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        async def moved():
             state = (await self.partitions(topic, not_from=old_leader)).get(partition, {})
-            if state.get("leader", -1) not in (-1, old_leader):
-                self.notes.setdefault("struck", {}).update(leader_while_down=state["leader"], isr_while_down=state["isr"])
-                self.timeline.note("leader_moved", topic=topic, partition=partition, leader=state["leader"], isr=state["isr"],
-                                   after_s=self._since_strike())
-                return
-            await asyncio.sleep(0.25)
-        raise RuntimeError(f"the leadership of {topic}[{partition}] did not leave node {old_leader} within {timeout_s}s")
+            return state if state.get("leader", -1) not in (-1, old_leader) else NotYet(state)
+
+        state = await eventually(moved, f"the leadership of {topic}[{partition}] to leave node {old_leader}", timeout_s=timeout_s,
+                                 every_s=0.25, error=RuntimeError)
+        self.notes.setdefault("struck", {}).update(leader_while_down=state["leader"], isr_while_down=state["isr"])
+        self.timeline.note("leader_moved", topic=topic, partition=partition, leader=state["leader"], isr=state["isr"],
+                           after_s=self._since_strike())
 
     async def until_back_in_isr(self, topic: str, partition: int, node: int, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        async def rejoined():
             state = (await self.partitions(topic, not_from=node)).get(partition, {})
-            if node in state.get("isr", ()):
-                self.notes.setdefault("struck", {}).update(isr_after=state["isr"], leader_after=state["leader"])
-                self.timeline.note("back_in_isr", node=node, topic=topic, partition=partition, isr=state["isr"],
-                                   after_s=self._since_strike())
-                return
-            await asyncio.sleep(0.5)
-        raise RuntimeError(f"node {node} did not rejoin the ISR of {topic}[{partition}] within {timeout_s}s")
+            return state if node in state.get("isr", ()) else NotYet(state)
+
+        state = await eventually(rejoined, f"node {node} to rejoin the ISR of {topic}[{partition}]", timeout_s=timeout_s,
+                                 every_s=0.5, error=RuntimeError)
+        self.notes.setdefault("struck", {}).update(isr_after=state["isr"], leader_after=state["leader"])
+        self.timeline.note("back_in_isr", node=node, topic=topic, partition=partition, isr=state["isr"], after_s=self._since_strike())
 
     def _since_strike(self) -> float:
         return round(time.monotonic() - self.strike_at, 2)
@@ -333,25 +323,21 @@ class ChaosFleet:
     async def until_members(self, service: str, count: int, timeout_s: float = 90.0, *, other_than: set[str] | None = None) -> None:
         """Until the service's group is Stable with exactly `count` members, and (given `other_than`) not that set of
         member ids: a SIGKILLed member lingers until its session times out, its restarted replica joins as a new one."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        async def settled():
             group = (await self.groups([service]))[service]
             ids = {m.member_id for m in group.members}
-            if group.state == "Stable" and len(group.members) == count and ids != other_than:
-                self.timeline.note("group_members", group=service, members=count)
-                return
-            await asyncio.sleep(0.5)
-        raise RuntimeError(f"group {service} did not settle at {count} members within {timeout_s}s: {group}")
+            return (group.state == "Stable" and len(group.members) == count and ids != other_than) or NotYet(group)
+
+        await eventually(settled, f"group {service} to settle at {count} members", timeout_s=timeout_s, every_s=0.5, error=RuntimeError)
+        self.timeline.note("group_members", group=service, members=count)
 
     async def until_restarted(self, service: str, index: int, old_pid: int, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def restarted():
             replica = self.supervisor.replica(service, index)
-            if replica.status == "up" and replica.process.pid != old_pid and replica.process.returncode is None:
-                self.timeline.note("replica_restarted", replica=replica.name, pid=replica.process.pid)
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{service}-{index} was not restarted within {timeout_s}s")
+            return replica.status == "up" and replica.process.pid != old_pid and replica.process.returncode is None and replica
+
+        replica = await eventually(restarted, f"{service}-{index} to be restarted", timeout_s=timeout_s, every_s=0.1, error=RuntimeError)
+        self.timeline.note("replica_restarted", replica=replica.name, pid=replica.process.pid)
 
     def assignments_logged(self, services: list[str]) -> dict[str, int]:
         """How many times each replica's consumers logged a new assignment ("... assigned to partitions"): once per

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from contracts import REGISTRY, OrderPlaced
 from fleet.local import kafka_cluster
 from fleet.catalog import WORKERS
+from tests.support.waiting import eventually
 
 from .figures import figures_of, progress_after_strike
 from .harness import ChaosFleet, Feed, plan_orders
@@ -219,15 +220,8 @@ async def within_deadline(scenario_run: Awaitable[dict], deadline_s: float | Non
 
 async def _until_stocked(fleet: ChaosFleet, levels: dict[str, int], timeout_s: float = 60.0) -> None:
     """The first delivery must be in inventory's store before any order is: otherwise an early order would be short."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if fleet.stock_levels() == levels:
-                return
-        except (sqlite3.Error, RuntimeError):
-            pass
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"inventory did not record the first delivery within {timeout_s}s")
+    await eventually(lambda: fleet.stock_levels() == levels, "inventory to record the first delivery", timeout_s=timeout_s,
+                     every_s=0.2, error=RuntimeError, ignoring=(sqlite3.Error, RuntimeError))
 
 
 def _print_figures(name: str, report: dict) -> None:

@@ -30,8 +30,10 @@ from tests.support.kafka import (
     commit_at_end,
     committed_offsets,
     end_offsets,
+    groups_have_members,
     produce_raw,
     start_group_at_end,
+    topics_have_leaders,
     wait_until_committed,
 )
 from tests.support.records import FakeRecord, as_raw, raw_headers
@@ -63,6 +65,7 @@ __all__ = [
     "eventually_sync",
     "fleet_up_until_an_order_is_through",
     "flow_steps",
+    "groups_have_members",
     "in_memory",
     "produce_raw",
     "properties",
@@ -70,6 +73,7 @@ __all__ = [
     "running_gateway",
     "signer_of",
     "start_group_at_end",
+    "topics_have_leaders",
     "unique_order_id",
     "wait_until_committed",
 ]

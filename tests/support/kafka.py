@@ -86,6 +86,24 @@ async def commit_at_end(bootstrap: str, group_id: str, topic_names) -> None:
         await consumer.stop()
 
 
+async def topics_have_leaders(admin, names, *, partitions: int | None = None):
+    """True once every partition of the topics has a leader (and, given `partitions`, each topic has that many), else
+    NotYet with the topics as described: for `eventually`, after creating topics or starting a broker."""
+    described = await admin.describe_topics(list(names))
+    led = all(t["partitions"] and (partitions is None or len(t["partitions"]) == partitions)
+              and all(p["leader"] >= 0 for p in t["partitions"]) for t in described)
+    return led or NotYet(described)
+
+
+async def groups_have_members(bootstrap: str, wanted: dict[str, int]):
+    """True once each consumer group has at least its wanted number of members, else NotYet with the counts: for
+    `eventually`, while a fleet starts."""
+    from fleet.ops.groups import group_members
+
+    members = await group_members(bootstrap, list(wanted))
+    return all(members[group] >= count for group, count in wanted.items()) or NotYet(members)
+
+
 class TopicReader:
     """Reads what lands on topics after the moment it was created, until it has what a test waits for."""
 
