@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from fleet import catalog
@@ -30,7 +31,7 @@ def run_service(name: str) -> None:
     denials = app.broker.state.denials
     app.broker.state.stop_worker = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
     try:
-        asyncio.run(app.run())
+        asyncio.run(_run_closing_on_failed_start(app))
     except KafkaAccessDenied:  # refused at start: already logged as kafka_access_denied
         denials.first = denials.first or sys.exc_info()[1]
     if denials.first is not None:
@@ -38,3 +39,15 @@ def run_service(name: str) -> None:
         sys.exit(EXIT_ACCESS_DENIED)
     if app.broker.state.lost_producer is not None:
         sys.exit(EXIT_PRODUCER_LOST)  # a restart gives the worker new producers (`fleet up` and Kubernetes restart it)
+
+
+async def _run_closing_on_failed_start(app) -> None:
+    """FastStream leaves what the startup hooks opened when the broker then fails to start (no broker): the store's
+    thread would keep the process alive after the error. Closing it lets the worker exit, to be restarted."""
+    try:
+        await app.run()
+    except Exception:
+        if not getattr(app, "running", False):  # the start failed: the shutdown hooks never ran
+            with contextlib.suppress(Exception):  # the start's error is the one to report, not a close's
+                await app.stop()
+        raise

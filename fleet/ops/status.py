@@ -230,8 +230,8 @@ async def gather(
     names = sorted({t for ts in consumed.values() for t in ts})
     admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-status")
     consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, client_id="fleet-status")
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a broker that does not answer still gets both clients closed
         await consumer.start()
         existing = set(await admin.list_topics())
         described = await admin.describe_topics([n for n in names if n in existing]) if names else []
