@@ -24,9 +24,17 @@ from fleet.ops.watch import watch_events
 from fleet.runtime.keys import UPSTREAM_SIGNERS, KeyStore, init_keys
 from fleet.runtime.settings import KeySettings
 
-__all__ = ["request_scale", "run_fleet", "state_file_of"]
+__all__ = ["FleetAlreadyRunning", "NoFleetRunning", "request_scale", "run_fleet", "state_file_of"]
 
 log = structlog.get_logger("fleet.ops.up")
+
+
+class FleetAlreadyRunning(RuntimeError):
+    """`fleet up` where a live `fleet up` already runs from the same state folder."""
+
+
+class NoFleetRunning(LookupError):
+    """`fleet scale` with no live `fleet up` to ask, or one that stopped before it answered."""
 
 
 async def run_fleet(
@@ -41,7 +49,7 @@ async def run_fleet(
     """Runs until SIGINT/SIGTERM, then stops the feed, the services and (if it started it) the broker."""
     state_file = state_file_of(state_dir)
     if (running := _running_pid(state_file)) is not None:
-        raise RuntimeError(f"a fleet already runs from {state_dir} (pid {running}); `fleet down` stops it")
+        raise FleetAlreadyRunning(f"a fleet already runs from {state_dir} (pid {running}); `fleet down` stops it")
     keys_dir = KeySettings().dir
     for kid in init_keys(keys_dir, [*WORKERS, *UPSTREAM_SIGNERS]):
         emit(f"created dev key {kid} in {keys_dir}")
@@ -177,7 +185,7 @@ async def _serve_scale_requests(
 def request_scale(state_dir: Path, wanted: dict[str, int], *, timeout_s: float = 120.0) -> dict:
     """Asks the running `fleet up` to scale and waits for its answer (a stopping replica may take its grace period)."""
     if _running_pid(state_file_of(state_dir)) is None:
-        raise LookupError(
+        raise NoFleetRunning(
             f"no local fleet is running (no live `fleet up` in {state_file_of(state_dir)}); start one with `fleet up`"
         )
     folder = _control_dir(state_dir)
@@ -194,7 +202,7 @@ def request_scale(state_dir: Path, wanted: dict[str, int], *, timeout_s: float =
             done.unlink(missing_ok=True)
             return outcome
         if _running_pid(state_file_of(state_dir)) is None:
-            raise LookupError("the local fleet stopped before it answered")
+            raise NoFleetRunning("the local fleet stopped before it answered")
         time.sleep(0.2)
     raise TimeoutError(f"the fleet did not answer within {timeout_s:g}s; `fleet status` shows where it is")
 
