@@ -1,4 +1,4 @@
-"""eventfleet contracts: what the fleet says. Event models, the topic registry, the signed wire envelope; no Kafka client here."""
+"""eventfleet contracts: what the fleet says (event models, topic registry, signed wire envelope), no Kafka client."""
 
 from .envelope import (
     CONTENT_TYPE,

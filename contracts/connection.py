@@ -1,4 +1,6 @@
-"""How a Kafka client reaches the broker: bootstrap servers, TLS and SASL/SCRAM credentials from settings, never printed."""
+"""How a Kafka client reaches the broker: bootstrap servers, TLS and SASL/SCRAM credentials from settings.
+
+The credentials are never printed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The wire envelope: CloudEvents 1.0 binary-mode Kafka headers around an event's JSON value, signed (pure code, no Kafka client)."""
+"""The wire envelope: CloudEvents 1.0 binary-mode Kafka headers around an event's JSON value, signed.
+
+Pure code, no Kafka client."""
 
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ ENVELOPE_HEADERS = frozenset((*REQUIRED_HEADERS, H_CAUSATION))
 
 
 class Rejected(ValueError):
-    """A record the fleet refuses; `reason` is a stable code (docs/wire-format.md), `detail` one line without secrets."""
+    """A record the fleet refuses; `reason` is a stable code (docs/wire-format.md),
+    `detail` one line without secrets."""
 
     reason = "rejected"
 
@@ -126,7 +129,8 @@ def _parse_utc(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Envelope:
-    """The CloudEvents attributes of one event: who said it, when, in which flow, caused by what, signed by which key."""
+    """The CloudEvents attributes of one event: who said it, when, in which flow, caused by what,
+    signed by which key."""
 
     id: str
     source: str
@@ -269,7 +273,8 @@ def _refuse_line_feeds(key: str, envelope: Envelope) -> None:
     # The signed input joins fields with "\n": a field holding one could shift content into its neighbour unseen.
     if any("\n" in text for text in (key, *envelope.signed_fields())):
         raise EnvelopeError(
-            "a signed field (key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid, ce_keyid) holds a line feed"
+            "a signed field (key, ce_id, ce_type, ce_source, ce_time, ce_correlationid, ce_causationid, "
+            "ce_keyid) holds a line feed"
         )
 
 
@@ -387,7 +392,8 @@ def verify(
     registry: Registry = REGISTRY,
     window_s: float = DEFAULT_WINDOW_S,
 ) -> tuple[Envelope, Event]:
-    """Everything wire format v1 promises, for a consumer outside the fleet: the verified envelope and the typed event."""
+    """Everything wire format v1 promises, for a consumer outside the fleet:
+    the verified envelope and the typed event."""
     envelope = verify_record(
         topic_name, key, value, headers, timestamp_ms, keyring, registry=registry, window_s=window_s
     )

@@ -122,7 +122,8 @@ class PaymentDeclined(Event):
     )
     currency: Currency
     reason: Literal["over_limit", "unsupported_currency", "total_mismatch"] = Field(
-        description="Why it was declined: the total is over the customer's limit, the currency is not accepted, or the total is not the sum of the lines.",
+        description="Why it was declined: the total is over the customer's limit, the currency is not accepted, or the "
+        "total is not the sum of the lines.",
         examples=["over_limit"],
     )
     declined_at: AwareDatetime = Field(description="When the payment was declined.", examples=["2026-11-24T16:00:01Z"])
@@ -168,7 +169,7 @@ class StockLine(BaseModel):
 
 
 class StockReceived(Event):
-    """The warehouse received units of a product (published by the warehouse, an upstream system, and by `fleet demo`)."""
+    """The warehouse received units of a product (published by the warehouse, an upstream system, and by `fleet demo`)."""  # noqa: E501 (the schema's description, frozen in revision 1)
 
     receipt_id: str = Field(
         description="The goods receipt's id; the record key, so receipts of one product stay in order.",

@@ -1,4 +1,6 @@
-"""Contract governance: each topic's JSON Schema exported as numbered revisions, documented fields, valid examples, and compatibility rules."""
+"""Contract governance: schema revisions, documented fields, valid examples, and compatibility rules.
+
+Each topic's JSON Schema is exported as numbered revisions."""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Incompatibility:
-    """A way the new schema refuses a record that the old schema accepts; `path` is the field (`items[].sku`), "" for the event."""
+    """A way the new schema refuses a record that the old schema accepts; `path` is the field (`items[].sku`),
+    "" for the event."""
 
     path: str
     rule: str
@@ -84,7 +87,8 @@ class Written:
 
 
 def revision_id(topic: Topic, revision: int) -> str:
-    """`$id` of a revision: the topic's schema id (its `ce_dataschema`) and the revision, e.g. `urn:eventfleet:schema:<topic>/3`.
+    """`$id` of a revision: the topic's schema id (its `ce_dataschema`) and the revision, e.g.
+    `urn:eventfleet:schema:<topic>/3`.
 
     A `#3` fragment is not allowed in a 2020-12 `$id`, hence the path-like suffix, which mirrors the file's path."""
     return f"{topic.schema_id}/{revision}"
@@ -121,7 +125,8 @@ def _shown(path: Path) -> str:
 
 
 def load_revisions(topic: Topic, schemas_dir: Path = SCHEMAS_DIR) -> tuple[dict[int, dict], list[Problem]]:
-    """Every revision file of a topic, by number, and what is wrong with the folder (gaps, stray or unreadable files)."""
+    """Every revision file of a topic, by number, and what is wrong with the folder (gaps,
+    stray or unreadable files)."""
     folder = _topic_dir(schemas_dir, topic)
     revisions: dict[int, dict] = {}
     problems: list[Problem] = []
@@ -162,7 +167,8 @@ def load_revisions(topic: Topic, schemas_dir: Path = SCHEMAS_DIR) -> tuple[dict[
                 topic.name,
                 "",
                 "revision-removed",
-                f"{_shown(folder / f'{missing}.json')} is missing (revisions {', '.join(map(str, sorted(present)))} exist)",
+                f"{_shown(folder / f'{missing}.json')} is missing "
+                f"(revisions {', '.join(map(str, sorted(present)))} exist)",
                 "restore it from git: every revision ever written is kept, so old records stay readable",
             )
         )
@@ -181,8 +187,8 @@ def _check_schema(document: dict) -> str | None:
 
 
 def revision_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR) -> list[Problem]:
-    """Each topic has revisions 1..N with no gap; each is a valid Draft 2020-12 schema with the right `$schema` and `$id`;
-    revision N is the model's schema; and each revision (and the model) reads every record of every earlier revision."""
+    """Each topic has revisions 1..N with no gap; each is a valid Draft 2020-12 schema with the right `$schema` and
+    `$id`; revision N is the model's schema; each revision (and the model) reads every record of every earlier one."""
     problems: list[Problem] = []
     for topic in registry:
         revisions, found = load_revisions(topic, schemas_dir)
@@ -274,8 +280,9 @@ def next_topic_version(name: str) -> str:
 
 def _breaking_fix(topic: Topic) -> str:
     return (
-        f"revert the change (to {topic.model.__name__}, or to the revision file written past `fleet contracts export`); a breaking change is a new topic version instead: "
-        f"a new class (e.g. {topic.model.__name__}V2) on a new topic `{next_topic_version(topic.name)}` in contracts/registry.py, "
+        f"revert the change (to {topic.model.__name__}, or to the revision file written past "
+        f"`fleet contracts export`); a breaking change is a new topic version instead: a new class "
+        f"(e.g. {topic.model.__name__}V2) on a new topic `{next_topic_version(topic.name)}` in contracts/registry.py, "
         f"published beside `{topic.name}` until every consumer has moved (see docs/contracts.md)"
     )
 
@@ -286,7 +293,8 @@ def _breaks(topic: Topic, old: dict, new: dict, old_name: str, new_name: str) ->
             topic.name,
             found.path or "(event)",
             found.rule,
-            f"{new_name} is not backward compatible with {old_name}: {found.detail}, so a consumer on it would refuse {old_name}'s records",
+            f"{new_name} is not backward compatible with {old_name}: {found.detail}, "
+            f"so a consumer on it would refuse {old_name}'s records",
             _breaking_fix(topic),
         )
         for found in compatibility(old, new)
@@ -298,7 +306,7 @@ def export_schemas(
 ) -> tuple[list[Written], list[Problem]]:
     """Writes revision N+1 of each topic whose model's schema differs from revision N (1 for a new topic).
 
-    Never overwrites a file. Refuses a topic whose history has a problem or whose change would break an earlier revision."""
+    Never overwrites a file. Refuses a topic whose history has a problem or whose change breaks an earlier revision."""
     written: list[Written] = []
     problems: list[Problem] = []
     for topic in registry:
@@ -352,7 +360,8 @@ def _container_suffix(annotation: Any) -> str:
 
 
 def documentation_problems(registry: Registry = REGISTRY) -> list[Problem]:
-    """Every field of every topic's model, and of the models nested in it, has a non-empty description and an example."""
+    """Every field of every topic's model, and of the models nested in it,
+    has a non-empty description and an example."""
     problems: list[Problem] = []
     for topic in registry:
         problems.extend(_undocumented_fields(topic.name, topic.model))
@@ -417,8 +426,8 @@ def _object_schemas(root: dict) -> Iterator[tuple[str, dict]]:
 
 
 def field_example_problems(topic_name: str, root: dict) -> list[Problem]:
-    """Pure: every example of every property validates against that property's subschema; the first examples of an object's
-    properties together validate against the object's schema. Works on a revision file as well as on a model's schema."""
+    """Pure: every example of every property validates against that property's subschema; the first examples of an
+    object's properties together validate against the object's schema. Works on a revision file or a model's schema."""
     problems: list[Problem] = []
     for prefix, schema in _object_schemas(root):
         properties = schema.get("properties", {})
@@ -434,7 +443,8 @@ def field_example_problems(topic_name: str, root: dict) -> list[Problem]:
                             topic_name,
                             f"{prefix}{name}",
                             "example-invalid",
-                            f"example {index + 1} {json.dumps(example)} does not validate against the field's schema: {error.message}",
+                            f"example {index + 1} {json.dumps(example)} does not validate against the field's schema: "
+                            f"{error.message}",
                             "fix the example (or the constraint) in contracts/events.py",
                         )
                     )
@@ -448,7 +458,8 @@ def field_example_problems(topic_name: str, root: dict) -> list[Problem]:
                     topic_name,
                     f"{prefix}{field}",
                     "example-event-invalid",
-                    f"the fields' first examples together do not make a valid {schema.get('title', 'object')}: {error.message}",
+                    f"the fields' first examples together do not make a valid {schema.get('title', 'object')}: "
+                    f"{error.message}",
                     "make the first examples consistent with each other and the constraints in contracts/events.py",
                 )
             )
@@ -456,8 +467,8 @@ def field_example_problems(topic_name: str, root: dict) -> list[Problem]:
 
 
 def example_problems(registry: Registry = REGISTRY) -> list[Problem]:
-    """`field_example_problems` on each topic's schema (the one `fleet contracts export` writes), and the event built from the
-    fields' first examples is accepted by the model itself."""
+    """`field_example_problems` on each topic's schema (the one `fleet contracts export` writes), and the event built
+    from the fields' first examples is accepted by the model itself."""
     from pydantic import ValidationError
 
     problems: list[Problem] = []
@@ -475,7 +486,8 @@ def example_problems(registry: Registry = REGISTRY) -> list[Problem]:
                             topic.name,
                             ".".join(map(str, item["loc"])) or "(event)",
                             "example-event-invalid",
-                            f"{topic.model.__name__} refuses the event built from its fields' first examples: {item['msg']}",
+                            f"{topic.model.__name__} refuses the event built from its fields' first examples: "
+                            f"{item['msg']}",
                             "make the first examples consistent with the model's validators in contracts/events.py",
                         )
                     )
@@ -483,7 +495,8 @@ def example_problems(registry: Registry = REGISTRY) -> list[Problem]:
 
 
 def contract_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR) -> list[Problem]:
-    """Every contracts-side rule: documented fields, valid examples, exported revisions that are current and compatible."""
+    """Every contracts-side rule: documented fields, valid examples,
+    exported revisions that are current and compatible."""
     return documentation_problems(registry) + example_problems(registry) + revision_problems(registry, schemas_dir)
 
 
@@ -550,7 +563,8 @@ def compatibility(old: dict | bool, new: dict | bool) -> list[Incompatibility]:
     """Every way `new` refuses a record `old` accepts (empty: `new` is backward compatible with `old`).
 
     Conservative: a change this cannot prove harmless is reported. Covers the JSON Schema that pydantic writes:
-    `$ref` into `$defs`, `anyOf`/`oneOf` (optional fields), types, `enum`/`const`, string, number, array and object keywords."""
+    `$ref` into `$defs`, `anyOf`/`oneOf` (optional fields), types, `enum`/`const`, and the keywords of strings,
+    numbers, arrays and objects."""
     return _Comparison(old, new).compare(old, new, "")
 
 
@@ -643,7 +657,8 @@ class _Comparison:
                     Incompatibility(
                         path,
                         "unsupported-change",
-                        f"keyword {keyword!r} changed from {_show(old.get(keyword))} to {_show(new[keyword])}, which cannot be proven compatible",
+                        f"keyword {keyword!r} changed from {_show(old.get(keyword))} to {_show(new[keyword])}, "
+                        "which cannot be proven compatible",
                     )
                 )
         return found
@@ -662,8 +677,8 @@ class _Comparison:
                     Incompatibility(
                         path,
                         "type-changed",
-                        f"a value of type {_describe(self.resolve(branch, 0))} is accepted by no alternative of the new schema "
-                        f"({', '.join(_describe(self.resolve(c, 1)) for c in new_branches)})",
+                        f"a value of type {_describe(self.resolve(branch, 0))} is accepted by no alternative of the "
+                        f"new schema ({', '.join(_describe(self.resolve(c, 1)) for c in new_branches)})",
                     )
                 )
         return found

@@ -17,13 +17,18 @@ __all__ = ["Publisher"]
 
 
 class Publisher:
-    """`async with Publisher("127.0.0.1:9092", service="storefront", signer=PrivateKey.load(path)) as p: await p.publish(order)`.
+    """Publishes signed events to the fleet's topics, for a system outside the fleet:
 
-    On a secure cluster, pass a `KafkaConnection` instead of the address: `KafkaConnection.from_env(username="storefront")`
-    reads FLEET_KAFKA_BOOTSTRAP_SERVERS, FLEET_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FLEET_KAFKA_SSL_CAFILE and the password
-    (FLEET_KAFKA_SASL_PASSWORD_FILE, ...); TLS and SCRAM-SHA-512 follow from it.
+        async with Publisher("127.0.0.1:9092", service="storefront", signer=PrivateKey.load(path)) as p:
+            await p.publish(order)
 
-    Every record is signed (wire format v1). Idempotent producer with acks=all: `publish` returns once the broker has it.
+    On a secure cluster, pass a `KafkaConnection` instead of the address:
+    `KafkaConnection.from_env(username="storefront")` reads FLEET_KAFKA_BOOTSTRAP_SERVERS,
+    FLEET_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FLEET_KAFKA_SSL_CAFILE and the password (FLEET_KAFKA_SASL_PASSWORD_FILE,
+    ...); TLS and SCRAM-SHA-512 follow from it.
+
+    Every record is signed (wire format v1). Idempotent producer with acks=all:
+    `publish` returns once the broker has it.
     """
 
     def __init__(

@@ -173,7 +173,8 @@ REGISTRY = Registry(
             key_field="order_id",
             owner="storefront",
             consumers=("payments", "inventory", "tracker"),
-            description="Orders placed by customers; published by the storefront (an upstream system) and by `fleet demo`.",
+            description="Orders placed by customers; published by the storefront "
+            "(an upstream system) and by `fleet demo`.",
         ),
         Topic(
             name="payments.authorized.v1",

@@ -1,4 +1,6 @@
-"""Signatures of wire format v1: the signed input, Ed25519 and HMAC-SHA256 keys, the keyring, and record verification (pure code)."""
+"""Signatures of wire format v1 (pure code).
+
+The signed input, Ed25519 and HMAC-SHA256 keys, the keyring, and record verification."""
 
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def signing_input(
     causation_id: str | None,
     value: bytes,
 ) -> bytes:
-    """The exact bytes that are signed: these lines joined by `\\n`, the value by its SHA-256 (see docs/wire-format.md)."""
+    """The exact bytes that are signed: these lines joined by `\\n`, the value by its SHA-256
+    (see docs/wire-format.md)."""
     lines = (
         SIGNATURE_VERSION,
         keyid,

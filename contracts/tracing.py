@@ -21,7 +21,8 @@ class _Envelope(Protocol):
 
 
 class TracedRecord(Protocol):
-    """What tracing reads of a record (contracts.envelope.Record has it): this module needs no import of the envelope's."""
+    """What tracing reads of a record (contracts.envelope.Record has it):
+    this module needs no import of the envelope's."""
 
     topic: str
     key: str

@@ -1,4 +1,6 @@
-"""Writes signing-v1.json, the wire format v1 test vectors, straight from docs/wire-format.md (only topic names come from eventfleet)."""
+"""Writes signing-v1.json, the wire format v1 test vectors, straight from docs/wire-format.md.
+
+Only the topic names come from eventfleet."""
 
 # Run `.venv/bin/python contracts/vectors/generate.py` to rewrite the file, `--check` to compare it byte for byte.
 # Deliberately independent of `contracts`: a second implementation of the spec, so the unit tests that run these
@@ -65,7 +67,8 @@ class Key:
         )
 
 
-# The Ed25519 seeds are those of RFC 8032, section 7.1, tests 1 and 2, so any Ed25519 library can be checked on them first.
+# The Ed25519 seeds are those of RFC 8032, section 7.1, tests 1 and 2,
+# so any Ed25519 library can be checked on them first.
 STOREFRONT = Key(
     "vectors-storefront-ed25519",
     "ed25519",
@@ -160,7 +163,8 @@ def signing_input(keyid: str, topic: str, key: str, headers: dict[str, str], val
 
 @dataclass(frozen=True)
 class Case:
-    """One record as a consumer receives it: topic, key and value bytes, headers in order, and the broker's timestamp."""
+    """One record as a consumer receives it: topic, key and value bytes, headers in order,
+    and the broker's timestamp."""
 
     name: str
     description: str
@@ -224,7 +228,8 @@ def signed(
 
 
 def an_order_record(name: str, description: str, order_id: str, *, value: bytes | None = None, **options) -> Case:
-    """An OrderPlaced record from the storefront key at 16:00:00.123456Z, unless told otherwise; `value` is signed as given."""
+    """An OrderPlaced record from the storefront key at 16:00:00.123456Z, unless told otherwise;
+    `value` is signed as given."""
     options = {
         "signer": STOREFRONT,
         "source": "/eventfleet/storefront",
@@ -254,7 +259,8 @@ def valid_cases() -> list[Case]:
     )
     reordered = partner.but(
         "order-hmac-reordered-with-foreign-headers",
-        "The record above with its headers in reverse order, plus headers that are not ours (one of them twice): still valid.",
+        "The record above with its headers in reverse order, plus headers that are not ours "
+        "(one of them twice): still valid.",
         headers=(
             ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             *reversed(partner.headers),
@@ -275,8 +281,8 @@ def valid_cases() -> list[Case]:
     )
     non_ascii = an_order_record(
         "order-non-ascii-key-and-indented-value",
-        "A non-ASCII key, and a value of indented JSON with non-ASCII text: the signature covers the value's raw bytes, "
-        "never a re-serialization of them.",
+        "A non-ASCII key, and a value of indented JSON with non-ASCII text: the signature covers the value's raw "
+        "bytes, never a re-serialization of them.",
         "ord-zoë-ß-1",
         value=an_order("ord-zoë-ß-1", "cus-Zoë", pretty=True),
         at=T0 + timedelta(seconds=3),
@@ -652,8 +658,9 @@ def render() -> str:
         "spec": "docs/wire-format.md",
         "generated_by": "contracts/vectors/generate.py",
         "warning": "TEST-ONLY KEYS: their private halves are published here. Never trust them outside tests.",
-        "encoding": 'A key, value or header value is a JSON string of its UTF-8 text, or {"base64": standard base64} when its '
-        "bytes are not UTF-8. A null key is a record without a key. headers keep their order and their repeats.",
+        "encoding": 'A key, value or header value is a JSON string of its UTF-8 text, or {"base64": standard base64} '
+        "when its bytes are not UTF-8. A null key is a record without a key. "
+        "headers keep their order and their repeats.",
         "window_s": WINDOW_MS // 1000,
         "max_bytes": MAX_BYTES,
         "keys": [key_material(key) for key in KEYS],
