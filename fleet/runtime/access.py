@@ -1,4 +1,6 @@
-"""Kafka's refusals made plain: a wrong password or a missing ACL stops the worker with one clear line, never a retry loop."""
+"""Kafka's refusals made plain: a wrong password or a missing ACL stops the worker with one clear line.
+
+Never a retry loop: retrying cannot fix a credential or a permission."""
 
 from __future__ import annotations
 
@@ -87,8 +89,8 @@ def _bad_password(connection: KafkaConnection, detail: str) -> KafkaAccessDenied
         connection.principal or "",
         "",
         f"SCRAM login at {connection.bootstrap_servers}",
-        f"wrong password or unknown user {connection.username!r} ({detail.strip() or 'SASL authentication failed'}). Check "
-        "FLEET_KAFKA_SASL_PASSWORD_FILE, FLEET_KAFKA_CREDENTIALS_DIR or FLEET_KAFKA_SASL_PASSWORD.",
+        f"wrong password or unknown user {connection.username!r} ({detail.strip() or 'SASL authentication failed'}). "
+        "Check FLEET_KAFKA_SASL_PASSWORD_FILE, FLEET_KAFKA_CREDENTIALS_DIR or FLEET_KAFKA_SASL_PASSWORD.",
     )
 
 

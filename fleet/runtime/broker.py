@@ -213,15 +213,15 @@ def subscriber_for(
     **options: Any,
 ) -> Callable:
     """Subscribes a handler to the registry topics of `models`, in the service's own consumer group, and to their retry
-    topics (one subscriber per delay, each in a group of its own, so waiting for a due retry never holds up new records).
+    topics: one subscriber per delay, each in a group of its own, so waiting for a due retry never holds up new records.
 
     Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
     costs one rebalance, not one per topic.
 
     `batch_max_records` (default: FLEET_KAFKA_BATCH_MAX_RECORDS, 0 = one record at a time) makes the main subscriber
-    take up to that many records per poll (fleet.runtime.delivery.batches): the same handler runs for each record, with the same checks
-    and outcomes; what it emits is sent without waiting, and the batch commits once the broker has all of it.
-    Retry subscribers stay one at a time: they wait for each record's due time.
+    take up to that many records per poll (fleet.runtime.delivery.batches): the same handler runs for each record, with
+    the same checks and outcomes; what it emits is sent without waiting, and the batch commits once the broker has all
+    of it. Retry subscribers stay one at a time: they wait for each record's due time.
     """
     topics = [registry.of(model) for model in models]
     by_name = {name: topic for topic in topics for name in (topic.name, *topic.retry_topics)}
@@ -330,7 +330,7 @@ def _batch_handler(
 
 def instance_id(group: str) -> str:
     """Static membership: `<group>-<replica id>`, e.g. `payments-payments-2`, `payments.retry.1-payments-2`. The replica
-    id comes from FLEET_REPLICA_ID (set by `fleet up`; set it per pod in Kubernetes, e.g. to the StatefulSet pod name)."""
+    id comes from FLEET_REPLICA_ID (set by `fleet up`; in Kubernetes, set it per pod, e.g. to the pod's name)."""
     import os
 
     replica = os.environ.get("FLEET_REPLICA_ID")
@@ -420,9 +420,10 @@ class EventPublisher:
         )
 
     async def emit(self, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None) -> Envelope:
-        """Sends the signed event. Inside a handler it does not wait for the broker's ack: the record's offset is committed
-        only once every ack arrived (fleet.runtime.delivery.commits), so the promise holds: no input is committed before its output is on
-        the broker. Outside a handler it waits. For a handler that also changes state, use the outbox (fleet.runtime.store)."""
+        """Sends the signed event. Inside a handler it does not wait for the broker's ack: the record's offset is
+        committed only once every ack arrived (fleet.runtime.delivery.commits), so the promise holds: no input is
+        committed before its output is on the broker. Outside a handler it waits. For a handler that also changes state,
+        use the outbox (fleet.runtime.store)."""
         record = self.record(event, cause=cause, correlation_id=correlation_id)
         pending = deferred_sends()
         sent = await self._publisher.publish(

@@ -5,7 +5,8 @@ __all__ = ["PermanentError", "TransientError", "stops_the_producer"]
 
 
 class PermanentError(Exception):
-    """Retrying cannot help (the event contradicts the service's state, a rule refuses it): straight to the dead-letter topic."""
+    """Retrying cannot help (the event contradicts the service's state, a rule refuses it):
+    straight to the dead-letter topic."""
 
 
 class TransientError(Exception):

@@ -10,7 +10,8 @@ __all__ = ["FaultSettings", "Faults"]
 
 class FaultSettings(BaseSettings):
     """`FLEET_FAULTS_SLOW_S=8 FLEET_FAULTS_SLOW_AFTER=200 FLEET_FAULTS_SLOW_COUNT=2`: in this process, the 201st and
-    202nd records handled take 8 s longer. Used by `make chaos` to outlast `max.poll.interval.ms`; never in production."""
+    202nd records handled take 8 s longer. Used by `make chaos` to outlast `max.poll.interval.ms`; never in production.
+    """
 
     model_config = SettingsConfigDict(env_prefix="FLEET_FAULTS_", extra="ignore")
 
@@ -20,7 +21,8 @@ class FaultSettings(BaseSettings):
 
 
 class Faults:
-    """Counts handled records and slows the chosen ones; a process-local count, so a redelivered record runs at speed."""
+    """Counts handled records and slows the chosen ones; a process-local count,
+    so a redelivered record runs at speed."""
 
     def __init__(self, settings: FaultSettings | None = None) -> None:
         self.settings = settings or FaultSettings()

@@ -1,4 +1,6 @@
-"""Keys on disk: the deployment's keyring and each signer's private keys, re-read while workers run (rotation without restarts)."""
+"""Keys on disk: the deployment's keyring and each signer's private keys, re-read while workers run.
+
+Re-reading them lets keys rotate without restarts."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def private_dir(keys_dir: Path, signer: str) -> Path:
 
 
 def topics_signed_by(signer: str, registry: Registry = REGISTRY) -> list[str]:
-    """A service signs the topics it owns; the gateway signs what upstream systems own; `replay` may sign every topic."""
+    """A service signs the topics it owns; the gateway signs what upstream systems own;
+    `replay` may sign every topic."""
     if signer == REPLAY_SIGNER:
         return [t.name for t in registry]
     owner = UPSTREAM_OWNER if signer == "gateway" else signer

@@ -63,8 +63,8 @@ class KafkaSettings(BaseSettings):
     metadata_max_age_ms: int = Field(
         10_000,
         gt=0,
-        description="A worker's clients refresh the cluster's metadata at least this often (aiokafka's default: 5 min). "
-        "After a partition leader fails over, aiokafka 0.14's consumer keeps asking the old leader for a "
+        description="A worker's clients refresh the cluster's metadata at least this often (aiokafka's default: "
+        "5 min). After a partition leader fails over, aiokafka 0.14's consumer keeps asking the old leader for a "
         "starting offset until the next refresh: without this, a group can stall for minutes (docs/delivery.md).",
     )
     max_poll_interval_ms: int = Field(
@@ -75,8 +75,8 @@ class KafkaSettings(BaseSettings):
     )
     static_membership: bool = Field(
         False,
-        description="Give each consumer group_instance_id=<group>-<FLEET_REPLICA_ID> (KIP-345): a replica that restarts "
-        "within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
+        description="Give each consumer group_instance_id=<group>-<FLEET_REPLICA_ID> (KIP-345): a replica that "
+        "restarts within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
         "replica id: two live consumers with one instance id fence each other (docs/local-fleet.md).",
     )
     commit_interval_ms: int = Field(
@@ -133,7 +133,7 @@ class LogSettings(BaseSettings):
 
 
 class KeySettings(BaseSettings):
-    """Where a worker finds the keyring and its own signing keys, and how strict freshness is (env prefix FLEET_KEYS_)."""
+    """Where a worker finds the keyring and its signing keys, and how strict freshness is (env prefix FLEET_KEYS_)."""
 
     model_config = SettingsConfigDict(env_prefix="FLEET_KEYS_", extra="ignore")
 
@@ -159,8 +159,8 @@ class WorkerSettings(BaseSettings):
     liveness_bound_s: float = Field(
         120.0,
         gt=0,
-        description="/health/live fails when a handler runs longer than this, or when records wait and none was handled "
-        "for this long while the broker answers.",
+        description="/health/live fails when a handler runs longer than this, or when records wait and none was "
+        "handled for this long while the broker answers.",
     )
     readiness_lag_threshold: int = Field(
         1000,

@@ -1,4 +1,6 @@
-"""What a stateful worker adds to its app: its store (inbox, outbox, its own tables) and the relay that publishes its outbox."""
+"""What a stateful worker adds to its app: its store and the relay that publishes its outbox.
+
+The store holds the inbox, the outbox and the service's own tables."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def default_min_insync_replicas(replication_factor: int) -> int:
 def desired_topics(registry: Registry = REGISTRY, *, min_insync_replicas: int | None = None) -> list[TopicSpec]:
     """Every registry topic, and beside each its retry topics and its dead-letter topic (same partitions, so per-key
     order survives there too). `min_insync_replicas` (acks=all waits for that many replicas) depends on the cluster's
-    replication factor, not on the registry: `apply_topics` always sets it; None leaves it out (the AsyncAPI document)."""
+    replication factor, not on the registry: `apply_topics` always sets it; None (the AsyncAPI document) leaves it out.
+    """
     specs = []
     for topic in registry:
         insync = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}

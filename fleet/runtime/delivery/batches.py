@@ -1,5 +1,7 @@
-"""Batch consumption: up to `max_records` records per poll, verified together (in a small thread pool: Ed25519 releases
-the GIL), each handled by the same per-event handler, everything they emit sent at once, and one commit after the broker has it all."""
+"""Batch consumption: up to `max_records` records per poll, verified together, handled one by one, committed once.
+
+The records are verified in a small thread pool (Ed25519 releases the GIL), each handled by the same per-event handler;
+everything they emit is sent at once, and one commit follows once the broker has it all."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ PARALLEL_VERIFY_FROM = 16  # smaller batches verify inline: two thread hops cost
 
 async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable[Any]]) -> Any:
     """FastStream's batch parser decodes every header of every record as UTF-8 and raises on one that is not: a single
-    hostile record would fail its whole batch. This parser reads nothing; the runner verifies each record's raw headers."""
+    hostile record would fail its batch. This parser reads nothing; the runner verifies each record's raw headers."""
     from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
 
     first, last = records[0], records[-1]

@@ -1,5 +1,6 @@
-"""Offset commits, a little later and together: a record's offset is committed once its outcome is durable and the broker
-has acknowledged everything its handler emitted; one request every `interval_s` per consumer instead of one per record."""
+"""Offset commits, a little later and together: one request every `interval_s` per consumer, not one per record.
+
+A record's offset is committed once its outcome is durable and the broker has acked everything its handler emitted."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ __all__ = ["FlushOnRevoke", "OffsetCommitter", "deferred_sends", "pending_sends"
 
 log = structlog.get_logger("fleet.runtime.delivery.commits")
 
-# Set while a record (or a batch) is handled: `EventPublisher.emit` puts its send here instead of waiting for the broker's
-# ack, and the offset is committed only once every one of them is acknowledged. None outside a handler: emit waits.
+# Set while a record (or a batch) is handled: `EventPublisher.emit` puts its send here instead of waiting for the
+# broker's ack, and the offset is committed only once all of them are acknowledged. None outside a handler: emit waits.
 pending_sends: contextvars.ContextVar[list[asyncio.Future] | None] = contextvars.ContextVar(
     "fleet_pending_sends", default=None
 )
@@ -79,9 +80,9 @@ class OffsetCommitter:
             await self.flush(wait=False)
 
     async def flush(self, partitions: Any = None, *, wait: bool = True) -> None:
-        """Commits, per partition, up to the last record whose sends all arrived (only `partitions`, when given: the ones
-        being revoked). `wait` first waits for every outstanding ack (before a stop or a rebalance); the timer does not,
-        and leaves what is still in flight for its next turn, so it never holds up the records being handled."""
+        """Commits, per partition, up to the last record whose sends all arrived (only `partitions`, when given: the
+        ones being revoked). `wait` first waits for every outstanding ack (before a stop or a rebalance); the timer does
+        not, and leaves what is still in flight for its next turn, so it never holds up the records being handled."""
         async with self._lock:  # flushes in order, so an older one never overwrites a newer commit
             taken = {tp: entries for tp, entries in self._pending.items() if partitions is None or tp in partitions}
             for tp in taken:

@@ -1,4 +1,6 @@
-"""Refused records: never silent. Each is logged with its reason and published to its topic's dead-letter topic before its offset is committed."""
+"""Refused records: never silent.
+
+Each is logged with its reason and published to its topic's dead-letter topic before its offset is committed."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ __all__ = ["DLQ_HEADERS", "REPLAYED_FROM", "REPLAY_GROUP", "FailureRouter", "Kaf
 log = structlog.get_logger("fleet.runtime.delivery.dead_letters")
 
 # `fleet dlq replay`'s consumer group (its committed offsets record what was moved), and the header that says where a
-# replayed record was: named here, beside the headers of a dead letter, because the AsyncAPI document describes them too.
+# replayed record was: named here, beside a dead letter's headers, because the AsyncAPI document describes them too.
 REPLAY_GROUP = "fleet-dlq-replay"
 REPLAYED_FROM = "eventfleet-replayed-from"
 DLQ_HEADERS = (
@@ -140,8 +142,8 @@ class MemorySink:
 
 
 class FailureRouter:
-    """Puts a record that failed where it goes next, and waits for the broker, so the offset behind it is safe to commit:
-    a refused record (or one out of retries) on `<topic>.dlq`, one to try again on its retry topic."""
+    """Puts a record that failed where it goes next, and waits for the broker, so the offset behind it is safe to
+    commit: a refused record (or one out of retries) on `<topic>.dlq`, one to try again on its retry topic."""
 
     def __init__(self, bootstrap_servers: str | KafkaConnection, service: str, registry: Registry = REGISTRY) -> None:
         self.service = service

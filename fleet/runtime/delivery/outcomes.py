@@ -1,5 +1,7 @@
-"""Consume middleware: verifies each record before anything trusts it, binds its context once, writes one line per event,
-and makes every outcome durable (handled, retried later, or dead-lettered) before its offset may be committed."""
+"""Consume middleware: verifies each record before anything trusts it and makes every outcome durable.
+
+It also binds the record's context once and writes one line per event. The outcome (handled, retried later, or
+dead-lettered) is durable before the record's offset may be committed."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger("fleet.events")
-# The verified envelope of the record being handled: the handler receives it as its `envelope` argument (fleet.runtime.broker).
+# The verified envelope of the record in hand: the handler gets it as its `envelope` argument (fleet.runtime.broker).
 _ENVELOPE: contextvars.ContextVar[Envelope] = contextvars.ContextVar("fleet_envelope")
 
 
@@ -58,7 +60,8 @@ ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be re
 
 
 class WorkerState:
-    """What every record's middleware of one worker shares: whether it is stopping, injected faults, metrics, progress."""
+    """What every record's middleware of one worker shares: whether it is stopping, injected faults,
+    metrics, progress."""
 
     def __init__(self, service: str = "worker", faults: Faults | None = None) -> None:
         self.stopping = False
@@ -138,9 +141,10 @@ class Subscription:
 
 
 class RecordOutcomes:
-    """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption (fleet.runtime.delivery.batches):
-    verify, run the handler in the record's context within its time limit, and route a failure to retry or dead letter.
-    Every method returns once the outcome is durable, or raises when it could not be made so (then: redeliver)."""
+    """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption
+    (fleet.runtime.delivery.batches): verify, run the handler in the record's context within its time limit, and route a
+    failure to retry or dead letter. Every method returns once the outcome is durable, or raises when it could not be
+    made so (then: redeliver)."""
 
     def __init__(
         self,
@@ -181,7 +185,8 @@ class RecordOutcomes:
         call: Callable[[], Awaitable[Any]],
         payload: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        """The handler (`call`) in the record's span and log context, within its time limit, then one line on how it ended."""
+        """The handler (`call`) in the record's span and log context, within its time limit,
+        then one line on how it ended."""
         with (
             consumer_span(record, envelope, policy.group, self.failures.service) as span,
             structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)),
@@ -297,13 +302,14 @@ class RecordOutcomes:
 
 
 class EventContextMiddleware(BaseMiddleware):
-    """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is due;
-    then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
+    """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is
+    due; then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
 
     Only an outcome that is durable (and every event the handler emitted acknowledged) lets the record be committed, by
     the subscriber's OffsetCommitter. If the retry or dead-letter topic cannot be reached, the error goes up and the
     consumer seeks back to the record: it is redelivered, never skipped.
-    A batch subscriber's records (a tuple) pass through: fleet.runtime.delivery.batches runs the same steps per record itself."""
+    A batch subscriber's records (a tuple) pass through: fleet.runtime.delivery.batches runs the same steps per record.
+    """
 
     outcomes: RecordOutcomes
     subscription: Subscription
@@ -362,8 +368,9 @@ class EventContextMiddleware(BaseMiddleware):
         # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
         if exc_val is None or not (self.rejection is not None or self.foreign):
             return None
-        # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a poison
-        # record at the end of a partition would hold its group one record behind, and be dead-lettered again after a rebalance.
+        # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a
+        # poison record at the end of a partition would hold its group one record behind, and be dead-lettered again
+        # after a rebalance.
         await self._done(self.subscription.committer)
         return True
 

@@ -1,4 +1,6 @@
-"""Retries without blocking a partition: a failed record moves to a retry topic, due after a delay, re-signed by its consumer."""
+"""Retries without blocking a partition: a failed record moves to a retry topic, due after a delay.
+
+The retry record is re-signed by its consumer."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ RETRY_HEADERS = frozenset(
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How one subscriber retries: the delay before each retry (at most one per retry topic) and a handler time limit."""
+    """How one subscriber retries: the delay before each retry
+    (at most one per retry topic) and a handler time limit."""
 
     group: str
     delays_s: tuple[float, ...] = DEFAULT_DELAYS_S
@@ -96,7 +99,8 @@ def failure_headers(
     origin: tuple[str, int, int],
     now: datetime,
 ) -> dict[str, str]:
-    """What a retry or dead letter says about its failures: counts, first and last time, the error's class and one line."""
+    """What a retry or dead letter says about its failures: counts, first and last time,
+    the error's class and one line."""
     before = {k: v.decode("utf-8", "replace") for k, v in previous if k in RETRY_HEADERS}
     stamp = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
     topic, partition, offset = (before.get(H_ORIGIN_TOPIC), before.get(H_ORIGIN_PARTITION), before.get(H_ORIGIN_OFFSET))

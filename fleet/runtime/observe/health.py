@@ -1,4 +1,6 @@
-"""Whether a worker makes progress, and the liveness and readiness decisions its probes answer (pure, clock passed in)."""
+"""Whether a worker makes progress, and the liveness and readiness decisions its probes answer.
+
+Pure: the clock is passed in."""
 
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ class WorkSince:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A probe's answer: ok or not, a stable snake_case reason, a sentence for people, and the figures it was based on."""
+    """A probe's answer: ok or not, a stable snake_case reason, a sentence for people,
+    and the figures it was based on."""
 
     ok: bool
     reason: str
@@ -109,9 +112,9 @@ def liveness(
 def readiness(
     *, stopping: bool, connected: bool, unassigned: list[str], lag: int, unknown: list[str], threshold: int
 ) -> Verdict:
-    """Ready only while running, connected to the broker, with partitions assigned to every main subscriber (`unassigned`
-    names those without), the lag of every assigned partition known (`unknown` names those not yet known), and the
-    main subscribers' total `lag` below `threshold`."""
+    """Ready only while running, connected to the broker, with partitions assigned to every main subscriber
+    (`unassigned` names those without), the lag of every assigned partition known (`unknown` names those not yet known),
+    and the main subscribers' total `lag` below `threshold`."""
     facts = {"lag": lag, "lag_threshold": threshold}
     if stopping:
         return Verdict(False, "stopping", "the worker is shutting down", facts)

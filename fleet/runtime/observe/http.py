@@ -34,7 +34,8 @@ BACKLOG_TIMEOUT_S = 2.0  # how long /metrics waits for the store to count the ou
 
 @dataclass(frozen=True)
 class PartitionLag:
-    """One assigned partition of one subscriber's consumer; `lag` is None until both its position and highwater are known."""
+    """One assigned partition of one subscriber's consumer;
+    `lag` is None until both its position and highwater are known."""
 
     topic: str
     partition: int
@@ -160,9 +161,9 @@ class WorkerHttp:
             return math.nan
 
     async def asyncapi_document(self) -> dict[str, bytes]:
-        """This worker's AsyncAPI document as {"json": ..., "yaml": ...}: from its own app's FastStream specification and
-        the registry (fleet.runtime.asyncapi), the same as `fleet docs gen --service`; made once, on the first request and
-        in a thread, never at import. Raises LookupError for a worker the document does not know."""
+        """This worker's AsyncAPI document as {"json": ..., "yaml": ...}: from its own app's FastStream specification
+        and the registry (fleet.runtime.asyncapi), the same as `fleet docs gen --service`; made once, on the first
+        request and in a thread, never at import. Raises LookupError for a worker the document does not know."""
         async with self._asyncapi_lock:
             if self._asyncapi is None:
                 if self.app is None:
@@ -274,7 +275,8 @@ def _bind(host: str, port: int) -> socket.socket:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(where)
-            # Two replicas starting together may both bind (SO_REUSEADDR); only one can listen, so listen here, not later.
+            # Two replicas starting together may both bind (SO_REUSEADDR), but only one can listen:
+            # so listen here, not later.
             sock.listen(128)
         except BaseException:
             sock.close()
@@ -293,7 +295,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def attach_http(app: FastStream, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> WorkerHttp:
     """Serves the worker's /metrics and /health from its own event loop: the port opens before the broker connects (so
-    liveness answers while Kafka is slow), and closes after the broker has stopped. `state` is the StateHandle from `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
+    liveness answers while Kafka is slow), and closes after the broker has stopped. `state` is the StateHandle from
+    `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
     http = WorkerHttp(broker, settings, state, app)
 
     async def open_port() -> None:

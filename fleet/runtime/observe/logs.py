@@ -1,4 +1,6 @@
-"""Structured logging: structlog for our events and the standard library's (FastStream, aiokafka) in one JSON or console stream."""
+"""Structured logging: structlog for our events and the standard library's (FastStream, aiokafka) in one stream.
+
+The stream is JSON or console text."""
 
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ def _is_secret_name(name: str) -> bool:
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict) -> dict:
-    """A structlog processor: values of secret-looking fields become "[redacted]", and a bearer token inside any text too."""
+    """A structlog processor: values of secret-looking fields become "[redacted]",
+    and a bearer token inside any text too."""
     for name, value in event_dict.items():
         if _is_secret_name(name):
             event_dict[name] = REDACTED

@@ -17,7 +17,9 @@ __all__ = ["TracingSettings", "configure_tracing", "consumer_span", "trace_id_of
 
 
 class TracingSettings(BaseSettings):
-    """`FLEET_TRACING_EXPORTER=otlp-http FLEET_TRACING_ENDPOINT=http://collector:4318/v1/traces FLEET_TRACING_SAMPLE_RATIO=0.1`."""
+    """Where a worker's spans go and how many flows it samples, from the environment: e.g.
+    `FLEET_TRACING_EXPORTER=otlp-http`, `FLEET_TRACING_ENDPOINT=http://collector:4318/v1/traces` and
+    `FLEET_TRACING_SAMPLE_RATIO=0.1`."""
 
     model_config = SettingsConfigDict(env_prefix="FLEET_TRACING_", extra="ignore")
 
@@ -75,8 +77,8 @@ def _exporter(settings: TracingSettings) -> Any:
 
 @contextlib.contextmanager
 def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> Iterator[Any]:
-    """`process <topic>`: a CONSUMER span, child of the producer's `create` span and linked to it (messaging conventions).
-    Events the handler emits become its children, so the flow stays one trace."""
+    """`process <topic>`: a CONSUMER span, child of the producer's `create` span and linked to it (messaging
+    conventions). Events the handler emits become its children, so the flow stays one trace."""
     carrier = {k: v.decode("ascii", "replace") for k, v in (record.headers or ()) if k in TRACE_HEADERS}
     parent = propagate.extract(carrier)
     producer = trace.get_current_span(parent).get_span_context()

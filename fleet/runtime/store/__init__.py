@@ -1,4 +1,6 @@
-"""A service's transactional state: an inbox (effects exactly once), an outbox and its relay, on SQLite or PostgreSQL."""
+"""A service's transactional state: an inbox (effects exactly once), an outbox and its relay.
+
+On SQLite or PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store's common part: its own tables (inbox, outbox), one transaction's statements, and what every backend provides."""
+"""The store's common part: its tables (inbox, outbox), one transaction's statements, what every backend provides."""
 
 from __future__ import annotations
 
@@ -145,7 +145,8 @@ class Transaction:
         """Records that `group` handles `event_id`; False when it did already, so the caller skips its effects.
 
         On PostgreSQL a competing claim of the same event waits until the first transaction ends, then gets False
-        (or True if that transaction rolled back). Claim first: a duplicate then does no work, and waits before anything else.
+        (or True if that transaction rolled back). Claim first: a duplicate then waits before anything else, and does
+        no work.
         """
         return await self.execute(CLAIM, (group, event_id, now_ms())) == 1
 

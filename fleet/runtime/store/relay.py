@@ -53,7 +53,8 @@ class OutboxRelay:
         refused: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.store = store
-        # Tells whether an error is Kafka refusing us (a password, an ACL): then the worker stops instead of retrying forever.
+        # Tells whether an error is Kafka refusing us (a password, an ACL):
+        # then the worker stops instead of retrying forever.
         self.refused = refused
         # Gives the headers to send for a row: re-signs a row that waited too long for the freshness window.
         self.refresh = refresh
@@ -107,7 +108,8 @@ class OutboxRelay:
         return await self.store.backlog()
 
     async def prune(self) -> int:
-        """Deletes outbox rows published longer ago than `retention_s`, and inbox claims older than `inbox_retention_s`."""
+        """Deletes outbox rows published longer ago than `retention_s`,
+        and inbox claims older than `inbox_retention_s`."""
         return await self.store.prune(self.retention_s, self.inbox_retention_s)
 
     async def __aenter__(self) -> OutboxRelay:

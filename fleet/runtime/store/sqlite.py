@@ -15,7 +15,8 @@ __all__ = ["SqliteStore"]
 
 
 class SqliteStore(Store):
-    """One file, one writer at a time: every transaction takes the write lock at BEGIN (IMMEDIATE), so none fails late."""
+    """One file, one writer at a time: every transaction takes the write lock at BEGIN (IMMEDIATE),
+    so none fails late."""
 
     dialect = "sqlite"
 
