@@ -103,7 +103,8 @@ def http_port_of(name: str) -> int:
 
 
 def create_app(name: str, settings: Any = None) -> Any:
-    """The service's app as its `create_app()` builds it: a FastStream app for a worker, a FastAPI app for an HTTP service."""
+    """The service's app as its `create_app()` builds it: a FastStream app for a worker,
+    a FastAPI app for an HTTP service."""
     if entry_of(name).kind == "http":
         return _gateway_app(settings)
     return _package(name).create_app(settings)
@@ -139,9 +140,9 @@ def add_gateway_client(
 
 @contextlib.contextmanager
 def throwaway_keys(signers: Iterable[str] = ()) -> Iterator[KeySettings]:
-    """Dev keys for every signer in a temporary folder, as key settings for apps built only to read their wiring or their
-    AsyncAPI specification (`fleet docs gen`, `fleet check`) on a machine with no keys yet, never to run them. Nothing
-    global changes: the settings carry the folder."""
+    """Dev keys for every signer in a temporary folder, as key settings for apps built only to read their wiring or
+    their AsyncAPI specification (`fleet docs gen`, `fleet check`) on a machine with no keys yet, never to run them.
+    Nothing global changes: the settings carry the folder."""
     with tempfile.TemporaryDirectory(prefix="eventfleet-inspect-keys-") as folder:
         init_keys(Path(folder), [*WORKERS, *HTTP_SERVICES, *UPSTREAM_SIGNERS, *signers])
         yield KeySettings(dir=Path(folder))

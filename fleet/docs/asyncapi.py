@@ -24,7 +24,8 @@ DOCUMENT = Path("asyncapi.yaml")  # the checkout's, from the working directory
 
 
 def worker_specs(services: tuple[str, ...] = catalog.WORKERS) -> list[WorkerSpec]:
-    """Each worker's specification, from its app as the catalog builds it for inspection (default group, throwaway keys)."""
+    """Each worker's specification, from its app as the catalog builds it for inspection (default group,
+    throwaway keys)."""
     return [WorkerSpec.of(service, catalog.inspect_app(service)) for service in services]
 
 
@@ -34,7 +35,8 @@ def fleet_document(services: tuple[str, ...] = catalog.WORKERS, *, registry: Reg
 
 
 def service_document(service: str, *, registry: Registry = REGISTRY) -> dict:
-    """What one service (a worker, an upstream publisher, `fleet-dlq`) sends and receives: `fleet docs gen --service`."""
+    """What one service (a worker, an upstream publisher, `fleet-dlq`) sends and receives:
+    `fleet docs gen --service`."""
     return asyncapi.service_document(service, worker_specs(), registry=registry)
 
 

@@ -1,4 +1,6 @@
-"""Fleet-side contract checks for `fleet check`: services' subscriptions and publications, and the docs' topic lists, against the registry."""
+"""Fleet-side contract checks for `fleet check`: the services' wiring and the docs' topic lists against the registry.
+
+A service's wiring is what its app subscribes to and publishes."""
 
 from __future__ import annotations
 
@@ -29,11 +31,15 @@ UPSTREAM = "an upstream system outside the fleet (not checked)"
 
 
 def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Problem]:
-    """Pure: each handler takes its topic's model; every registry consumer that is a fleet service subscribes to the topic and
-    no service subscribes to a topic (or its retry topics) it is not listed for; every owner that is a fleet service publishes
-    the topic, and no service publishes a topic it does not own. Owners and consumers outside `wiring` are upstream systems."""
+    """Pure: each handler takes its topic's model; every registry consumer that is a fleet service subscribes to the
+    topic and no service subscribes to a topic (or its retry topics) it is not listed for; every owner that is a fleet
+    service publishes the topic, and no service publishes a topic it does not own. Owners and consumers outside `wiring`
+    are upstream systems."""
     problems: list[Problem] = []
-    registry_fix = "change the `consumers` of the topic in contracts/registry.py or the service's subscriber_for(...) in services/{}/app.py"
+    registry_fix = (
+        "change the `consumers` of the topic in contracts/registry.py or the service's subscriber_for(...) in "
+        "services/{}/app.py"
+    )
     for service, wired in sorted(wiring.items()):
         for error in wired.handler_errors:
             problems.append(
@@ -42,7 +48,8 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     f"service {service}",
                     "one-type-per-topic",
                     error,
-                    f"make the handler's first parameter the registry model(s) of its topics in services/{service}/app.py",
+                    "make the handler's first parameter the registry model(s) of its topics in "
+                    f"services/{service}/app.py",
                 )
             )
         for name in sorted(wired.subscribes):
@@ -91,7 +98,8 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                         f"service {service}",
                         "not-owner",
                         f"{service} publishes {topic.name}, whose owner is {topic.owner}",
-                        f"change the topic's `owner` in contracts/registry.py or remove the publisher from services/{service}/app.py",
+                        "change the topic's `owner` in contracts/registry.py or remove the publisher from "
+                        f"services/{service}/app.py",
                     )
                 )
     for topic in registry:
@@ -102,7 +110,8 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                         topic.name,
                         f"consumer {consumer}",
                         "unknown-consumer",
-                        f"the registry lists {consumer} as a consumer, but the fleet has no worker of that name ({', '.join(sorted(wiring))})",
+                        f"the registry lists {consumer} as a consumer, "
+                        f"but the fleet has no worker of that name ({', '.join(sorted(wiring))})",
                         "fix the topic's `consumers` in contracts/registry.py",
                     )
                 )
@@ -123,7 +132,8 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     f"owner {topic.owner}",
                     "missing-publisher",
                     f"the registry names {topic.owner} as the owner, but its app has no publisher for {topic.name}",
-                    f"add publisher_for(broker, {topic.model.__name__}) in services/{topic.owner}/app.py or fix the `owner` in contracts/registry.py",
+                    f"add publisher_for(broker, {topic.model.__name__}) in services/{topic.owner}/app.py or fix the "
+                    "`owner` in contracts/registry.py",
                 )
             )
     return problems
@@ -198,8 +208,9 @@ def _cells(line: str) -> list[str]:
 
 
 def wire_format_problems(registry: Registry, wire_format: str) -> list[Problem]:
-    """Pure: the topic table of docs/wire-format.md (header `| topic | `ce_type` | key field | ... | size limit |`) has one
-    row per registry topic, with its CloudEvents type, key field and size limit, and no other rows. No table: nothing to check."""
+    """Pure: the topic table of docs/wire-format.md (header `| topic | `ce_type` | key field | ... | size limit |`) has
+    one row per registry topic, with its CloudEvents type, key field and size limit, and no other rows. No table:
+    nothing to check."""
     lines = wire_format.splitlines()
     start = next(
         (
@@ -266,7 +277,8 @@ def wire_format_problems(registry: Registry, wire_format: str) -> list[Problem]:
 def all_problems(
     root: Path = ROOT, registry: Registry = REGISTRY, services: Iterable[str] = WORKERS, schemas_dir: Path = SCHEMAS_DIR
 ) -> tuple[list[Problem], list[str]]:
-    """Every governance rule, on the committed files under `root`; returns the problems and one summary line per check."""
+    """Every governance rule, on the committed files under `root`;
+    returns the problems and one summary line per check."""
     problems: list[Problem] = []
     summary: list[str] = []
 
@@ -275,7 +287,8 @@ def all_problems(
         summary.append(f"{label}: {'ok' if not found else f'{len(found)} problem(s)'}")
 
     run(
-        f"contracts ({len(registry)} topics: documented fields, valid examples, current and compatible schema revisions)",
+        f"contracts ({len(registry)} topics: documented fields, valid examples, "
+        "current and compatible schema revisions)",
         contract_problems(registry, schemas_dir),
     )
     services = tuple(services)

@@ -1,4 +1,6 @@
-"""The fleet as a graph: signer or service → topic → service, dead letters apart, as DOT text (pure) and SVG (graphviz)."""
+"""The fleet as a graph: signer or service → topic → service, dead letters apart.
+
+As DOT text (pure) and as SVG (graphviz)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from fleet.catalog import WORKERS
 
 __all__ = ["UPSTREAM_SOURCES", "GraphvizMissing", "fleet_dot", "published_by", "render_svg"]
 
-# The systems outside the fleet that publish into it, each with its own key (fleet.runtime.keys.UPSTREAM_SIGNERS, minus the
-# operators' `replay` key, which only puts dead letters back). `fleet demo` plays the storefront and the warehouse.
+# The systems outside the fleet that publish into it, each with its own key (fleet.runtime.keys.UPSTREAM_SIGNERS, minus
+# the operators' `replay` key, which only puts dead letters back). `fleet demo` plays the storefront and the warehouse.
 UPSTREAM_SOURCES = ("storefront", "warehouse", "gateway")
 GATEWAY_PUBLISHES_FOR = (
     "storefront"  # fleet.runtime.keys.UPSTREAM_OWNER: the gateway signs what the upstream systems own
@@ -50,7 +52,8 @@ def _ordered(names: Iterable[str]) -> list[str]:
 
 
 def published_by(source: str, registry: Registry = REGISTRY) -> list[str]:
-    """The registry topics an upstream source publishes: what it owns; for the gateway, what the upstream systems own."""
+    """The registry topics an upstream source publishes: what it owns; for the gateway,
+    what the upstream systems own."""
     owner = GATEWAY_PUBLISHES_FOR if source == "gateway" else source
     return [t.name for t in registry.owned_by(owner)]
 
@@ -96,7 +99,8 @@ def fleet_dot(
         lines += [
             "",
             "  subgraph cluster_dead_letters {",
-            '    label="dead letters"; style="rounded,filled"; fillcolor="#fff5f5"; color="#fca5a5"; fontcolor="#7f1d1d";',
+            '    label="dead letters"; style="rounded,filled"; fillcolor="#fff5f5"; '
+            'color="#fca5a5"; fontcolor="#7f1d1d";',
         ]
         for topic in dead:
             lines.append(

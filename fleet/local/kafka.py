@@ -101,14 +101,16 @@ def render_server_properties(folder: Path) -> str:
                 keystore=secure / "keystore.pem",
                 truststore=secure / "ca.pem",
                 admin_password=connection(ADMIN, folder).password.reveal(),
-                broker_principal=f"CN={HOST},O=eventfleet local",  # the subject of fleet.local.tls's broker certificate, as Kafka prints it
+                # The subject of fleet.local.tls's broker certificate, as Kafka prints it.
+                broker_principal=f"CN={HOST},O=eventfleet local",
             )
         )
     return text
 
 
 def client_env(folder: Path | None = None) -> dict[str, str]:
-    """The FLEET_KAFKA_ variables that point a fleet process at this broker (each worker then logs in as its service)."""
+    """The FLEET_KAFKA_ variables that point a fleet process at this broker
+    (each worker then logs in as its service)."""
     folder = folder or home()
     env = {"FLEET_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers()}
     if is_secure(folder):
@@ -124,7 +126,8 @@ def client_env(folder: Path | None = None) -> dict[str, str]:
 def start(timeout: float = 90.0, *, secure: bool | None = None, users: Sequence[str] = ()) -> str:
     """Start the broker unless one answers already; return once it answers a metadata request.
     `secure`: a new broker's data is set up for TLS + SCRAM + ACLs (docs/security.md); None keeps the mode it has.
-    `users`: on a secure broker, the SCRAM users besides admin (the caller knows the fleet's: `fleet.ops.acls.fleet_users`)."""
+    `users`: on a secure broker, the SCRAM users besides admin (the caller knows the fleet's:
+    `fleet.ops.acls.fleet_users`)."""
     folder = home()
     pid = _running_pid(folder)
     secure = is_secure(folder) if secure is None else secure
@@ -135,7 +138,10 @@ def start(timeout: float = 90.0, *, secure: bool | None = None, users: Sequence[
             _ensure_secure_files(
                 folder, users
             )  # a password for each user of the fleet as it is now (a service added since)
-        return f"Kafka is already running on {bootstrap_servers()} ({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
+        return (
+            f"Kafka is already running on {bootstrap_servers()} "
+            f"({by}{', secure' if is_secure(folder) else ''}){_users_added(folder)}."
+        )
     if pid is None:  # else our broker is still starting: wait for it instead of launching a second one
         java = _require("java", "Install Java 17 or newer (apt-get install openjdk-17-jre-headless).")
         _ensure_jars(folder)
@@ -146,7 +152,10 @@ def start(timeout: float = 90.0, *, secure: bool | None = None, users: Sequence[
         pid = _launch(java, folder)
     took = _wait_until_ready(pid, timeout)
     mode = f", TLS + SCRAM; clients' settings in {secure_dir(folder) / 'fleet.env'}" if is_secure(folder) else ""
-    return f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s (pid {pid}, log {log_path()}{mode}){_users_added(folder)}."
+    return (
+        f"Kafka is ready on {bootstrap_servers()} after {took:.1f}s "
+        f"(pid {pid}, log {log_path()}{mode}){_users_added(folder)}."
+    )
 
 
 def _users_added(folder: Path) -> str:
@@ -192,7 +201,8 @@ def _ensure_secure_files(folder: Path, users: Sequence[str] = ()) -> None:
     tls.write_private(secure / "keystore.pem", files.broker_key.read_bytes() + files.broker_cert.read_bytes())
     (secure / "fleet.env").write_text(
         "# Source it (set -a; . this file; set +a): the fleet's processes then connect to the secure local broker.\n"
-        "# Each worker is its own SCRAM user (its service name) and reads its own password from the credentials folder;\n"
+        "# Each worker is its own SCRAM user (its service name) "
+        "and reads its own password from the credentials folder;\n"
         "# the CLI connects as admin. Passwords never appear in this file or in logs.\n"
         + "".join(f"{name}={value}\n" for name, value in client_env(folder).items())
     )

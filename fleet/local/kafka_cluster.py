@@ -1,4 +1,6 @@
-"""Runs a local three-node Apache Kafka cluster (KRaft, each node broker and controller) on loopback, for failover tests."""
+"""Runs a local three-node Apache Kafka cluster on loopback, for failover tests.
+
+KRaft: each node is both broker and controller."""
 
 from __future__ import annotations
 
@@ -133,11 +135,12 @@ def render_node_properties(node: int, folder: Path, ports: list[int]) -> str:
     )
 
 
-# ---- the whole cluster ------------------------------------------------------------------------------------------------
+# ---- the whole cluster -----------------------------------------------------------------------------------------------
 
 
 def start(timeout: float = 180.0) -> str:
-    """Start every node that does not run; return once each answers, lists all three brokers, and groups can be coordinated."""
+    """Start every node that does not run; return once each answers, lists all three brokers,
+    and groups can be coordinated."""
     folder, ports = home(), client_ports()
     pids = {node: node_pid(node) for node in NODES}
     if all(pids.values()) and _cluster_ready(ports):
@@ -223,7 +226,7 @@ def stop_node(node: int, timeout: float = 60.0) -> str:
     return f"Kafka node {node} (pid {pid}) {how} in {time.monotonic() - began:.1f}s."
 
 
-# ---- setting up and launching -----------------------------------------------------------------------------------------
+# ---- setting up and launching ----------------------------------------------------------------------------------------
 
 
 def _prepare(folder: Path, ports: list[int]) -> str:
@@ -288,7 +291,8 @@ def _node_ports(node: int, ports: list[int]) -> list[int]:
 
 
 def _check_free(ports: list[int]) -> None:
-    """A port another process holds would make the node exit at start with a BindException deep in its log: say so first."""
+    """A port another process holds would make the node exit at start with a BindException deep in its log:
+    say so first."""
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(
@@ -342,7 +346,7 @@ def _pids_text(pids: dict[int, int | None]) -> str:
     return ", ".join(f"node {node}: {pid}" for node, pid in sorted(pids.items()))
 
 
-# ---- readiness: metadata answers, not open ports ----------------------------------------------------------------------
+# ---- readiness: metadata answers, not open ports ---------------------------------------------------------------------
 
 
 def _cluster_ready(ports: list[int]) -> bool:
@@ -418,7 +422,7 @@ class _quiet_client:
             self._log.setLevel(self._level)
 
 
-# ---- command line -----------------------------------------------------------------------------------------------------
+# ---- command line ----------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +454,8 @@ def _command(args: argparse.Namespace) -> int:
         nodes = status()
         for n in nodes:
             print(
-                f"node={n.node} port={n.port} pid={n.pid} brokers={list(n.brokers) if n.brokers is not None else None} ready={n.ready}"
+                f"node={n.node} port={n.port} pid={n.pid} brokers={list(n.brokers) if n.brokers is not None else None} "
+                f"ready={n.ready}"
             )
         print(f"bootstrap={bootstrap_servers()} home={home()}")
         return 0 if all(n.ready for n in nodes) else 1

@@ -1,4 +1,6 @@
-"""A throwaway local PostgreSQL cluster for dev and tests (`make postgres`): Debian's packages, data under .cache/postgres."""
+"""A throwaway local PostgreSQL cluster for dev and tests (`make postgres`).
+
+From Debian's packages, with its data under .cache/postgres."""
 
 from __future__ import annotations
 
@@ -78,7 +80,8 @@ def render_config(folder: Path) -> str:
 
 
 def start(timeout: float = 60.0) -> str:
-    """Install, initialise and start the cluster as needed; return once it accepts connections, with role and database."""
+    """Install, initialise and start the cluster as needed; return once it accepts connections,
+    with role and database."""
     began = time.monotonic()
     if _accepts():
         _ensure_role_and_database()

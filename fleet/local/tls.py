@@ -1,4 +1,6 @@
-"""A throwaway certificate authority and broker certificate for the local secure broker (PEM files, Python's cryptography)."""
+"""A throwaway certificate authority and broker certificate for the local secure broker.
+
+PEM files, made with Python's cryptography."""
 
 from __future__ import annotations
 
