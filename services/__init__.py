@@ -1,4 +1,6 @@
-"""The fleet's services: each folder is one service with a pure core, a thin shell (FastStream or FastAPI) and its settings."""
+"""The fleet's services: one folder per service.
+
+Each has a pure core, a thin shell (FastStream or FastAPI) and its settings."""
 
 # Kafka workers: each is a consumer group, and `fleet up` runs them.
 SERVICES = ("payments", "inventory", "shipping", "notifications", "tracker")

@@ -1,4 +1,6 @@
-"""The gateway's FastAPI shell: takes events over HTTP from upstream systems and publishes them signed; answers orders' status from the tracker."""
+"""The gateway's FastAPI shell: takes events over HTTP from upstream systems and publishes them signed.
+
+It also answers orders' status from the tracker's read model."""
 
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class Unavailable(core.Refused):
 
 
 class ReadModelUnavailable(Exception):
-    """The tracker's read model cannot be read now (not created yet, or its database is down): the caller should retry later."""
+    """The tracker's read model cannot be read now (not created yet, or its database is down):
+    the caller should retry later."""
 
 
 class TrackerReadModel:
@@ -138,7 +141,8 @@ class OrderView(BaseModel):
 
     order_id: str
     status: str = Field(
-        description="How far it got: `placed`, `payment_authorized`, `payment_declined`, `reserved`, `backordered` or `shipment_scheduled`."
+        description="How far it got: `placed`, `payment_authorized`, `payment_declined`, `reserved`, "
+        "`backordered` or `shipment_scheduled`."
     )
     correlation_id: str = Field(description="The flow it belongs to.")
     customer_id: str
@@ -185,7 +189,7 @@ def create_app(
 ) -> FastAPI:
     """The gateway. `read_model` reads an order from the tracker's store (`GATEWAY_TRACKER_STORE_URL`); `publisher`
     replaces the Kafka publisher and `order_status` the whole read side (tests pass in-memory fakes). Without either
-    of the last two, GET /v1/orders/{id} answers 503. The lifespan starts the publisher, and closes both when it built them."""
+    of the last two, GET /v1/orders/{id} answers 503. The lifespan starts the publisher and closes what it built."""
     settings = settings or GatewaySettings()
     clients = ClientsFile(settings.clients_file)
     keys = KeyStore.for_signer(settings.keys.dir, SERVICE, check_every_s=settings.keys.reload_every_s)
@@ -211,7 +215,8 @@ def create_app(
 
     app = FastAPI(
         title="eventfleet gateway",
-        description="HTTP ingress for upstream systems that do not speak Kafka: each event is validated, signed and published.",
+        description="HTTP ingress for upstream systems that do not speak Kafka: each event is validated, "
+        "signed and published.",
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestRefused, _answer_refusal)
@@ -281,7 +286,8 @@ def create_app(
 
 
 def serve(settings: GatewaySettings | None = None, *, read_model: ReadModelQuery | None = None) -> None:
-    """Runs the gateway under uvicorn until SIGTERM or Ctrl-C; uvicorn's logs go through the fleet's structlog pipeline."""
+    """Runs the gateway under uvicorn until SIGTERM or Ctrl-C;
+    uvicorn's logs go through the fleet's structlog pipeline."""
     settings = settings or GatewaySettings()
     app = create_app(settings, read_model=read_model)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
@@ -293,7 +299,8 @@ def serve(settings: GatewaySettings | None = None, *, read_model: ReadModelQuery
 def _stop_signals_exit_cleanly():
     """uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again for the handler it found before.
 
-    That handler ends the process with status 0, so the gateway stops like the Kafka workers do (not killed by the signal).
+    That handler ends the process with status 0, so the gateway stops like the Kafka workers do
+    (not killed by the signal).
     """
     previous = {sig: signal.signal(sig, _exit_cleanly) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -315,7 +322,8 @@ def _admit(outcome):
 
 
 def _gateway_key(keys: KeyStore) -> tuple[PrivateKey, TrustedKey | None]:
-    """The key to sign with now (re-read from disk when it changes, so a rotation needs no restart) and its keyring entry."""
+    """The key to sign with now (re-read from disk when it changes,
+    so a rotation needs no restart) and its keyring entry."""
     try:
         signer = keys.signer()
         return signer, keys.keyring().get(signer.kid)
@@ -325,7 +333,8 @@ def _gateway_key(keys: KeyStore) -> tuple[PrivateKey, TrustedKey | None]:
 
 
 async def _read_body(request: Request, topic: Topic) -> bytes:
-    """The body, read no further than the topic's limit: a chunked or lying request cannot make the gateway buffer more."""
+    """The body, read no further than the topic's limit:
+    a chunked or lying request cannot make the gateway buffer more."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -409,7 +418,8 @@ def _operation_doc() -> dict:
 
 
 def _document_event_schemas(app: FastAPI) -> None:
-    """Adds the events' JSON Schemas and the bearer scheme to the OpenAPI document: the handler reads both by hand, so FastAPI cannot know them."""
+    """Adds the events' JSON Schemas and the bearer scheme to the OpenAPI document: the handler reads both by hand,
+    so FastAPI cannot know them."""
     _, schemas = models_json_schema(
         [(m, "validation") for m in _gateway_models()], ref_template="#/components/schemas/{model}"
     )

@@ -1,4 +1,6 @@
-"""The gateway's I/O: the clients file (re-read when it changes) and a Kafka publisher that connects lazily and retries."""
+"""The gateway's I/O: the clients file (re-read when it changes) and a Kafka publisher.
+
+The publisher connects lazily and retries."""
 
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def save_clients(path: Path, clients: Clients) -> None:
 def add_client(
     path: Path, name: str, topics: list[str], *, replace: bool = False, registry: Registry = REGISTRY
 ) -> str:
-    """Adds a client with a new random token and returns the token: the file keeps only its hash, so this is the one chance to see it."""
+    """Adds a client with a new random token and returns the token: the file keeps only its hash,
+    so this is the one chance to see it."""
     for topic in topics:
         registry.named(topic)  # an unknown topic is an error, not a silent grant of nothing
     clients = load_clients(path)
@@ -79,7 +82,8 @@ def add_client(
 class ClientsFile:
     """The clients, re-read whenever the file changes, so adding a client needs no restart.
 
-    A file that turns invalid is logged and ignored: the gateway keeps the last valid clients rather than locking everyone out.
+    A file that turns invalid is logged and ignored: the gateway keeps the last valid clients rather than locking
+    everyone out.
     """
 
     def __init__(self, path: Path) -> None:
@@ -130,7 +134,7 @@ class RecordPublisher(Protocol):
 
 
 class KafkaRecordPublisher:
-    """A `contracts.publisher.Publisher` (idempotent, acks=all) that is created on first need and again after a failed start.
+    """A `contracts.publisher.Publisher` (idempotent, acks=all), created on first need and again after a failed start.
 
     So the gateway starts while the broker is down, answers 503 meanwhile, and publishes as soon as the broker is back.
     """
@@ -151,7 +155,8 @@ class KafkaRecordPublisher:
                 log.warning("broker_unavailable", bootstrap_servers=str(self.bootstrap_servers), detail=describe(error))
 
     async def send(self, record: Record) -> None:
-        """Returns once the broker has the record; raises aiokafka's KafkaError (or an OSError) when it cannot get there."""
+        """Returns once the broker has the record; raises aiokafka's KafkaError
+        (or an OSError) when it cannot get there."""
         publisher = await self._started()
         await publisher.send(record)
 
@@ -178,7 +183,8 @@ class KafkaRecordPublisher:
             self.bootstrap_servers,
             service=self.service,
             signer=None,  # type: ignore[arg-type]
-            # Undelivered records expire about when the caller got its 503, so a retried request rarely doubles an event.
+            # Undelivered records expire about when the caller got its 503,
+            # so a retried request rarely doubles an event.
             request_timeout_ms=int(self.timeout_s * 1000),
         )
         try:
@@ -197,6 +203,7 @@ async def _stop(publisher: Publisher, timeout_s: float) -> None:
 
 
 def describe(error: BaseException) -> str:
-    """One line about a failure, for logs: its type first (aiokafka's timeouts have empty messages, its other errors name themselves)."""
+    """One line about a failure, for logs: its type first (aiokafka's timeouts have empty messages,
+    its other errors name themselves)."""
     name, text = type(error).__name__, str(error)
     return text if text.startswith(name) else f"{name}: {text}" if text else name

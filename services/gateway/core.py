@@ -1,4 +1,4 @@
-"""The gateway's decisions, pure: who holds a token, whether it may publish to a topic, whether a body fits and is a valid event."""
+"""The gateway's decisions, pure: who holds a token, what it may publish, whether a body fits and is a valid event."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ class Clients(BaseModel):
 
 @dataclass(frozen=True)
 class Refused:
-    """A request the gateway turns down: the HTTP status, a stable reason code and one line for the caller (no secrets)."""
+    """A request the gateway turns down: the HTTP status, a stable reason code and one line for the caller
+    (no secrets)."""
 
     reason: str
     detail: str
@@ -173,7 +174,8 @@ def gateway_may_sign(key: TrustedKey | None, topic: Topic) -> Forbidden | None:
 
 
 def declared_size(content_length: str | None) -> int | None:
-    """The body size a request announces; None when it announces none (chunked) or nonsense (the real size still counts)."""
+    """The body size a request announces; None when it announces none (chunked) or nonsense
+    (the real size still counts)."""
     try:
         size = int(content_length) if content_length is not None else None
     except ValueError:

@@ -1,4 +1,6 @@
-"""The gateway's settings (env prefix GATEWAY_): where it listens, its clients file, how long a publish may take, where the tracker's read model is."""
+"""The gateway's settings (env prefix GATEWAY_).
+
+Where it listens, its clients file, how long a publish may take, and where the tracker's read model is."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ class GatewaySettings(BaseSettings):
     )
     tracker_store_url: str = Field(
         "sqlite:///.fleet/tracker.db",
-        description="The tracker's store (its TRACKER_STORE_URL), read for GET /v1/orders/{order_id}; opened on the first read.",
+        description="The tracker's store (its TRACKER_STORE_URL), read for GET /v1/orders/{order_id}; "
+        "opened on the first read.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     keys: KeySettings = Field(default_factory=KeySettings)

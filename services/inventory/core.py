@@ -34,7 +34,8 @@ def wanted(items: Iterable[OrderItem]) -> dict[str, int]:
 def reserve(
     payment: PaymentAuthorized, items: Iterable[OrderItem], stock: Mapping[str, int], now: datetime
 ) -> Reservation:
-    """All or nothing: a partial reservation would ship half an order and strand the rest, so any shortage backorders it."""
+    """All or nothing: a partial reservation would ship half an order and strand the rest,
+    so any shortage backorders it."""
     needed = wanted(items)
     missing = [
         MissingStock(sku=sku, requested=units, available=stock.get(sku, 0))

@@ -23,15 +23,18 @@ __all__ = [
 MIGRATIONS = [
     "CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, units BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS order_lines (order_id TEXT PRIMARY KEY, items TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS reservations (order_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, decided_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS reservations (order_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, "
+    "decided_at TEXT NOT NULL)",
     # A payment heard before its order's lines (they travel on another topic): settled when the lines arrive.
-    "CREATE TABLE IF NOT EXISTS parked_payments (order_id TEXT PRIMARY KEY, payment TEXT NOT NULL, envelope TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS parked_payments (order_id TEXT PRIMARY KEY, payment TEXT NOT NULL, "
+    "envelope TEXT NOT NULL)",
 ]
 
 
 async def add_stock(tx: Transaction, received: StockReceived) -> None:
     await tx.execute(
-        "INSERT INTO stock (sku, units) VALUES (?, ?) ON CONFLICT (sku) DO UPDATE SET units = stock.units + excluded.units",
+        "INSERT INTO stock (sku, units) VALUES (?, ?) "
+        "ON CONFLICT (sku) DO UPDATE SET units = stock.units + excluded.units",
         (received.sku, received.quantity),
     )
 

@@ -1,4 +1,6 @@
-"""Notifications' FastStream shell: hears each outcome the customer should know of, records the message once, says so."""
+"""Notifications' FastStream shell: hears each outcome the customer should know of, records the message once.
+
+Then it says so: it publishes that the notification was sent."""
 
 from __future__ import annotations
 

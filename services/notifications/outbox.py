@@ -1,4 +1,6 @@
-"""The file-backed notification outbox: one JSON line per message, appended and flushed to disk before the fact is published."""
+"""The file-backed notification outbox: one JSON line per message.
+
+Each line is appended and flushed to disk before the fact is published."""
 
 from __future__ import annotations
 

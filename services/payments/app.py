@@ -1,4 +1,6 @@
-"""Payments' FastStream shell: hears each OrderPlaced, asks the core, and charges at most once per order (ledger, inbox, outbox)."""
+"""Payments' FastStream shell: hears each OrderPlaced, asks the core, and charges at most once per order.
+
+At most once: through its ledger, its inbox and its outbox."""
 
 from __future__ import annotations
 

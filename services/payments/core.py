@@ -13,7 +13,8 @@ __all__ = ["CreditPolicy", "decide", "payment_id_for"]
 
 @dataclass(frozen=True)
 class CreditPolicy:
-    """The rules: accepted currencies, and how much one order of a customer may cost (a default and per-customer limits)."""
+    """The rules: accepted currencies, and how much one order of a customer may cost
+    (a default and per-customer limits)."""
 
     default_limit_cents: int = 100_000
     customer_limits: Mapping[str, int] = field(default_factory=dict)
@@ -29,7 +30,8 @@ def payment_id_for(order: OrderPlaced) -> str:
 
 
 def decide(order: OrderPlaced, policy: CreditPolicy, now: datetime) -> PaymentAuthorized | PaymentDeclined:
-    """Declines, in this order: a total that is not the sum of its lines, a currency not accepted, a total over the customer's limit.
+    """Declines, in this order: a total that is not the sum of its lines, a currency not accepted,
+    a total over the customer's limit.
 
     Everything else is authorized for the order's total.
     """

@@ -27,7 +27,8 @@ async def charge_for(tx: Transaction, order_id: str) -> str | None:
 
 async def record_charge(tx: Transaction, payment: PaymentAuthorized) -> None:
     await tx.execute(
-        "INSERT INTO ledger (order_id, payment_id, customer_id, amount_cents, currency, charged_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (order_id, payment_id, customer_id, amount_cents, currency, charged_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         (
             payment.order_id,
             payment.payment_id,

@@ -19,7 +19,8 @@ from .settings import ShippingSettings
 SERVICE = "shipping"
 log = structlog.get_logger(SERVICE)
 MIGRATIONS = [
-    "CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, shipment_id TEXT NOT NULL, carrier TEXT NOT NULL, ship_by TEXT NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, shipment_id TEXT NOT NULL, "
+    "carrier TEXT NOT NULL, ship_by TEXT NOT NULL)"
 ]
 
 
@@ -39,7 +40,8 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
             if not await tx.claim(settings.group_id, envelope.id):
                 return
             booked = await tx.execute(
-                "INSERT INTO shipments (order_id, shipment_id, carrier, ship_by) VALUES (?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+                "INSERT INTO shipments (order_id, shipment_id, carrier, ship_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (order_id) DO NOTHING",
                 (shipment.order_id, shipment.shipment_id, shipment.carrier, shipment.ship_by.isoformat()),
             )
             if booked:

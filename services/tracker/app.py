@@ -64,7 +64,8 @@ def create_app(settings: TrackerSettings | None = None) -> FastStream:
 
 
 async def track(tx: Transaction, group_id: str, event: OrderEvent, envelope: Envelope) -> core.OrderStatus | None:
-    """Folds one event into its order's status, in the caller's transaction; None when the group had tracked it already."""
+    """Folds one event into its order's status, in the caller's transaction;
+    None when the group had tracked it already."""
     if not await tx.claim(group_id, envelope.id):
         return None
     status = core.apply(await queries.load(tx, event.order_id), event, envelope)

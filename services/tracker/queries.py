@@ -1,4 +1,6 @@
-"""The tracker's read model in its store: one row per order (status, flow, customer, history as JSON), and the API's query."""
+"""The tracker's read model in its store: one row per order, and the API's query.
+
+A row holds the order's status, flow, customer and history (as JSON)."""
 
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ async def save(tx: Transaction, status: OrderStatus) -> None:
 
 
 async def order_status(store: Store, order_id: str) -> dict[str, Any] | None:
-    """What the API answers for an order: its status, flow, customer and history; None when the tracker has not seen it."""
+    """What the API answers for an order: its status, flow, customer and history;
+    None when the tracker has not seen it."""
     async with store.transaction() as tx:
         row = await tx.fetchone(SELECT, (order_id,))
     return _as_answer(_status_of(row)) if row else None

@@ -17,5 +17,6 @@ class TrackerSettings(WorkerSettings):
     http_port: HttpPort = 8105
     store_url: str = Field(
         "sqlite:///.fleet/tracker.db",
-        description="The order statuses and the inbox: sqlite:///file.db, or postgresql://... for several replicas. The gateway reads it too (GATEWAY_TRACKER_STORE_URL).",
+        description="The order statuses and the inbox: sqlite:///file.db, or postgresql://... for several replicas. "
+        "The gateway reads it too (GATEWAY_TRACKER_STORE_URL).",
     )
