@@ -1,19 +1,21 @@
-"""`fleet dlq ...`: count the dead letters of each topic, show the last ones, and replay them onto their original topic."""
+"""`fleet dlq ...`: count each topic's dead letters, show the last ones, replay them onto their original topic."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections import Counter
-from typing import NoReturn
 
 import typer
 
+from fleet.cli.errors import CliError, ErrorBoundary, ExitCode
+from fleet.cli.options import BootstrapOption
 from fleet.runtime.settings import operator_connection
 
 __all__ = ["dlq_app"]
 
 dlq_app = typer.Typer(
+    cls=ErrorBoundary,  # `dlq_app()` on its own fails in one line too
     help="Dead letters (<topic>.dlq): count them, show them, replay them re-signed by the replay key.",
     no_args_is_help=True,
 )
@@ -23,34 +25,13 @@ TopicArgument = typer.Argument(
 )
 ReasonOption = typer.Option(None, "--reason", help="Only dead letters with this dlq-reason, e.g. stale.")
 JsonOption = typer.Option(False, "--json", help="One JSON document on stdout, for scripts.")
-BootstrapOption = typer.Option(
-    None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."
-)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 def _dead_letter_topic(name: str) -> str:
-    from contracts import UnknownTopic
+    """The dead-letter topic of a registry topic (or the name itself); UnknownTopic lists the registry's: exit 64."""
     from fleet.ops.dlq import dead_letter_topic
 
-    try:
-        return dead_letter_topic(name)
-    except UnknownTopic as error:
-        _fail(str(error))
-
-
-def _run(coroutine):
-    """Runs one command's I/O; a broker that cannot be reached is a one-line error, not a stack trace."""
-    from aiokafka.errors import KafkaError
-
-    try:
-        return asyncio.run(coroutine)
-    except (KafkaError, TimeoutError, OSError) as error:
-        _fail(f"the broker did not answer: {type(error).__name__}: {error}")
+    return dead_letter_topic(name)
 
 
 def _echo_json(document) -> None:
@@ -61,7 +42,8 @@ def _echo_json(document) -> None:
 
 
 def _count_lines(topic: str, counts: Counter | None) -> list[str]:
-    """`orders.placed.v1.dlq: 5 dead letter(s)`, then each reason with its count, and under it the count per consumer group."""
+    """`orders.placed.v1.dlq: 5 dead letter(s)`, then each reason with its count, and under it the count per consumer
+    group."""
     if counts is None:
         return [f"{topic}: no such topic on the broker; run `fleet topics apply`"]
     lines = [f"{topic}: {sum(counts.values())} dead letter(s)"]
@@ -91,12 +73,12 @@ def ls(
     as_json: bool = JsonOption,
     bootstrap: str | None = BootstrapOption,
 ) -> None:
-    """Count the dead letters of each topic by reason and consumer group (read from the beginning up to now; no group)."""
+    """Count the dead letters of each topic by reason and consumer group (read from the beginning up to now; no group)."""  # noqa: E501 (the command's help, line for line)
     from contracts import REGISTRY
     from fleet.ops.dlq import count_dead_letters
 
     topics = [_dead_letter_topic(topic)] if topic else [t.dead_letter_topic for t in REGISTRY]
-    counts = _run(count_dead_letters(operator_connection(bootstrap), topics))
+    counts = asyncio.run(count_dead_letters(operator_connection(bootstrap), topics))
     if as_json:
         _echo_json({name: _counts_json(found) for name, found in counts.items()})
         return
@@ -130,7 +112,7 @@ def show(
     """Show the last N dead letters, oldest first: why each was refused, where from, its event id and signing key."""
     from fleet.ops.dlq import describe, last_dead_letters
 
-    letters = _run(
+    letters = asyncio.run(
         last_dead_letters(operator_connection(bootstrap), _dead_letter_topic(topic), limit=limit, reason=reason)
     )
     rows = [describe(letter) for letter in letters]
@@ -174,7 +156,8 @@ def _report_lines(report, reason: str | None) -> list[str]:
 
     verb = "would move" if report.dry_run else "moved"
     lines = [
-        f"{verb} {len(report.moved)} dead letter(s) from {report.dlq_topic} to {report.topic}, re-signed by {report.signer}"
+        f"{verb} {len(report.moved)} dead letter(s) from {report.dlq_topic} to {report.topic}, "
+        f"re-signed by {report.signer}"
     ]
     lines += [f"  {why}: {n}" for why, n in sorted(report.moved_by_reason.items())]
     lines += [
@@ -191,7 +174,8 @@ def _report_lines(report, reason: str | None) -> list[str]:
         lines.append(f"left {report.left['filtered']} for a later replay (not --reason {reason})")
     if report.left["ledger_full"]:
         lines.append(
-            f"left {report.left['ledger_full']} for a later replay: the ledger of moves behind filtered ones is full; run a plain replay"
+            f"left {report.left['ledger_full']} for a later replay: "
+            "the ledger of moves behind filtered ones is full; run a plain replay"
         )
     if report.already_moved:
         lines.append(f"passed over {report.already_moved} an earlier replay moved")
@@ -220,13 +204,13 @@ def replay(
     dlq = _dead_letter_topic(topic)
     try:
         keys = KeyStore.for_signer(KeySettings().dir, REPLAY_SIGNER)
-        report = _run(
+        report = asyncio.run(
             replay_dead_letters(
                 operator_connection(bootstrap), dlq, keys, reason=reason, dry_run=dry_run, from_beginning=from_beginning
             )
         )
     except (SigningKeyError, ReplayKeyError) as error:
-        _fail(f"no usable replay key: {error}")
+        raise CliError(f"no usable replay key: {error}", ExitCode.NO_INPUT) from error
     if as_json:
         _echo_json(_report_json(report))
         return

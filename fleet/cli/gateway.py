@@ -1,4 +1,4 @@
-"""`fleet gateway ...`: add a client of the HTTP gateway (its token is shown once, only its hash is kept) and serve the gateway."""
+"""`fleet gateway ...`: add a client of the HTTP gateway (its token shown once, only its hash kept), serve it."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from typing import List
 
 import typer
 
+from fleet.cli.errors import CliError, ErrorBoundary, ExitCode, one_line
+
 __all__ = ["gateway_app"]
 
 gateway_app = typer.Typer(
-    help="The HTTP gateway: clients and their tokens (GATEWAY_CLIENTS_FILE), and the server.", no_args_is_help=True
+    cls=ErrorBoundary,  # `gateway_app` on its own fails in one line too
+    help="The HTTP gateway: clients and their tokens (GATEWAY_CLIENTS_FILE), and the server.",
+    no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 @gateway_app.command("add-client")
@@ -34,10 +33,11 @@ def add_client(
     from fleet.catalog import add_gateway_client
     from fleet.runtime.keys import topics_signed_by
 
-    try:  # ValueError: a bad name or clients file (pydantic's ValidationError is one); LookupError: an unknown topic
+    # ValueError: a bad or taken name, a bad clients file (pydantic's ValidationError is one); LookupError: a topic
+    try:
         token, path = add_gateway_client(name, topic, replace=replace, clients_file=clients_file)
-    except (ValueError, LookupError, OSError) as error:
-        _fail(str(error))
+    except (ValueError, LookupError) as error:  # a file it cannot read or write is the error boundary's (exit 1)
+        raise CliError(one_line(error), ExitCode.BAD_INPUT) from error
     for refused in sorted(set(topic) - set(topics_signed_by("gateway"))):
         typer.secho(
             f"warning: the gateway's key may not sign {refused}; requests for it will get 403",
@@ -56,9 +56,7 @@ def serve(
     host: str | None = typer.Option(
         None, "--host", help="Interface to listen on (default: GATEWAY_HOST or 127.0.0.1)."
     ),
-    port: int | None = typer.Option(
-        None, "--port", min=0, max=65535, help="TCP port (default: GATEWAY_PORT or 8080)."
-    ),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="TCP port (default: GATEWAY_PORT or 8080)."),
 ) -> None:
     """Run the gateway in the foreground (Ctrl-C or SIGTERM stops it); OpenAPI docs at /docs."""
     from fleet.catalog import run_http_service

@@ -1,17 +1,19 @@
-"""`fleet trace`: a flow's timeline read back from the broker (every registry topic, its retries and dead letters), by correlation or order id."""
+"""`fleet trace`: a flow's timeline read back from the broker (every registry topic, its retries and dead
+letters), by correlation or order id."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import UTC, datetime
-from typing import AsyncIterator, Callable, NoReturn
+from typing import AsyncIterator, Callable
 
 import typer
 
 from contracts import REGISTRY, Registry
 from contracts.connection import client_options
+from fleet.cli.errors import CliError, ExitCode
+from fleet.cli.options import BootstrapOption
 from fleet.ops.reading import read_spans
 from fleet.ops.timeline import (
     Timeline,
@@ -50,7 +52,8 @@ def flow_topics(registry: Registry = REGISTRY, *, keyed_by_order: bool = False) 
 async def read_flow(
     bootstrap: str, topics: list[str], since_ms: int, keep: Callable[[TraceRecord], bool]
 ) -> list[TraceRecord]:
-    """The records of `topics` the broker appended from `since_ms` up to the ends of now, that `keep` keeps (values dropped)."""
+    """The records of `topics` the broker appended from `since_ms` up to the ends of now, that `keep` keeps (values
+    dropped)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from fleet.ops.topics import partitions_of
@@ -80,7 +83,8 @@ async def read_flow(
 
 
 async def _read(consumer, spans: dict) -> AsyncIterator[TraceRecord]:
-    """Every record of each partition's span (the consumer has them assigned); never waits for records beyond the ends."""
+    """Every record of each partition's span (the consumer has them assigned); never waits for records beyond the
+    ends."""
     async for records in read_spans(consumer, spans):
         for record in records:
             yield TraceRecord.of(record)
@@ -107,12 +111,7 @@ async def trace_flow(
     return build_timeline(records, ids, order_id=order_id, since=since, registry=registry)
 
 
-# ---- The command ------------------------------------------------------------------------------------------------------
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
+# ---- The command ----------------------------------------------------------------------------------------------
 
 
 def trace(
@@ -126,35 +125,29 @@ def trace(
         "24h", "--since", help="Read from this long ago (24h, 90m, 2d) or from this time (2026-11-24T16:00:00Z)."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout, for scripts."),
-    bootstrap: str | None = typer.Option(
-        None, "--bootstrap", help="host:port of the brokers (default: FLEET_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)."
-    ),
+    bootstrap: str | None = BootstrapOption,
 ) -> None:
-    """Print a flow's timeline from the broker: every event, retry and dead letter of one correlation id, in time order."""
-    from aiokafka.errors import KafkaError
-
+    """Print a flow's timeline from the broker: every event, retry and dead letter of one correlation id, in time order."""  # noqa: E501 (the command's help, line for line)
     if (correlation_id is None) == (order is None):
-        _fail("give a correlation id or --order ORDER_ID (one of the two)")
+        raise CliError("give a correlation id or --order ORDER_ID (one of the two)", ExitCode.BAD_INPUT)
     now = datetime.now(UTC)
     try:
         start = parse_since(since, now)
     except ValueError as error:
-        _fail(str(error))
+        raise CliError(str(error), ExitCode.BAD_INPUT) from error
     server = operator_connection(bootstrap)
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection warnings would repeat our one-line error
-    try:
+    try:  # a broker that does not answer is the error boundary's one line (exit 69)
         timeline = asyncio.run(trace_flow(server, since=start, correlation_id=correlation_id, order_id=order))
     except NoTopics as error:
-        _fail(str(error))
+        raise CliError(str(error), ExitCode.FAILED) from error
     except ValueError as error:  # raised by the client for an address that is not host:port
-        _fail(f"bad bootstrap address {server.bootstrap_servers!r}: {error}")
-    except (KafkaError, TimeoutError, OSError) as error:
-        detail = str(error) if str(error).startswith(type(error).__name__) else f"{type(error).__name__}: {error}"
-        _fail(f"the broker at {server} did not answer: {detail}")
+        raise CliError(f"bad bootstrap address {server.bootstrap_servers!r}: {error}", ExitCode.BAD_INPUT) from error
     if not timeline.entries:
         what = f"order {order}" if order is not None else f"correlation id {correlation_id}"
-        _fail(
-            f"no records of {what} on the flow's topics since {start.isoformat(timespec='seconds')} (try an earlier --since)"
+        raise CliError(
+            f"no records of {what} on the flow's topics since {start.isoformat(timespec='seconds')} "
+            "(try an earlier --since)",
+            ExitCode.FAILED,
         )
     if as_json:
         typer.echo(json.dumps(timeline_json(timeline), indent=2, ensure_ascii=False))

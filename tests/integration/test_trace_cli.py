@@ -158,7 +158,7 @@ def test_nothing_matching_is_said_plainly_with_exit_1(kafka):
 
 def test_an_unreachable_broker_is_a_one_line_error():
     result = fleet_trace("anything", bootstrap="127.0.0.1:1")
-    assert result.returncode == 1
+    assert result.returncode == 69  # the broker is unavailable (README, Exit codes)
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("the broker at 127.0.0.1:1 did not answer: KafkaConnectionError")
     assert "Traceback" not in result.stderr

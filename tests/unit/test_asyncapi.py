@@ -273,4 +273,4 @@ def test_fleet_docs_gen_writes_a_service_document(tmp_path):
     to_stdout = CliRunner().invoke(app, ["docs", "gen", "--service", "payments"])
     assert to_stdout.exit_code == 0 and to_stdout.stdout == render(service_document("payments"))
     unknown = CliRunner().invoke(app, ["docs", "gen", "--service", "nobody"])
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 64  # an unknown service is bad input (README, Exit codes)

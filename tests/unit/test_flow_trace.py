@@ -439,18 +439,18 @@ def _fleet(*args: str):
 def test_the_command_wants_a_correlation_id_or_an_order_not_both():
     for args in (["trace"], ["trace", "abc", "--order", "ord-1"]):
         result = _fleet(*args)
-        assert result.exit_code == 1 and "give a correlation id or --order" in result.output
+        assert result.exit_code == 64 and "give a correlation id or --order" in result.output  # bad input
 
 
-def test_a_bad_since_is_one_line_and_exit_1():
+def test_a_bad_since_is_one_line_and_exit_64():
     result = _fleet("trace", "abc", "--since", "last week")
-    assert result.exit_code == 1
+    assert result.exit_code == 64
     assert "--since 'last week' is neither a duration" in result.output
     assert "Traceback" not in result.output
 
 
-def test_a_bootstrap_that_is_not_host_port_is_one_line_and_exit_1():
+def test_a_bootstrap_that_is_not_host_port_is_one_line_and_exit_64():
     result = _fleet("trace", "abc", "--bootstrap", "localhost:notaport")
-    assert result.exit_code == 1
+    assert result.exit_code == 64
     assert result.output.strip().startswith("bad bootstrap address 'localhost:notaport'")
     assert len(result.output.strip().splitlines()) == 1

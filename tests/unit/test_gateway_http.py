@@ -218,7 +218,7 @@ def test_add_client_refuses_an_unknown_topic_and_a_taken_name(settings):
     runner = CliRunner()
     unknown = runner.invoke(gateway_app, ["add-client", "x", "--topic", "orders.cancelled.v1", "--clients-file", str(settings.clients_file)])
     taken = runner.invoke(gateway_app, ["add-client", "acme", "--topic", "orders.placed.v1", "--clients-file", str(settings.clients_file)])
-    assert unknown.exit_code == taken.exit_code == 1
+    assert unknown.exit_code == taken.exit_code == 64  # bad input (README, Exit codes)
     assert load_clients(settings.clients_file) == CLIENTS
 
 

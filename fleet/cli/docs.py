@@ -1,0 +1,121 @@
+"""`fleet docs ...`, `fleet contracts export`, `fleet check`: the AsyncAPI document, its site, the contract rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fleet.cli.errors import CliError, ExitCode
+
+__all__ = ["check", "contracts_app", "docs_app"]
+
+docs_app = typer.Typer(help="The fleet's AsyncAPI document.", no_args_is_help=True)
+contracts_app = typer.Typer(
+    help="The events' JSON Schemas, one file per revision in contracts/schemas/<topic>/ (docs/contracts.md).",
+    no_args_is_help=True,
+)
+
+
+@docs_app.command("build")
+def docs_build(out: Path = typer.Option(Path("docs/site"), "--out", help="The site's folder.")) -> None:
+    """Write the offline HTML site (fleet graph + rendered AsyncAPI document) to docs/site/; see docs/asyncapi-docs.md."""  # noqa: E501 (the command's help, line for line)
+    from fleet.docs.graph import GraphvizMissing
+    from fleet.docs.site import DocsToolsMissing, build_site
+
+    try:
+        index = build_site(out)
+    except (DocsToolsMissing, GraphvizMissing, ValueError) as error:  # each names the make target that installs it
+        raise CliError(str(error), ExitCode.FAILED) from error
+    typer.echo(f"wrote {index} (open it from disk, or `fleet docs serve`)")
+
+
+@docs_app.command("serve")
+def docs_serve(
+    port: int = typer.Option(8100, "--port", help="The port on 127.0.0.1."),
+    out: Path = typer.Option(Path("docs/site"), "--out", help="The site's folder (built first if missing)."),
+) -> None:
+    """Serve docs/site/ on 127.0.0.1 with a plain static server until Ctrl-C (builds the site first if missing)."""
+    from fleet.docs.site import serve_site
+
+    if not (out / "index.html").exists():
+        docs_build(out)
+    typer.echo(f"serving {out} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    serve_site(out, port=port)
+
+
+@docs_app.command("gen")
+def docs_gen(
+    service: str | None = typer.Option(
+        None,
+        "--service",
+        help="Only what this service sends and receives (e.g. payments); written to stdout unless --output is given.",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write here instead (default: asyncapi.yaml for the whole fleet, stdout for --service).",
+    ),
+) -> None:
+    """Write asyncapi.yaml from the code: every worker's FastStream specification, completed from the registry and the wire format."""  # noqa: E501 (the command's help, line for line)
+    from fleet.docs.asyncapi import DOCUMENT, fleet_document, render, service_document
+
+    target: Path | None
+    if service is None:
+        text = render(fleet_document())
+        target = output or DOCUMENT
+    else:
+        text = render(service_document(service))  # UnknownService names the fleet's services: exit 64
+        target = output
+    if target is None:
+        typer.echo(text, nl=False)
+        return
+    target.write_text(text)
+    typer.echo(f"wrote {target}")
+
+
+@contracts_app.command("export")
+def contracts_export() -> None:
+    """Write revision N+1 of each topic whose model's schema changed compatibly; never overwrites a revision (docs/contracts.md)."""  # noqa: E501 (the command's help, line for line)
+    from contracts.governance import EXPORT_DIR, export_schemas
+
+    if not EXPORT_DIR.parent.is_dir():  # an installed fleet, run elsewhere, would start a history of its own here
+        raise CliError(
+            f"no {EXPORT_DIR.parent}/ folder here: run `fleet contracts export` from the checkout's top folder",
+            ExitCode.NO_INPUT,
+        )
+    written, problems = export_schemas()
+    for revision in written:
+        shown = revision.path.relative_to(Path.cwd()) if revision.path.is_relative_to(Path.cwd()) else revision.path
+        typer.echo(f"wrote {shown}")
+    if problems:  # a report, one problem a line: not a one-line failure
+        raise CliError(
+            "\n".join(map(str, problems)) + f"\n{len(problems)} problem(s); nothing written for those topics",
+            ExitCode.FAILED,
+        )
+    if not written:
+        typer.echo("every topic's latest revision is its model's schema: nothing to write")
+
+
+def check() -> None:
+    """Fail when asyncapi.yaml is not what the code generates or a contract rule fails (docs/contracts.md); lists every problem."""  # noqa: E501 (the command's help, line for line)
+    from fleet.docs.asyncapi import DOCUMENT, render
+    from fleet.docs.governance import all_problems
+
+    current = DOCUMENT.exists() and DOCUMENT.read_text() == render()
+    problems, summary = all_problems()
+    summary.insert(0, f"asyncapi.yaml is what the code generates: {'ok' if current else '1 problem(s)'}")
+    failures = [str(problem) for problem in problems]
+    if not current:
+        failures.insert(
+            0,
+            "asyncapi.yaml: [asyncapi-stale] it is not what the code generates\n"
+            "    fix: run `fleet docs gen` and commit it",
+        )
+    if failures:  # a report, every problem with its fix: not a one-line failure
+        raise CliError(
+            "\n".join(failures) + "\n\n" + "\n".join(summary) + f"\nfleet check failed: {len(failures)} problem(s)",
+            ExitCode.FAILED,
+        )
+    typer.echo("\n".join(summary) + "\nfleet check ok")
