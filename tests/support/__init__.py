@@ -8,9 +8,11 @@
 - apps: apps and the gateway running inside the test's process
 - fleet_up: `fleet up --demo` watched until an order is through
 - config_files: the local brokers' Java properties files
+- cli: the `fleet` command run as a user runs it, and what its failures must look like
 """
 
 from tests.support.apps import BrokerOnly, RunningApps, running_gateway
+from tests.support.cli import LIBRARY_NOISE, assert_fails_in_one_line, run_fleet
 from tests.support.config_files import properties
 from tests.support.events import (
     NOW,
@@ -40,6 +42,7 @@ from tests.support.records import FakeRecord, as_raw, raw_headers
 from tests.support.waiting import NotYet, eventually, eventually_sync
 
 __all__ = [
+    "LIBRARY_NOISE",
     "NOW",
     "WHOLE_FLOW",
     "BrokerOnly",
@@ -57,6 +60,7 @@ __all__ = [
     "an_order",
     "an_order_costing",
     "as_raw",
+    "assert_fails_in_one_line",
     "capture",
     "commit_at_end",
     "committed_offsets",
@@ -70,6 +74,7 @@ __all__ = [
     "produce_raw",
     "properties",
     "raw_headers",
+    "run_fleet",
     "running_gateway",
     "signer_of",
     "start_group_at_end",
