@@ -29,6 +29,11 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
 
+    @classmethod
+    def wrap(cls, value: str | Secret | None) -> Secret | None:
+        """A plain string as a Secret; a Secret or None as it is."""
+        return cls(value) if isinstance(value, str) else value
+
     def reveal(self) -> str:
         return self._value
 
@@ -59,7 +64,7 @@ class KafkaConnection:
     ssl_cafile: Path | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.password, str):  # callers may pass a plain string: it is wrapped at once
+        if isinstance(self.password, str):  # an untyped caller may pass a plain string: it is wrapped at once
             object.__setattr__(self, "password", Secret(self.password))
         if self.security_protocol not in PROTOCOLS:
             raise ConnectionSettingsError(
@@ -106,12 +111,19 @@ class KafkaConnection:
         if self.secure:
             options["ssl_context"] = self.ssl_context()
         if self.security_protocol == "SASL_SSL":
+            username, password = self.sasl_credentials()
             options |= {
                 "sasl_mechanism": self.sasl_mechanism,
-                "sasl_plain_username": self.username,
-                "sasl_plain_password": self.password.reveal(),
+                "sasl_plain_username": username,
+                "sasl_plain_password": password,
             }
         return options
+
+    def sasl_credentials(self) -> tuple[str, str]:
+        """The SCRAM username and the revealed password; on SASL_SSL, `__post_init__` made sure both are set."""
+        if not (self.username and self.password):
+            raise ConnectionSettingsError(f"{self.describe()} has no SASL username and password")
+        return self.username, self.password.reveal()
 
     def ssl_context(self) -> ssl.SSLContext:
         # Host names are checked: the broker's certificate must name the address we dial.
@@ -119,7 +131,12 @@ class KafkaConnection:
 
     def as_user(self, username: str, password: str | Secret) -> KafkaConnection:
         return KafkaConnection(
-            self.bootstrap_servers, self.security_protocol, username, password, self.sasl_mechanism, self.ssl_cafile
+            self.bootstrap_servers,
+            self.security_protocol,
+            username,
+            Secret.wrap(password),
+            self.sasl_mechanism,
+            self.ssl_cafile,
         )
 
     @classmethod
@@ -137,7 +154,9 @@ class KafkaConnection:
             bootstrap_servers=get("BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             security_protocol=get("SECURITY_PROTOCOL", "PLAINTEXT").upper(),
             username=user,
-            password=read_password(user, get("SASL_PASSWORD"), get("SASL_PASSWORD_FILE"), get("CREDENTIALS_DIR")),
+            password=Secret.wrap(
+                read_password(user, get("SASL_PASSWORD"), get("SASL_PASSWORD_FILE"), get("CREDENTIALS_DIR"))
+            ),
             sasl_mechanism=get("SASL_MECHANISM", "SCRAM-SHA-512").upper(),
             ssl_cafile=Path(cafile) if cafile else None,
         )

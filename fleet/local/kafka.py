@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.connection import KafkaConnection
+from contracts.connection import KafkaConnection, Secret
 
 HOST = "127.0.0.1"
 # Package data, so an installed `fleet` assembles the broker too: the POM (kafka_2.13 and its logging), beside it
@@ -83,7 +83,7 @@ def connection(user: str = ADMIN, folder: Path | None = None) -> KafkaConnection
         return KafkaConnection(bootstrap_servers())
     secure = secure_dir(folder)
     password = (secure / "credentials" / f"{user}.password").read_text().strip()
-    return KafkaConnection(bootstrap_servers(), "SASL_SSL", user, password, ssl_cafile=secure / "ca.pem")
+    return KafkaConnection(bootstrap_servers(), "SASL_SSL", user, Secret(password), ssl_cafile=secure / "ca.pem")
 
 
 def render_server_properties(folder: Path) -> str:
@@ -100,7 +100,7 @@ def render_server_properties(folder: Path) -> str:
                 controller_port=controller_port(),
                 keystore=secure / "keystore.pem",
                 truststore=secure / "ca.pem",
-                admin_password=connection(ADMIN, folder).password.reveal(),
+                admin_password=connection(ADMIN, folder).sasl_credentials()[1],
                 # The subject of fleet.local.tls's broker certificate, as Kafka prints it.
                 broker_principal=f"CN={HOST},O=eventfleet local",
             )

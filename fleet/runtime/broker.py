@@ -186,9 +186,8 @@ def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:
     """FastStream's form of the connection's TLS and SCRAM settings (None: plaintext)."""
     if connection.security_protocol == "SASL_SSL":
         scram = SASLScram512 if connection.sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
-        return scram(
-            connection.username, connection.password.reveal(), ssl_context=connection.ssl_context(), use_ssl=True
-        )
+        username, password = connection.sasl_credentials()
+        return scram(username, password, ssl_context=connection.ssl_context(), use_ssl=True)
     if connection.security_protocol == "SSL":
         return BaseSecurity(ssl_context=connection.ssl_context(), use_ssl=True)
     return None

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.connection import KafkaConnection, read_password
+from contracts.connection import KafkaConnection, Secret, read_password
 
 __all__ = [
     "HttpPort",
@@ -112,7 +112,12 @@ class KafkaSettings(BaseSettings):
             else None
         )
         return KafkaConnection(
-            self.bootstrap_servers, self.security_protocol, user, password, self.sasl_mechanism, self.ssl_cafile
+            self.bootstrap_servers,
+            self.security_protocol,
+            user,
+            Secret.wrap(password),
+            self.sasl_mechanism,
+            self.ssl_cafile,
         )
 
 
