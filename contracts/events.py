@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -252,7 +252,7 @@ PERSONAL = "[personal]"
 def redacted(model: BaseModel) -> dict:
     """The model as JSON data with every field marked `x-personal` replaced by "[personal]": what an opt-in payload log
     may show."""
-    data = {}
+    data: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("x-personal"):

@@ -103,6 +103,8 @@ class PrivateKey:
     alg: str
     secret: bytes = field(repr=False)
     not_before: datetime | None = None
+    # The Ed25519 key parsed once from `secret` (None for HMAC); set by __post_init__, not an argument.
+    _ed25519: Ed25519PrivateKey | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
@@ -122,28 +124,28 @@ class PrivateKey:
         return cls(kid, alg, os.urandom(32), not_before)
 
     def sign(self, data: bytes) -> str:
-        if self.alg == ED25519:
-            return b64url(self._ed25519.sign(data))  # type: ignore[attr-defined]
+        if self._ed25519 is not None:  # Ed25519; else HMAC
+            return b64url(self._ed25519.sign(data))
         return b64url(hmac.new(self.secret, data, hashlib.sha256).digest())
 
     def public(self, topics: Iterable[str], *, not_after: datetime | None = None, owner: str = "") -> TrustedKey:
         """The keyring entry that lets verifiers trust this key for `topics`."""
-        if self.alg == ED25519:
+        if self._ed25519 is not None:  # Ed25519; else HMAC
             material = self._ed25519.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )  # type: ignore[attr-defined]
+            )
         else:
             material = self.secret  # HMAC: verifiers need the secret itself, so such keys suit one trust domain
         return TrustedKey(self.kid, self.alg, material, frozenset(topics), self.not_before, not_after, owner)
 
     def public_pem(self) -> str:
-        if self.alg != ED25519:
+        if self._ed25519 is None:  # not Ed25519
             raise SigningKeyError(f"key {self.kid} is {self.alg}: it has no public key")
         return (
             self._ed25519.public_key()
             .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
             .decode()
-        )  # type: ignore[attr-defined]
+        )
 
     def to_json(self) -> dict:
         return {
@@ -186,6 +188,8 @@ class TrustedKey:
     not_before: datetime | None = None
     not_after: datetime | None = None
     owner: str = ""
+    # The Ed25519 public key parsed once from `material` (None for HMAC); set by __post_init__, not an argument.
+    _ed25519: Ed25519PublicKey | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
@@ -211,9 +215,9 @@ class TrustedKey:
             return False
         if b64url(raw) != signature:
             return False
-        if self.alg == ED25519:
+        if self._ed25519 is not None:  # Ed25519; else HMAC
             try:
-                self._ed25519.verify(raw, data)  # type: ignore[attr-defined]
+                self._ed25519.verify(raw, data)
                 return True
             except InvalidSignature:
                 return False

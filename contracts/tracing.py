@@ -4,31 +4,39 @@ the record's unsigned transport headers, so one trace follows an order across ev
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 try:  # optional: the contracts package works without OpenTelemetry, and then adds no trace headers
     from opentelemetry import propagate, trace
 except ImportError:  # pragma: no cover - exercised by the standalone package test
-    propagate = trace = None
+    propagate = trace = None  # type: ignore[assignment]  # the modules' stand-in when they are not installed
 
 __all__ = ["TRACE_HEADERS", "message_attributes", "tracer", "with_trace_context"]
 
 
 class _Envelope(Protocol):
-    id: str
-    correlation_id: str
-    type: str
+    @property
+    def id(self) -> str: ...
+    @property
+    def correlation_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
 
 
 class TracedRecord(Protocol):
     """What tracing reads of a record (contracts.envelope.Record has it):
     this module needs no import of the envelope's."""
 
-    topic: str
-    key: str
-    value: bytes
-    transport: tuple[tuple[str, bytes], ...]
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # a dataclass, so `with_trace_context` can `replace` it
 
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def transport(self) -> tuple[tuple[str, bytes], ...]: ...
     @property
     def envelope(self) -> _Envelope: ...
 

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -227,16 +228,21 @@ def signed(
     return Case(name, description, topic, key.encode("utf-8"), value, raw, millis(at) + received_after_ms)
 
 
-def an_order_record(name: str, description: str, order_id: str, *, value: bytes | None = None, **options) -> Case:
+def an_order_record(name: str, description: str, order_id: str, *, value: bytes | None = None, **options: Any) -> Case:
     """An OrderPlaced record from the storefront key at 16:00:00.123456Z, unless told otherwise;
     `value` is signed as given."""
-    options = {
+    defaults: dict[str, Any] = {
         "signer": STOREFRONT,
         "source": "/eventfleet/storefront",
         "at": T0 + timedelta(microseconds=123_456),
-    } | options
+    }
     return signed(
-        name, description, topic=ORDERS, key=order_id, value=an_order(order_id) if value is None else value, **options
+        name,
+        description,
+        topic=ORDERS,
+        key=order_id,
+        value=an_order(order_id) if value is None else value,
+        **(defaults | options),
     )
 
 
