@@ -60,5 +60,5 @@ def in_memory(create_app, settings):
     producer = InMemoryProducer()
     app = create_app(settings, producer=producer)
     producer.broker = app.broker
-    app.broker.dead_letters.sink = MemorySink()  # dead letters and retries stay in memory too
+    app.broker.failures.sink = MemorySink()  # dead letters and retries stay in memory too
     return app
