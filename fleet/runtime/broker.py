@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import re
 import types
 import typing
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Union
 
 import structlog
 from faststream import AckPolicy, FastStream
@@ -44,6 +45,9 @@ from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
 from fleet.runtime.faults import Faults, FaultSettings
 from fleet.runtime.keys import KeyStore
 from fleet.runtime.settings import KafkaSettings, KeySettings, LogSettings
+
+if TYPE_CHECKING:
+    from fleet.runtime.observe.http import WorkerHttp
 
 __all__ = [
     "ContractViolation",
@@ -88,7 +92,7 @@ class FleetBroker(KafkaBroker):
         self.failures, self.state, self.outcomes = failures, state, outcomes
         self.subscriptions: list[Subscription] = []  # one per FastStream subscriber that subscriber_for made
         self.batch_runners: list[BatchRunner] = []
-        self.worker_http: Any = None  # the worker's HTTP port, once attach_http gave it one
+        self.worker_http: WorkerHttp | None = None  # the worker's HTTP port, once attach_http gave it one
 
     async def _connect(self) -> Any:
         await super()._connect()
@@ -105,7 +109,8 @@ class FleetBroker(KafkaBroker):
             await self.state.log_in()
             await super().start()  # a consumer refused its topic or group raises here, before anything is consumed
         except Exception as error:
-            if self.state.report_if_refused(error, "starting its consumers and producers"):
+            denied = self.state.report_if_refused(error, "starting its consumers and producers")
+            if denied and self.state.denials.first is not None:  # reporting it made it the first, if none was
                 raise self.state.denials.first from None
             raise
 
@@ -239,8 +244,8 @@ def subscriber_for(
         # A router per subscriber: its middleware (FastStream's supported per-subscriber hook) is bound to this
         # subscription's retry policy and committer.
         router = KafkaRouter(middlewares=(event_context_middleware(broker.outcomes, subscription),))
-        subscriber = router.subscriber(
-            *names,
+        # One dict, since which keywords go in depends on `max_records` (FastStream's overloads key on `batch`).
+        keywords: dict[str, Any] = dict(
             group_id=group,
             max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
             # A new group reads the topic's history; an existing group resumes at its committed offset.
@@ -261,6 +266,7 @@ def subscriber_for(
             **static,
             **options,
         )
+        subscriber = router.subscriber(*names, **keywords)
         broker.include_router(router)
         subscription.subscriber = subscriber
         if not max_records:
@@ -298,10 +304,10 @@ def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Calla
         return await (handler(event, envelope=current_envelope()) if wants_envelope else handler(event))
 
     # FastStream documents and checks the payload from this signature: the topic models, as the handler declares them.
-    payload = models[0] if len(models) == 1 else Union[models]  # type: ignore[valid-type]
-    on_event.__signature__ = inspect.Signature(
+    payload = models[0] if len(models) == 1 else Union[models]
+    on_event.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # mypy's functions have no such attribute
         [inspect.Parameter("event", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)]
-    )  # type: ignore[attr-defined]
+    )
     on_event.__annotations__ = {"event": payload}
     on_event.__name__ = on_event.__qualname__ = handler.__name__
     on_event.__doc__ = handler.__doc__
@@ -323,7 +329,9 @@ def _batch_handler(
 
     on_batch.__name__ = on_batch.__qualname__ = handler.__name__
     on_batch.__doc__ = handler.__doc__
-    on_batch.per_event_handler = handler.per_event_handler  # what check_one_type_per_topic inspects
+    # What check_one_type_per_topic inspects; `handler` is _per_event_call's, which has it (function attributes are
+    # beyond mypy's types).
+    on_batch.per_event_handler = handler.per_event_handler  # type: ignore[attr-defined]
     return on_batch
 
 
@@ -348,7 +356,7 @@ def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
     return max(kafka.max_poll_interval_ms, int(waits_s * 1000))
 
 
-def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Event]:
+def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Awaitable[Event]]:
     # Decoding to the record's topic model here means the handler receives an already validated event.
     async def decode(message: Any) -> Event:  # async: FastStream runs a sync decoder in a worker thread
         record = message.raw_message
@@ -433,7 +441,8 @@ class EventPublisher:
             no_confirm=pending is not None,
         )
         if pending is not None and inspect.isawaitable(sent):  # the in-memory test broker returns nothing to wait for
-            pending.append(sent)
+            # aiokafka's send future, which FastStream's types call a bare Awaitable.
+            pending.append(typing.cast(asyncio.Future, sent))
         structlog.get_logger("fleet.events").debug(
             "event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic
         )

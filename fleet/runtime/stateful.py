@@ -46,6 +46,8 @@ def attach_store(
 
     async def open_state() -> None:
         connection = broker.state.connection
+        if connection is None:  # create_broker always sets it
+            raise RuntimeError(f"{broker.service}'s broker has no Kafka connection: build it with create_broker")
         if producer is None:  # the relay's producer is the worker's first client
             await broker.state.log_in()
         handle._store = await open_store(url)

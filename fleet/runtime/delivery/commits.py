@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import structlog
 from aiokafka import ConsumerRebalanceListener
@@ -55,7 +55,7 @@ class OffsetCommitter:
         self._timer: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
-    def done(self, record: Any, sends: list[asyncio.Future] = ()) -> None:
+    def done(self, record: Any, sends: Sequence[asyncio.Future] = ()) -> None:
         from aiokafka import TopicPartition
 
         self._pending.setdefault(TopicPartition(record.topic, record.partition), []).append(

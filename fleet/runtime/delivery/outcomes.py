@@ -10,13 +10,14 @@ import contextvars
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import structlog
 from faststream import BaseMiddleware
 from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
+from contracts.connection import KafkaConnection
 from fleet.runtime.access import Denials, authenticate_or_report, denial_of
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter, Rejection
@@ -72,7 +73,7 @@ class WorkerState:
         # producer stopped for good. Either way a retry loop would fail alike, so the worker stops and its runner exits.
         self.stop_worker: Callable[[], None] | None = None
         self.denials = Denials(on_first=self.request_stop)
-        self.connection = None  # the worker's KafkaConnection, set by create_broker: whom a refusal names
+        self.connection: KafkaConnection | None = None  # the worker's, set by create_broker: whom a refusal names
         self.lost_producer: BaseException | None = (
             None  # then the worker stops, and its runner exits 75 to be restarted
         )
@@ -316,6 +317,7 @@ class EventContextMiddleware(BaseMiddleware):
 
     async def on_receive(self) -> None:
         record = self.msg
+        assert record is not None  # FastStream's Optional is for publish middleware; a received record is always here
         self.envelope: Envelope | None = None
         self.rejection: Rejection | None = None
         self.foreign = False
@@ -357,7 +359,7 @@ class EventContextMiddleware(BaseMiddleware):
         await self._done(committer, sends)
         return result
 
-    async def _done(self, committer: OffsetCommitter | None, sends: list = ()) -> None:
+    async def _done(self, committer: OffsetCommitter | None, sends: Sequence[asyncio.Future] = ()) -> None:
         if committer is None:
             return
         committer.done(self.msg, sends)

@@ -8,13 +8,12 @@ import errno
 import math
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream import FastStream
-from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +23,9 @@ from starlette.routing import Route
 from fleet.runtime.adapters import fetched_position
 from fleet.runtime.observe.health import Verdict, WorkSince, liveness, readiness
 from fleet.runtime.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from fleet.runtime.broker import FleetBroker
 
 __all__ = ["PartitionLag", "WorkerHttp", "attach_http", "lag_of", "partition_lags"]
 
@@ -82,7 +84,7 @@ class WorkerHttp:
     """The worker's probe and metrics port, served by uvicorn inside the worker's own event loop."""
 
     def __init__(
-        self, broker: KafkaBroker, settings: WorkerSettings, state: Any = None, app: FastStream | None = None
+        self, broker: FleetBroker, settings: WorkerSettings, state: Any = None, app: FastStream | None = None
     ) -> None:
         self.broker = broker
         self.app = app  # the worker's FastStream app: its specification is the AsyncAPI document it serves
@@ -293,7 +295,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def attach_http(app: FastStream, broker: KafkaBroker, settings: WorkerSettings, state: Any = None) -> WorkerHttp:
+def attach_http(app: FastStream, broker: FleetBroker, settings: WorkerSettings, state: Any = None) -> WorkerHttp:
     """Serves the worker's /metrics and /health from its own event loop: the port opens before the broker connects (so
     liveness answers while Kafka is slow), and closes after the broker has stopped. `state` is the StateHandle from
     `attach_store`, for the outbox backlog. Also `broker.worker_http`."""
