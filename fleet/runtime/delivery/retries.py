@@ -104,7 +104,7 @@ def failure_headers(
     before = {k: v.decode("utf-8", "replace") for k, v in previous if k in RETRY_HEADERS}
     stamp = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
     topic, partition, offset = (before.get(H_ORIGIN_TOPIC), before.get(H_ORIGIN_PARTITION), before.get(H_ORIGIN_OFFSET))
-    if topic is None:
+    if topic is None or partition is None or offset is None:  # the first failure (or a record missing one of them)
         topic, partition, offset = origin[0], str(origin[1]), str(origin[2])
     return {
         H_ATTEMPT: str(attempt),
