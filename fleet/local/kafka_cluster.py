@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from fleet.local import kafka as kafka_local
 from fleet.local.kafka import HOST, JVM_OPTS, KafkaLocalError
@@ -148,11 +149,11 @@ def start(timeout: float = 180.0) -> str:
     _check_free([port for node, pid in pids.items() if pid is None for port in _node_ports(node, ports)])
     java = _prepare(folder, ports)
     # All at once: a node cannot register before a majority of the voters elected a controller.
-    pids = {node: pid or _launch(java, folder, node) for node, pid in pids.items()}
-    took = _wait_until(lambda: _cluster_ready(ports), pids, timeout, f"the cluster on {bootstrap_servers(ports)}")
+    running = {node: pid or _launch(java, folder, node) for node, pid in pids.items()}
+    took = _wait_until(lambda: _cluster_ready(ports), running, timeout, f"the cluster on {bootstrap_servers(ports)}")
     return (
         f"The Kafka cluster is ready on {bootstrap_servers(ports)} after {took:.1f}s "
-        f"(pids {_pids_text(pids)}, logs in {folder}/node-N/logs)."
+        f"(pids {_pids_text(running)}, logs in {folder}/node-N/logs)."
     )
 
 
@@ -342,7 +343,7 @@ def _end(pid: int, timeout: float, began: float) -> bool:
     return False
 
 
-def _pids_text(pids: dict[int, int | None]) -> str:
+def _pids_text(pids: Mapping[int, int | None]) -> str:
     return ", ".join(f"node {node}: {pid}" for node, pid in sorted(pids.items()))
 
 

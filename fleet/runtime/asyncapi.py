@@ -446,7 +446,7 @@ def _example_headers(topic: Topic, payload: dict) -> dict:
 
 def _key_binding(topic: Topic, payload_schema: dict) -> dict:
     field = dict(payload_schema.get("properties", {}).get(topic.key_field, {}))
-    key = {
+    key: dict[str, Any] = {
         "type": "string",
         "description": f"The record key: the event's `{topic.key_field}` as UTF-8 text, never empty. "
         "Kafka's default murmur2 partitioner keeps one key's records in order.",

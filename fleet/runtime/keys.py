@@ -88,9 +88,9 @@ def init_keys(
         key.save(folder / f"{key.kid}.json")
         ring = ring.with_key(key.public(topics_signed_by(signer, registry), owner=signer))
         created.append(key.kid)
-    for key in list(ring.keys.values()):
-        if key.owner in signers:
-            ring = ring.with_key(replace(key, topics=frozenset(topics_signed_by(key.owner, registry))))
+    for trusted in list(ring.keys.values()):
+        if trusted.owner in signers:
+            ring = ring.with_key(replace(trusted, topics=frozenset(topics_signed_by(trusted.owner, registry))))
     ring.save(keyring_path(keys_dir))
     return created
 

@@ -177,7 +177,7 @@ class WorkerSettings(BaseSettings):
 def operator_connection(bootstrap: str | None = None) -> KafkaConnection:
     """The connection of an operator's command (`fleet topics`, `dlq`, `acl`, `status`, ...): the FLEET_KAFKA_ settings,
     `--bootstrap` replacing the address, as FLEET_KAFKA_SASL_USERNAME or else `admin` on a secure cluster."""
-    settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
     connection = settings.connection("admin")
     _operator_connections.append(connection)
     return connection

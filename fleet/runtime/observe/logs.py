@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import EventDict, Processor
 
 from fleet.runtime.settings import LogSettings
 
@@ -35,7 +36,7 @@ def _is_secret_name(name: str) -> bool:
     return name != "event" and bool(SECRET_FIELDS.search(name))
 
 
-def redact_secrets(_logger: Any, _method: str, event_dict: dict) -> dict:
+def redact_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """A structlog processor: values of secret-looking fields become "[redacted]",
     and a bearer token inside any text too."""
     for name, value in event_dict.items():
@@ -46,7 +47,7 @@ def redact_secrets(_logger: Any, _method: str, event_dict: dict) -> dict:
     return event_dict
 
 
-_SHARED_PROCESSORS = [
+_SHARED_PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,

@@ -59,7 +59,7 @@ def configure_tracing(service: str, settings: TracingSettings | None = None) -> 
 
 
 def _exporter(settings: TracingSettings) -> Any:
-    options = {"endpoint": settings.endpoint} if settings.endpoint else {}
+    endpoint = settings.endpoint or None  # None: the exporter's own default (its environment variable, else localhost)
     if settings.exporter == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -67,11 +67,11 @@ def _exporter(settings: TracingSettings) -> Any:
     if settings.exporter == "otlp-http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(**options)
+        return OTLPSpanExporter(endpoint=endpoint)
     if settings.exporter == "otlp-grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter(**options)
+        return GrpcExporter(endpoint=endpoint)
     return None
 
 

@@ -216,6 +216,7 @@ class Store(abc.ABC):
         """How many outbox rows wait to be published."""
         async with self._begin() as tx:
             row = await tx.fetchone(BACKLOG)
+        assert row is not None  # count(*) answers one row
         return int(row[0])
 
     async def prune(self, older_than_s: float, inbox_older_than_s: float | None = None) -> int:

@@ -90,7 +90,7 @@ class OutboxRelay:
                 await asyncio.wait_for(self._task, self.stop_timeout_s)  # cancels the task when time runs out
             self._task = None
         self.store.unsubscribe(self._wake)
-        if self._producer_started:
+        if self._producer_started and self._producer is not None:
             await self._producer.stop()
             self._producer_started = False
 
@@ -132,6 +132,7 @@ class OutboxRelay:
         if self._producer_dead:
             await self._drop_producer()
         if self._producer is None:
+            assert self._make_producer is not None  # it is None only beside an injected producer, which stays
             self._producer = self._make_producer()
         if not self._producer_started:
             try:
@@ -196,13 +197,13 @@ class OutboxRelay:
 
     async def _publish(self, rows: list[OutboxRow]) -> list[int]:
         """Sends the rows in order (batched on the wire), then waits; returns the ids the broker acknowledged."""
+        producer = self._producer
+        assert producer is not None  # drain() made sure of it
         deliveries = []
         for row in rows:
             try:
                 headers = self.refresh(row) if self.refresh else row.headers
-                delivery = await self._producer.send(
-                    row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers
-                )
+                delivery = await producer.send(row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers)
             except Exception as error:
                 self._log_failure(row, error)
                 break  # later rows may share this row's key: they wait, so a key's order holds
