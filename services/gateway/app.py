@@ -219,7 +219,8 @@ def create_app(
         "signed and published.",
         lifespan=lifespan,
     )
-    app.add_exception_handler(RequestRefused, _answer_refusal)
+    # FastAPI's decorator form: add_exception_handler's type wants a handler of any Exception, this one takes its own.
+    app.exception_handler(RequestRefused)(_answer_refusal)
 
     @app.get("/health", summary="Is the gateway up? (It says nothing about the broker.)")
     async def health() -> dict[str, str]:
@@ -426,17 +427,18 @@ def _document_event_schemas(app: FastAPI) -> None:
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = default_openapi()
-            components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(schemas.get("$defs", {}))
-            components["securitySchemes"] = {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "The client's token from `fleet gateway add-client`.",
-                }
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = default_openapi()  # which FastAPI keeps as app.openapi_schema: completed once
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {}).update(schemas.get("$defs", {}))
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The client's token from `fleet gateway add-client`.",
             }
-        return app.openapi_schema
+        }
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]

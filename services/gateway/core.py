@@ -199,10 +199,10 @@ def parse_event(topic: Topic, body: bytes, correlation_id: str | None) -> Event 
         event = topic.model.model_validate_json(body)
     except ValidationError as error:
         errors += [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors(include_url=False)]
-        event = None
-    if errors:
-        return Invalid("invalid_event", f"not a valid {topic.model.__name__}: {len(errors)} error(s)", tuple(errors))
-    return event
+    else:
+        if not errors:
+            return event
+    return Invalid("invalid_event", f"not a valid {topic.model.__name__}: {len(errors)} error(s)", tuple(errors))
 
 
 def _correlation_errors(correlation_id: str | None) -> list[dict]:

@@ -7,38 +7,20 @@ import typing
 import structlog
 from faststream import FastStream
 
-from contracts import (
-    Envelope,
-    InventoryBackordered,
-    InventoryReserved,
-    NotificationSent,
-    OrderPlaced,
-    PaymentAuthorized,
-    PaymentDeclined,
-    ShipmentScheduled,
-)
+from contracts import Envelope
 from fleet.runtime.broker import create_broker, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Transaction
 
 from . import core, queries
+from .core import OrderEvent
 from .settings import TrackerSettings
 
 __all__ = ["SERVICE", "OrderEvent", "create_app", "track"]
 
 SERVICE = "tracker"
 log = structlog.get_logger(SERVICE)
-
-OrderEvent = (
-    OrderPlaced
-    | PaymentAuthorized
-    | PaymentDeclined
-    | InventoryReserved
-    | InventoryBackordered
-    | ShipmentScheduled
-    | NotificationSent
-)
 
 
 def create_app(settings: TrackerSettings | None = None) -> FastStream:

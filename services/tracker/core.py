@@ -9,13 +9,25 @@ from contracts import (
     Event,
     InventoryBackordered,
     InventoryReserved,
+    NotificationSent,
     OrderPlaced,
     PaymentAuthorized,
     PaymentDeclined,
     ShipmentScheduled,
 )
 
-__all__ = ["STAGES", "HistoryEntry", "OrderStatus", "apply", "status_after"]
+__all__ = ["STAGES", "HistoryEntry", "OrderEvent", "OrderStatus", "apply", "status_after"]
+
+# Every event of an order's flow: each names its order (`order_id`).
+OrderEvent = (
+    OrderPlaced
+    | PaymentAuthorized
+    | PaymentDeclined
+    | InventoryReserved
+    | InventoryBackordered
+    | ShipmentScheduled
+    | NotificationSent
+)
 
 # How far an order got; a later stage wins over an earlier one whatever order the events arrive in.
 STAGES = {
@@ -61,7 +73,7 @@ def status_after(current: str, event: Event) -> str:
     return stage
 
 
-def apply(current: OrderStatus | None, event: Event, envelope: Envelope) -> OrderStatus:
+def apply(current: OrderStatus | None, event: OrderEvent, envelope: Envelope) -> OrderStatus:
     """The status after one more event of the order's flow; an event seen before (same ce_id) changes nothing."""
     order_id = event.order_id
     current = current or OrderStatus(order_id=order_id)
