@@ -11,7 +11,7 @@ from typing import AsyncIterator, Callable
 import typer
 
 from contracts import REGISTRY, Registry
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 from fleet.cli.errors import CliError, ExitCode
 from fleet.cli.options import BootstrapOption
 from fleet.ops.reading import read_spans
@@ -50,7 +50,7 @@ def flow_topics(registry: Registry = REGISTRY, *, keyed_by_order: bool = False) 
 
 
 async def read_flow(
-    bootstrap: str, topics: list[str], since_ms: int, keep: Callable[[TraceRecord], bool]
+    bootstrap: str | KafkaConnection, topics: list[str], since_ms: int, keep: Callable[[TraceRecord], bool]
 ) -> list[TraceRecord]:
     """The records of `topics` the broker appended from `since_ms` up to the ends of now, that `keep` keeps (values
     dropped)."""
@@ -91,7 +91,7 @@ async def _read(consumer, spans: dict) -> AsyncIterator[TraceRecord]:
 
 
 async def trace_flow(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     *,
     since: datetime,
     correlation_id: str | None = None,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Callable, Iterator
 
 from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey, StockReceived
+from contracts.connection import KafkaConnection
 from contracts.publisher import Publisher
 
 __all__ = [
@@ -75,7 +76,7 @@ def demo_stock(now: datetime | None = None, *, batch: str | None = None) -> list
     ]
 
 
-async def publish_demo_stock(bootstrap_servers: str, signer: PrivateKey) -> list[Envelope]:
+async def publish_demo_stock(bootstrap_servers: str | KafkaConnection, signer: PrivateKey) -> list[Envelope]:
     """Plays the warehouse: one delivery of every product, so inventory has stock to reserve."""
     async with Publisher(bootstrap_servers, service=WAREHOUSE, signer=signer) as publisher:
         return await publisher.publish_many(demo_stock())
@@ -87,7 +88,7 @@ def _quantity(rng: random.Random, unit_price_cents: int) -> int:
 
 
 async def publish_demo_orders(
-    bootstrap_servers: str, count: int, signer: PrivateKey, *, seed: int | None = None
+    bootstrap_servers: str | KafkaConnection, count: int, signer: PrivateKey, *, seed: int | None = None
 ) -> list[Envelope]:
     """Publishes `count` signed orders and returns once the broker has acknowledged every one."""
     async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer) as publisher:
@@ -95,7 +96,7 @@ async def publish_demo_orders(
 
 
 async def trickle_demo_orders(
-    bootstrap_servers: str, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]
+    bootstrap_servers: str | KafkaConnection, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]
 ) -> int:
     """One order every `every_s` seconds until `stop` is set, each signed by the signer's current key; returns the count."""
     published = 0

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from contracts import REGISTRY, Envelope, Keyring, PrivateKey, Record, Registry, Rejected, sign, verify
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 from contracts.envelope import ENVELOPE_HEADERS
 from fleet.ops.reading import read_spans
 from fleet.ops.topics import partitions_of
@@ -363,7 +363,7 @@ def triage(
 
 
 @asynccontextmanager
-async def _consumer(bootstrap: str, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+async def _consumer(bootstrap: str | KafkaConnection, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
     # No subscription, ever: partitions are assigned by hand, so reading never joins (or disturbs) a consumer group.
     consumer = AIOKafkaConsumer(
         **client_options(bootstrap), group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -376,7 +376,7 @@ async def _consumer(bootstrap: str, group_id: str | None = None) -> AsyncIterato
 
 
 @asynccontextmanager
-async def _producer(bootstrap: str, dry_run: bool) -> AsyncIterator[AIOKafkaProducer | None]:
+async def _producer(bootstrap: str | KafkaConnection, dry_run: bool) -> AsyncIterator[AIOKafkaProducer | None]:
     if dry_run:
         yield None
         return
@@ -390,7 +390,9 @@ async def _producer(bootstrap: str, dry_run: bool) -> AsyncIterator[AIOKafkaProd
         await producer.stop()
 
 
-async def _bounds(bootstrap: str, consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, tuple[int, int]]:
+async def _bounds(
+    bootstrap: str | KafkaConnection, consumer: AIOKafkaConsumer, topic: str
+) -> dict[TopicPartition, tuple[int, int]]:
     """Each partition's first and end offsets now: a read stops at these ends, whatever arrives later."""
     count = (await partitions_of(bootstrap, [topic])).get(topic, 0)
     partitions = [TopicPartition(topic, p) for p in range(count)]
@@ -411,7 +413,7 @@ async def _read(
 
 
 async def count_dead_letters(
-    bootstrap: str, topics: Sequence[str], *, select: Select | None = None
+    bootstrap: str | KafkaConnection, topics: Sequence[str], *, select: Select | None = None
 ) -> dict[str, Counter | None]:
     """Dead letters by (reason, group) for each dead-letter topic, read from the beginning to the ends of now; None
     for a topic the broker does not have."""
@@ -426,7 +428,12 @@ async def count_dead_letters(
 
 
 async def last_dead_letters(
-    bootstrap: str, topic: str, *, limit: int = 20, reason: str | None = None, select: Select | None = None
+    bootstrap: str | KafkaConnection,
+    topic: str,
+    *,
+    limit: int = 20,
+    reason: str | None = None,
+    select: Select | None = None,
 ) -> list[DeadLetter]:
     """The last `limit` dead letters (with that reason), oldest first, by when the broker appended them."""
     wanted = _wanted(reason, select)
@@ -446,7 +453,7 @@ async def last_dead_letters(
 
 
 async def _saved_progress(
-    bootstrap: str, group: str, partitions: list[TopicPartition]
+    bootstrap: str | KafkaConnection, group: str, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, Progress]:
     if not partitions:
         return {}  # asked for no partitions, the broker would answer with all of the group's
@@ -483,7 +490,7 @@ async def _commit(consumer: AIOKafkaConsumer, before: dict, after: dict, dry_run
 
 
 async def replay_dead_letters(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     topic: str,
     keys: KeyStore,
     *,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 
 __all__ = ["GroupDescription", "Member", "committed_offsets", "describe_groups", "group_members"]
 
@@ -49,7 +49,7 @@ def _member(raw: dict) -> Member:
 
 
 async def describe_groups(
-    bootstrap_servers: str, group_ids: list[str], *, admin: AIOKafkaAdminClient | None = None
+    bootstrap_servers: str | KafkaConnection, group_ids: list[str], *, admin: AIOKafkaAdminClient | None = None
 ) -> dict[str, GroupDescription]:
     """Each group's state and members with their assigned partitions (state Dead, no members, for an unknown group)."""
     own = admin is None
@@ -72,7 +72,7 @@ async def describe_groups(
             await admin.close()
 
 
-async def group_members(bootstrap_servers: str, group_ids: list[str]) -> dict[str, int]:
+async def group_members(bootstrap_servers: str | KafkaConnection, group_ids: list[str]) -> dict[str, int]:
     """How many members each group has right now (0 for an empty or unknown group)."""
     return {group_id: len(d.members) for group_id, d in (await describe_groups(bootstrap_servers, group_ids)).items()}
 

@@ -209,7 +209,7 @@ def local_fleet(state_file: Path) -> dict | None:
 
 
 async def gather(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     services: list[str],
     *,
     state_file: Path | None = None,
@@ -287,7 +287,7 @@ async def gather(
 
 
 async def status_document(
-    bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 1.0
+    bootstrap: str | KafkaConnection, services: list[str], *, state_file: Path | None, interval_s: float = 1.0
 ) -> dict:
     """Two snapshots `interval_s` apart (for events per second), as one document."""
     before = await gather(bootstrap, services, state_file=state_file, dead_letters=False) if interval_s > 0 else None
@@ -298,7 +298,7 @@ async def status_document(
 
 
 async def watch_status(
-    bootstrap: str, services: list[str], *, state_file: Path | None, interval_s: float = 2.0
+    bootstrap: str | KafkaConnection, services: list[str], *, state_file: Path | None, interval_s: float = 2.0
 ) -> None:
     """Refreshes the table live until Ctrl-C."""
     from rich.live import Live

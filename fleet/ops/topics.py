@@ -10,7 +10,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from contracts import REGISTRY, Registry
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 from fleet.runtime.topology import (
     TopicSpec,
     default_min_insync_replicas,
@@ -80,7 +80,7 @@ def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTop
 
 
 async def apply_topics(
-    bootstrap_servers: str,
+    bootstrap_servers: str | KafkaConnection,
     *,
     registry: Registry = REGISTRY,
     replication_factor: int = 1,
@@ -102,7 +102,7 @@ async def apply_topics(
         await admin.close()
 
 
-async def partitions_of(bootstrap_servers: str, names: list[str]) -> dict[str, int]:
+async def partitions_of(bootstrap_servers: str | KafkaConnection, names: list[str]) -> dict[str, int]:
     """How many partitions each named topic has on the broker (topics it lacks are left out)."""
     admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), client_id="fleet-topics")
     await admin.start()

@@ -25,7 +25,7 @@ from contracts import (
     StockReceived,
     decode_value,
 )
-from contracts.connection import client_options
+from contracts.connection import KafkaConnection, client_options
 from fleet.ops.topics import partitions_of
 
 __all__ = ["describe", "format_line", "watch_events"]
@@ -76,7 +76,7 @@ def _line_for(record, registry: Registry) -> str:
 
 
 async def watch_events(
-    bootstrap_servers: str,
+    bootstrap_servers: str | KafkaConnection,
     emit: Callable[[str], None],
     stop: asyncio.Event,
     *,
