@@ -66,6 +66,12 @@ class Replica:
     def name(self) -> str:
         return f"{self.service}-{self.index}"
 
+    def spawned(self) -> asyncio.subprocess.Process:
+        """Its process: the supervisor spawns one before it signals or waits for the replica."""
+        if self.process is None:
+            raise RuntimeError(f"replica {self.name} has not been started")
+        return self.process
+
     @property
     def wanted_port(self) -> int:
         return int(self.env.get(f"{self.service.upper()}_HTTP_PORT", "0") or 0)
@@ -149,7 +155,7 @@ class Supervisor:
     def signal(self, service: str, index: int, signum: int) -> int:
         """Sends `signum` to one replica (chaos runs: SIGKILL, SIGTERM); a replica that then exits is restarted as after
         a crash. Returns the pid signalled."""
-        process = self.replica(service, index).process
+        process = self.replica(service, index).spawned()
         process.send_signal(signum)
         return process.pid
 
@@ -204,7 +210,7 @@ class Supervisor:
 
     async def _keep_alive(self, replica: Replica) -> None:
         while True:
-            code = await replica.process.wait()
+            code = await replica.spawned().wait()
             if self._stopping.is_set() or replica.status in ("stopping", "stopped"):
                 return
             if code == EXIT_ACCESS_DENIED:  # Kafka refused its password or an ACL: a restart would be refused alike
