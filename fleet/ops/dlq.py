@@ -204,7 +204,8 @@ def plan_replay(
     except Rejected as refused:
         return Skip(letter, refused.reason, refused.detail)
     fresh = replace(envelope, time=_utc_text(now))
-    record = sign(Record(target.name, letter.key.decode("utf-8"), letter.value or b"", fresh), signer)
+    # The envelope's subject is the record key: verification refused a record without a UTF-8 key equal to it.
+    record = sign(Record(target.name, envelope.subject, letter.value or b"", fresh), signer)
     return Replay(letter, record, tuple(_kept_headers(letter, envelope)))
 
 
@@ -414,16 +415,17 @@ async def _read(
 
 async def count_dead_letters(
     bootstrap: str | KafkaConnection, topics: Sequence[str], *, select: Select | None = None
-) -> dict[str, Counter | None]:
+) -> dict[str, Counter[tuple[str, str]] | None]:
     """Dead letters by (reason, group) for each dead-letter topic, read from the beginning to the ends of now; None
     for a topic the broker does not have."""
-    counts: dict[str, Counter | None] = {}
+    counts: dict[str, Counter[tuple[str, str]] | None] = {}
     async with _consumer(bootstrap) as consumer:
         for topic in topics:
             bounds = await _bounds(bootstrap, consumer, topic)
-            counts[topic] = Counter() if bounds else None
+            found: Counter[tuple[str, str]] = Counter()
             async for letters in _read(consumer, bounds):
-                counts[topic] += count_by_reason(filter(_wanted(None, select), letters))
+                found += count_by_reason(filter(_wanted(None, select), letters))
+            counts[topic] = found if bounds else None
     return counts
 
 

@@ -53,7 +53,7 @@ async def describe_groups(
 ) -> dict[str, GroupDescription]:
     """Each group's state and members with their assigned partitions (state Dead, no members, for an unknown group)."""
     own = admin is None
-    if own:
+    if admin is None:
         admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), client_id="fleet-groups")
         await admin.start()
     try:

@@ -328,7 +328,7 @@ def build_timeline(
             kept[entry.identity] = replace(entry, copies=(entry.position,))
         else:
             kept[entry.identity] = replace(first, copies=first.copies + (entry.position,))
-    types = {}
+    types: dict[str, str] = {}  # event id → its short type
     for entry in kept.values():
         if entry.event_id and entry.kind == PUBLISHED:
             types.setdefault(entry.event_id, entry.event_type)
@@ -393,11 +393,10 @@ def format_summary(timeline: Timeline) -> str:
         parts[0] += f" (+{timeline.duplicates} duplicate(s) shown once)"
     services = timeline.services
     parts.append(f"{len(services)} service(s) ({', '.join(services)})")
-    duration = timeline.duration_s
-    if duration is not None:
-        parts.append(
-            f"{_clock(timeline.first)} → {_clock(timeline.last, with_date=timeline.first.date() != timeline.last.date())} ({duration:.3f} s)"
-        )
+    first, last, duration = timeline.first, timeline.last, timeline.duration_s
+    if first is not None and last is not None and duration is not None:
+        other_day = first.date() != last.date()
+        parts.append(f"{_clock(first)} → {_clock(last, with_date=other_day)} ({duration:.3f} s)")
     parts.append(f"{timeline.dead_letters} dead letter(s)")
     parts.append(f"{timeline.retries} retry record(s)")
     return "summary: " + ", ".join(parts)

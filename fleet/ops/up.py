@@ -105,7 +105,7 @@ async def _supervise(
     )
     control = asyncio.create_task(_serve_scale_requests(supervisor, state_dir, emit, stop))
     watching = asyncio.Event()
-    tasks = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
+    tasks: list[asyncio.Task[object]] = [asyncio.create_task(watch_events(bootstrap, emit, stop, ready=watching))]
     await asyncio.wait([tasks[0], asyncio.create_task(watching.wait())], return_when=asyncio.FIRST_COMPLETED)
     if demo_orders:
         await publish_demo_stock(kafka_local.connection(WAREHOUSE), KeyStore.for_signer(keys_dir, WAREHOUSE).signer())
