@@ -219,7 +219,7 @@ def _error(code: int, message: str) -> Exception:
 
 
 def _raise_errors(verb: str, acls: tuple[Acl, ...], results: list[tuple[int, str | None]]) -> None:
-    failed = [f"{acl}: {message or code}" for acl, (code, message) in zip(acls, results) if code]
+    failed = [f"{acl}: {message or code}" for acl, (code, message) in zip(acls, results, strict=True) if code]
     if failed:
         raise _error(
             results[0][0] if len(failed) == len(acls) else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from datetime import UTC, datetime
@@ -105,8 +106,6 @@ async def trickle_demo_orders(
             publisher.signer = signer()  # a key rotated while the trickle runs is picked up
             await publisher.publish(next(demo_orders(1)))
             published += 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every_s)
-            except TimeoutError:
-                pass
     return published

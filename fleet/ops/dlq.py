@@ -244,7 +244,7 @@ def _kept_headers(letter: DeadLetter, envelope: Envelope) -> list[tuple[str, byt
         for k, v in letter.headers
         if k not in ENVELOPE_HEADERS and not k.startswith("dlq-") and k not in RETRY_HEADERS and k not in ours
     ]
-    return kept + [(ORIGINAL_KEYID, first_signer), (REPLAYED_FROM, letter.position.encode("utf-8"))]
+    return [*kept, (ORIGINAL_KEYID, first_signer), (REPLAYED_FROM, letter.position.encode("utf-8"))]
 
 
 @dataclass(frozen=True)

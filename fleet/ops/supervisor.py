@@ -181,8 +181,8 @@ class Supervisor:
     async def _spawn(self, replica: Replica) -> None:
         replica._log_offset = replica.log_path.stat().st_size if replica.log_path.exists() else 0
         replica.http_port = None
-        log_file = open(replica.log_path, "ab")
-        try:
+        # The child has its own copy of the file once started: the supervisor's is closed at once.
+        with open(replica.log_path, "ab") as log_file:
             # A session of its own: Ctrl-C reaches only the supervisor, which then stops replicas in order.
             replica.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -196,8 +196,6 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        finally:
-            log_file.close()
         replica.status, replica.started_at = "up", time.time()
         log.info(
             "replica_started",

@@ -327,7 +327,7 @@ def build_timeline(
         if first is None:
             kept[entry.identity] = replace(entry, copies=(entry.position,))
         else:
-            kept[entry.identity] = replace(first, copies=first.copies + (entry.position,))
+            kept[entry.identity] = replace(first, copies=(*first.copies, entry.position))
     types: dict[str, str] = {}  # event id → its short type
     for entry in kept.values():
         if entry.event_id and entry.kind == PUBLISHED:
@@ -374,8 +374,12 @@ def format_lines(timeline: Timeline) -> list[str]:
         )
     if not rows:
         return []
+    # Every column but the last (the outcome, which runs on) is padded to its widest cell.
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
 
 
 def format_header(timeline: Timeline) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -176,10 +177,8 @@ async def _serve_scale_requests(
             done_file = request.with_suffix(".done")
             done_file.with_suffix(".tmp").write_text(json.dumps(outcome))
             os.replace(done_file.with_suffix(".tmp"), done_file)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
-        except TimeoutError:
-            pass
 
 
 def request_scale(state_dir: Path, wanted: dict[str, int], *, timeout_s: float = 120.0) -> dict:
