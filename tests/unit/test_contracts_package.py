@@ -65,10 +65,12 @@ def test_the_installed_package_signs_and_verifies_without_faststream_or_the_repo
     assert result["vectors"] == (ROOT / "contracts" / "vectors" / "signing-v1.json").read_text(encoding="utf-8")
 
 
-def test_the_distribution_needs_only_pydantic_and_cryptography_with_aiokafka_as_the_publisher_extra(installed):
+def test_the_distribution_needs_only_pydantic_cryptography_and_pynacl_with_aiokafka_as_the_publisher_extra(installed):
     [dist] = [d for d in distributions(path=[str(installed)]) if d.metadata["Name"] == "eventfleet-contracts"]
     assert dist.version == "0.1.0"
-    assert sorted(dist.requires) == sorted(["pydantic>=2.9", "cryptography>=43", 'aiokafka>=0.11; extra == "publisher"'])
+    assert sorted(dist.requires) == sorted(
+        ["pydantic>=2.9", "cryptography>=43", "pynacl>=1.5", 'aiokafka>=0.11; extra == "publisher"']
+    )
     installed_files = {str(f) for f in dist.files}
     assert {f.split("/")[0] for f in installed_files if f.endswith(".py")} == {"contracts"}, "one import package: contracts"
     assert {"contracts/__init__.py", "contracts/vectors/signing-v1.json"} <= installed_files
