@@ -1,5 +1,6 @@
-"""`fleet trace`: a flow's timeline read back from the broker (every registry topic, its retries and dead
-letters), by correlation or order id."""
+"""`fleet trace`: a flow's timeline read back from the broker, by correlation or order id.
+
+It reads every registry topic, with its retry and dead-letter topics."""
 
 from __future__ import annotations
 
@@ -67,9 +68,8 @@ async def read_flow(
     )
     try:
         await consumer.start()  # inside the try: a consumer that failed to start is closed too
-        consumer.assign(
-            partitions
-        )  # first: it fetches their metadata, which the offset look-ups need (else they wait seconds)
+        # First: it fetches their metadata, which the offset look-ups need (else they wait seconds).
+        consumer.assign(partitions)
         starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
         ends = await consumer.end_offsets(partitions)
         spans = {

@@ -1,4 +1,6 @@
-"""Per-service Kafka ACLs, derived from the registry and each service's real wiring: exactly what a service needs, nothing else."""
+"""Per-service Kafka ACLs, derived from the registry and each service's real wiring.
+
+Each service gets exactly what it needs, nothing else."""
 
 from __future__ import annotations
 
@@ -64,7 +66,9 @@ class Acl:
 def service_acls(service: str, wiring: Wiring, registry: Registry = REGISTRY) -> set[Acl]:
     """What one service may do: read (and describe) the topics it subscribes to, in its own groups; write (and describe)
     the topics it publishes, and the retry and dead-letter topics of what it consumes (its middleware writes them);
-    idempotent writes (every producer of the fleet is idempotent). No service uses transactions, so no TransactionalId."""
+    idempotent writes (every producer of the fleet is idempotent).
+
+    No service uses transactions, so none gets a TransactionalId ACL."""
     principal = f"User:{service}"
     acls = {Acl(principal, "CLUSTER", CLUSTER, "IDEMPOTENT_WRITE")}
     for name in wiring.subscribes:
@@ -152,7 +156,8 @@ async def apply_acls(
     dry_run: bool = False,
     settle_timeout_s: float = 15.0,
 ) -> AclPlan:
-    """Reads the broker's ACLs, then creates the missing ones and deletes the fleet users' extra ones (not with dry_run).
+    """Reads the broker's ACLs, then creates the missing ones and deletes the fleet users' extra ones (unless dry_run).
+
     aiokafka has no ACL methods, but it has the protocol's DescribeAcls, CreateAcls and DeleteAcls requests."""
     admin = AIOKafkaAdminClient(**connection.aiokafka_options(), client_id="fleet-acls")
     await admin.start()
@@ -180,7 +185,8 @@ async def _until_visible(
     while (left := plan_acls(desired, await _existing_acls(admin), users)).add or left.remove:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(
-                f"the broker still shows {len(left.add)} missing and {len(left.remove)} extra ACL(s) after {timeout_s:g}s"
+                f"the broker still shows {len(left.add)} missing and {len(left.remove)} extra ACL(s) "
+                f"after {timeout_s:g}s"
             )
         await asyncio.sleep(0.2)
 

@@ -1,4 +1,6 @@
-"""Demo orders: a seeded generator of realistic OrderPlaced events (pure) and the upstream publisher `fleet demo` runs."""
+"""Demo orders: a seeded generator of realistic OrderPlaced events, and the upstream publisher `fleet demo` runs.
+
+The generator is pure; the publishers sign and send as the storefront (orders) and the warehouse (stock)."""
 
 from __future__ import annotations
 
@@ -99,7 +101,9 @@ async def publish_demo_orders(
 async def trickle_demo_orders(
     bootstrap_servers: str | KafkaConnection, every_s: float, stop: asyncio.Event, signer: Callable[[], PrivateKey]
 ) -> int:
-    """One order every `every_s` seconds until `stop` is set, each signed by the signer's current key; returns the count."""
+    """Publishes one order every `every_s` seconds until `stop` is set, each signed by the signer's current key.
+
+    Returns how many it published."""
     published = 0
     async with Publisher(bootstrap_servers, service=DEMO_SERVICE, signer=signer()) as publisher:
         while not stop.is_set():

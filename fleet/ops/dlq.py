@@ -1,4 +1,6 @@
-"""Dead letters for operators: count them, inspect them, and replay them onto their original topic, re-signed by the replay key."""
+"""Dead letters for operators: count them, inspect them, and replay them onto their original topic.
+
+A replayed dead letter is re-signed by the replay key."""
 
 from __future__ import annotations
 
@@ -153,7 +155,9 @@ def describe(letter: DeadLetter) -> dict:
 
 @dataclass(frozen=True)
 class Replay:
-    """A dead letter ready to go back: the record for its original topic, signed by the replay key, and its other headers."""
+    """A dead letter ready to go back.
+
+    `record` is for its original topic, signed by the replay key; `extra` holds the dead letter's other headers."""
 
     letter: DeadLetter
     record: Record
@@ -165,7 +169,9 @@ class Replay:
 
 @dataclass(frozen=True)
 class Skip:
-    """A dead letter that cannot go back, and why: a reason code (those of the wire format, or `wrong_topic`) and one line."""
+    """A dead letter that cannot go back, and why.
+
+    `why` is a reason code (those of the wire format, or `wrong_topic`); `detail` says it in one line."""
 
     letter: DeadLetter
     why: str
@@ -210,7 +216,8 @@ def plan_replay(
 
 
 def _authentic_envelope(letter: DeadLetter, registry: Registry, keyring: Keyring) -> Envelope:
-    """The envelope, if the dead letter passes every check of the wire format today except freshness, which the replay renews.
+    """The envelope, if the dead letter passes every check of the wire format today except freshness, which the
+    replay renews.
 
     This is what keeps the replay key from laundering records: a dead-letter topic is not signed, so only a record a
     trusted key signed for this topic, with a valid event, is signed again. A record that failed on a retry topic was
@@ -249,10 +256,11 @@ def _kept_headers(letter: DeadLetter, envelope: Envelope) -> list[tuple[str, byt
 
 @dataclass(frozen=True)
 class Progress:
-    """How far the replay of one dead-letter partition got, kept as the replay group's committed offset and its metadata.
+    """How far the replay of one dead-letter partition got, kept as the replay group's committed offset and metadata.
 
-    Every dead letter below `mark` is settled: moved, or reported as not replayable. `moved` lists the ones at or above
-    the mark that were moved already: they lie behind a dead letter a filter left for later, which holds the mark back."""
+    Every dead letter below `mark` is settled: moved, or reported as not replayable. `moved` lists the ones at or
+    above the mark that were moved already: they lie behind a dead letter a filter left for later, which holds the
+    mark back."""
 
     mark: int
     moved: frozenset[int] = frozenset()
@@ -469,7 +477,9 @@ async def _saved_progress(
 
 
 async def _publish(producer: AIOKafkaProducer | None, replays: list[Replay]) -> None:
-    """Sends a batch and waits until the broker acknowledged every record (acks=all), before any progress is committed."""
+    """Sends a batch and waits until the broker has acknowledged every record (acks=all).
+
+    The replay commits its progress only after this returns."""
     if producer is None or not replays:
         return
     sent = [
@@ -504,7 +514,9 @@ async def replay_dead_letters(
     registry: Registry = REGISTRY,
 ) -> ReplayReport:
     """Puts the dead letters of `topic` back on its original topic, re-signed by the replay key, from where the last
-    replay stopped (or from the beginning); commits progress after each acknowledged batch. Dry: sends and commits nothing."""
+    replay stopped (or from the beginning); commits progress after each acknowledged batch.
+
+    Dry: sends and commits nothing."""
     dlq = dead_letter_topic(topic, registry)
     target = registry.resolve(dlq).name
     signer, keyring = keys.signer(), keys.keyring()

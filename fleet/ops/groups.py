@@ -1,5 +1,7 @@
-"""Consumer groups as the broker sees them: which of the fleet's groups have live members, who they are, which
-partitions each holds, and what each group has committed."""
+"""Consumer groups as the broker sees them.
+
+Which of the fleet's groups have live members, who they are, which partitions each holds, and what each group has
+committed."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ async def describe_groups(
         await admin.start()
     try:
         found = {group_id: GroupDescription(group_id, "Dead") for group_id in group_ids}
-        # One group per request: aiokafka 0.14's DescribeGroups with several groups makes a 4.x broker close the connection.
+        # One group per request: a 4.x broker drops the connection on aiokafka 0.14's DescribeGroups for several groups.
         for group_id in group_ids:
             for response in await admin.describe_consumer_groups([group_id]):
                 for group in response.to_object()["groups"]:

@@ -18,18 +18,20 @@ EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker 
 
 
 def run_service(name: str) -> None:
-    """Replicas need no code change: every copy of a worker joins the service's consumer group and shares its partitions."""
+    """Runs one service in this process, until SIGTERM or Ctrl-C.
+
+    Replicas need no code change: every copy of a worker joins the service's consumer group, sharing its partitions."""
     entry = catalog.entry_of(name)  # UnknownService for a name the fleet does not have
     configure_logging(name)
     configure_tracing(name)
     if entry.kind == "http":
-        catalog.run_http_service(
-            name
-        )  # uvicorn, on the host and port of its settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+        # uvicorn, on the host and port of its settings (e.g. GATEWAY_HOST, GATEWAY_PORT)
+        catalog.run_http_service(name)
         return
     app = catalog.create_app(name)
     denials = app.broker.state.denials
-    app.broker.state.stop_worker = app.exit  # a refusal while running: stop cleanly (commit what is done), then exit as below
+    # A refusal while running: stop cleanly (commit what is done), then exit as below.
+    app.broker.state.stop_worker = app.exit
     try:
         asyncio.run(_run_closing_on_failed_start(app))
     except KafkaAccessDenied:  # refused at start: already logged as kafka_access_denied

@@ -1,6 +1,8 @@
-"""`fleet status`: per service, its replicas (from the local fleet's state file), its consumer group's state and
-members, the partitions each member holds, lag per topic, events handled per second, dead letters, and a warning when
-replicas outnumber partitions.
+"""`fleet status`: how each service of the fleet is doing, as the broker and the local fleet tell it.
+
+Per service: its replicas (from the local fleet's state file), its consumer group's state and members, the partitions
+each member holds, lag per topic, events handled per second, dead letters, and a warning when replicas outnumber
+partitions.
 
 Gathering talks to the broker (`gather`); everything else here is pure: `build_status` turns two snapshots of facts
 into the JSON document `--json` prints, `table_of` into the rich table `--watch` refreshes."""
@@ -31,9 +33,8 @@ class ServiceFacts:
     service: str
     group: str = ""
     group_state: str = "Dead"
-    members: list[dict] = field(
-        default_factory=list
-    )  # member_id, client_id, host, instance_id, partitions [(topic, p)]
+    # Each member: member_id, client_id, host, instance_id, partitions [(topic, p)].
+    members: list[dict] = field(default_factory=list)
     partitions: dict[str, int] = field(default_factory=dict)  # consumed topic → partitions on the broker
     committed: dict[Partition, int] = field(default_factory=dict)
     beginnings: dict[Partition, int] = field(default_factory=dict)
@@ -155,7 +156,8 @@ def table_of(document: dict):
         )
         members = (
             "\n".join(
-                f"{m['client_id'] or m['member_id'][:24]}{' (' + m['instance_id'] + ')' if m.get('instance_id') else ''}: "
+                f"{m['client_id'] or m['member_id'][:24]}"
+                f"{' (' + m['instance_id'] + ')' if m.get('instance_id') else ''}: "
                 f"{_compact(m['partitions'])}"
                 for m in row["members"]
             )

@@ -1,5 +1,7 @@
-"""`fleet up`: runs services as separate processes, restarts a crashed one with backoff, changes a service's replica
-count while running (`scale`), stops them all on Ctrl-C, and keeps a small state file that `fleet status` reads."""
+"""The supervisor of `fleet up`: runs the fleet's services as separate processes and keeps them running.
+
+It restarts a crashed one with backoff, changes a service's replica count while running (`scale`), stops them all on
+Ctrl-C, and keeps a small state file that `fleet status` reads."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def replica_http_port(base: int, index: int) -> int:
 
 
 def _die_with_parent() -> None:
-    """Linux: the replica gets SIGTERM if the supervisor dies without stopping it (SIGKILL, a crash), so none is orphaned."""
+    """Linux: a replica gets SIGTERM if the supervisor dies without stopping it (SIGKILL, a crash): none is orphaned."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -57,7 +59,8 @@ class Replica:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     env: dict[str, str] = field(default_factory=dict)
-    status: str = "starting"  # starting, up, restarting (waiting out its backoff), stopping, stopped, refused (by Kafka: not restarted)
+    # starting, up, restarting (waiting out its backoff), stopping, stopped, refused (by Kafka: not restarted)
+    status: str = "starting"
     http_port: int | None = None  # the port it really listens on, once its log says so
     started_at: float = 0.0
     _log_offset: int = 0
@@ -218,7 +221,9 @@ class Supervisor:
                     replica=replica.name,
                     exit_code=code,
                     log=str(replica.log_path),
-                    hint="its log's kafka_access_denied line says what was refused; fix it, then scale the service again",
+                    hint=(
+                        "its log's kafka_access_denied line says what was refused; fix it, then scale the service again"
+                    ),
                 )
                 self.write_state()
                 return

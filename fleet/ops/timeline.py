@@ -1,4 +1,6 @@
-"""A flow's timeline for `fleet trace`, pure: raw Kafka records of one correlation id → sorted, de-duplicated entries, as text or JSON."""
+"""A flow's timeline for `fleet trace`: raw Kafka records of one correlation id → sorted, de-duplicated entries.
+
+Pure (nothing here talks to Kafka); the timeline comes out as text or JSON."""
 
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def header_text(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
-    """The first header of that name as text for a person: `<N bytes, not UTF-8>` when it is not text, None when absent."""
+    """The first header of that name as text for a person.
+
+    `<N bytes, not UTF-8>` when it is not text, None when absent."""
     raw = next((value for key, value in headers if key == name), None)
     if raw is None:
         return None
@@ -81,7 +85,9 @@ def header_text(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
 
 
 def matches(headers: Sequence[tuple[str, bytes]], correlation_ids: Iterable[str]) -> bool:
-    """Whether any `ce_correlationid` header of the record is one of the ids (a broken record with the header twice counts too)."""
+    """Whether any `ce_correlationid` header of the record is one of the ids.
+
+    A broken record with the header twice counts too."""
     wanted = set(correlation_ids)
     return any(key == H_CORRELATION and _text(value) in wanted for key, value in headers)
 
@@ -121,7 +127,9 @@ def service_of(source: str | None) -> str:
 
 
 def short_type(ce_type: str | None, registry: Registry = REGISTRY) -> str:
-    """`dev.eventfleet.payments.authorized.v1` → `PaymentAuthorized` (the registry's model), else the type without its prefix."""
+    """`dev.eventfleet.payments.authorized.v1` → `PaymentAuthorized` (the registry's model).
+
+    A type the registry does not have is shown without its prefix."""
     if not ce_type:
         return "?"
     for topic in registry:
@@ -160,7 +168,7 @@ def _short(text: str | None, limit: int = DETAIL_LIMIT) -> str | None:
 
 @dataclass(frozen=True)
 class Entry:
-    """One line of the timeline: an event as one record shows it (published, scheduled for a retry, or dead-lettered)."""
+    """One line of the timeline: an event as a record shows it (published, scheduled for a retry, or dead-lettered)."""
 
     topic: str
     partition: int
@@ -200,7 +208,9 @@ class Entry:
     @property
     def identity(self) -> tuple:
         """Two records with this equal are one record seen twice: the same event, on the same topic, with the same fate.
-        A retry or dead letter of an event keeps its ce_id, so the fate is part of it; a record without ce_id is unique."""
+
+        A retry or dead letter of an event keeps its ce_id, so the fate is part of it.
+        A record without ce_id is unique."""
         if not self.event_id:
             return ("no-id", self.topic, self.partition, self.offset)
         return (
@@ -217,7 +227,8 @@ class Entry:
     def outcome(self) -> str:
         if self.kind == RETRY:
             group = f" (group {self.retry_group})" if self.retry_group else ""
-            return f"retry {self.retry_attempt if self.retry_attempt is not None else '?'} scheduled: {self.retry_reason or '-'}{group}"
+            attempt = self.retry_attempt if self.retry_attempt is not None else "?"
+            return f"retry {attempt} scheduled: {self.retry_reason or '-'}{group}"
         if self.kind == DEAD_LETTER:
             detail = f" ({_short(self.dlq_detail)})" if self.dlq_detail and self.dlq_detail != self.dlq_reason else ""
             return f"dead-lettered by {self.dlq_group or '?'}: {self.dlq_reason or 'unknown'}{detail}"
@@ -355,7 +366,9 @@ def _ce_clock(entry: Entry) -> str:
 
 
 def format_lines(timeline: Timeline) -> list[str]:
-    """One line per entry: broker time, ce_time, service, event type, topic[partition]@offset, event id, cause, outcome."""
+    """One line per entry, in columns.
+
+    Broker time, ce_time, service, event type, topic[partition]@offset, event id, cause, and the outcome."""
     rows = []
     for e in timeline.entries:
         cause = e.caused_by or e.causation_id or "-"
@@ -390,7 +403,11 @@ def format_header(timeline: Timeline) -> str:
 
 
 def format_summary(timeline: Timeline) -> str:
-    """`3 event(s) in 4 record(s) by 3 service(s) (storefront, payments, notifications), 16:00:00.130 → 16:00:01.020 (0.890 s), 1 dead letter(s), 0 retries`."""
+    """The closing line: how many events, records and services, over how long, with how many dead letters and retries.
+
+    `summary: 3 event(s) in 4 record(s), 3 service(s) (storefront, payments, notifications),
+    2026-11-24 16:00:00.130 → 16:00:01.020 (0.890 s), 1 dead letter(s), 0 retry record(s)` (one line; the last time
+    has its date only when it is another day)."""
     records = len(timeline.entries)
     parts = [f"{timeline.events} event(s) in {records} record(s)"]
     if timeline.duplicates:
@@ -460,7 +477,7 @@ def timeline_json(timeline: Timeline) -> dict:
     }
 
 
-# ---- --since ----------------------------------------------------------------------------------------------------------
+# ---- --since --------------------------------------------------------------------------------------------------------
 
 
 def parse_since(text: str, now: datetime) -> datetime:

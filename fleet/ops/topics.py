@@ -39,7 +39,9 @@ class ExistingTopic:
 
 @dataclass(frozen=True)
 class Change:
-    """One thing `topics apply` does (or would do) to one topic; `action` is create, add_partitions, set_configs, unchanged or warn."""
+    """One thing `topics apply` does (or would do) to one topic.
+
+    `action` is create, add_partitions, set_configs, unchanged or warn."""
 
     topic: str
     action: str
@@ -51,7 +53,9 @@ class Change:
 
 
 def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTopic]) -> list[Change]:
-    """What must change so the broker matches the registry; Kafka cannot remove partitions, so fewer is only a warning."""
+    """What must change so the broker matches the registry.
+
+    Kafka cannot remove partitions: a registry that asks for fewer than a topic has gets only a warning."""
     changes: list[Change] = []
     for topic in desired:
         have = existing.get(topic.name)

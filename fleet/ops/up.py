@@ -126,7 +126,7 @@ async def _supervise(
     control.cancel()
 
 
-# ---- the control channel between `fleet scale` / `fleet down` and the running `fleet up` --------------------------------
+# ---- the control channel between `fleet scale` / `fleet down` and the running `fleet up` ----------------------------
 # `fleet scale` drops a request file in <state dir>/control/; the running `fleet up` takes it, scales, and writes the
 # outcome beside it (<id>.done). `fleet down` sends SIGTERM to the pid in <state dir>/fleet.json.
 
@@ -207,7 +207,9 @@ def request_scale(state_dir: Path, wanted: dict[str, int], *, timeout_s: float =
 
 
 def stop_fleet(state_dir: Path, *, timeout_s: float = 120.0) -> int | None:
-    """SIGTERM to the running `fleet up`, then waits until it has stopped its replicas and exited; None when none runs."""
+    """SIGTERM to the running `fleet up`, then waits until it has stopped its replicas and exited.
+
+    Returns its pid; None when none runs."""
     pid = _running_pid(state_file_of(state_dir))
     if pid is None:
         return None
