@@ -16,7 +16,10 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-try:  # Typer vendors Click (typer._click) in its recent versions; before, it used Click itself
+# Since 0.26 Typer vendors Click as typer._click and no longer depends on Click: the UsageError it raises is
+# typer._click's, not click's (a `click` in the environment, e.g. uvicorn's, is another copy whose classes Typer never
+# raises), and Typer's public API has no UsageError. So the private module it is; an older Typer used Click itself.
+try:
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover (the older Typer)
     from click import exceptions as click_errors  # type: ignore[no-redef]
