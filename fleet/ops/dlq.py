@@ -223,7 +223,7 @@ def _authentic_envelope(letter: DeadLetter, registry: Registry, keyring: Keyring
     trusted key signed for this topic, with a valid event, is signed again. A record that failed on a retry topic was
     re-signed by its consumer for that retry topic, so those names are tried too."""
     topic = registry.resolve(letter.topic)
-    first: Rejected | None = None
+    refusals: list[Rejected] = []
     for name in (topic.name, *topic.retry_topics):
         try:
             envelope, _event = verify(
@@ -231,10 +231,10 @@ def _authentic_envelope(letter: DeadLetter, registry: Registry, keyring: Keyring
             )
             return envelope
         except Rejected as refused:
-            first = first or refused
+            refusals.append(refused)
             if refused.reason not in ("key_not_allowed", "bad_signature"):
                 break  # every other check reads the same on any of the topic's names
-    raise first  # type: ignore[misc]
+    raise refusals[0]  # the topic's own name is always tried, first: its refusal is the one to report
 
 
 def _utc_text(moment: datetime) -> str:
