@@ -26,7 +26,7 @@ run: install kafka ## Start the broker, the topics, the fleet and a demo feed; C
 TEST_ENV := FLEET_KAFKA_HOME=$(CURDIR)/.cache/kafka-test FLEET_KAFKA_PORT=19092 FLEET_KAFKA_CONTROLLER_PORT=19093 \
 	FLEET_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
 
-test: install kafka-test postgres docs-tools debian-tools check-manifests ## The whole suite: `fleet check` (docs/contracts.md), manifests, unit and integration tests
+test: install lint kafka-test postgres docs-tools debian-tools check-manifests ## The whole suite: lint, `fleet check` (docs/contracts.md), manifests, unit and integration tests
 	$(FLEET) check
 	$(TEST_ENV) $(BIN)/pytest
 

@@ -130,10 +130,8 @@ class PrivateKey:
 
     def public(self, topics: Iterable[str], *, not_after: datetime | None = None, owner: str = "") -> TrustedKey:
         """The keyring entry that lets verifiers trust this key for `topics`."""
-        if self._ed25519 is not None:  # Ed25519; else HMAC
-            material = bytes(self._ed25519.verify_key)
-        else:
-            material = self.secret  # HMAC: verifiers need the secret itself, so such keys suit one trust domain
+        # HMAC: verifiers need the secret itself, so such keys suit one trust domain.
+        material = bytes(self._ed25519.verify_key) if self._ed25519 is not None else self.secret
         return TrustedKey(self.kid, self.alg, material, frozenset(topics), self.not_before, not_after, owner)
 
     def public_pem(self) -> str:
