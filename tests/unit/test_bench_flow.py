@@ -125,3 +125,89 @@ def test_throughput_is_events_per_second_between_the_first_and_the_last():
     assert throughput_per_s([0.0, 500.0, 1000.0, 1500.0, 2000.0]) == pytest.approx(2.0)  # 4 gaps in 2 s
     assert throughput_per_s([3000.0, 1000.0, 2000.0]) == pytest.approx(1.0)
     assert throughput_per_s([5.0]) is None
+
+
+def test_an_orders_terminal_outcome_is_its_earliest_record_on_a_terminal_topic():
+    from tests.bench.flow import terminal_outcomes
+
+    stamps = {"payments.authorized.v1": {"a": 5.0}, "shipments.scheduled.v1": {"a": 30.0, "b": 40.0},
+              "payments.declined.v1": {"c": 7.0}, "inventory.backordered.v1": {"b": 35.0}}
+    assert terminal_outcomes(stamps) == {"a": ("shipments.scheduled.v1", 30.0), "b": ("inventory.backordered.v1", 35.0),
+                                         "c": ("payments.declined.v1", 7.0)}
+
+
+def test_a_notification_is_known_by_its_template_and_tells_the_customer_of_the_terminal_outcome():
+    from tests.bench.flow import template_of, told_stamps
+
+    assert template_of(b'{"order_id":"ord-1","template":"shipment_scheduled"}') == "shipment_scheduled"
+    assert template_of(b'{"template":"payment_authorized"}') == "payment_authorized"
+    assert template_of(b'{"template":"something_else"}') is None
+    terminals = {"a": ("shipments.scheduled.v1", 30.0), "b": ("shipments.scheduled.v1", 31.0), "c": ("payments.declined.v1", 7.0)}
+    told = {"payment_authorized": {"a": 12.0, "b": 13.0}, "shipment_scheduled": {"a": 45.0}, "payment_declined": {"c": 9.0}}
+    assert told_stamps(terminals, told) == {"a": 45.0, "c": 9.0}, "b was told of its payment, not yet of its shipment"
+
+
+def test_a_bursts_capacity_is_its_orders_over_the_first_placed_to_the_last_terminal_outcome():
+    from tests.bench.flow import burst_capacity_per_s
+
+    placed = {"a": 1000.0, "b": 1001.0, "c": 1002.0, "d": 1003.0}
+    done = {"a": 1500.0, "b": 2000.0, "c": 3000.0, "d": 2500.0}
+    assert burst_capacity_per_s(placed, done) == pytest.approx(4 / 2.0)  # 4 orders, 1000 → 3000 ms
+    assert burst_capacity_per_s(placed, {"a": 1500.0, "b": 2000.0}) == pytest.approx(2 / 1.0), "a lost order is not counted"
+    assert burst_capacity_per_s(placed, {}) is None
+
+
+def test_the_fleet_at_rest_is_the_cores_its_workers_used_summed():
+    from tests.bench.flow import cores_used
+
+    before = {"payments-1": 10.0, "tracker-1": 20.0}
+    after = {"payments-1": 10.1, "tracker-1": 20.3}
+    assert cores_used(before, after, seconds=20.0) == pytest.approx(0.4 / 20)
+    with pytest.raises(ValueError):
+        cores_used(before, after, seconds=0.0)
+
+
+def test_cpu_per_order_is_given_for_each_service_and_its_replicas_add_up():
+    from tests.bench.flow import cpu_ms_per_order_by_service
+
+    workers = {"payments-1": {"cpu_us_per_order": 1500.0}, "payments-2": {"cpu_us_per_order": 500.0},
+               "notifications-1": {"cpu_us_per_order": 4200.0}}
+    assert cpu_ms_per_order_by_service(workers) == pytest.approx({"payments": 2.0, "notifications": 4.2})
+
+
+def test_worker_figures_name_each_services_cpu_per_order_the_busiest_and_the_peak_rss_in_megabytes():
+    figures = worker_figures({"payments-1": 1.0, "tracker-1": 2.0}, {"payments-1": 2.0, "tracker-1": 7.0},
+                             {"payments-1": 80 * 1024, "tracker-1": 100 * 1024}, orders=1000)
+    assert figures["cpu_ms_per_order"] == pytest.approx({"payments": 1.0, "tracker": 5.0})
+    assert figures["cpu_ms_per_order_tracker"] == pytest.approx(5.0)
+    assert figures["max_worker_cpu_ms_per_order"] == pytest.approx(5.0), "the target is per worker: the busiest one counts"
+    assert figures["max_worker_peak_rss_mb"] == pytest.approx(100 * 1024 * 1024 / 1e6), "/proc's kB are KiB; the target is in MB"
+
+
+def test_a_groups_lag_is_what_it_has_yet_to_commit_and_a_partition_never_committed_counts_whole():
+    from tests.bench.flow import group_lag
+
+    ends = {("t", 0): 10, ("t", 1): 5, ("t", 2): 7}
+    assert group_lag(ends, {("t", 0): 10, ("t", 1): 5, ("t", 2): 7}) == 0
+    assert group_lag(ends, {("t", 0): 8, ("t", 1): -1}) == 2 + 5 + 7
+    assert group_lag({("t", 0): 3}, {("t", 0): 9}) == 0, "a commit past the end leaves nothing to go"
+
+
+def test_a_span_runs_from_the_earliest_start_to_the_latest_end_in_seconds():
+    from tests.bench.flow import span_s
+
+    assert span_s([1000.0, 1200.0], [1500.0, 3000.0]) == pytest.approx(2.0)
+    assert span_s([], [1.0]) is None
+
+
+def test_a_burst_waits_longer_for_its_terminal_outcomes_the_more_orders_it_holds():
+    from pathlib import Path
+
+    from tests.bench.flow import BURST_BASE_S, SHIPPED_WITHIN_S, FlowRun
+
+    small = FlowRun("127.0.0.1:1", Path("/nowhere"), 1, None, 100, ["payments"])
+    large = FlowRun("127.0.0.1:1", Path("/nowhere"), 1, None, 5000, ["payments"])
+    steady = FlowRun("127.0.0.1:1", Path("/nowhere"), 1, 250.0, 5000, ["payments"])
+    assert BURST_BASE_S < small.shipped_within_s < large.shipped_within_s
+    assert steady.shipped_within_s == SHIPPED_WITHIN_S, "at a rate, the wait starts at the last order sent"
+
