@@ -123,6 +123,52 @@ async def prefill_signed(events: int, alg: str, keys: Path) -> float:
     return time.perf_counter() - began
 
 
+def fleet_keys_dir(work: Path) -> Path:
+    """The fleet's keyring and the keys of its workers and upstream signers, for the drain (FLEET_KEYS_DIR of payments)."""
+    from fleet.catalog import WORKERS
+    from fleet.runtime.keys import UPSTREAM_SIGNERS
+
+    folder = work / "keys-fleet"
+    init_keys(folder, [*WORKERS, *UPSTREAM_SIGNERS])
+    return folder
+
+
+async def create_registry_topics() -> None:
+    """The fleet registry's topics (orders.placed.v1, ...), as `fleet topics apply` makes them, on the one broker."""
+    from contracts import REGISTRY
+
+    await apply_topics(BOOTSTRAP, replication_factor=1)
+    names = [t.name for t in REGISTRY.topics]
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="bench-topics")
+    await admin.start()
+    try:
+        await eventually(lambda: topics_have_leaders(admin, names), "the registry's topics to have leaders", timeout_s=30,
+                         every_s=0.2, error=RuntimeError)
+    finally:
+        await admin.close()
+
+
+async def prefill_orders(count: int, keys: Path) -> float:
+    """Writes `count` orders that payments authorizes to orders.placed.v1, each signed by the storefront as the flow's
+    sender signs them (tests.bench.flow); returns the seconds it took (signing included)."""
+    from .flow import authorized_orders
+
+    orders = authorized_orders(count, "drain")
+    signer = KeyStore.for_signer(keys, "storefront").signer()
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    began = time.perf_counter()
+    try:
+        acks = []
+        for order in orders:
+            record = encode(order, source=source_of("storefront"), signer=signer)
+            acks.append(await producer.send(record.topic, record.value, key=record.key.encode(), headers=record.raw_headers()))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - began
+
+
 def ensure_tools() -> Path:
     """kafka-tools and its runtime jars in .cache/kafka-tools/lib, fetched by Maven once (like the broker's jars)."""
     if any(TOOLS_LIB.glob("kafka-tools-*.jar")):

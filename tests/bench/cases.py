@@ -31,7 +31,8 @@ class RunContext:
     run: int
     work: Path
     tools_lib: Path
-    keys: dict[str, Path]  # the eventfleet relay's keys folder per algorithm (FLEET_KEYS_DIR)
+    keys: dict[str, Path]  # the eventfleet relay's keys folder per algorithm (FLEET_KEYS_DIR); "fleet": the drain's
+    drain_orders: int = 0  # signed orders prefilled on orders.placed.v1 for the drain cases (7a, 7b)
 
 
 @dataclass(frozen=True)
@@ -166,19 +167,24 @@ class RelayCase:
     module: str
     env: tuple[tuple[str, str], ...] = ()  # extra environment of the relay process (keys, settings of a later case)
     phase: str = "relay"
+    source: str = "bench.in"
+    drain: bool = False  # True: the drain's signed orders (ctx.drain_orders of them), not the bench's N events
 
     def run(self, ctx: RunContext) -> dict:
+        events = ctx.drain_orders if self.drain else ctx.events
+        if not events:
+            raise CaseFailed(f"nothing was prefilled on {self.source} for {self.key}")
         log = ctx.work / f"{self.key}-{ctx.run}.log"
         result = ctx.work / f"{self.key}-{ctx.run}.json"
         result.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", f"tests.bench.relays.{self.module}", "--bootstrap", ctx.bootstrap,
-               "--group", f"bench-{self.key}-{ctx.run}-{time.time_ns()}", "--events", str(ctx.events),
-               "--result", str(result)]
-        outcome = _checked(run_process(cmd, log=log, timeout_s=120 + ctx.events / 50, env=dict(self.env)), self.module, log)
+               "--group", f"bench-{self.key}-{ctx.run}-{time.time_ns()}", "--events", str(events),
+               "--result", str(result), "--source", self.source]
+        outcome = _checked(run_process(cmd, log=log, timeout_s=120 + events / 50, env=dict(self.env)), self.module, log)
         if not result.exists():
             raise CaseFailed(f"{self.module} wrote no result (log {log})")
         figures = json.loads(result.read_text())
-        return {**figures, **_process_figures(outcome, ctx.events)}
+        return {**figures, "source": self.source, **_process_figures(outcome, events)}
 
 
 @dataclass(frozen=True)
