@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import operator
 import re
 import statistics
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 __all__ = [
-    "Summary", "format_table", "parse_consumer_performance", "parse_producer_performance", "ratio", "summarize",
+    "Summary", "Target", "format_table", "meets", "parse_consumer_performance", "parse_producer_performance", "ratio",
+    "readable", "summarize", "target_rows", "target_score",
 ]
 
 Summary = dict  # {"median", "min", "max", "spread", "spread_pct", "runs"}: see summarize()
@@ -33,6 +36,69 @@ def ratio(numerator: Summary, denominator: Summary) -> dict:
         "min": numerator["min"] / denominator["max"],
         "max": numerator["max"] / denominator["min"],
     }
+
+
+COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt, ">": operator.gt}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One figure the issue sets a target for: where it comes from ((case key, figure), or ("ratio", "num/den")); with
+    several sources, the largest counts (the worst worker). `compare` is one of COMPARISONS: measured <compare> target."""
+
+    what: str
+    sources: tuple[tuple[str, str], ...]
+    compare: str
+    target: float
+    unit: str
+
+
+def readable(value: float | None) -> str:
+    """A figure as a reader wants it: 12,095 / 64.4 / 9.81 / 0.0126 (three significant digits, at most no decimals)."""
+    if value is None:
+        return "-"
+    size = abs(value)
+    if size >= 100:
+        return f"{value:,.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def meets(compare: str, value: float, target: float) -> bool:
+    """Whether a measured value meets its target: `value <compare> target` (">=", "<=", "<", ">")."""
+    return COMPARISONS[compare](value, target)
+
+
+def target_score(compare: str, value: float, target: float) -> float:
+    """How far a value is from its target as one number, whichever way the target points: 1 is the target, above 1 met
+    (value / target for a floor, target / value for a ceiling), so figures in orders/s, ms and cores share one axis."""
+    if value <= 0 or target <= 0:
+        return float("inf") if compare in ("<=", "<") and value <= 0 else 0.0
+    return value / target if compare in (">=", ">") else target / value
+
+
+def target_rows(targets: Sequence[Target], summaries: Mapping[str, Mapping[str, Summary]], ratios: Sequence[Mapping]) -> list[dict]:
+    """Each target with what the run measured: the median and the runs' range (of the largest source when several
+    have it), and whether the median meets the target; `median` None when no source was measured."""
+    by_pair = {f"{r['numerator']}/{r['denominator']}": r for r in ratios}
+    rows = []
+    for t in targets:
+        found = []
+        for source, figure in t.sources:
+            measured = by_pair.get(figure) if source == "ratio" else summaries.get(source, {}).get(figure)
+            if measured and measured.get("median") is not None:
+                found.append((source, measured))
+        row = {"what": t.what, "compare": t.compare, "target": t.target, "unit": t.unit, "median": None, "min": None,
+               "max": None, "met": None, "from": None}
+        if found:
+            source, worst = max(found, key=lambda pair: pair[1]["median"])
+            row.update(median=worst["median"], min=max(m["min"] for _, m in found), max=max(m["max"] for _, m in found),
+                       met=meets(t.compare, worst["median"], t.target), **{"from": source})
+        rows.append(row)
+    return rows
 
 
 # "20000 records sent, 51813.5 records/sec (24.71 MB/sec), 310.95 ms avg latency, 540.00 ms max latency,
