@@ -7,13 +7,13 @@ of either library changes what is reached into, and pyproject.toml pins both ver
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["PINNED", "FleetConsumer", "fetched_position", "use_consumer_class"]
+__all__ = ["PINNED", "FleetConsumer", "fetched_position", "kafka_producer_of", "use_consumer_class"]
 
 # The versions whose internals this module was written against (and pyproject.toml pins).
 PINNED = {"faststream": "0.7.8", "aiokafka": "0.14.0"}
@@ -25,22 +25,22 @@ class FleetConsumer(AIOKafkaConsumer):
     - `getone` and `getmany` tell the worker about a Kafka error before FastStream's consume loop sees it. That loop
       logs the error and tries again every 5 s, forever; a refusal (an ACL revoked while the worker runs) must instead
       be reported once and stop the worker.
-    - `stop` first commits what the handlers finished. FastStream stops a consumer once its in-flight handlers are done
-      (or the graceful timeout cut them), and aiokafka's `stop` calls no rebalance listener, so without this a clean
-      stop would leave handled records behind to redo.
+    - `getmany` waits up to `idle_wait_ms` for a first record, however briefly FastStream asks it to. It returns as
+      soon as one arrives, so this costs no latency; but FastStream's batch loop asks again (after a short sleep) each
+      time a poll comes back empty, and with short polls an idle worker's consumers would wake many times a second.
     """
 
     def __init__(
         self,
         *topics: str,
         fetch_failed: Callable[[FleetConsumer, KafkaError], None] | None = None,
-        before_stop: Callable[[FleetConsumer], Awaitable[None]] | None = None,
+        idle_wait_ms: int = 0,
         **options: Any,
     ) -> None:
         super().__init__(*topics, **options)
         self.group = options.get("group_id")
         self._fetch_failed = fetch_failed
-        self._before_stop = before_stop
+        self._idle_wait_ms = idle_wait_ms
 
     async def getone(self, *partitions: TopicPartition) -> Any:
         try:
@@ -51,15 +51,11 @@ class FleetConsumer(AIOKafkaConsumer):
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None) -> Any:
         try:
-            return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+            wait_ms = max(timeout_ms, self._idle_wait_ms)
+            return await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
         except KafkaError as error:
             self._report(error)
             raise
-
-    async def stop(self) -> None:
-        if self._before_stop is not None:
-            await self._before_stop(self)
-        await super().stop()
 
     def _report(self, error: KafkaError) -> None:
         if self._fetch_failed is not None:
@@ -97,3 +93,19 @@ def fetched_position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | No
     if state is None or not state.has_valid_position:
         return None
     return int(state.position)
+
+
+def kafka_producer_of(broker: Any) -> AIOKafkaProducer | None:
+    """The aiokafka producer a connected FastStream KafkaBroker publishes with, or None (not connected yet, or
+    FastStream's in-memory test broker).
+
+    Why a reach: a worker sends what its handlers emit straight to this producer, skipping FastStream's publish path,
+    which cost more per event than the send itself (docs/performance.md); FastStream 0.7 exposes the producer only as
+    `config.broker_config.producer._producer.producer`. Using it, and not a second producer of our own, keeps one
+    client (and one metadata refresh) per worker.
+    """
+    try:
+        producer = broker.config.broker_config.producer._producer.producer
+    except Exception:  # FastStream's stand-ins raise their own IncorrectState, not AttributeError, before connecting
+        return None
+    return producer if isinstance(producer, AIOKafkaProducer) else None

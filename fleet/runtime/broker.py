@@ -9,11 +9,11 @@ import logging
 import re
 import types
 import typing
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import structlog
 from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 
@@ -25,21 +25,19 @@ from contracts import (
     Registry,
     Topic,
     UnknownTopic,
-    decode_keyed_value,
     encode,
     source_of,
 )
 from contracts.connection import KafkaConnection
-from fleet.runtime.adapters import FleetConsumer, use_consumer_class
-from fleet.runtime.delivery.batches import BatchRunner, raw_batch_parser, records_of
-from fleet.runtime.delivery.commits import FlushOnRevoke, OffsetCommitter, deferred_sends
+from fleet.runtime.adapters import FleetConsumer, kafka_producer_of, use_consumer_class
+from fleet.runtime.delivery.batches import BatchRunner, BatchScope, raw_batch_parser, records_of
+from fleet.runtime.delivery.commits import deferred_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter
 from fleet.runtime.delivery.outcomes import (
     RecordOutcomes,
     Subscription,
     WorkerState,
     current_envelope,
-    event_context_middleware,
 )
 from fleet.runtime.delivery.retries import DEFAULT_DELAYS_S, RetryPolicy
 from fleet.runtime.faults import Faults, FaultSettings
@@ -60,6 +58,9 @@ __all__ = [
     "subscriber_for",
     "worker_app",
 ]
+
+
+IDLE_SLEEP_MS = 100  # FastStream's sleep after an empty poll: a record that comes then waits at most this long
 
 
 class WrongTopic(TypeError):
@@ -92,16 +93,25 @@ class FleetBroker(KafkaBroker):
         self.failures, self.state, self.outcomes = failures, state, outcomes
         self.subscriptions: list[Subscription] = []  # one per FastStream subscriber that subscriber_for made
         self.batch_runners: list[BatchRunner] = []
+        # What opens around each batch: a stateful worker's store transaction (attach_store adds it).
+        self.batch_scopes: list[BatchScope] = []
         self.worker_http: WorkerHttp | None = None  # the worker's HTTP port, once attach_http gave it one
 
     async def _connect(self) -> Any:
         await super()._connect()
-        # Every subscriber's consumer is a FleetConsumer: it reports a refused fetch, and commits before it stops.
+        # Every subscriber's consumer is a FleetConsumer: it reports a refused fetch at once.
         use_consumer_class(
             self,
-            functools.partial(FleetConsumer, fetch_failed=self._fetch_failed, before_stop=self._commit_before_stop),
+            functools.partial(
+                FleetConsumer, fetch_failed=self._fetch_failed, idle_wait_ms=self.kafka.fetch_max_wait_ms
+            ),
         )
         return self.config.broker_config.builder
+
+    @property
+    def producer(self) -> Any:
+        """The broker's aiokafka producer once it is connected (None on FastStream's in-memory test broker)."""
+        return kafka_producer_of(self)
 
     async def start(self) -> None:
         check_one_type_per_topic(self, self.registry)
@@ -126,17 +136,6 @@ class FleetBroker(KafkaBroker):
         while the worker runs) is reported once instead, and stops the worker."""
         topics = ", ".join(sorted(consumer.subscription()))
         self.state.report_if_refused(error, f"consuming {topics} in group {consumer.group}")
-
-    async def _commit_before_stop(self, consumer: FleetConsumer) -> None:
-        """The handlers are done (or the graceful timeout cut them): commit what they finished before the consumer
-        stops, so a clean stop leaves nothing behind to redo."""
-        for subscription in self.subscriptions:
-            if subscription.committer is not None and subscription.consumer is consumer:
-                await subscription.committer.flush()
-
-
-def _send_failure_reporter(state: WorkerState) -> Callable[[BaseException], bool]:
-    return lambda error: state.send_failed(error, "publishing what its handler emitted")
 
 
 def create_broker(
@@ -176,6 +175,7 @@ def create_broker(
         metadata_max_age_ms=kafka.metadata_max_age_ms,
         # The producer side of at-least-once: every publish waits for all in-sync replicas.
         acks="all",
+        linger_ms=kafka.linger_ms,
         enable_idempotence=True,
         allow_auto_create_topics=False,
         request_timeout_ms=kafka.request_timeout_ms,
@@ -222,30 +222,36 @@ def subscriber_for(
     Several models share one Kafka consumer: one group member per replica, so starting or stopping a replica
     costs one rebalance, not one per topic.
 
-    `batch_max_records` (default: FLEET_KAFKA_BATCH_MAX_RECORDS, 0 = one record at a time) makes the main subscriber
-    take up to that many records per poll (fleet.runtime.delivery.batches): the same handler runs for each record, with
-    the same checks and outcomes; what it emits is sent without waiting, and the batch commits once the broker has all
-    of it. Retry subscribers stay one at a time: they wait for each record's due time.
+    Every subscriber takes up to `batch_max_records` records per poll (default: FLEET_KAFKA_BATCH_MAX_RECORDS; 1 is one
+    record at a time) and runs them through fleet.runtime.delivery.batches: the handler runs once per event, in order,
+    with the same checks and outcomes; a stateful worker's store commits once per batch, and the offsets are committed
+    once its outcomes are durable. A retry tier's records also wait for their due time.
     """
     topics = [registry.of(model) for model in models]
     by_name = {name: topic for topic in topics for name in (topic.name, *topic.retry_topics)}
-    decoder = _decoder_for(by_name)
     name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
-    batch = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
+    max_records = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
+    if max_records < 1:
+        raise ValueError(f"batch_max_records is {max_records}: at least 1 record per poll (1 is one at a time)")
 
-    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, max_records: int = 0):
+    def subscribe(names: list[str], group: str, policy: RetryPolicy, title: str, handler: Callable) -> Any:
         subscription = Subscription(policy)
-        revoke = FlushOnRevoke()
-        static = (
+        static: dict[str, Any] = (
             {"group_instance_id": instance_id(group), "session_timeout_ms": broker.kafka.session_timeout_ms}
             if broker.kafka.static_membership and "group_instance_id" not in options
             else {}
         )
-        # A router per subscriber: its middleware (FastStream's supported per-subscriber hook) is bound to this
-        # subscription's retry policy and committer.
-        router = KafkaRouter(middlewares=(event_context_middleware(broker.outcomes, subscription),))
-        # One dict, since which keywords go in depends on `max_records` (FastStream's overloads key on `batch`).
-        keywords: dict[str, Any] = dict(
+        subscriber = broker.subscriber(
+            *names,
+            batch=True,
+            max_records=max_records,
+            # FastStream sleeps this long after an empty poll. A poll itself waits longer (FleetConsumer.getmany), and
+            # returns as soon as a record arrives; the broker holds an idle consumer's fetch as long.
+            batch_timeout_ms=IDLE_SLEEP_MS,
+            fetch_max_wait_ms=broker.kafka.fetch_max_wait_ms,
+            # The runner reads raw records: FastStream's batch parser would decode headers a hostile record may break.
+            parser=raw_batch_parser,
+            decoder=records_of,
             group_id=group,
             max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
             # A new group reads the topic's history; an existing group resumes at its committed offset.
@@ -253,42 +259,25 @@ def subscriber_for(
             # Never let a sender's `reply_to` header make us publish to a topic it names.
             no_reply=True,
             title=title,
-            # The fleet commits, never FastStream: the batch runner after each batch; one at a time, the middleware
-            # hands each record whose outcome is durable to the subscriber's OffsetCommitter, and seeks back to one
-            # that is not (fleet.runtime.delivery.commits). MANUAL keeps FastStream's own ack step out of it.
+            # The fleet commits, never FastStream: the runner, once a batch's outcomes are durable, and it seeks back
+            # to the first record of a batch that is not (fleet.runtime.delivery.commits).
             ack_policy=AckPolicy.MANUAL,
-            **(
-                {"batch": True, "max_records": max_records, "parser": raw_batch_parser, "decoder": records_of}
-                if max_records
-                else {"decoder": decoder, "listener": revoke}
-            ),
             description=" ".join(topic.description for topic in topics),
             **static,
             **options,
         )
-        subscriber = router.subscriber(*names, **keywords)
-        broker.include_router(router)
         subscription.subscriber = subscriber
-        if not max_records:
-            revoke.committer = subscription.committer = OffsetCommitter(
-                subscriber,
-                broker.kafka.commit_interval_ms / 1000,
-                send_failed=_send_failure_reporter(broker.state),
-                committed=broker.state.metrics.last_commit.set_to_current_time,
-            )
         broker.subscriptions.append(subscription)
-        return subscriber, subscription
+        return subscriber(_batch_handler(broker, subscription, handler, by_name))
 
     def register(handler: Callable) -> Callable:
-        policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
         per_event = _per_event_call(handler, models)
-        main, subscription = subscribe([t.name for t in topics], group_id, policy, name, batch)
-        wrapped = main(_batch_handler(broker, subscription, per_event, by_name) if batch else per_event)
+        policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
+        wrapped = subscribe([t.name for t in topics], group_id, policy, name, per_event)
         for tier in range(1, len(retry_delays_s) + 1):
             policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s, tier)
             retry_names = [t.retry_topic(tier) for t in topics]
-            tier_subscriber, _ = subscribe(retry_names, f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}")
-            tier_subscriber(per_event)
+            subscribe(retry_names, f"{group_id}.retry.{tier}", policy, f"{name}_retry_{tier}", per_event)
         return wrapped
 
     return register
@@ -320,7 +309,12 @@ def _batch_handler(
 ) -> Callable:
     """What FastStream calls with each batch's raw records: the runner, which calls `handler` once per event."""
     runner = BatchRunner(
-        handler, topics, broker.outcomes, subscription, committed=broker.state.metrics.last_commit.set_to_current_time
+        handler,
+        topics,
+        broker.outcomes,
+        subscription,
+        scopes=broker.batch_scopes,
+        committed=broker.state.metrics.last_commit.set_to_current_time,
     )
     broker.batch_runners.append(runner)
 
@@ -354,15 +348,6 @@ def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
         return kafka.max_poll_interval_ms
     waits_s = policy.delays_s[policy.tier - 1] + policy.handler_timeout_s + 30.0
     return max(kafka.max_poll_interval_ms, int(waits_s * 1000))
-
-
-def _decoder_for(topics: dict[str, Topic]) -> Callable[[Any], Awaitable[Event]]:
-    # Decoding to the record's topic model here means the handler receives an already validated event.
-    async def decode(message: Any) -> Event:  # async: FastStream runs a sync decoder in a worker thread
-        record = message.raw_message
-        return decode_keyed_value(topics[record.topic], record.key, message.body)
-
-    return decode
 
 
 def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY) -> None:
@@ -403,6 +388,7 @@ class EventPublisher:
         self.topic = topic
         self.registry = registry
         self.keys = broker.keys
+        self.broker = broker
         self.source = source_of(broker.service)
         self._publisher = broker.publisher(
             topic.name,
@@ -433,16 +419,25 @@ class EventPublisher:
         use the outbox (fleet.runtime.store)."""
         record = self.record(event, cause=cause, correlation_id=correlation_id)
         pending = deferred_sends()
-        sent = await self._publisher.publish(
-            record.value,
-            key=record.key.encode("utf-8"),
-            headers=record.headers,
-            correlation_id=record.envelope.correlation_id,
-            no_confirm=pending is not None,
-        )
+        producer = self.broker.producer
+        if producer is not None:
+            # Straight to aiokafka's producer: FastStream's publish path (its message building, middlewares and
+            # logging) cost more per event than the send itself (docs/performance.md). The producer batches on the wire.
+            sent: Any = await producer.send(
+                record.topic, record.value, key=record.key.encode("utf-8"), headers=record.raw_headers()
+            )
+        else:  # FastStream's in-memory test broker: its publisher delivers to the subscribers
+            sent = await self._publisher.publish(
+                record.value,
+                key=record.key.encode("utf-8"),
+                headers=record.headers,
+                correlation_id=record.envelope.correlation_id,
+                no_confirm=pending is not None,
+            )
         if pending is not None and inspect.isawaitable(sent):  # the in-memory test broker returns nothing to wait for
-            # aiokafka's send future, which FastStream's types call a bare Awaitable.
             pending.append(typing.cast(asyncio.Future, sent))
+        elif inspect.isawaitable(sent):
+            await sent
         structlog.get_logger("fleet.events").debug(
             "event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic
         )

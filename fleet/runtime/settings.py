@@ -79,21 +79,24 @@ class KafkaSettings(BaseSettings):
         "restarts within session_timeout_ms gets its partitions back without a rebalance. Every process needs its own "
         "replica id: two live consumers with one instance id fence each other (docs/local-fleet.md).",
     )
-    commit_interval_ms: int = Field(
-        100,
-        ge=0,
-        le=10_000,
-        description="One at a time, a handled record's offset is committed within this long, together with the others "
-        "(and always before the consumer stops or its partitions move); 0 commits each record before the "
-        "next. Never before its outcome is durable; a crash redelivers at most this much (docs/delivery.md).",
-    )
     batch_max_records: int = Field(
-        0,
-        ge=0,
+        500,
+        ge=1,
         le=10_000,
-        description="0: each subscriber handles one record at a time. N: the main subscribers take up to N records per "
-        "poll, verify them in a small thread pool, run the handler per event, send what it emits without "
-        "waiting for each ack, and commit once the broker has everything (docs/performance.md).",
+        description="Each subscriber takes up to this many records per poll, verifies them in a small thread pool, "
+        "runs the handler per event, commits a stateful worker's store once per batch and the offsets once its "
+        "outcomes are durable; 1 is one record at a time (docs/delivery.md).",
+    )
+    fetch_max_wait_ms: int = Field(
+        5_000,
+        gt=0,
+        description="How long the broker holds a consumer's fetch while no record arrives; one that arrives is sent at "
+        "once, so this costs no latency, and an idle consumer asks once per this long (docs/performance.md).",
+    )
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        description="How long a producer waits to put more records in one request: a batch's outputs go out together.",
     )
     session_timeout_ms: int = Field(
         45_000,

@@ -4,6 +4,8 @@ The store holds the inbox, the outbox and the service's own tables."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Sequence
@@ -13,7 +15,7 @@ from faststream import FastStream
 
 from contracts import Envelope, Record, sign
 from fleet.runtime.broker import FleetBroker
-from fleet.runtime.store import OutboxRelay, OutboxRow, Producer, Store, open_store
+from fleet.runtime.store import OutboxRelay, OutboxRow, Producer, Store, Transaction, open_store
 
 __all__ = ["StateHandle", "attach_store", "refresh_stale"]
 
@@ -34,6 +36,23 @@ class StateHandle:
         if self._store is None:
             raise RuntimeError("the store is opened when the worker starts")
         return self._store
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Transaction]:
+        """The store's transaction around one batch of records (fleet.runtime.delivery.batches): each handler's
+        `store.transaction()` is a savepoint of it. It also marks the outbox rows the relay published since the last
+        batch: no transaction of their own."""
+        relay = self.relay
+        published = relay.take_acknowledged() if relay is not None else []
+        try:
+            async with self.store.batch() as tx:
+                if published:
+                    await self.store.mark_published(tx, published)
+                yield tx
+        except BaseException:
+            if relay is not None:
+                relay.give_back(published)
+            raise
 
 
 def attach_store(
@@ -58,12 +77,16 @@ def attach_store(
             f"{broker.service}-outbox",
             producer=producer,
             refresh=lambda row: refresh_stale(row, broker),
+            linger_ms=broker.kafka.linger_ms,
             refused=lambda error: broker.state.report_if_refused(error, "publishing its outbox"),
         )
         await handle.relay.start()
+        broker.batch_scopes.append(handle.batch)
         log.info("store_opened", store=handle._store.dialect)
 
     async def close_state() -> None:
+        if handle.batch in broker.batch_scopes:
+            broker.batch_scopes.remove(handle.batch)
         if handle.relay is not None:
             await handle.relay.stop()
         if handle._store is not None:

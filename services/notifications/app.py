@@ -4,6 +4,7 @@ Then it says so: it publishes that the notification was sent."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import structlog
@@ -51,8 +52,11 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
             first = await tx.claim(settings.group_id, envelope.id) and await records.record_once(tx, notification)
             if first:
                 await tx.add_to_outbox(to_notification_sent.record(notification.sent, cause=envelope))
+                # The mail system's feed gets the line once the notification is committed (with a batch: once the
+                # batch is), and the feed syncs to disk once per commit, not once per line.
+                tx.after_commit(functools.partial(delivery_log.stage, notification.as_outbox_line()))
+                tx.after_commit(delivery_log.flush)
         if first:
-            delivery_log.append(notification.as_outbox_line())  # the mail system's feed; the table is the record
             log.info("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
 
     @app.on_startup

@@ -17,10 +17,23 @@ class FileOutbox:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._staged: list[bytes] = []
 
     def append(self, line: dict) -> None:
+        """Appends one line and syncs it to disk."""
+        self.stage(line)
+        self.flush()
+
+    def stage(self, line: dict) -> None:
+        """Keeps a line for the next `flush`."""
+        self._staged.append(orjson.dumps(line) + b"\n")
+
+    def flush(self) -> None:
+        """Appends every staged line in one write, then syncs the file to disk once."""
+        if not self._staged:
+            return
+        data, self._staged = b"".join(self._staged), []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps(line) + b"\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)

@@ -85,17 +85,45 @@ async def test_a_refused_fetch_is_reported_before_it_goes_up(monkeypatch):
     await consumer.stop()
 
 
-async def test_the_consumer_commits_first_when_it_stops():
-    order = []
+async def test_a_poll_waits_for_a_first_record_as_long_as_the_consumer_is_told_however_briefly_it_is_asked(monkeypatch):
+    waited = []
 
-    async def commit_first(consumer):
-        order.append("committed")
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
+        waited.append(timeout_ms)
+        return {}
 
-    consumer = FleetConsumer(
-        bootstrap_servers="127.0.0.1:1", group_id="payments", enable_auto_commit=False, before_stop=commit_first
-    )
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", getmany)
+    consumer = FleetConsumer(bootstrap_servers="127.0.0.1:1", group_id="payments", enable_auto_commit=False,
+                             idle_wait_ms=5000)
+    await consumer.getmany(timeout_ms=100, max_records=500)
+    await consumer.getmany(timeout_ms=8000)
+    assert waited == [5000, 8000]
     await consumer.stop()
-    assert order == ["committed"]
+
+
+def test_the_brokers_own_producer_is_found_once_connected_and_none_before():
+    from types import SimpleNamespace
+
+    from aiokafka import AIOKafkaProducer
+
+    from fleet.runtime.adapters import kafka_producer_of
+
+    broker = KafkaBroker(["127.0.0.1:1"])
+    assert kafka_producer_of(broker) is None  # not connected: FastStream's stand-in holds none
+    from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
+
+    producer = AIOKafkaProducer.__new__(AIOKafkaProducer)  # not started: only its class matters here
+    connected = AioKafkaFastProducerImpl(parser=None, decoder=None)
+    connected._producer = SimpleNamespace(producer=producer)  # as its connect() leaves it (RealProducer)
+    broker.config.broker_config.producer = connected
+    assert kafka_producer_of(broker) is producer
+
+
+def test_faststream_still_keeps_its_aiokafka_producer_where_the_adapter_reads_it():
+    from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
+
+    source = inspect.getsource(AioKafkaFastProducerImpl)
+    assert "self._producer = RealProducer(producer)" in source and "self._producer.producer.send(" in source
 
 
 async def test_the_fetched_position_is_read_from_the_partition_state_aiokafka_keeps():

@@ -110,7 +110,8 @@ def _consumer_record(hostile: Hostile, offset: int) -> ConsumerRecord:
 
 
 async def _throw(records: list[Hostile], store: str) -> tuple[list, list, int]:
-    """Every hostile record, then a valid order, through the payments worker's own consume path (its middleware and all)."""
+    """Every hostile record, then a valid order, through the payments worker's own consume path (its batch runner and
+    all)."""
     app = in_memory(create_payments, PaymentsSettings(store_url=store))
     app.broker.failures.sink = dead = MemorySink()
     authorized = capture(app.broker, PaymentAuthorized)
@@ -118,8 +119,8 @@ async def _throw(records: list[Hostile], store: str) -> tuple[list, list, int]:
     async with TestKafkaBroker(app.broker):
         await app.start()
         subscriber = next(s for s in app.broker.subscribers if TOPIC in getattr(s, "topic_names_for_subscribe", ()))
-        for offset, hostile in enumerate(records):
-            await subscriber.consume(_consumer_record(hostile, offset))  # must return, whatever the record
+        # One batch of them, as a poll would hand them over: it must return, whatever the records.
+        await subscriber.consume(tuple(_consumer_record(hostile, offset) for offset, hostile in enumerate(records)))
         await app.broker.publish(valid.value, valid.topic, key=valid.key.encode(), headers=valid.headers)
         await app.stop()
     return dead.sent, authorized, valid

@@ -148,13 +148,10 @@ async def test_a_successful_commit_sets_the_last_commit_time_and_a_failed_one_do
             if (outcome := outcomes.pop(0)) is not None:
                 raise outcome
 
-    committer = OffsetCommitter(SimpleNamespace(consumer=Consumer()), interval_s=0, committed=gauge.set_to_current_time)
-    record = SimpleNamespace(topic="orders.placed.v1", partition=0, offset=7)
-    committer.done(record)
-    await committer.flush()  # refused: logged as commit_refused, and the gauge stays
+    committer = OffsetCommitter(SimpleNamespace(consumer=Consumer()), committed=gauge.set_to_current_time)
+    await committer.commit([SimpleNamespace(topic="orders.placed.v1", partition=0, offset=7)])  # refused: logged
     assert gauge._value.get() == 0
-    committer.done(SimpleNamespace(topic="orders.placed.v1", partition=0, offset=8))
-    await committer.flush()
+    await committer.commit([SimpleNamespace(topic="orders.placed.v1", partition=0, offset=8)])
     assert gauge._value.get() > 1_600_000_000
 
 

@@ -1,21 +1,35 @@
-"""Batch consumption: up to `max_records` records per poll, verified together, handled one by one, committed once.
+"""The per-batch engine: up to `max_records` records per poll, verified together, handled one by one, committed once.
 
-The records are verified in a small thread pool (Ed25519 releases the GIL), each handled by the same per-event handler;
-everything they emit is sent at once, and one commit follows once the broker has it all."""
+Every subscriber consumes this way (`FLEET_KAFKA_BATCH_MAX_RECORDS=1` makes it one record at a time). Per batch:
+1. verify every record off the event loop, in a small thread pool (libsodium releases the GIL);
+2. open the worker's batch scopes (a stateful worker's store: one transaction for the batch);
+3. run the handler once per event, in order, each in the record's context within its time limit: in a store, each
+   handler's transaction is a savepoint, so a failing event is undone alone and goes to its retry or dead-letter path;
+4. commit the batch's transaction once (the relay then publishes its outbox rows, already in memory);
+5. wait for the acks of everything the handlers emitted, and commit the offsets once.
+A retry tier's records wait until they are due first, outside any transaction: a tier's batch runs in due slices.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
 from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
+from fleet.runtime.delivery.retries import due_ms, now_ms
 
-__all__ = ["VERIFY_THREADS", "BatchRunner", "raw_batch_parser", "records_of"]
+__all__ = ["VERIFY_THREADS", "BatchRunner", "BatchScope", "raw_batch_parser", "records_of"]
+
+# What a worker opens around each batch (a stateful worker's store transaction, `StateHandle.batch`); it must commit
+# when the block ends and roll back when it raises.
+BatchScope = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 
 VERIFY_THREADS = 2  # verification threads per worker process: one per core of a small pod
 PARALLEL_VERIFY_FROM = 16  # smaller batches verify inline: two thread hops cost more than they save
@@ -43,59 +57,88 @@ async def records_of(message: Any) -> tuple:
 
 @dataclass
 class BatchRunner:
-    """Runs one batch subscriber's records through the worker's per-record steps (RecordOutcomes), then commits."""
+    """Runs one subscriber's batches through the worker's per-record steps (RecordOutcomes), then commits."""
 
     # The service's per-event handler, called as fleet.runtime.broker calls it (envelope from context).
     handler: Callable[[Any], Awaitable[Any]]
     topics: dict[str, Topic]  # subscribed topic name → its registry topic
     outcomes: RecordOutcomes
     subscription: Subscription  # its retry policy, and its FastStream subscriber, whose consumer commits and seeks
+    scopes: Sequence[BatchScope] = ()  # the worker's; attach_store adds the store's (the list is read per batch)
     committed: Callable[[], None] | None = None  # told of each commit the broker accepted
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = self.subscription.policy
-        # The batch waits for its acks itself, then commits at once: no timer (interval 0).
-        self.committer = OffsetCommitter(
-            self.subscription,
-            interval_s=0,
-            send_failed=lambda error: self.outcomes.state.send_failed(error, "publishing what its handler emitted"),
-            committed=self.committed,
-        )
+        self.committer = OffsetCommitter(self.subscription, committed=self.committed)
 
     async def __call__(self, records: Sequence[Any]) -> None:
-        try:
-            await self._run(records)
-        except BaseException:
-            # An outcome is not durable (the retry or dead-letter topic, or an emitted record, was not acknowledged):
-            # go back to the batch's first offsets, so every record of it is redelivered rather than skipped.
-            firsts: dict[tuple[str, int], Any] = {}
-            for record in records:
-                firsts.setdefault((record.topic, record.partition), record)
-            for record in firsts.values():
-                self.committer.redeliver(record)
-            raise
-        for record in records:
-            self.committer.done(record)
-        await self.committer.flush()
-
-    async def _run(self, records: Sequence[Any]) -> None:
         metrics = self.outcomes.state.metrics
         for record in records:
             metrics.record_received(record.topic)
         checked = await self._verify_all(records)
-        pending: list[asyncio.Future] = []
-        token = pending_sends.set(pending)
+        done = 0
         try:
-            for record, envelope in zip(records, checked, strict=True):  # one outcome per record, in order
-                if isinstance(envelope, Rejected):
-                    await self.outcomes.dead_letter(Rejection.of(record, envelope.reason, envelope.detail), self.policy)
-                else:
-                    await self._handle_one(record, envelope)
+            async for start, end in self._slices(records, checked):
+                await self._run_slice(records[start:end], checked[start:end])
+                done = end
+                await self.committer.commit(records[start:end])
+        except BaseException:
+            # An outcome is not durable (the store, a retry or dead-letter topic, or an emitted record failed): go back
+            # to the first record not committed on each partition, so it is redelivered with everything after it.
+            self.committer.redeliver(records[done:])
+            raise
+
+    async def _slices(
+        self, records: Sequence[Any], checked: list[Envelope | Rejected]
+    ) -> AsyncIterator[tuple[int, int]]:
+        """The whole batch on a topic's own subscriber. On a retry tier, the records that are due, a slice at a time:
+        waiting for one happens outside any transaction, so it never holds the store."""
+        if not self.policy.tier:
+            yield 0, len(records)
+            return
+        start = 0
+        while start < len(records):
+            end = start
+            while end < len(records):
+                record, envelope = records[end], checked[end]
+                waits = not isinstance(envelope, Rejected) and not self.outcomes.is_foreign(record, self.policy)
+                if waits and due_ms(record.headers or ()) > now_ms():
+                    if end > start:
+                        break  # what is due goes first
+                    await self.outcomes.wait_until_due(due_ms(record.headers or ()))
+                end += 1
+            yield start, end
+            start = end
+
+    async def _run_slice(self, records: Sequence[Any], checked: Sequence[Envelope | Rejected]) -> None:
+        emitted: list[asyncio.Future] = []
+        token = pending_sends.set(emitted)  # what handlers emit is acknowledged before the offsets are committed
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for scope in list(self.scopes):
+                    await stack.enter_async_context(scope())
+                for record, envelope in zip(records, checked, strict=True):
+                    if isinstance(envelope, Rejected):
+                        rejection = Rejection.of(record, envelope.reason, envelope.detail)
+                        await self.outcomes.dead_letter(rejection, self.policy)
+                    elif self.outcomes.is_foreign(record, self.policy):
+                        self.outcomes.state.metrics.record_outcome(record.topic, "skipped")
+                    else:
+                        await self._handle_one(record, envelope)
         finally:
             pending_sends.reset(token)
-        if pending:
-            await asyncio.gather(*pending)  # every emitted record is on the broker before any offset is committed
+        if emitted:
+            await self._acknowledged(emitted)
+
+    async def _acknowledged(self, emitted: list[asyncio.Future]) -> None:
+        """Every emitted record is on the broker before an offset is committed; one that is not sends the batch back."""
+        outcomes = await asyncio.gather(*emitted, return_exceptions=True)
+        failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failed is not None:
+            # Kafka refusing the worker (an ACL), or a producer stopped for good, stops the worker.
+            self.outcomes.state.send_failed(failed, "publishing what its handler emitted")
+            raise failed
 
     async def _handle_one(self, record: Any, envelope: Envelope) -> None:
         topic = self.topics[record.topic]

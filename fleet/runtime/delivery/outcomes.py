@@ -1,7 +1,8 @@
-"""Consume middleware: verifies each record before anything trusts it and makes every outcome durable.
+"""The per-record steps: verify a record before anything trusts it, run its handler, and make its outcome durable.
 
-It also binds the record's context once and writes one line per event. The outcome (handled, retried later, or
-dead-lettered) is durable before the record's offset may be committed."""
+The handler runs in the record's context (bound once: every log line carries it, and its span), within its time limit,
+and one line says how it ended. A failure goes to the next retry tier or the dead-letter topic before the record's
+offset may be committed (fleet.runtime.delivery.batches runs these steps for each record of a batch)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ import contextvars
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 import structlog
-from faststream import BaseMiddleware
 from opentelemetry import trace
 
 from contracts import REGISTRY, Envelope, Registry, Rejected, redacted, verify_record
 from contracts.connection import KafkaConnection
 from fleet.runtime.access import Denials, authenticate_or_report, denial_of
-from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter, Rejection
 from fleet.runtime.delivery.retries import (
     DeadLetterStep,
@@ -39,14 +38,7 @@ from fleet.runtime.observe.health import Progress
 from fleet.runtime.observe.metrics import WorkerMetrics
 from fleet.runtime.observe.tracing import consumer_span, trace_id_of
 
-__all__ = [
-    "EventContextMiddleware",
-    "RecordOutcomes",
-    "Subscription",
-    "WorkerState",
-    "current_envelope",
-    "event_context_middleware",
-]
+__all__ = ["RecordOutcomes", "Subscription", "WorkerState", "current_envelope"]
 
 log = structlog.get_logger("fleet.events")
 # The verified envelope of the record in hand: the handler gets it as its `envelope` argument (fleet.runtime.broker).
@@ -123,11 +115,10 @@ class WorkerState:
 
 @dataclass(eq=False)
 class Subscription:
-    """What the delivery engine knows of one FastStream subscriber: its retry policy and, one record at a time, the
-    committer of its offsets (a batch commits itself). `subscriber` is set once FastStream made it."""
+    """What the delivery engine knows of one FastStream subscriber: its retry policy, and the subscriber itself (set
+    once FastStream made it), whose consumer commits and seeks."""
 
     policy: RetryPolicy
-    committer: OffsetCommitter | None = None
     subscriber: Any = None
 
     @property
@@ -142,10 +133,9 @@ class Subscription:
 
 
 class RecordOutcomes:
-    """One worker's per-record steps, shared by the one-at-a-time middleware and batch consumption
-    (fleet.runtime.delivery.batches): verify, run the handler in the record's context within its time limit, and route a
-    failure to retry or dead letter. Every method returns once the outcome is durable, or raises when it could not be
-    made so (then: redeliver)."""
+    """One worker's per-record steps, which fleet.runtime.delivery.batches runs for each record of a batch: verify, run
+    the handler in the record's context within its time limit, and route a failure to retry or dead letter. Every method
+    returns once the outcome is durable, or raises when it could not be made so (then: redeliver)."""
 
     def __init__(
         self,
@@ -193,7 +183,7 @@ class RecordOutcomes:
             structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)),
         ):
             if policy.tier:
-                await self._wait_until_due(due_ms(record.headers or ()))
+                await self.wait_until_due(due_ms(record.headers or ()))
             started = time.perf_counter()
             progress = self.state.progress
             progress.started(in_flight_key)
@@ -229,7 +219,7 @@ class RecordOutcomes:
             await asyncio.sleep(delay)
         return await call()
 
-    async def _wait_until_due(self, due: int) -> None:
+    async def wait_until_due(self, due: int) -> None:
         """Sleeps in short steps, so a stopping worker abandons the wait at once (the record is then redelivered)."""
         while (left := due - now_ms()) > 0:
             if self.state.stopping:
@@ -300,89 +290,6 @@ class RecordOutcomes:
             self.state.report_if_refused(error, "writing a dead letter")
             raise
         self.state.metrics.record_outcome(rejection.topic, "dead_lettered", seconds)
-
-
-class EventContextMiddleware(BaseMiddleware):
-    """Per record: verify (raw bytes, before FastStream parses anything); on a retry topic, wait until the record is
-    due; then context bound once (contextvars), the handler within its time limit, and one line saying how it ended.
-
-    Only an outcome that is durable (and every event the handler emitted acknowledged) lets the record be committed, by
-    the subscriber's OffsetCommitter. If the retry or dead-letter topic cannot be reached, the error goes up and the
-    consumer seeks back to the record: it is redelivered, never skipped.
-    A batch subscriber's records (a tuple) pass through: fleet.runtime.delivery.batches runs the same steps per record.
-    """
-
-    outcomes: RecordOutcomes
-    subscription: Subscription
-
-    async def on_receive(self) -> None:
-        record = self.msg
-        assert record is not None  # FastStream's Optional is for publish middleware; a received record is always here
-        self.envelope: Envelope | None = None
-        self.rejection: Rejection | None = None
-        self.foreign = False
-        if isinstance(record, tuple):
-            return
-        outcomes = self.outcomes
-        policy = self.subscription.policy
-        outcomes.state.metrics.record_received(record.topic)
-        if outcomes.is_foreign(record, policy):
-            self.foreign = True
-            outcomes.state.metrics.record_outcome(record.topic, "skipped")
-            return
-        try:
-            self.envelope = outcomes.verify(record)
-        except Rejected as refused:
-            self.rejection = Rejection.of(record, refused.reason, refused.detail)
-            await outcomes.dead_letter(self.rejection, policy)
-
-    async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
-        if isinstance(self.msg, tuple):
-            return await call_next(msg)  # a batch: fleet.runtime.delivery.batches verifies and handles each record
-        committer = self.subscription.committer
-        if self.envelope is None:  # refused in on_receive and dead-lettered there, or another group's retry
-            await self._done(committer)
-            return None
-        policy = self.subscription.policy
-        sends: list = []
-        token = pending_sends.set(sends)  # what the handler emits is acknowledged before the offset is committed
-        try:
-            result = await self.outcomes.run(
-                self.msg, self.envelope, policy, self.subscription, lambda: call_next(msg), msg.decode
-            )
-        except BaseException:
-            if committer is not None:  # not durable: the record comes again, never committed past
-                committer.redeliver(self.msg)
-            raise
-        finally:
-            pending_sends.reset(token)
-        await self._done(committer, sends)
-        return result
-
-    async def _done(self, committer: OffsetCommitter | None, sends: Sequence[asyncio.Future] = ()) -> None:
-        if committer is None:
-            return
-        committer.done(self.msg, sends)
-        if committer.interval_s <= 0:
-            await committer.flush()
-
-    async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool | None:
-        # FastStream's parser raises on headers it cannot decode; the record was already dead-lettered in on_receive.
-        if exc_val is None or not (self.rejection is not None or self.foreign):
-            return None
-        # Its outcome is durable (dead-lettered, or another group's): suppress the error and commit past it; else a
-        # poison record at the end of a partition would hold its group one record behind, and be dead-lettered again
-        # after a rebalance.
-        await self._done(self.subscription.committer)
-        return True
-
-
-def event_context_middleware(outcomes: RecordOutcomes, subscription: Subscription) -> type[EventContextMiddleware]:
-    """The middleware class of one subscriber: bound to its worker's delivery engine and to its own retry policy and
-    committer (FastStream makes one object of it per record)."""
-    return type(
-        "EventContextMiddleware", (EventContextMiddleware,), {"outcomes": outcomes, "subscription": subscription}
-    )
 
 
 def _header(record: Any, name: str) -> bytes:

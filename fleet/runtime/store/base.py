@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import base64
 import contextlib
+import contextvars
 import functools
+import itertools
 import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
 
 from contracts import Record
 
@@ -20,6 +21,7 @@ __all__ = [
     "DuplicateOutboxEvent",
     "OutboxBatch",
     "OutboxRow",
+    "Statements",
     "Store",
     "Transaction",
     "decode_headers",
@@ -61,7 +63,7 @@ _DIALECTS = {
 CLAIM = "INSERT INTO inbox (group_id, event_id, claimed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 ADD_TO_OUTBOX = (
     "INSERT INTO outbox (ce_id, topic, key, value, headers, created_at) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (ce_id) DO NOTHING"
+    "ON CONFLICT (ce_id) DO NOTHING RETURNING id"
 )
 PENDING_COLUMNS = (
     "SELECT o.id, o.ce_id, o.topic, o.key, o.value, o.headers FROM outbox AS o WHERE o.published_at IS NULL"
@@ -124,6 +126,11 @@ class OutboxRow:
         id_, ce_id, topic, key, value, headers = row
         return cls(id_, ce_id, topic, key, bytes(value), decode_headers(headers))
 
+    @classmethod
+    def of(cls, id_: int, record: Record) -> OutboxRow:
+        """The row a transaction just added for `record`, without reading it back."""
+        return cls(id_, record.envelope.id, record.topic, record.key, record.value, record.raw_headers())
+
 
 @dataclass(frozen=True)
 class OutboxBatch:
@@ -133,13 +140,35 @@ class OutboxBatch:
     mark: Callable[[list[int]], Awaitable[None]]
 
 
-class Transaction:
-    """One database transaction: claims, state changes and outbox rows commit together or not at all."""
+class Statements(Protocol):
+    """How one backend runs a statement with `?` placeholders inside an open transaction."""
 
-    def __init__(self, connection: Any, dialect: str) -> None:
-        self._connection = connection  # an aiosqlite or psycopg connection: both have `await execute(sql, params)`
+    async def run(self, sql: str, params: Sequence[Any]) -> int: ...  # rows changed
+
+    async def one(self, sql: str, params: Sequence[Any]) -> tuple | None: ...
+
+    async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]: ...
+
+
+_SAVEPOINTS = itertools.count(1)
+
+
+class Transaction:
+    """One database transaction: claims, state changes and outbox rows commit together or not at all.
+
+    Inside a batch (`Store.batch`), each handler's `store.transaction()` is a savepoint of the batch's transaction: a
+    handler that raises undoes only its own work (its claim, its changes, its outbox rows), and the batch commits once.
+    """
+
+    def __init__(self, statements: Statements, dialect: str) -> None:
+        self._statements = statements
         self.dialect = dialect
-        self.added_to_outbox = 0
+        self.outbox: list[OutboxRow] = []  # rows added and not undone, as they go on the wire, in insertion order
+        self._after_commit: list[Callable[[], Any]] = []
+
+    @property
+    def added_to_outbox(self) -> int:
+        return len(self.outbox)
 
     async def claim(self, group: str, event_id: str) -> bool:
         """Records that `group` handles `event_id`; False when it did already, so the caller skips its effects.
@@ -160,32 +189,53 @@ class Transaction:
             encode_headers(record.raw_headers()),
             now_ms(),
         )
-        if await self.execute(ADD_TO_OUTBOX, params) != 1:
+        added = await self.fetchone(ADD_TO_OUTBOX, params)
+        if added is None:
             raise DuplicateOutboxEvent(f"ce_id {record.envelope.id} is in the outbox already")
-        self.added_to_outbox += 1
+        self.outbox.append(OutboxRow.of(int(added[0]), record))
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Runs `callback` once the transaction has committed (inside a batch: once the batch has), never if it rolls
+        back. Callbacks run in the order they were added; equal ones (the same bound method) run once, at the last
+        place they were added, so a handler may add a flush for each event and the batch flushes once."""
+        self._after_commit.append(callback)
+
+    def run_after_commit(self) -> None:
+        """Called by the store once the transaction committed."""
+        callbacks, self._after_commit = self._after_commit, []
+        last = {callback: index for index, callback in enumerate(callbacks)}
+        for index, callback in enumerate(callbacks):
+            if last[callback] == index:
+                callback()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Runs one statement with `?` placeholders; returns the number of rows it changed."""
-        async with self._cursor(sql, params) as cursor:
-            return cursor.rowcount
+        return await self._statements.run(sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        async with self._cursor(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return tuple(row) if row is not None else None
+        return await self._statements.one(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        async with self._cursor(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        return await self._statements.all(sql, params)
 
     @contextlib.asynccontextmanager
-    async def _cursor(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Any]:
-        text = to_pyformat(sql) if self.dialect == "postgresql" else sql
-        cursor = await self._connection.execute(text, tuple(params))
+    async def savepoint(self) -> AsyncIterator[Transaction]:
+        """A nested part of this transaction, undone alone (its outbox rows and callbacks too) when the block raises."""
+        name = f"fleet_{next(_SAVEPOINTS)}"
+        outbox, callbacks = len(self.outbox), len(self._after_commit)
+        await self.execute(f"SAVEPOINT {name}")
         try:
-            yield cursor
-        finally:
-            await cursor.close()
+            yield self
+        except BaseException:
+            await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            await self.execute(f"RELEASE SAVEPOINT {name}")
+            del self.outbox[outbox:], self._after_commit[callbacks:]
+            raise
+        await self.execute(f"RELEASE SAVEPOINT {name}")
+
+
+# The batch transaction of the records being handled, if any: `store.transaction()` inside it is a savepoint of it.
+_BATCH: contextvars.ContextVar[tuple[Store, Transaction] | None] = contextvars.ContextVar("fleet_batch", default=None)
 
 
 class Store(abc.ABC):
@@ -195,7 +245,8 @@ class Store(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._wakers: set[asyncio.Event] = set()  # one per running relay of this store
+        # Told of the outbox rows each transaction committed, in order: the relay publishes them without reading back.
+        self._committed_rows: list[Callable[[list[OutboxRow]], None]] = []
 
     async def migrate(self, statements: Sequence[str]) -> None:
         """Applies a service's own DDL in one transaction; write it idempotent (`CREATE TABLE IF NOT EXISTS ...`)."""
@@ -205,12 +256,43 @@ class Store(abc.ABC):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """Commits when the block ends, rolls back when it raises; relays wake once it has committed outbox rows."""
+        """Commits when the block ends, rolls back when it raises; its outbox rows then go to the relay.
+
+        Inside `batch()` it is a savepoint of the batch's transaction instead, which commits once for the batch."""
+        batch = _BATCH.get()
+        if batch is not None and batch[0] is self:
+            async with batch[1].savepoint() as tx:
+                yield tx
+            return
         async with self._begin() as tx:
             yield tx
-        if tx.added_to_outbox:
-            for wake in self._wakers:
-                wake.set()
+        self._after(tx)
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Transaction]:
+        """One transaction for a batch of records: every `transaction()` opened inside the block (in this task) is a
+        savepoint of it, and it commits once, syncing to disk once, when the block ends."""
+        async with self._begin() as tx:
+            token = _BATCH.set((self, tx))
+            try:
+                yield tx
+            finally:
+                _BATCH.reset(token)
+        self._after(tx)
+
+    def _after(self, tx: Transaction) -> None:
+        if tx.outbox:
+            for committed in self._committed_rows:
+                committed(list(tx.outbox))
+        tx.run_after_commit()
+
+    def on_committed_rows(self, callback: Callable[[list[OutboxRow]], None]) -> None:
+        """`callback(rows)` after each commit that added outbox rows (the relay's way in)."""
+        self._committed_rows.append(callback)
+
+    def forget(self, callback: Callable[[list[OutboxRow]], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._committed_rows.remove(callback)
 
     async def backlog(self) -> int:
         """How many outbox rows wait to be published."""
@@ -227,12 +309,6 @@ class Store(abc.ABC):
                 await tx.execute(PRUNE_INBOX, (now_ms() - int(inbox_older_than_s * 1000),))
             return await tx.execute(PRUNE, (now_ms() - int(older_than_s * 1000),))
 
-    def subscribe(self, wake: asyncio.Event) -> None:
-        self._wakers.add(wake)
-
-    def unsubscribe(self, wake: asyncio.Event) -> None:
-        self._wakers.discard(wake)
-
     async def _create_own_tables(self) -> None:
         await self.migrate([statement.format(**_DIALECTS[self.dialect]) for statement in OWN_TABLES])
 
@@ -241,8 +317,12 @@ class Store(abc.ABC):
         """Up to `limit` pending rows, in id order, that no other relay of this database is publishing now."""
 
     @abc.abstractmethod
+    async def mark_published(self, tx: Transaction, ids: Sequence[int]) -> None:
+        """Marks these outbox rows published, in `tx` (one statement, whatever the count)."""
+
+    @abc.abstractmethod
     def _begin(self, migrating: bool = False) -> contextlib.AbstractAsyncContextManager[Transaction]:
-        """One database transaction, without waking relays."""
+        """One database transaction, without telling the relay."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from fleet.runtime.store.base import PENDING_COLUMNS, OutboxBatch, OutboxRow, Store, Transaction, now_ms
+from fleet.runtime.store.base import PENDING_COLUMNS, OutboxBatch, OutboxRow, Store, Transaction, now_ms, to_pyformat
 
 __all__ = ["PostgresStore"]
+
+
+class _OverTheConnection:
+    """Runs statements on one psycopg connection: a round trip each (psycopg wants `%s` placeholders)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def run(self, sql: str, params: Sequence[Any]) -> int:
+        cursor = await self._connection.execute(to_pyformat(sql), tuple(params))
+        try:
+            return int(cursor.rowcount)
+        finally:
+            await cursor.close()
+
+    async def one(self, sql: str, params: Sequence[Any]) -> tuple | None:
+        cursor = await self._connection.execute(to_pyformat(sql), tuple(params))
+        try:
+            row = await cursor.fetchone()
+        finally:
+            await cursor.close()
+        return tuple(row) if row is not None else None
+
+    async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        cursor = await self._connection.execute(to_pyformat(sql), tuple(params))
+        try:
+            return [tuple(row) for row in await cursor.fetchall()]
+        finally:
+            await cursor.close()
 
 
 class PostgresStore(Store):
@@ -53,7 +82,7 @@ class PostgresStore(Store):
         # READ COMMITTED (the default): a claim that meets a competitor's uncommitted claim waits for it, then
         # sees the outcome (ON CONFLICT DO NOTHING), so one wins and no transaction needs retrying.
         async with self._pool.connection() as connection, connection.transaction():
-            tx = Transaction(connection, self.dialect)
+            tx = Transaction(_OverTheConnection(connection), self.dialect)
             if migrating:
                 await tx.execute(self.MIGRATE_LOCK)
             yield tx
@@ -65,9 +94,12 @@ class PostgresStore(Store):
             rows = await tx.fetchall(self.PENDING, (limit,))
 
             async def mark(ids: list[int]) -> None:
-                await tx.execute("UPDATE outbox SET published_at = ? WHERE id = ANY(?)", (now_ms(), ids))
+                await self.mark_published(tx, ids)
 
             yield OutboxBatch([OutboxRow.from_row(row) for row in rows], mark)
+
+    async def mark_published(self, tx: Transaction, ids: Sequence[int]) -> None:
+        await tx.execute("UPDATE outbox SET published_at = ? WHERE id = ANY(?)", (now_ms(), list(ids)))
 
     async def close(self) -> None:
         await self._pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -31,8 +32,13 @@ class Producer(Protocol):
 class OutboxRelay:
     """Publishes committed outbox rows, in insertion order, at least once, each with its own ce_id and headers.
 
-    `start()` runs it in the background: it wakes when a transaction of its store commits outbox rows, and every
-    `poll_interval_s` for rows other processes added. A crash between publishing and marking publishes a row again.
+    `start()` runs it in the background. What a transaction of its store just committed reaches it in memory, and it
+    publishes those rows at once, without reading them back; a producer batches them on the wire. It marks what the
+    broker acknowledged later and together: in the next batch's transaction (`take_acknowledged`), or on its own after
+    `mark_after_s`. It reads the outbox back only when it must: at start (what a crash left), after a failed send (the
+    rows wait in the outbox, and go out again in insertion order), and every `poll_interval_s` for rows other
+    processes left behind. A crash between publishing and marking publishes a row again; consumers drop the copy by its
+    ce_id.
     """
 
     def __init__(
@@ -44,7 +50,9 @@ class OutboxRelay:
         producer: Producer | None = None,
         make_producer: Callable[[], Producer] | None = None,
         batch_size: int = 500,
-        poll_interval_s: float = 0.5,
+        poll_interval_s: float = 30.0,
+        mark_after_s: float = 1.0,
+        linger_ms: int = 5,
         retention_s: float = 86_400.0,
         inbox_retention_s: float = INBOX_RETENTION_S,
         prune_every_s: float = 600.0,
@@ -56,12 +64,14 @@ class OutboxRelay:
         # Tells whether an error is Kafka refusing us (a password, an ACL):
         # then the worker stops instead of retrying forever.
         self.refused = refused
-        # Gives the headers to send for a row: re-signs a row that waited too long for the freshness window.
+        # Gives the headers to send for a row read back: re-signs one that waited too long for the freshness window.
         self.refresh = refresh
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        self.mark_after_s = mark_after_s
+        self.linger_ms = linger_ms
         self.retention_s = retention_s
         self.inbox_retention_s = inbox_retention_s
         self.prune_every_s = prune_every_s
@@ -71,6 +81,10 @@ class OutboxRelay:
         self._make_producer = None if producer is not None else make_producer or self._aiokafka_producer
         self._producer_dead = False  # its sender stopped on an error it does not retry: every later send would fail too
         self._producer_started = False
+        self._fresh: collections.deque[OutboxRow] = collections.deque()  # committed, handed over, not yet sent
+        self._read_back = True  # the outbox may hold rows nobody handed over: read them back before the fresh ones
+        self._acknowledged: list[int] = []  # published, not yet marked
+        self._acknowledged_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -78,31 +92,54 @@ class OutboxRelay:
     async def start(self) -> None:
         await self._ensure_producer()
         self._stopping = False
-        self.store.subscribe(self._wake)
+        self.store.on_committed_rows(self._hand_over)
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.client_id}")
 
     async def stop(self) -> None:
-        """Publishes what is pending (for up to `stop_timeout_s`), then stops the task and the producer."""
+        """Publishes what is pending (for up to `stop_timeout_s`), marks it, then stops the task and the producer."""
         if self._task is not None:
             self._stopping = True
             self._wake.set()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, self.stop_timeout_s)  # cancels the task when time runs out
             self._task = None
-        self.store.unsubscribe(self._wake)
+        self.store.forget(self._hand_over)
         if self._producer_started and self._producer is not None:
             await self._producer.stop()
             self._producer_started = False
 
     async def drain(self) -> int:
-        """Publishes everything pending now; returns how many rows the broker acknowledged."""
+        """Publishes everything pending now, in insertion order, and marks it; returns how many rows the broker
+        acknowledged."""
         await self._ensure_producer()
-        total = 0
-        while True:
-            published, all_sent = await self._publish_batch()
-            total += published
-            if not published or not all_sent:  # nothing left, or the broker refuses: the next pass tries again
-                return total
+        self._fresh.clear()  # they are in the outbox too: reading it back sends them in their place
+        self._read_back = True
+        total = await self._read_back_all()
+        await self.mark_acknowledged()
+        return total
+
+    def take_acknowledged(self) -> list[int]:
+        """The ids published and not yet marked, for the caller to mark in its own transaction (`give_back` them if
+        that transaction does not commit)."""
+        ids, self._acknowledged, self._acknowledged_since = self._acknowledged, [], None
+        return ids
+
+    def give_back(self, ids: list[int]) -> None:
+        if ids:
+            self._acknowledged[:0] = ids
+            self._acknowledged_since = self._acknowledged_since or asyncio.get_running_loop().time()
+
+    async def mark_acknowledged(self) -> None:
+        """Marks what was published, in a transaction of its own."""
+        ids = self.take_acknowledged()
+        if not ids:
+            return
+        try:
+            async with self.store.transaction() as tx:
+                await self.store.mark_published(tx, ids)
+        except BaseException:
+            self.give_back(ids)
+            raise
 
     async def backlog(self) -> int:
         return await self.store.backlog()
@@ -119,13 +156,25 @@ class OutboxRelay:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def _hand_over(self, rows: list[OutboxRow]) -> None:
+        """A transaction of the store committed these rows: publish them next (unless the outbox is read back first,
+        which sends them in their place)."""
+        if not self._read_back:
+            self._fresh.extend(rows)
+        self._wake.set()
+
     def _aiokafka_producer(self) -> Producer:
         from aiokafka import AIOKafkaProducer
 
         # Built once a loop runs, not in __init__: aiokafka binds the running loop. Idempotent with acks=all, like every
         # producer of the fleet: a row is marked only once all in-sync replicas have it.
+        # linger_ms: the rows of a batch go out in a few requests, not one each.
         return AIOKafkaProducer(
-            **client_options(self.bootstrap_servers), client_id=self.client_id, acks="all", enable_idempotence=True
+            **client_options(self.bootstrap_servers),
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
         )
 
     async def _ensure_producer(self) -> None:
@@ -156,53 +205,99 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while not self._stopping:
-            await self._pass()
+            await self._guarded(self._pass)
             if loop.time() >= next_prune:
                 await self._guarded(self.prune)
                 next_prune = loop.time() + self.prune_every_s
             await self._nap()
-        await self._pass()  # what the last transactions committed before stop()
+        await self._guarded(self._pass)  # what the last transactions committed before stop()
+        await self._guarded(self.mark_acknowledged)
 
-    async def _pass(self) -> None:
-        await self._guarded(self.drain)
+    async def _pass(self) -> int:
+        await self._ensure_producer()
+        if self._read_back:
+            return await self._read_back_all()
+        published = 0
+        while self._fresh:
+            rows = [self._fresh.popleft() for _ in range(min(len(self._fresh), self.batch_size))]
+            acknowledged = await self._publish(rows, refresh=False)
+            self._acknowledged_now(acknowledged)
+            published += len(acknowledged)
+            if len(acknowledged) < len(rows):  # the rest wait in the outbox: read back, they go out in their order
+                self._fresh.clear()
+                self._read_back = True
+                break
+        return published
 
-    async def _guarded(self, work: Callable[[], Awaitable[int]]) -> None:
+    async def _read_back_all(self) -> int:
+        total = 0
+        while True:
+            published, all_sent = await self._publish_batch()
+            total += published
+            if not all_sent:  # the broker refuses: the next pass reads back again
+                return total
+            if not published:
+                self._read_back = False  # caught up: what is committed from now on comes in memory
+                return total
+
+    def _acknowledged_now(self, ids: list[int]) -> None:
+        if ids:
+            self._acknowledged.extend(ids)
+            self._acknowledged_since = self._acknowledged_since or asyncio.get_running_loop().time()
+
+    async def _guarded(self, work: Callable[[], Awaitable[int | None]]) -> None:
         # The loop outlives a database or broker outage: it logs, and the next pass tries again.
         try:
             await work()
         except Exception as error:
+            self._read_back = True  # what was handed over may not be out: read it back next time
             if self.refused is not None and self.refused(error):
                 return  # reported once by `refused`; the rows wait in the outbox until an operator fixes the ACL
             log.warning(
                 "outbox_relay_failed",
-                work=work.__name__,
+                work=getattr(work, "__name__", str(work)),
                 error=f"{type(error).__name__}: {error}",
                 client_id=self.client_id,
             )
 
     async def _nap(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+        """Until rows are handed over, acknowledged rows are due to be marked, or it is time to read back."""
+        loop = asyncio.get_running_loop()
+        if self._read_back or self._fresh:
+            timeout = 1.0 if self._read_back else 0.0  # a failed pass tries again in a second
+        elif self._acknowledged_since is not None:
+            timeout = max(0.0, self._acknowledged_since + self.mark_after_s - loop.time())
+        else:
+            timeout = self.poll_interval_s
+        if timeout > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                if self._acknowledged_since is not None and loop.time() >= self._acknowledged_since + self.mark_after_s:
+                    await self._guarded(self.mark_acknowledged)  # no batch came to mark them
+                elif not self._fresh:
+                    self._read_back = True  # every `poll_interval_s`: what other processes or a crash left behind
         self._wake.clear()  # a wake-up that lands after this is caught by the pass that follows anyway
 
     async def _publish_batch(self) -> tuple[int, bool]:
         async with self.store.pending(self.batch_size) as batch:
             if not batch.rows:
                 return 0, True
-            acknowledged = await self._publish(batch.rows)
+            acknowledged = await self._publish(batch.rows, refresh=True)
             if acknowledged:
                 await batch.mark(acknowledged)
         log.debug("outbox_published", count=len(acknowledged), pending_in_batch=len(batch.rows) - len(acknowledged))
         return len(acknowledged), len(acknowledged) == len(batch.rows)
 
-    async def _publish(self, rows: list[OutboxRow]) -> list[int]:
-        """Sends the rows in order (batched on the wire), then waits; returns the ids the broker acknowledged."""
+    async def _publish(self, rows: list[OutboxRow], *, refresh: bool) -> list[int]:
+        """Sends the rows in order (batched on the wire), then waits; returns the ids the broker acknowledged. Rows
+        read back may have waited: `refresh` re-signs the stale ones (fresh rows were signed a moment ago)."""
         producer = self._producer
         assert producer is not None  # drain() made sure of it
         deliveries = []
         for row in rows:
             try:
-                headers = self.refresh(row) if self.refresh else row.headers
+                headers = self.refresh(row) if refresh and self.refresh else row.headers
                 delivery = await producer.send(row.topic, value=row.value, key=row.key.encode("utf-8"), headers=headers)
             except Exception as error:
                 self._log_failure(row, error)

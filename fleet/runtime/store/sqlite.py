@@ -1,28 +1,60 @@
-"""The store on SQLite: one file per service, one writer at a time (aiosqlite's thread)."""
+"""The store on SQLite: one file per service, one writer at a time.
+
+A transaction costs two hops to the store's own thread, whatever its size: BEGIN IMMEDIATE (which may wait for another
+process's write lock) and COMMIT (which syncs to disk). The statements between them run on the event loop: the
+transaction holds the file's write lock, so none of them waits for a lock, and each takes microseconds, less than a
+thread hop would (docs/store.md, docs/performance.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fleet.runtime.store.base import PENDING_COLUMNS, OutboxBatch, OutboxRow, Store, Transaction, now_ms
 
-__all__ = ["SqliteStore"]
+__all__ = ["SYNCHRONOUS", "SqliteStore"]
+
+T = TypeVar("T")
+# FULL: a committed transaction survives a power cut, not only a crash of the process. It costs one fsync per
+# transaction, and a transaction is a whole batch: docs/store.md has the measurement behind the choice.
+SYNCHRONOUS = "FULL"
+MARK = "UPDATE outbox SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+
+
+class _OnTheLoop:
+    """Runs statements on the calling thread: only ever inside a transaction that holds the write lock."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def run(self, sql: str, params: Sequence[Any]) -> int:
+        return self._connection.execute(sql, tuple(params)).rowcount
+
+    async def one(self, sql: str, params: Sequence[Any]) -> tuple | None:
+        row = self._connection.execute(sql, tuple(params)).fetchone()
+        return tuple(row) if row is not None else None
+
+    async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        return [tuple(row) for row in self._connection.execute(sql, tuple(params)).fetchall()]
 
 
 class SqliteStore(Store):
-    """One file, one writer at a time: every transaction takes the write lock at BEGIN (IMMEDIATE),
-    so none fails late."""
+    """One file, one writer at a time: every transaction takes the write lock at BEGIN (IMMEDIATE), so none fails
+    late."""
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, connection: Any) -> None:
+    def __init__(self, url: str, connection: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
         super().__init__(url)
         self._connection = connection
+        self._thread = thread  # the store's own thread: BEGIN, COMMIT, ROLLBACK and closing, which may wait on the disk
         # One connection serves the whole process, so its transactions take turns; BEGIN IMMEDIATE and busy_timeout
         # make another process (a CLI, a second replica by mistake) wait for the file's write lock instead of failing.
         self._lock = asyncio.Lock()
@@ -30,26 +62,48 @@ class SqliteStore(Store):
 
     @classmethod
     async def open(cls, url: str, path: str) -> SqliteStore:
-        import aiosqlite  # imported late: a PostgreSQL service does not need it
-
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None)  # no implicit transactions: we BEGIN ourselves
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000", "foreign_keys = ON"):
-            # WAL: readers never block the writer. FULL: a committed claim survives a power cut, not only a crash.
-            await connection.execute(f"PRAGMA {pragma}")
-        return cls(url, connection)
+        thread = ThreadPoolExecutor(1, thread_name_prefix="fleet-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            # isolation_level None: no implicit transactions, we BEGIN ourselves. check_same_thread False: the store's
+            # thread and the event loop take turns on it, never at once (the lock below).
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # WAL: readers (the gateway, `fleet status`) never block the writer.
+            for pragma in (
+                "journal_mode = WAL",
+                f"synchronous = {SYNCHRONOUS}",
+                "busy_timeout = 5000",
+                "foreign_keys = ON",
+            ):
+                connection.execute(f"PRAGMA {pragma}")
+            return connection
+
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(thread, connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(url, connection, thread)
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+    def _execute(self, sql: str) -> Callable[[], sqlite3.Cursor]:
+        return lambda: self._connection.execute(sql)
 
     @contextlib.asynccontextmanager
     async def _begin(self, migrating: bool = False) -> AsyncIterator[Transaction]:
         async with self._lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
+            await self._in_thread(self._execute("BEGIN IMMEDIATE"))
             try:
-                yield Transaction(self._connection, self.dialect)
-                await self._connection.execute("COMMIT")
+                yield Transaction(_OnTheLoop(self._connection), self.dialect)
+                await self._in_thread(self._execute("COMMIT"))
             except BaseException:
                 if self._connection.in_transaction:  # a failed COMMIT leaves the transaction open too
-                    await self._connection.execute("ROLLBACK")
+                    await asyncio.shield(self._in_thread(self._execute("ROLLBACK")))
                 raise
 
     @contextlib.asynccontextmanager
@@ -63,8 +117,12 @@ class SqliteStore(Store):
 
     async def _mark(self, ids: list[int]) -> None:
         async with self._begin() as tx:
-            sql = "UPDATE outbox SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))"
-            await tx.execute(sql, (now_ms(), json.dumps(ids)))
+            await self.mark_published(tx, ids)
+
+    async def mark_published(self, tx: Transaction, ids: Sequence[int]) -> None:
+        await tx.execute(MARK, (now_ms(), json.dumps(list(ids))))
 
     async def close(self) -> None:
-        await self._connection.close()
+        async with self._lock:
+            await self._in_thread(self._connection.close)
+        self._thread.shutdown(wait=True)

@@ -1,0 +1,222 @@
+"""The batch runner on a real SQLite store: one transaction and one offset commit per batch, each handler in a savepoint
+of it, a failing event undone alone, emitted records acknowledged before the commit, and retries waiting outside."""
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from contracts import REGISTRY, OrderPlaced, verify_record
+from fleet.runtime.delivery.batches import BatchRunner
+from fleet.runtime.delivery.commits import pending_sends
+from fleet.runtime.delivery.dead_letters import FailureRouter, MemorySink
+from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription, WorkerState, current_envelope
+from fleet.runtime.delivery.retries import RetryPolicy, failure_headers, retry_record
+from fleet.runtime.errors import PermanentError
+from fleet.runtime.keys import KeyStore
+from fleet.runtime.stateful import StateHandle
+from fleet.runtime.store import open_store
+from tests.support import FakeRecord, a_record, an_order, signer_of
+
+TOPIC = REGISTRY.of(OrderPlaced)
+POISON = "ord-poison"
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+        self.seeks: list[tuple] = []
+
+    async def commit(self, offsets):
+        self.commits.append({(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()})
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.topic, tp.partition, offset))
+
+
+def consumer_records(*order_ids: str, first_offset: int = 0) -> list[FakeRecord]:
+    """Signed records as the consumer hands them over, one after another on partition 0."""
+    records = []
+    for offset, order_id in enumerate(order_ids, first_offset):
+        record = a_record(an_order(order_id=order_id))
+        records.append(FakeRecord(TOPIC.name, 0, offset, record.key.encode(), record.value, record.raw_headers(),
+                                  timestamp=int(time.time() * 1000)))
+    return records
+
+
+def retries(*order_ids: str, group: str, due_ms: int, first_offset: int = 0) -> list[FakeRecord]:
+    """Records on retry tier 1, as `group`'s consumer moved them there (re-signed by it), due at `due_ms`."""
+    records = []
+    for original in consumer_records(*order_ids, first_offset=first_offset):
+        envelope = verify_record(original.topic, original.key, original.value, original.headers, original.timestamp,
+                                 KeyStore.for_signer(Path(os.environ["FLEET_KEYS_DIR"]), group).keyring())
+        failure = failure_headers((), attempt=1, group=group, error=RuntimeError("down"),
+                                  origin=(original.topic, 0, original.offset), now=datetime.now(UTC))
+        retry, extra = retry_record(TOPIC, 1, original.key.decode(), original.value, envelope, original.headers,
+                                    failure, due_ms, signer_of(group), datetime.now(UTC))
+        records.append(FakeRecord(retry.topic, 0, original.offset, original.key, original.value,
+                                  retry.raw_headers() + extra, timestamp=int(time.time() * 1000)))
+    return records
+
+
+class Worker:
+    """A worker's delivery engine around one store and a handler that writes each order it sees."""
+
+    def __init__(self, store, *, tier: int = 0, emit=None) -> None:
+        keys_dir = Path(os.environ["FLEET_KEYS_DIR"])
+        self.state = WorkerState("payments")
+        self.stops: list[str] = []
+        self.state.stop_worker = lambda: self.stops.append("stop")
+        self.failures = FailureRouter("127.0.0.1:1", "payments")
+        self.failures.sink = self.dead = MemorySink()
+        self.store = store
+        self.handle = StateHandle()
+        self.handle._store = store
+        self.consumer = FakeConsumer()
+        self.handled_at: dict[str, float] = {}
+        self.emit = emit
+        policy = RetryPolicy("payments", (0.0, 0.0, 0.0), tier=tier)
+        outcomes = RecordOutcomes(KeyStore.for_signer(keys_dir, "payments"), self.failures, self.state)
+        subscription = Subscription(policy, SimpleNamespace(consumer=self.consumer))
+        topics = {TOPIC.name: TOPIC, **{name: TOPIC for name in TOPIC.retry_topics}}
+        self.runner = BatchRunner(self.on_order, topics, outcomes, subscription, scopes=[self.handle.batch])
+
+    async def on_order(self, order: OrderPlaced) -> None:
+        self.handled_at[order.order_id] = time.monotonic()
+        async with self.store.transaction() as tx:
+            if not await tx.claim("payments", current_envelope().id):
+                return
+            await tx.execute("INSERT INTO seen (order_id) VALUES (?)", (order.order_id,))
+            if order.order_id == POISON:
+                raise PermanentError("this order cannot be decided")
+        if self.emit is not None:
+            pending_sends.get().append(self.emit())
+
+    async def seen(self) -> list[str]:
+        async with self.store.transaction() as tx:
+            return [row[0] for row in await tx.fetchall("SELECT order_id FROM seen ORDER BY rowid")]
+
+    async def claims(self) -> int:
+        async with self.store.transaction() as tx:
+            return (await tx.fetchone("SELECT COUNT(*) FROM inbox"))[0]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await open_store(f"sqlite:///{tmp_path / 'payments.db'}")
+    await store.migrate(["CREATE TABLE IF NOT EXISTS seen (order_id TEXT NOT NULL)"])
+    yield store
+    await store.close()
+
+
+def counting_transactions(store) -> list[str]:
+    """The BEGINs and COMMITs the store sends to SQLite, in order."""
+    sent: list[str] = []
+    execute = store._execute
+
+    def spy(sql):
+        sent.append(sql.split()[0])
+        return execute(sql)
+
+    store._execute = spy
+    return sent
+
+
+async def test_a_failing_event_is_undone_alone_and_the_rest_of_its_batch_commits_once(store):
+    worker = Worker(store)
+    transactions = counting_transactions(store)
+    await worker.runner(consumer_records("ord-1", "ord-2", POISON, "ord-3", "ord-4"))
+    assert transactions == ["BEGIN", "COMMIT"], "one transaction for the whole batch"
+    assert await worker.seen() == ["ord-1", "ord-2", "ord-3", "ord-4"]
+    assert await worker.claims() == 4, "the failed event's claim was undone with its savepoint"
+    assert [(topic, headers["dlq-reason"]) for topic, _, _, headers in worker.dead.sent] == [
+        (TOPIC.dead_letter_topic, "permanent_error")
+    ]
+    assert worker.consumer.commits == [{(TOPIC.name, 0): 5}], "one offset commit, past the whole batch"
+
+
+async def test_a_redelivered_batch_has_no_second_effect(store):
+    worker = Worker(store)
+    batch = consumer_records("ord-1", "ord-2")
+    await worker.runner(batch)
+    await worker.runner(batch)
+    assert await worker.seen() == ["ord-1", "ord-2"] and await worker.claims() == 2
+
+
+async def test_an_emitted_record_the_broker_refused_sends_the_whole_batch_back_uncommitted(store):
+    def refused() -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(ConnectionError("broker gone"))
+        return future
+
+    worker = Worker(store, emit=refused)
+    with pytest.raises(ConnectionError):
+        await worker.runner(consumer_records("ord-1", "ord-2"))
+    assert worker.consumer.commits == []
+    assert worker.consumer.seeks == [(TOPIC.name, 0, 0)], "back to the batch's first record"
+
+
+async def test_a_record_refused_by_verification_is_dead_lettered_and_its_neighbours_handled(store):
+    worker = Worker(store)
+    good, bad, also_good = consumer_records("ord-1", "ord-2", "ord-3")
+    forged = FakeRecord(bad.topic, bad.partition, bad.offset, bad.key, bad.value + b" ", bad.headers, bad.timestamp)
+    await worker.runner([good, forged, also_good])
+    assert await worker.seen() == ["ord-1", "ord-3"]
+    assert [headers["dlq-reason"] for _, _, _, headers in worker.dead.sent] == ["bad_signature"]
+    assert worker.consumer.commits == [{(TOPIC.name, 0): 3}]
+
+
+async def test_callbacks_after_commit_run_once_the_batch_commits_and_never_for_an_undone_event(store):
+    worker = Worker(store)
+    ran: list[str] = []
+    on_order = worker.on_order
+
+    async def with_a_callback(order: OrderPlaced) -> None:
+        async with store.transaction() as tx:
+            tx.after_commit(lambda: ran.append(order.order_id))
+            tx.after_commit(ran.copy)  # an equal callback runs once, where it was last added
+        await on_order(order)
+
+    worker.runner.handler = with_a_callback
+    await worker.runner(consumer_records("ord-1", POISON, "ord-2"))
+    assert ran == ["ord-1", POISON, "ord-2"], "each added in its own committed savepoint"
+
+    undone: list[str] = []
+
+    async def undone_callback(order: OrderPlaced) -> None:
+        async with store.transaction() as tx:
+            tx.after_commit(lambda: undone.append(order.order_id))
+            raise PermanentError("undone")
+
+    worker.runner.handler = undone_callback
+    await worker.runner(consumer_records("ord-9"))
+    assert undone == []
+
+
+async def test_a_retry_tiers_records_wait_for_their_due_time_without_holding_the_store(store):
+    worker = Worker(store, tier=1)
+    now_ms = int(time.time() * 1000)
+    first = retries("ord-1", group="payments", due_ms=now_ms - 1)
+    later = retries("ord-2", group="payments", due_ms=now_ms + 400, first_offset=1)
+    started = time.monotonic()
+    run = asyncio.create_task(worker.runner(first + later))
+    await asyncio.sleep(0.15)
+    # While ord-2 waits for its due time, the store is free: another transaction goes through at once.
+    async with asyncio.timeout(0.1):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO seen (order_id) VALUES ('meanwhile')")
+    await run
+    assert worker.handled_at["ord-2"] - started >= 0.35
+    assert await worker.seen() == ["ord-1", "meanwhile", "ord-2"]
+    assert worker.consumer.commits == [{(TOPIC.retry_topic(1), 0): 1}, {(TOPIC.retry_topic(1), 0): 2}]
+
+
+async def test_another_groups_retry_is_skipped_and_committed_past(store):
+    worker = Worker(store, tier=1)
+    theirs = retries("ord-1", group="inventory", due_ms=0)
+    await worker.runner(theirs)
+    assert await worker.seen() == [] and worker.consumer.commits == [{(TOPIC.retry_topic(1), 0): 1}]
