@@ -17,7 +17,8 @@ from .events import EVENT_BYTES
 from .kafka_tools import parse_producer_performance_steady, producer_performance_args
 from .stats import parse_consumer_performance, steady_rate
 
-__all__ = ["Case", "CaseFailed", "ConsumerCeiling", "FleetRelayCase", "ProducerCeiling", "RelayCase", "RunContext", "combine_processes", "run_process", "run_processes"]
+__all__ = ["Case", "CaseFailed", "ConsumerCeiling", "FleetRelayCase", "ProducerCeiling", "RelayCase", "RunContext", "combine_processes", "run_process", "run_processes",
+           "vm_hwm_kib"]
 
 JAVA_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
@@ -40,8 +41,9 @@ class ProcessOutcome:
     returncode: int
     wall_s: float
     cpu_s: float  # user + system of the child, from wait4: the whole process, start-up included
-    maxrss_kib: int
+    maxrss_kib: int  # wait4's ru_maxrss: on Linux it keeps the size of the process that forked it, so never below ours
     output: str
+    vm_hwm_kib: int | None = None  # the child's own peak (VmHWM, /proc), last read before it exited: its peak RSS
 
 
 def run_process(cmd: list[str], *, log: Path, timeout_s: float, env: dict[str, str] | None = None) -> ProcessOutcome:
@@ -55,6 +57,7 @@ def run_processes(cmds: list[list[str]], *, logs: list[Path], timeout_s: float, 
     began = time.perf_counter()
     running: dict[int, tuple[int, subprocess.Popen]] = {}
     outcomes: list[ProcessOutcome | None] = [None] * len(cmds)
+    peaks: dict[int, int | None] = {}
     for index, (cmd, log) in enumerate(zip(cmds, logs)):
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
@@ -66,16 +69,27 @@ def run_processes(cmds: list[list[str]], *, logs: list[Path], timeout_s: float, 
             timed_out = time.perf_counter() - began > timeout_s
             if timed_out:
                 process.send_signal(signal.SIGKILL)
+            peaks[pid] = vm_hwm_kib(pid) or peaks.get(pid)  # a high-water mark: the last reading is the peak so far
             found, status, usage = os.wait4(pid, 0 if timed_out else os.WNOHANG)
             if not found:
                 continue
             code = -1 if timed_out else os.waitstatus_to_exitcode(status)
             process.returncode = code  # Popen must not reap it again
             outcomes[index] = ProcessOutcome(code, time.perf_counter() - began, usage.ru_utime + usage.ru_stime,
-                                             usage.ru_maxrss, logs[index].read_text(errors="replace"))
+                                             usage.ru_maxrss, logs[index].read_text(errors="replace"), peaks.get(pid))
             del running[pid]
         time.sleep(0.05)
     return outcomes  # type: ignore[return-value]
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    """A running process's peak resident set since its exec (VmHWM, KiB); None once it has exited (a zombie has none)."""
+    from .flow import vm_hwm_kib_of_status
+
+    try:
+        return vm_hwm_kib_of_status(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
 
 
 class CaseFailed(RuntimeError):
@@ -106,8 +120,13 @@ def _checked(outcome: ProcessOutcome, what: str, log: Path) -> ProcessOutcome:
 
 
 def _process_figures(outcome: ProcessOutcome, events: int) -> dict:
+    """The process's CPU from wait4, and its peak RSS from /proc: wait4's ru_maxrss is never below the bench's own size
+    (Linux carries the forking process's peak across exec), so it said the bench's size for every small relay."""
+    peak_kib = outcome.vm_hwm_kib if outcome.vm_hwm_kib is not None else outcome.maxrss_kib
     return {"process_wall_s": outcome.wall_s, "process_cpu_s": outcome.cpu_s,
-            "process_cpu_us_per_event": outcome.cpu_s / events * 1e6, "peak_rss_mib": outcome.maxrss_kib / 1024}
+            "process_cpu_us_per_event": outcome.cpu_s / events * 1e6, "peak_rss_mib": peak_kib / 1024,
+            "peak_rss_from": "VmHWM" if outcome.vm_hwm_kib is not None else "wait4 ru_maxrss",
+            "wait4_maxrss_mib": outcome.maxrss_kib / 1024}
 
 
 def _run_kafka_tool(ctx: RunContext, key: str, tool: str, args: list[str]):

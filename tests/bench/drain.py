@@ -98,9 +98,11 @@ async def _outcomes_on_broker(consumer, partitions) -> int:
 
 
 async def _watch(bootstrap: str, group: str, events: int, process: subprocess.Popen, timeout_s: float,
-                 outcomes_before: int | None = None) -> tuple[float, list[tuple[float, float]], int]:
+                 outcomes_before: int | None = None) -> tuple[float, list[tuple[float, float]], int, int | None]:
     """Polls the group's commits until they cover `events` and as many outcomes are on the broker; samples the replica's
-    CPU meanwhile. Returns (when done, wall s), the CPU samples and the outcomes counted."""
+    CPU meanwhile. Returns (when done, wall s), the CPU samples, the outcomes counted and its peak RSS so far (KiB)."""
+    from .cases import vm_hwm_kib
+
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
@@ -132,7 +134,7 @@ async def _watch(bootstrap: str, group: str, events: int, process: subprocess.Po
                 if outcomes >= events:
                     done = time.time()
                     samples.append((done, _cpu_seconds(process.pid)))
-                    return done, samples, outcomes
+                    return done, samples, outcomes, vm_hwm_kib(process.pid)
             await asyncio.sleep(POLL_S)
         raise CaseFailed(f"payments did not drain {events} orders within {timeout_s:.0f} s")
     finally:
@@ -188,7 +190,8 @@ class PaymentsDrain:
             process = subprocess.Popen([sys.executable, "-m", "fleet", "run", "payments"], stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=env)
         try:
-            done_s, samples, outcomes = asyncio.run(_watch(ctx.bootstrap, group, events, process, timeout_s=120 + events / 25))
+            done_s, samples, outcomes, hwm_kib = asyncio.run(_watch(ctx.bootstrap, group, events, process,
+                                                                    timeout_s=120 + events / 25))
         except CaseFailed as failed:
             raise CaseFailed(f"{failed} (log {log}):\n{log.read_text(errors='replace')[-3000:]}") from None
         finally:
@@ -202,7 +205,9 @@ class PaymentsDrain:
             **drain_figures(events, first_s, done_s, cpu_at(samples, first_s), samples[-1][1]),
             "outcomes": outcomes, "start_to_first_s": first_s - began, "exit_code": code,
             "process_cpu_s": process_cpu_s, "process_cpu_us_per_event": process_cpu_s / events * 1e6,
-            "peak_rss_mib": maxrss_kib / 1024, "peak_rss_mb": maxrss_kib * 1024 / 1e6,
+            # VmHWM once it drained (wait4's ru_maxrss would be the bench's own size: see cases._process_figures)
+            "peak_rss_mib": (hwm_kib or maxrss_kib) / 1024, "peak_rss_mb": (hwm_kib or maxrss_kib) * 1024 / 1e6,
+            "wait4_maxrss_mib": maxrss_kib / 1024,
             "handled": text.count('"event_handled"'), "failed": text.count('"event_failed"'),
             "group": group, "store": "sqlite (fresh per run)", "log": str(log),
             "end": "the group's commits cover all N and N outcomes are on payments.authorized/declined.v1 (polled every 25 ms)",

@@ -170,3 +170,18 @@ def test_the_readme_table_shows_each_case_with_its_range_and_the_flow_with_its_l
     assert rows[3] == "| 5b | Order flow | 20 (20–20) |  | 80 | 41 / 88 / 120 |"
     assert rows[4].startswith("| 6 | Two processes | failed |")
     assert "| HMAC / plain | **1.50** | 1.20–1.90 |" in ratios_table(report)
+
+
+def test_a_processs_peak_rss_is_its_own_high_water_mark_not_the_size_of_the_bench_that_forked_it(tmp_path):
+    import sys
+
+    from tests.bench.cases import _process_figures, run_process
+
+    ballast = bytearray(200 * 1024 * 1024)  # this process: 200 MiB more than the child will ever hold
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    child = "import time; data = bytearray(40 * 1024 * 1024); data[::4096] = b'\\1' * len(data[::4096]); time.sleep(0.4)"
+    outcome = run_process([sys.executable, "-c", child], log=tmp_path / "child.log", timeout_s=30)
+    figures = _process_figures(outcome, events=1)
+    assert 40 <= figures["peak_rss_mib"] < 120, "the child's VmHWM: its 40 MiB and an interpreter"
+    assert figures["wait4_maxrss_mib"] >= 200, "Linux carries the forking process's peak across exec into ru_maxrss"
+    del ballast
