@@ -64,9 +64,9 @@ def draw(report: dict, path: Path) -> Path | None:
     _against_targets(against, targets)
     _worker_cpu(workers, [c for c in report["cases"] if any(k.startswith("cpu_ms_per_order_") for k in c.get("summary", {}))])
     runs, events = report["runs"], report["events"]
-    fig.suptitle(f"make bench: {events:,} events of {report['event_bytes']} B, {runs} runs each "
-                 f"(the flow {report.get('flow_runs', runs)}), {report['machine']['cpu_count']} CPUs", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(f"make bench: {events:,} events of {report['event_bytes']} B, runs per case: {runs} "
+                 f"(the flow's: {report.get('flow_runs', runs)}), {report['machine']['cpu_count']} CPUs", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # the title above the panels, not over them
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
