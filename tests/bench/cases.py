@@ -216,7 +216,7 @@ class FleetRelayCase:
     number: str
     title: str
     alg: str = "ed25519"
-    batch: int = 0  # FLEET_KAFKA_BATCH_MAX_RECORDS; 0 = one record at a time (the default)
+    batch: int = 0  # records per poll; 0 = the fleet's default (FLEET_KAFKA_BATCH_MAX_RECORDS, not set by the bench)
     processes: int = 1
     phase: str = "relay"
 
