@@ -113,7 +113,7 @@ async def _scale_payments(fleet: ChaosFleet, feed: Feed) -> None:
     """payments 1 → 3, SIGKILL one of the three, 3 → 1, while orders flow; the other services' groups must not notice."""
     others = [s for s in WORKERS if s != "payments"]
     await feed.reached(0.1).wait()
-    members_before = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.ops.groups(others)).items()}
+    members_before = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.groups(others)).items()}
     assigned_before = fleet.assignments_logged(others)
     await fleet.scale("payments", 3)
     await fleet.until_members("payments", 3)
@@ -123,20 +123,20 @@ async def _scale_payments(fleet: ChaosFleet, feed: Feed) -> None:
         "member_count": row["member_count"], "replicas_up": row["replicas"]["up"] if row["replicas"] else None,
         "partitions_per_member": sorted(len(m["partitions"]) for m in row["members"]), "warnings": row["warnings"],
     }
-    three = {m.member_id for m in (await fleet.ops.groups(["payments"]))["payments"].members}
-    killed = fleet.ops.supervisor.replica("payments", 2).process.pid
+    three = {m.member_id for m in (await fleet.groups(["payments"]))["payments"].members}
+    killed = fleet.supervisor.replica("payments", 2).process.pid
     fleet.kill_replica("payments", 2, signal.SIGKILL)
     await fleet.until_restarted("payments", 2, killed)
     # The killed member stays in the group until its session times out; the restarted one joins as a new member.
     await fleet.until_members("payments", 3, other_than=three)
     await fleet.scale("payments", 1)
     await fleet.until_members("payments", 1)
-    members_after = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.ops.groups(others)).items()}
+    members_after = {g: sorted(m.member_id for m in d.members) for g, d in (await fleet.groups(others)).items()}
     assigned_after = fleet.assignments_logged(others)
     fleet.notes["other_groups_unchanged"] = members_before == members_after and all(members_before.values())
     fleet.notes["other_assignments_logged"] = {"before": assigned_before, "after": assigned_after}
     fleet.notes["other_groups_rebalanced"] = sorted(k for k in assigned_after if assigned_after[k] != assigned_before.get(k))
-    fleet.notes["payments_replicas_at_end"] = len(fleet.ops.supervisor.replicas_of("payments"))
+    fleet.notes["payments_replicas_at_end"] = len(fleet.supervisor.replicas_of("payments"))
 
 
 SCENARIOS = {
@@ -189,7 +189,7 @@ async def run_scenario(scenario: Scenario, *, orders: int, seed: int, work: Path
         fleet.notes["lag_after_settled"] = await fleet.until_no_lag(poison_tails=tails)
     figures = figures_of(plan.expected, await fleet.observe(plan))
     report = {"description": scenario.description, "settled": settled, "duration_s": round(time.monotonic() - began, 1),
-              **figures.as_dict(), "evidence": fleet.evidence(), "timeline": fleet.ops.timeline.entries}
+              **figures.as_dict(), "evidence": fleet.evidence(), "timeline": fleet.timeline.entries}
     if fleet.strike_at is not None:  # the failover scenarios: how long the fleet stood still
         report.update(progress_after_strike(fleet.strike_at, feed.sent_at, done_at))
     report["passed"] = settled and figures.passed
