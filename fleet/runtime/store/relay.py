@@ -85,6 +85,7 @@ class OutboxRelay:
         self._read_back = True  # the outbox may hold rows nobody handed over: read them back before the fresh ones
         self._acknowledged: list[int] = []  # published, not yet marked
         self._acknowledged_since: float | None = None
+        self._next_read_back = 0.0  # the loop's clock: when the outbox is read back next
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -261,23 +262,30 @@ class OutboxRelay:
             )
 
     async def _nap(self) -> None:
-        """Until rows are handed over, acknowledged rows are due to be marked, or it is time to read back."""
+        """Until rows are handed over, or acknowledged rows are due to be marked (no batch came to mark them), or it is
+        time to read the outbox back: after a failed pass, in a second; else every `poll_interval_s`, for what other
+        processes or a crash left behind."""
         loop = asyncio.get_running_loop()
-        if self._read_back or self._fresh:
-            timeout = 1.0 if self._read_back else 0.0  # a failed pass tries again in a second
-        elif self._acknowledged_since is not None:
-            timeout = max(0.0, self._acknowledged_since + self.mark_after_s - loop.time())
-        else:
-            timeout = self.poll_interval_s
-        if timeout > 0:
-            try:
+        if self._fresh:
+            return
+        now = loop.time()
+        if self._read_back:
+            self._next_read_back = min(self._next_read_back, now + 1.0)
+        elif self._next_read_back <= now:
+            self._next_read_back = now + self.poll_interval_s
+        due = [self._next_read_back]
+        if self._acknowledged_since is not None:
+            due.append(self._acknowledged_since + self.mark_after_s)
+        if (timeout := min(due) - now) > 0:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                if self._acknowledged_since is not None and loop.time() >= self._acknowledged_since + self.mark_after_s:
-                    await self._guarded(self.mark_acknowledged)  # no batch came to mark them
-                elif not self._fresh:
-                    self._read_back = True  # every `poll_interval_s`: what other processes or a crash left behind
-        self._wake.clear()  # a wake-up that lands after this is caught by the pass that follows anyway
+            self._wake.clear()  # a hand-over after this leaves rows in `_fresh`, which the next nap sees first
+        now = loop.time()
+        if self._acknowledged_since is not None and now >= self._acknowledged_since + self.mark_after_s:
+            await self._guarded(self.mark_acknowledged)
+        if now >= self._next_read_back:
+            self._read_back = True
+            self._next_read_back = now + self.poll_interval_s
 
     async def _publish_batch(self) -> tuple[int, bool]:
         async with self.store.pending(self.batch_size) as batch:
