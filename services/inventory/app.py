@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import structlog
 from faststream import FastStream
 
 from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
+from fleet.runtime.observe.logs import decided
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer, Transaction
 
@@ -17,7 +17,6 @@ from . import core, stock
 from .settings import InventorySettings
 
 SERVICE = "inventory"
-log = structlog.get_logger(SERVICE)
 
 
 def create_app(settings: InventorySettings | None = None, *, producer: Producer | None = None) -> FastStream:
@@ -36,13 +35,13 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
         items = await stock.items_of(tx, payment.order_id)
         if items is None:  # the order's lines travel on another topic and may come later: settle it when they do
             await stock.park_payment(tx, payment, envelope)
-            log.info("payment_parked", order_id=payment.order_id)
+            decided("payment_parked", order_id=payment.order_id)
             return
         result = core.reserve(payment, items, await stock.levels(tx, core.wanted(items)), datetime.now(UTC))
         if await stock.settle_once(tx, payment.order_id, type(result.outcome).__name__, envelope.time):
             await stock.set_levels(tx, dict(result.stock_after))
             await tx.add_to_outbox(outcomes[type(result.outcome)].record(result.outcome, cause=envelope))
-            log.info("order_settled", order_id=payment.order_id, outcome=type(result.outcome).__name__)
+            decided("order_settled", order_id=payment.order_id, outcome=type(result.outcome).__name__)
 
     @subscriber_for(broker, StockReceived, OrderPlaced, PaymentAuthorized, group_id=settings.group_id)
     async def on_inventory_input(event: StockReceived | OrderPlaced | PaymentAuthorized, envelope: Envelope) -> None:

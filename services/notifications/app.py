@@ -20,6 +20,7 @@ from contracts import (
 )
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
+from fleet.runtime.observe.logs import decided
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
 
@@ -57,7 +58,7 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
                 tx.after_commit(functools.partial(delivery_log.stage, notification.as_outbox_line()))
                 tx.after_commit(delivery_log.flush)
         if first:
-            log.info("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
+            decided("notification_recorded", order_id=outcome.order_id, template=notification.sent.template)
 
     @app.on_startup
     async def feed_what_a_crash_left_out() -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import structlog
 from faststream import FastStream
 
 from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
+from fleet.runtime.observe.logs import decided
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
 
@@ -19,7 +19,6 @@ from . import core, ledger
 from .settings import PaymentsSettings
 
 SERVICE = "payments"
-log = structlog.get_logger(SERVICE)
 
 
 def create_app(settings: PaymentsSettings | None = None, *, producer: Producer | None = None) -> FastStream:
@@ -37,7 +36,7 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
     async def on_order_placed(order: OrderPlaced, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id) or await ledger.charge_for(tx, order.order_id):
-                log.info("order_already_decided", order_id=order.order_id)
+                decided("order_already_decided", order_id=order.order_id)
                 return
             outcome = core.decide(order, policy, now=datetime.now(UTC))
             if isinstance(outcome, PaymentAuthorized):
@@ -45,7 +44,7 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
                 await tx.add_to_outbox(to_payment_authorized.record(outcome, cause=envelope))
             else:
                 await tx.add_to_outbox(to_payment_declined.record(outcome, cause=envelope))
-        log.info(
+        decided(
             "payment_decided",
             order_id=order.order_id,
             outcome=type(outcome).__name__,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import structlog
 from faststream import FastStream
 
 from contracts import Envelope, InventoryReserved, ShipmentScheduled
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
+from fleet.runtime.observe.logs import decided
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Producer
 
@@ -17,7 +17,6 @@ from . import core
 from .settings import ShippingSettings
 
 SERVICE = "shipping"
-log = structlog.get_logger(SERVICE)
 MIGRATIONS = [
     "CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, shipment_id TEXT NOT NULL, "
     "carrier TEXT NOT NULL, ship_by TEXT NOT NULL)"
@@ -46,6 +45,6 @@ def create_app(settings: ShippingSettings | None = None, *, producer: Producer |
             )
             if booked:
                 await tx.add_to_outbox(to_shipment_scheduled.record(shipment, cause=envelope))
-        log.info("shipment_scheduled", order_id=shipment.order_id, carrier=shipment.carrier, new=bool(booked))
+        decided("shipment_scheduled", order_id=shipment.order_id, carrier=shipment.carrier, new=bool(booked))
 
     return app

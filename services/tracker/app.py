@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typing
 
-import structlog
 from faststream import FastStream
 
 from contracts import Envelope
 from fleet.runtime.broker import create_broker, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
+from fleet.runtime.observe.logs import decided
 from fleet.runtime.stateful import attach_store
 from fleet.runtime.store import Transaction
 
@@ -20,7 +20,6 @@ from .settings import TrackerSettings
 __all__ = ["SERVICE", "OrderEvent", "create_app", "track"]
 
 SERVICE = "tracker"
-log = structlog.get_logger(SERVICE)
 
 
 def create_app(settings: TrackerSettings | None = None) -> FastStream:
@@ -38,9 +37,9 @@ def create_app(settings: TrackerSettings | None = None) -> FastStream:
         async with state.store.transaction() as tx:
             status = await track(tx, settings.group_id, event, envelope)
         if status is None:
-            log.info("event_already_tracked", order_id=event.order_id)
+            decided("event_already_tracked", order_id=event.order_id)
         else:
-            log.info("order_status_tracked", order_id=event.order_id, status=status.status)
+            decided("order_status_tracked", order_id=event.order_id, status=status.status)
 
     return app
 

@@ -39,7 +39,8 @@ from contracts import (
     verify_record,
 )
 from fleet.runtime.delivery import outcomes as middlewares
-from fleet.runtime.observe.logs import configure_logging
+from fleet.runtime.observe import logs as worker_logs
+from fleet.runtime.observe.logs import configure_logging, event_context
 from fleet.runtime.delivery.retries import RetryPolicy
 from fleet.runtime.settings import LogSettings
 from fleet.runtime.observe.tracing import TracingSettings, configure_tracing, consumer_span, trace_id_of
@@ -130,6 +131,7 @@ def worker_logging(service: str = SERVICE):
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_aiokafka = logging.getLogger("aiokafka").level
     saved_config, saved_context = structlog.get_config(), structlog.contextvars.get_contextvars()
+    saved_process = dict(worker_logs._PROCESS)  # the service and replica every line of the process carries
     with tempfile.TemporaryFile("w+") as sink:
         try:
             with mock.patch.object(sys, "stdout", sink):  # configure_logging's handler writes to the stdout of its call
@@ -145,6 +147,8 @@ def worker_logging(service: str = SERVICE):
             structlog.configure(**saved_config)
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**saved_context)
+            worker_logs._PROCESS.clear()
+            worker_logs._PROCESS.update(saved_process)
 
 
 # --- the inputs ------------------------------------------------------------------------------------------------------
@@ -273,13 +277,14 @@ def _event_context_of() -> Callable[[Any, Envelope], dict]:
 
 
 def log_stage(inputs: Inputs) -> Stage:
-    """The per-record context bound as the middleware binds it, and one `event_handled` line through the worker's pipeline."""
+    """The per-record context bound as the batch runner binds it, and one `event_handled` line through the worker's
+    pipeline."""
     raw, envelope = inputs.records[ED25519], inputs.envelope
     context_of, trace_id = _event_context_of(), _traceparent_trace_id(raw)
     log = structlog.get_logger("fleet.events")  # a proxy of our own: structlog caches it on first use, in this set-up
 
     def call() -> None:
-        with structlog.contextvars.bound_contextvars(**context_of(raw, envelope), trace_id=trace_id):
+        with event_context(**context_of(raw, envelope), trace_id=trace_id):
             log.info("event_handled", duration_ms=0.123)
 
     def check(_: Any) -> None:

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from contracts import InventoryReserved, OrderPlaced, PaymentAuthorized, ShipmentScheduled, StockReceived
+from fleet.runtime.observe.logs import merge_event_context
 from fleet.runtime.settings import KafkaSettings
 from services.inventory import InventorySettings
 from services.inventory import create_app as create_inventory
@@ -52,7 +53,7 @@ async def _ship_one_order(kafka: str, group_id: str, correlation_id: str):
     stock = [a_record(StockReceived(receipt_id=f"rcpt-{group_id}-{item.sku}", sku=item.sku, quantity=100, received_at=datetime.now(timezone.utc)),
                       service="warehouse") for item in order.items]
     placed = a_record(order, correlation_id=correlation_id)
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+    with structlog.testing.capture_logs(processors=[merge_event_context]) as lines:
         async with RunningApps(*_three_services(kafka, group_id)), TopicReader(kafka, [PaymentAuthorized, InventoryReserved, ShipmentScheduled]) as reader:
             await produce_raw(kafka, [as_raw(r) for r in stock])
             await produce_raw(kafka, [as_raw(placed)])

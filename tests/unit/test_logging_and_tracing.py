@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from contracts import redacted
 from contracts.tracing import with_trace_context
-from fleet.runtime.observe.logs import REDACTED, redact_secrets, replica_id
+from fleet.runtime.observe.logs import REDACTED, merge_event_context, redact_secrets, replica_id
 from fleet.runtime.observe.tracing import TracingSettings, _exporter, consumer_span, trace_id_of
 from tests.support import FakeRecord, a_record, an_authorization, an_order
 
@@ -127,7 +127,7 @@ async def _handled_lines(tmp_path, monkeypatch, payloads: str) -> list[dict]:
     monkeypatch.setenv("FLEET_LOG_PAYLOADS", payloads)
     app = in_memory(create_payments, PaymentsSettings(store_url=f"sqlite:///{tmp_path / 'p.db'}", http_port=0))
     record = a_record(an_order())
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+    with structlog.testing.capture_logs(processors=[merge_event_context]) as lines:
         async with TestKafkaBroker(app.broker):
             await app.start()
             await app.broker.publish(record.value, record.topic, key=record.key.encode(), headers=record.headers)

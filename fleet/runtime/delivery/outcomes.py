@@ -35,6 +35,7 @@ from fleet.runtime.errors import PermanentError, stops_the_producer
 from fleet.runtime.faults import Faults
 from fleet.runtime.keys import KeyStore
 from fleet.runtime.observe.health import Progress
+from fleet.runtime.observe.logs import event_context
 from fleet.runtime.observe.metrics import WorkerMetrics
 from fleet.runtime.observe.tracing import consumer_span, trace_id_of
 
@@ -180,7 +181,7 @@ class RecordOutcomes:
         then one line on how it ended."""
         with (
             consumer_span(record, envelope, policy.group, self.failures.service) as span,
-            structlog.contextvars.bound_contextvars(**_event_context(record, envelope), trace_id=trace_id_of(span)),
+            event_context(**_event_context(record, envelope), trace_id=trace_id_of(span)),
         ):
             if policy.tier:
                 await self.wait_until_due(due_ms(record.headers or ()))

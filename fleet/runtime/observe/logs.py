@@ -4,12 +4,15 @@ The stream is JSON or console text."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +21,16 @@ from structlog.typing import EventDict, Processor
 
 from fleet.runtime.settings import LogSettings
 
-__all__ = ["configure_logging", "get_logger", "redact_secrets", "replica_id"]
+__all__ = [
+    "configure_logging",
+    "decided",
+    "event_context",
+    "get_logger",
+    "merge_event_context",
+    "note",
+    "redact_secrets",
+    "replica_id",
+]
 
 get_logger = structlog.get_logger
 
@@ -47,8 +59,54 @@ def redact_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDi
     return event_dict
 
 
+# The context of the event being handled (its ids, then whatever its handler notes): one dict per event, in one
+# context variable. structlog's own contextvars keep one variable per field and copy the whole context to merge them on
+# each line; this is one lookup.
+_EVENT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("fleet_log_event", default=None)
+# What every line of the process carries: its service and replica, set once by configure_logging.
+_PROCESS: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def event_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Binds an event's fields to every line written while it is handled (this task only); `note` adds to them."""
+    token = _EVENT.set(fields)
+    try:
+        yield fields
+    finally:
+        _EVENT.reset(token)
+
+
+def note(**fields: Any) -> bool:
+    """Adds fields to the line of the event being handled (`event_handled`, one per event) and to any later line of it:
+    how a handler says what it decided without a line of its own. False outside a handled event (nothing noted)."""
+    current = _EVENT.get()
+    if current is None:
+        return False
+    current.update(fields)
+    return True
+
+
+def decided(event: str, **fields: Any) -> None:
+    """What a handler decided, e.g. `decided("payment_decided", order_id=..., outcome=...)`: on the event's one line
+    (`event_handled ... decided=payment_decided outcome=...`), or as a line of its own outside a handled event."""
+    if not note(decided=event, **fields):
+        structlog.get_logger("fleet.events").info(event, **fields)
+
+
+def merge_event_context(_logger: Any, _method: str, event_dict: dict) -> dict:
+    """A structlog processor: the process's and the current event's fields, under what the line itself says."""
+    current = _EVENT.get()
+    if current:
+        for name, value in current.items():
+            event_dict.setdefault(name, value)
+    for name, value in _PROCESS.items():
+        event_dict.setdefault(name, value)
+    return event_dict
+
+
 _SHARED_PROCESSORS: list[Processor] = [
-    structlog.contextvars.merge_contextvars,
+    merge_event_context,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -103,8 +161,8 @@ def configure_logging(service: str, settings: LogSettings | None = None) -> None
         wrapper_class=structlog.make_filtering_bound_logger(root.level),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(service=service, replica=replica_id())
+    _PROCESS.clear()
+    _PROCESS.update(service=service, replica=replica_id())
 
 
 def replica_id() -> str:

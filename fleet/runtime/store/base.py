@@ -7,7 +7,6 @@ import base64
 import contextlib
 import contextvars
 import functools
-import itertools
 import json
 import re
 import time
@@ -150,9 +149,6 @@ class Statements(Protocol):
     async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]: ...
 
 
-_SAVEPOINTS = itertools.count(1)
-
-
 class Transaction:
     """One database transaction: claims, state changes and outbox rows commit together or not at all.
 
@@ -221,7 +217,9 @@ class Transaction:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[Transaction]:
         """A nested part of this transaction, undone alone (its outbox rows and callbacks too) when the block raises."""
-        name = f"fleet_{next(_SAVEPOINTS)}"
+        # One name for every savepoint: a nested one shadows it, and ROLLBACK TO / RELEASE act on the innermost. A new
+        # name each time would be a new statement each time, compiled anew and pushing the others out of SQLite's cache.
+        name = "fleet_handler"
         outbox, callbacks = len(self.outbox), len(self._after_commit)
         await self.execute(f"SAVEPOINT {name}")
         try:
