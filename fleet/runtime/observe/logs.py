@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -94,7 +94,7 @@ def decided(event: str, **fields: Any) -> None:
         structlog.get_logger("fleet.events").info(event, **fields)
 
 
-def merge_event_context(_logger: Any, _method: str, event_dict: dict) -> dict:
+def merge_event_context(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: the process's and the current event's fields, under what the line itself says."""
     current = _EVENT.get()
     if current:
