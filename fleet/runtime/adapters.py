@@ -6,6 +6,7 @@ of either library changes what is reached into, and pyproject.toml pins both ver
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ class FleetConsumer(AIOKafkaConsumer):
     - `getmany` waits up to `idle_wait_ms` for a first record, however briefly FastStream asks it to. It returns as
       soon as one arrives, so this costs no latency; but FastStream's batch loop asks again (after a short sleep) each
       time a poll comes back empty, and with short polls an idle worker's consumers would wake many times a second.
+      Once records came, it lingers `linger_ms` for more when it has fewer than asked for.
     """
 
     def __init__(
@@ -35,12 +37,14 @@ class FleetConsumer(AIOKafkaConsumer):
         *topics: str,
         fetch_failed: Callable[[FleetConsumer, KafkaError], None] | None = None,
         idle_wait_ms: int = 0,
+        linger_ms: int = 0,
         **options: Any,
     ) -> None:
         super().__init__(*topics, **options)
         self.group = options.get("group_id")
         self._fetch_failed = fetch_failed
         self._idle_wait_ms = idle_wait_ms
+        self._linger_ms = linger_ms
 
     async def getone(self, *partitions: TopicPartition) -> Any:
         try:
@@ -52,7 +56,15 @@ class FleetConsumer(AIOKafkaConsumer):
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None) -> Any:
         try:
             wait_ms = max(timeout_ms, self._idle_wait_ms)
-            return await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
+            found = await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
+            if found and self._linger_ms and (max_records is None or _count(found) < max_records):
+                # A few records came: wait a moment for more, so a steady trickle is handled in batches too (each
+                # batch costs a transaction, a sync to disk and an offset commit, whatever its size).
+                await asyncio.sleep(self._linger_ms / 1000)
+                left = None if max_records is None else max_records - _count(found)
+                for tp, more in (await super().getmany(*partitions, timeout_ms=0, max_records=left)).items():
+                    found.setdefault(tp, []).extend(more)
+            return found
         except KafkaError as error:
             self._report(error)
             raise
@@ -60,6 +72,10 @@ class FleetConsumer(AIOKafkaConsumer):
     def _report(self, error: KafkaError) -> None:
         if self._fetch_failed is not None:
             self._fetch_failed(self, error)
+
+
+def _count(found: dict) -> int:
+    return sum(len(records) for records in found.values())
 
 
 def use_consumer_class(broker: Any, make: Callable[..., AIOKafkaConsumer]) -> None:

@@ -61,6 +61,7 @@ __all__ = [
 
 
 IDLE_SLEEP_MS = 100  # FastStream's sleep after an empty poll: a record that comes then waits at most this long
+IDLE_FETCHER_WAKE_MS = 2_000
 
 
 class WrongTopic(TypeError):
@@ -103,7 +104,10 @@ class FleetBroker(KafkaBroker):
         use_consumer_class(
             self,
             functools.partial(
-                FleetConsumer, fetch_failed=self._fetch_failed, idle_wait_ms=self.kafka.fetch_max_wait_ms
+                FleetConsumer,
+                fetch_failed=self._fetch_failed,
+                idle_wait_ms=self.kafka.fetch_max_wait_ms,
+                linger_ms=self.kafka.batch_linger_ms,
             ),
         )
         return self.config.broker_config.builder
@@ -249,6 +253,9 @@ def subscriber_for(
             # returns as soon as a record arrives; the broker holds an idle consumer's fetch as long.
             batch_timeout_ms=IDLE_SLEEP_MS,
             fetch_max_wait_ms=broker.kafka.fetch_max_wait_ms,
+            # How often aiokafka's fetch routine looks around when nothing happens (its default, 200 ms, wakes each idle
+            # consumer five times a second); what matters (a fetch answered, records consumed, a rebalance) wakes it.
+            consumer_timeout_ms=IDLE_FETCHER_WAKE_MS,
             # The runner reads raw records: FastStream's batch parser would decode headers a hostile record may break.
             parser=raw_batch_parser,
             decoder=records_of,

@@ -87,6 +87,13 @@ class KafkaSettings(BaseSettings):
         "runs the handler per event, commits a stateful worker's store once per batch and the offsets once its "
         "outcomes are durable; 1 is one record at a time (docs/delivery.md).",
     )
+    batch_linger_ms: int = Field(
+        10,
+        ge=0,
+        le=1_000,
+        description="Once a poll brings fewer records than a batch holds, how long it waits for more: a steady trickle "
+        "is handled in batches too. Each hop of an event costs up to this much latency (docs/performance.md).",
+    )
     fetch_max_wait_ms: int = Field(
         5_000,
         gt=0,

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from contracts import redacted
 from contracts.tracing import with_trace_context
 from fleet.runtime.observe.logs import REDACTED, merge_event_context, redact_secrets, replica_id
-from fleet.runtime.observe.tracing import TracingSettings, _exporter, consumer_span, trace_id_of
+from fleet.runtime.observe.tracing import TracingSettings, _exporter, configure_tracing, consumer_span, trace_id_of
 from tests.support import FakeRecord, a_record, an_authorization, an_order
 
 
@@ -100,6 +100,38 @@ def test_a_flow_that_is_not_sampled_keeps_its_trace_id_downstream_and_records_no
     assert tracer_provider.get_finished_spans() == (), "no span is built for a flow nobody records"
     version, emitted_trace, parent, flags = emitted.headers["traceparent"].split("-")
     assert (emitted_trace, parent, flags) == (trace_id, "00f067aa0ba902b7", "00"), "the unsampled context goes on as it came"
+
+
+def test_without_an_exporter_a_consumer_builds_no_span_but_carries_the_flow_on(tracer_provider, monkeypatch):
+    from fleet.runtime.observe import tracing
+
+    monkeypatch.setattr(tracing._LOCAL, "sample_ratio", 0.5)  # as configure_tracing leaves it with FLEET_TRACING_EXPORTER=none
+    placed = a_record(an_order())
+    tracer_provider.clear()
+    raw = FakeRecord(topic=placed.topic, key=placed.key.encode(), value=placed.value, headers=placed.raw_headers(),
+                     partition=3, offset=41)
+    with consumer_span(raw, placed.envelope, "payments", "payments") as span:
+        assert trace_id_of(span) == placed.headers["traceparent"].split("-")[1], "the producer's flow goes on"
+    assert [s.name for s in tracer_provider.get_finished_spans()] == [], "no process span was built"
+    bare = FakeRecord(topic=placed.topic, key=placed.key.encode(), value=placed.value, partition=0, offset=0,
+                      headers=[(k, v) for k, v in placed.raw_headers() if k != "traceparent"])
+    roots = []
+    for _ in range(400):
+        with consumer_span(bare, placed.envelope, "payments", "payments") as span:
+            roots.append(span.get_span_context())
+    assert len({root.trace_id for root in roots}) == 400, "a record without context starts a flow of its own"
+    assert 120 < sum(root.trace_flags.sampled for root in roots) < 280, "sampled at the ratio (0.5)"
+
+
+def test_configuring_without_an_exporter_turns_the_span_building_off_and_with_one_on(monkeypatch):
+    from fleet.runtime.observe import tracing
+
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)  # the process's global stays as it is
+    monkeypatch.setattr(tracing._LOCAL, "sample_ratio", None)
+    configure_tracing("payments", TracingSettings(exporter="none", sample_ratio=0.25))
+    assert tracing._LOCAL.sample_ratio == 0.25
+    configure_tracing("payments", TracingSettings(exporter="console"))
+    assert tracing._LOCAL.sample_ratio is None
 
 
 @pytest.mark.parametrize("exporter, kind", [("none", type(None)), ("console", "ConsoleSpanExporter"),

@@ -13,6 +13,7 @@ A retry tier's records wait until they are due first, outside any transaction: a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +75,8 @@ class BatchRunner:
 
     async def __call__(self, records: Sequence[Any]) -> None:
         metrics = self.outcomes.state.metrics
-        for record in records:
-            metrics.record_received(record.topic)
+        for topic, count in collections.Counter(record.topic for record in records).items():
+            metrics.record_received(topic, count)
         checked = await self._verify_all(records)
         done = 0
         try:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["OUTCOMES", "WorkerMetrics"]
@@ -19,6 +21,7 @@ class WorkerMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.received = Counter(
             "eventfleet_events_received",
             "Records read from the broker, before verification.",
@@ -65,10 +68,18 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def record_received(self, topic: str) -> None:
-        self.received.labels(topic).inc()
+    def record_received(self, topic: str, count: int = 1) -> None:
+        self._child(self.received, topic).inc(count)
 
     def record_outcome(self, topic: str, outcome: str, seconds: float | None = None) -> None:
-        self.outcomes.labels(topic, outcome).inc()
+        self._child(self.outcomes, topic, outcome).inc()
         if seconds is not None:
-            self.duration.labels(topic).observe(seconds)
+            self._child(self.duration, topic).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled series, looked up once: `labels()` validates and locks on every call, on the per-event path."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
