@@ -97,17 +97,22 @@ def worker_tracer(settings: TracingSettings = DEFAULT_TRACING, export_to: Any = 
     """configure_tracing's provider, current for this block only. It installs the provider as the process's global, which
     OpenTelemetry allows once per process, so that setter is held off and `trace.get_tracer` routed to it meanwhile
     (as tests/unit/test_logging_and_tracing.py does). `export_to`: an exporter behind a BatchSpanProcessor, as otlp-* get."""
+    from fleet.runtime.observe import tracing
+
+    saved_ratio = tracing._LOCAL.sample_ratio  # configure_tracing says there whether spans are built at all
     with mock.patch.object(trace, "set_tracer_provider", lambda provider: None):
         provider = configure_tracing(SERVICE, settings)
     if export_to is not None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(BatchSpanProcessor(export_to))
+        tracing._LOCAL.sample_ratio = None  # spans go somewhere: they are built, as with FLEET_TRACING_EXPORTER=otlp-*
     try:
         with mock.patch.object(trace, "get_tracer", provider.get_tracer):
             yield provider
     finally:
         provider.shutdown()
+        tracing._LOCAL.sample_ratio = saved_ratio
 
 
 _SINKS: list = []  # the stdout of the worker_logging block in force
