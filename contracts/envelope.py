@@ -282,8 +282,9 @@ def sign(record: Record, key: PrivateKey) -> Record:
     """The same record with `ce_keyid` and `ce_signature` from `key`; ce_time is kept (re-signing keeps it too)."""
     envelope = replace(record.envelope, keyid=key.kid, signature="")
     _refuse_line_feeds(record.key, envelope)
-    signature = key.sign(envelope.signing_input(record.topic, record.key, record.value))
-    return replace(record, envelope=replace(envelope, signature=signature))
+    # The signature goes straight in: the envelope is ours, made a line above (one copy, not two, per record signed).
+    object.__setattr__(envelope, "signature", key.sign(envelope.signing_input(record.topic, record.key, record.value)))
+    return Record(record.topic, record.key, record.value, envelope, record.transport)
 
 
 def encode(

@@ -76,9 +76,11 @@ def with_trace_context(record: R) -> R:
     if trace is None:
         return record
     carrier: dict[str, str] = {}
-    current = trace.get_current_span().get_span_context()
-    if current.is_valid and not current.trace_flags.sampled:
-        # Inside a flow that is not sampled, parent-based sampling would drop the `create` span anyway: pass the
+    span = trace.get_current_span()
+    current = span.get_span_context()
+    if current.is_valid and not (current.trace_flags.sampled and span.is_recording()):
+        # Inside a flow that is not sampled, parent-based sampling would drop the `create` span anyway; and inside a
+        # span that is not recorded (a worker that exports no spans), a child span would go nowhere either: pass the
         # flow's context on as it is, without the SDK's work for a span nobody records.
         propagate.inject(carrier)
     else:

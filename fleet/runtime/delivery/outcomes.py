@@ -306,7 +306,8 @@ def _event_context(record: Any, envelope: Envelope) -> dict[str, Any]:
         "event_type": envelope.type,
         "correlation_id": envelope.correlation_id,
         "causation_id": envelope.causation_id,
-        "attempt": attempt_of(record.headers or ()) + 1,
+        # A record on its topic is on its first attempt; only a retry topic's carries the count (no header scan).
+        "attempt": attempt_of(record.headers or ()) + 1 if ".retry." in record.topic else 1,
     }
 
 

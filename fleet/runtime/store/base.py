@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
 
+import orjson
+
 from contracts import Record
 
 __all__ = [
@@ -102,7 +104,7 @@ def to_pyformat(sql: str) -> str:
 
 def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
     """Raw Kafka headers as JSON text: order, repeats and every byte kept (values in base64)."""
-    return json.dumps([[name, base64.b64encode(value).decode("ascii")] for name, value in headers])
+    return orjson.dumps([[name, base64.b64encode(value).decode("ascii")] for name, value in headers]).decode()
 
 
 def decode_headers(text: str) -> list[tuple[str, bytes]]:
@@ -177,18 +179,14 @@ class Transaction:
 
     async def add_to_outbox(self, record: Record) -> None:
         """Queues a record for the relay; it is published only if this transaction commits."""
-        params = (
-            record.envelope.id,
-            record.topic,
-            record.key,
-            record.value,
-            encode_headers(record.raw_headers()),
-            now_ms(),
-        )
+        headers = record.raw_headers()
+        params = (record.envelope.id, record.topic, record.key, record.value, encode_headers(headers), now_ms())
         added = await self.fetchone(ADD_TO_OUTBOX, params)
         if added is None:
             raise DuplicateOutboxEvent(f"ce_id {record.envelope.id} is in the outbox already")
-        self.outbox.append(OutboxRow.of(int(added[0]), record))
+        self.outbox.append(
+            OutboxRow(int(added[0]), record.envelope.id, record.topic, record.key, record.value, headers)
+        )
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Runs `callback` once the transaction has committed (inside a batch: once the batch has), never if it rolls
