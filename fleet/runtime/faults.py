@@ -1,11 +1,20 @@
-"""Fault injection for chaos runs, off unless switched on (env FLEET_FAULTS_*): a few handlers made slow on purpose."""
+"""Fault injection for chaos runs and crash tests, off unless switched on (env FLEET_FAULTS_*).
+
+A few handlers made slow on purpose, or the process killed (SIGKILL) at a chosen point of a batch."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["FaultSettings", "Faults"]
+__all__ = ["CRASH_POINTS", "FaultSettings", "Faults"]
+
+# Where a batch may be cut by FLEET_FAULTS_CRASH_AT: once its store transaction committed and before its offsets are,
+# or once the relay has published a batch's outbox rows and before it marks them.
+CRASH_POINTS = ("batch_committed", "outbox_published")
 
 
 class FaultSettings(BaseSettings):
@@ -18,6 +27,13 @@ class FaultSettings(BaseSettings):
     slow_s: float = Field(0.0, description="Extra time a slowed handler takes.", ge=0)
     slow_after: int = Field(0, description="Records this process handles normally before slowing any.", ge=0)
     slow_count: int = Field(0, description="How many records this process slows; 0 turns the fault off.", ge=0)
+    crash_at: str = Field(
+        "",
+        description="A point of a batch where this process kills itself with SIGKILL, as a crash would: "
+        "batch_committed or outbox_published; empty: never.",
+        pattern="^(|batch_committed|outbox_published)$",
+    )
+    crash_after: int = Field(0, description="Records this process handles before the crash point may strike.", ge=0)
 
 
 class Faults:
@@ -40,3 +56,12 @@ class Faults:
             return 0.0
         self.slowed += 1
         return self.settings.slow_s
+
+    def crash_point(self, point: str) -> None:
+        """SIGKILL this process here, if a crash at `point` was asked for and enough records were handled."""
+        if self.settings.crash_at == point and self.handled >= self.settings.crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    @property
+    def crashes(self) -> bool:
+        return bool(self.settings.crash_at)

@@ -79,6 +79,7 @@ def attach_store(
             refresh=lambda row: refresh_stale(row, broker),
             linger_ms=broker.kafka.linger_ms,
             refused=lambda error: broker.state.report_if_refused(error, "publishing its outbox"),
+            crash_point=broker.state.faults.crash_point if broker.state.faults.crashes else None,
         )
         await handle.relay.start()
         broker.batch_scopes.append(handle.batch)

@@ -220,3 +220,20 @@ async def test_another_groups_retry_is_skipped_and_committed_past(store):
     theirs = retries("ord-1", group="inventory", due_ms=0)
     await worker.runner(theirs)
     assert await worker.seen() == [] and worker.consumer.commits == [{(TOPIC.retry_topic(1), 0): 1}]
+
+
+def test_a_crash_is_asked_for_at_one_point_of_a_batch_once_enough_records_were_handled(monkeypatch):
+    from fleet.runtime import faults as faults_module
+    from fleet.runtime.faults import Faults, FaultSettings
+
+    kills = []
+    monkeypatch.setattr(faults_module.os, "kill", lambda pid, sig: kills.append(sig))
+    faults = Faults(FaultSettings(crash_at="batch_committed", crash_after=3))
+    faults.handled = 2
+    faults.crash_point("batch_committed")
+    faults.handled = 3
+    faults.crash_point("outbox_published")
+    assert kills == [], "not before 3 records, nor at another point"
+    faults.crash_point("batch_committed")
+    assert kills == [faults_module.signal.SIGKILL]
+    assert not Faults().crashes and faults.crashes

@@ -129,6 +129,8 @@ class BatchRunner:
                         await self._handle_one(record, envelope)
         finally:
             pending_sends.reset(token)
+        if self.outcomes.state.faults.crashes:  # crash tests only: the store committed, the offsets are not yet
+            self.outcomes.state.faults.crash_point("batch_committed")
         if emitted:
             await self._acknowledged(emitted)
 

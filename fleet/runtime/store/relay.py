@@ -59,8 +59,10 @@ class OutboxRelay:
         stop_timeout_s: float = 5.0,
         refresh: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
         refused: Callable[[BaseException], bool] | None = None,
+        crash_point: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self.crash_point = crash_point  # crash tests only (fleet.runtime.faults): once rows are out, before marking
         # Tells whether an error is Kafka refusing us (a password, an ACL):
         # then the worker stops instead of retrying forever.
         self.refused = refused
@@ -318,6 +320,8 @@ class OutboxRelay:
                 acknowledged.append(row.id)
             except Exception as error:
                 self._log_failure(row, error)
+        if acknowledged and self.crash_point is not None:
+            self.crash_point("outbox_published")
         return acknowledged
 
     def _log_failure(self, row: OutboxRow, error: Exception) -> None:
