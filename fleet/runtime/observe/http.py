@@ -4,6 +4,7 @@ GET /docs/asyncapi for the worker's own AsyncAPI document (JSON; YAML with ?form
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import math
 import socket
@@ -98,6 +99,7 @@ class WorkerHttp:
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._loop_task: asyncio.Task | None = None
+        self._exit = asyncio.Event()
         self._asyncapi: dict[str, bytes] | None = (
             None  # this service's document as JSON and YAML, made on first request
         )
@@ -225,9 +227,8 @@ class WorkerHttp:
             self._socket.close()
             self._server = self._socket = None
             raise
-        self._loop_task = asyncio.create_task(
-            self._server.main_loop(), name=f"{getattr(self.broker, 'service', 'worker')}-http"
-        )
+        self._exit = asyncio.Event()
+        self._loop_task = asyncio.create_task(self._tick(), name=f"{getattr(self.broker, 'service', 'worker')}-http")
         log.info(
             "worker_http_started",
             host=self.settings.http_host,
@@ -235,10 +236,20 @@ class WorkerHttp:
             endpoints=["/metrics", "/health/live", "/health/ready", "/docs/asyncapi"],
         )
 
+    async def _tick(self) -> None:
+        """uvicorn's own main loop wakes ten times a second to refresh its Date header and look for a stop; an idle
+        worker's port only needs the Date header once a second, and a stop is an event."""
+        server = self._server
+        assert server is not None
+        while not await server.on_tick(0):  # counter 0: the once-a-second work (the Date header)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 1.0)
+
     async def stop(self) -> None:
         if self._server is None:
             return
         self._server.should_exit = True
+        self._exit.set()
         if self._loop_task is not None:
             await self._loop_task
         await self._server.shutdown(sockets=[self._socket] if self._socket else None)
