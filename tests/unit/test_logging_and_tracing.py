@@ -175,3 +175,27 @@ async def test_payloads_stay_out_of_the_logs_by_default(tmp_path, monkeypatch):
 async def test_an_opt_in_payload_log_shows_the_event_with_its_personal_fields_redacted(tmp_path, monkeypatch):
     [line] = await _handled_lines(tmp_path, monkeypatch, "true")
     assert line["payload"]["customer_id"] == "[personal]" and line["payload"]["order_id"].startswith("ord-")
+
+
+@pytest.mark.parametrize("traceparent", [
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # an all-zero trace id is not valid
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # nor an all-zero span id
+    "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # 31 hex digits
+    "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",  # not hex
+    "garbage",
+])
+def test_the_workers_own_traceparent_reading_answers_as_opentelemetrys_propagator(traceparent):
+    from opentelemetry import propagate
+
+    from fleet.runtime.observe.tracing import _traceparent
+
+    carrier = {"traceparent": traceparent, "tracestate": "vendor=value"}
+    expected = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    ours = _traceparent(carrier)
+    if not expected.is_valid:
+        assert ours is None
+    else:
+        assert (ours.trace_id, ours.span_id, ours.trace_flags, ours.is_remote, dict(ours.trace_state)) == (
+            expected.trace_id, expected.span_id, expected.trace_flags, expected.is_remote, dict(expected.trace_state))
