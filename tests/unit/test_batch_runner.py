@@ -237,3 +237,18 @@ def test_a_crash_is_asked_for_at_one_point_of_a_batch_once_enough_records_were_h
     faults.crash_point("batch_committed")
     assert kills == [faults_module.signal.SIGKILL]
     assert not Faults().crashes and faults.crashes
+
+
+async def test_while_a_batch_is_handled_its_records_not_yet_handled_still_count_as_lag(store):
+    worker = Worker(store)
+    seen: list[int] = []
+    on_order = worker.on_order
+
+    async def noting_where_the_batch_is(order: OrderPlaced) -> None:
+        seen.append(worker.runner.subscription.unhandled[(TOPIC.name, 0)])
+        await on_order(order)
+
+    worker.runner.handler = noting_where_the_batch_is
+    await worker.runner(consumer_records("ord-1", "ord-2", "ord-3"))
+    assert seen == [0, 1, 2], "each handler sees itself as the first record not yet handled"
+    assert worker.runner.subscription.unhandled == {}, "once committed, the consumer's position says it all"

@@ -78,6 +78,9 @@ class BatchRunner:
         for topic, count in collections.Counter(record.topic for record in records).items():
             metrics.record_received(topic, count)
         checked = await self._verify_all(records)
+        unhandled = self.subscription.unhandled
+        for record in records:
+            unhandled.setdefault((record.topic, record.partition), record.offset)
         done = 0
         try:
             async for start, end in self._slices(records, checked):
@@ -89,6 +92,8 @@ class BatchRunner:
             # to the first record not committed on each partition, so it is redelivered with everything after it.
             self.committer.redeliver(records[done:])
             raise
+        finally:
+            unhandled.clear()
 
     async def _slices(
         self, records: Sequence[Any], checked: list[Envelope | Rejected]
@@ -113,6 +118,7 @@ class BatchRunner:
             start = end
 
     async def _run_slice(self, records: Sequence[Any], checked: Sequence[Envelope | Rejected]) -> None:
+        unhandled = self.subscription.unhandled
         emitted: list[asyncio.Future] = []
         token = pending_sends.set(emitted)  # what handlers emit is acknowledged before the offsets are committed
         try:
@@ -127,6 +133,7 @@ class BatchRunner:
                         self.outcomes.state.metrics.record_outcome(record.topic, "skipped")
                     else:
                         await self._handle_one(record, envelope)
+                    unhandled[(record.topic, record.partition)] = record.offset + 1
         finally:
             pending_sends.reset(token)
         if self.outcomes.state.faults.crashes:  # crash tests only: the store committed, the offsets are not yet

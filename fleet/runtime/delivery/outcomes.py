@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable
 
@@ -121,6 +121,9 @@ class Subscription:
 
     policy: RetryPolicy
     subscriber: Any = None
+    # While a batch is handled: per (topic, partition), the offset of its first record not yet handled. The consumer's
+    # position is past the whole batch already, so lag counts from here (what is fetched is not yet handled).
+    unhandled: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def main(self) -> bool:

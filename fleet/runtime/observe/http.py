@@ -57,14 +57,18 @@ def partition_lags(broker: Any) -> list[PartitionLag]:
             continue
         group = getattr(subscription.subscriber, "group_id", None) or ""
         for tp in sorted(consumer.assignment()):
-            lags.append(PartitionLag(tp.topic, tp.partition, group, lag_of(consumer, tp), subscription.main))
+            handled_to = subscription.unhandled.get((tp.topic, tp.partition))  # a batch in hand: not yet handled
+            lags.append(
+                PartitionLag(tp.topic, tp.partition, group, lag_of(consumer, tp, handled_to), subscription.main)
+            )
     return lags
 
 
-def lag_of(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-    """Highwater minus position, without waiting: None until both are known (or once the partition is revoked)."""
+def lag_of(consumer: AIOKafkaConsumer, tp: TopicPartition, handled_to: int | None = None) -> int | None:
+    """Highwater minus the next record to handle (`handled_to`, while a batch is in hand; else the consumer's position),
+    without waiting: None until both are known (or once the partition is revoked)."""
     highwater = consumer.highwater(tp) if tp in consumer.assignment() else None
-    position = fetched_position(consumer, tp)
+    position = fetched_position(consumer, tp) if handled_to is None else handled_to
     if highwater is None or position is None:
         return None
     return max(0, highwater - position)
