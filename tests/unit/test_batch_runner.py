@@ -2,6 +2,7 @@
 of it, a failing event undone alone, emitted records acknowledged before the commit, and retries waiting outside."""
 
 import asyncio
+import contextlib
 import os
 import time
 from datetime import UTC, datetime
@@ -252,3 +253,19 @@ async def test_while_a_batch_is_handled_its_records_not_yet_handled_still_count_
     await worker.runner(consumer_records("ord-1", "ord-2", "ord-3"))
     assert seen == [0, 1, 2], "each handler sees itself as the first record not yet handled"
     assert worker.runner.subscription.unhandled == {}, "once committed, the consumer's position says it all"
+
+
+async def test_when_the_store_cannot_open_each_record_of_the_batch_goes_to_its_retry_tier(store):
+    worker = Worker(store)
+
+    @contextlib.asynccontextmanager
+    async def database_down():
+        raise ConnectionError("connection refused: the database is down")
+        yield  # never reached
+
+    worker.runner.scopes = [database_down]
+    await worker.runner(consumer_records("ord-1", "ord-2"))
+    moved = [(topic, headers["retry-reason"]) for topic, _, _, headers in worker.dead.sent]
+    assert moved == [(TOPIC.retry_topic(1), "connection refused: the database is down")] * 2
+    assert await worker.seen() == [], "no handler ran its effects"
+    assert worker.consumer.commits == [{(TOPIC.name, 0): 2}], "their outcome (a retry) is durable: committed past"

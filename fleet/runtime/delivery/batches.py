@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
@@ -27,6 +29,8 @@ from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
 from fleet.runtime.delivery.retries import due_ms, now_ms
 
 __all__ = ["VERIFY_THREADS", "BatchRunner", "BatchScope", "raw_batch_parser", "records_of"]
+
+log = structlog.get_logger("fleet.events")
 
 # What a worker opens around each batch (a stateful worker's store transaction, `StateHandle.batch`); it must commit
 # when the block ends and roll back when it raises.
@@ -123,8 +127,7 @@ class BatchRunner:
         token = pending_sends.set(emitted)  # what handlers emit is acknowledged before the offsets are committed
         try:
             async with contextlib.AsyncExitStack() as stack:
-                for scope in list(self.scopes):
-                    await stack.enter_async_context(scope())
+                unavailable = await self._open_scopes(stack)
                 for record, envelope in zip(records, checked, strict=True):
                     if isinstance(envelope, Rejected):
                         rejection = Rejection.of(record, envelope.reason, envelope.detail)
@@ -132,7 +135,7 @@ class BatchRunner:
                     elif self.outcomes.is_foreign(record, self.policy):
                         self.outcomes.state.metrics.record_outcome(record.topic, "skipped")
                     else:
-                        await self._handle_one(record, envelope)
+                        await self._handle_one(record, envelope, unavailable)
                     unhandled[(record.topic, record.partition)] = record.offset + 1
         finally:
             pending_sends.reset(token)
@@ -140,6 +143,18 @@ class BatchRunner:
             self.outcomes.state.faults.crash_point("batch_committed")
         if emitted:
             await self._acknowledged(emitted)
+
+    async def _open_scopes(self, stack: contextlib.AsyncExitStack) -> Exception | None:
+        """Opens the worker's batch scopes; the error if one cannot open (its database is down, say). Then each record
+        fails with it and goes to its retry tier, as it would have failed alone, instead of the whole batch coming
+        back at once and again while the database stays down."""
+        for scope in list(self.scopes):
+            try:
+                await stack.enter_async_context(scope())
+            except Exception as error:
+                log.warning("batch_scope_unavailable", error_class=type(error).__name__, reason=str(error)[:300])
+                return error
+        return None
 
     async def _acknowledged(self, emitted: list[asyncio.Future]) -> None:
         """Every emitted record is on the broker before an offset is committed; one that is not sends the batch back."""
@@ -150,10 +165,12 @@ class BatchRunner:
             self.outcomes.state.send_failed(failed, "publishing what its handler emitted")
             raise failed
 
-    async def _handle_one(self, record: Any, envelope: Envelope) -> None:
+    async def _handle_one(self, record: Any, envelope: Envelope, unavailable: Exception | None = None) -> None:
         topic = self.topics[record.topic]
 
         async def call() -> Any:
+            if unavailable is not None:
+                raise unavailable
             return await self.handler(decode_keyed_value(topic, record.key, record.value))
 
         async def payload() -> Any:

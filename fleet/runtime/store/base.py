@@ -11,7 +11,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, Sequence
 
 import orjson
 
@@ -243,6 +243,7 @@ class Store(abc.ABC):
         self.url = url
         # Told of the outbox rows each transaction committed, in order: the relay publishes them without reading back.
         self._committed_rows: list[Callable[[list[OutboxRow]], None]] = []
+        self._in_hand: set[int] = set()  # ids handed to a relay and not yet marked: a read-back leaves them alone
 
     async def migrate(self, statements: Sequence[str]) -> None:
         """Applies a service's own DDL in one transaction; write it idempotent (`CREATE TABLE IF NOT EXISTS ...`)."""
@@ -276,14 +277,25 @@ class Store(abc.ABC):
                 _BATCH.reset(token)
         self._after(tx)
 
+    # Whether committed rows go to the relay in memory. PostgreSQL's do not: several replicas' relays share its outbox,
+    # and a relay takes rows by reading them back with row locks (FOR UPDATE SKIP LOCKED), so no two publish one row;
+    # a commit only wakes it, and it reads the outbox back once per batch, not once per event.
+    hands_over = True
+
     def _after(self, tx: Transaction) -> None:
-        if tx.outbox:
-            for committed in self._committed_rows:
-                committed(list(tx.outbox))
+        if tx.outbox and self._committed_rows:
+            rows = list(tx.outbox) if self.hands_over else []
+            self._in_hand.update(row.id for row in rows)
+            # To one relay only: the others of this store take rows as they read the outbox back, never one in hand.
+            self._committed_rows[0](rows)
         tx.run_after_commit()
 
+    def release(self, ids: Iterable[int]) -> None:
+        """Rows a relay was given and will not publish after all (a send failed): reading back may take them."""
+        self._in_hand.difference_update(ids)
+
     def on_committed_rows(self, callback: Callable[[list[OutboxRow]], None]) -> None:
-        """`callback(rows)` after each commit that added outbox rows (the relay's way in)."""
+        """`callback(rows)` after each commit that added outbox rows (the relay's way in; the first one registered)."""
         self._committed_rows.append(callback)
 
     def forget(self, callback: Callable[[list[OutboxRow]], None]) -> None:
@@ -309,8 +321,11 @@ class Store(abc.ABC):
         await self.migrate([statement.format(**_DIALECTS[self.dialect]) for statement in OWN_TABLES])
 
     @abc.abstractmethod
-    def pending(self, limit: int) -> contextlib.AbstractAsyncContextManager[OutboxBatch]:
-        """Up to `limit` pending rows, in id order, that no other relay of this database is publishing now."""
+    def pending(
+        self, limit: int, created_before_ms: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[OutboxBatch]:
+        """Up to `limit` pending rows, in id order, that no other relay of this database is publishing now (and, given
+        `created_before_ms`, none added since: a relay may be publishing those from memory)."""
 
     @abc.abstractmethod
     async def mark_published(self, tx: Transaction, ids: Sequence[int]) -> None:

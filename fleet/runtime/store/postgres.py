@@ -44,12 +44,13 @@ class PostgresStore(Store):
     """A pool of connections, so replicas and concurrent handlers run their transactions side by side."""
 
     dialect = "postgresql"
+    hands_over = False  # its relays read committed rows back under row locks (Store.hands_over)
     # Serialises `migrate` across replicas: concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's catalog.
     MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('eventfleet.store.migrate'))"
     # No earlier pending row of the same key: with several relays, a key's records still go out in insertion order.
     PENDING = (
         f"{PENDING_COLUMNS} AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.published_at IS NULL "
-        "AND e.topic = o.topic AND e.key = o.key AND e.id < o.id) ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED"
+        "AND e.topic = o.topic AND e.key = o.key AND e.id < o.id){age} ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED"
     )
 
     def __init__(self, url: str, pool: Any) -> None:
@@ -88,10 +89,12 @@ class PostgresStore(Store):
             yield tx
 
     @contextlib.asynccontextmanager
-    async def pending(self, limit: int) -> AsyncIterator[OutboxBatch]:
+    async def pending(self, limit: int, created_before_ms: int | None = None) -> AsyncIterator[OutboxBatch]:
         # The row locks last until the marks commit: other relays skip these rows instead of publishing them too.
+        params: tuple[int, ...] = (limit,) if created_before_ms is None else (created_before_ms, limit)
+        sql = self.PENDING.format(age="" if created_before_ms is None else " AND o.created_at <= ?")
         async with self._begin() as tx:
-            rows = await tx.fetchall(self.PENDING, (limit,))
+            rows = await tx.fetchall(sql, params)
 
             async def mark(ids: list[int]) -> None:
                 await self.mark_published(tx, ids)

@@ -12,7 +12,7 @@ import structlog
 
 from contracts.connection import KafkaConnection, client_options
 from fleet.runtime.errors import stops_the_producer
-from fleet.runtime.store.base import INBOX_RETENTION_S, OutboxRow, Store
+from fleet.runtime.store.base import INBOX_RETENTION_S, OutboxRow, Store, now_ms
 
 __all__ = ["OutboxRelay", "Producer"]
 
@@ -52,6 +52,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 30.0,
         mark_after_s: float = 1.0,
+        settle_s: float = 10.0,
         linger_ms: int = 5,
         retention_s: float = 86_400.0,
         inbox_retention_s: float = INBOX_RETENTION_S,
@@ -73,6 +74,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.mark_after_s = mark_after_s
+        self.settle_s = settle_s
         self.linger_ms = linger_ms
         self.retention_s = retention_s
         self.inbox_retention_s = inbox_retention_s
@@ -88,6 +90,8 @@ class OutboxRelay:
         self._acknowledged: list[int] = []  # published, not yet marked
         self._acknowledged_since: float | None = None
         self._next_read_back = 0.0  # the loop's clock: when the outbox is read back next
+        self._settled_only = False  # the next read-back is the periodic one: rows older than `settle_s` only
+        self._read_back_ids: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -115,9 +119,10 @@ class OutboxRelay:
         """Publishes everything pending now, in insertion order, and marks it; returns how many rows the broker
         acknowledged."""
         await self._ensure_producer()
-        self._fresh.clear()  # they are in the outbox too: reading it back sends them in their place
         self._read_back = True
         total = await self._read_back_all()
+        if not self._read_back:  # read back to the end: now the rows handed over meanwhile, less those it sent
+            total += await self._publish_fresh()
         await self.mark_acknowledged()
         return total
 
@@ -160,10 +165,13 @@ class OutboxRelay:
         await self.stop()
 
     def _hand_over(self, rows: list[OutboxRow]) -> None:
-        """A transaction of the store committed these rows: publish them next (unless the outbox is read back first,
-        which sends them in their place)."""
-        if not self._read_back:
+        """A transaction of the store committed these rows: publish them next (after a read-back in progress, which
+        may have sent some of them already: those are skipped). No rows: the store's relays read committed rows back
+        (PostgreSQL), so read back now."""
+        if rows:
             self._fresh.extend(rows)
+        else:
+            self._read_back = True
         self._wake.set()
 
     def _aiokafka_producer(self) -> Producer:
@@ -220,27 +228,39 @@ class OutboxRelay:
         await self._ensure_producer()
         if self._read_back:
             return await self._read_back_all()
+        return await self._publish_fresh()
+
+    async def _publish_fresh(self) -> int:
         published = 0
         while self._fresh:
             rows = [self._fresh.popleft() for _ in range(min(len(self._fresh), self.batch_size))]
+            rows = [row for row in rows if row.id not in self._read_back_ids]
+            if not rows:
+                continue
             acknowledged = await self._publish(rows, refresh=False)
             self._acknowledged_now(acknowledged)
             published += len(acknowledged)
             if len(acknowledged) < len(rows):  # the rest wait in the outbox: read back, they go out in their order
+                self.store.release([row.id for row in rows if row.id not in set(acknowledged)])
+                self.store.release([row.id for row in self._fresh])
                 self._fresh.clear()
                 self._read_back = True
                 break
         return published
 
     async def _read_back_all(self) -> int:
+        # A periodic read-back looks for what other processes or a crash left: rows added lately may be in a relay's
+        # hands right now (handed over, published, not yet marked), and would go out twice.
+        settled = None if not self._settled_only else now_ms() - int(self.settle_s * 1000)
+        self._read_back_ids.clear()  # what this read-back publishes, so that the same rows handed over are skipped
         total = 0
         while True:
-            published, all_sent = await self._publish_batch()
+            published, all_sent = await self._publish_batch(settled)
             total += published
             if not all_sent:  # the broker refuses: the next pass reads back again
                 return total
             if not published:
-                self._read_back = False  # caught up: what is committed from now on comes in memory
+                self._read_back = self._settled_only = False  # caught up: what is committed now comes in memory
                 return total
 
     def _acknowledged_now(self, ids: list[int]) -> None:
@@ -286,16 +306,18 @@ class OutboxRelay:
         if self._acknowledged_since is not None and now >= self._acknowledged_since + self.mark_after_s:
             await self._guarded(self.mark_acknowledged)
         if now >= self._next_read_back:
+            self._settled_only = not self._read_back  # a failed pass reads everything back; the poll, settled rows
             self._read_back = True
             self._next_read_back = now + self.poll_interval_s
 
-    async def _publish_batch(self) -> tuple[int, bool]:
-        async with self.store.pending(self.batch_size) as batch:
+    async def _publish_batch(self, created_before_ms: int | None = None) -> tuple[int, bool]:
+        async with self.store.pending(self.batch_size, created_before_ms) as batch:
             if not batch.rows:
                 return 0, True
             acknowledged = await self._publish(batch.rows, refresh=True)
             if acknowledged:
                 await batch.mark(acknowledged)
+                self._read_back_ids.update(acknowledged)
         log.debug("outbox_published", count=len(acknowledged), pending_in_batch=len(batch.rows) - len(acknowledged))
         return len(acknowledged), len(acknowledged) == len(batch.rows)
 

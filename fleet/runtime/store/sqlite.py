@@ -107,12 +107,18 @@ class SqliteStore(Store):
                 raise
 
     @contextlib.asynccontextmanager
-    async def pending(self, limit: int) -> AsyncIterator[OutboxBatch]:
+    async def pending(self, limit: int, created_before_ms: int | None = None) -> AsyncIterator[OutboxBatch]:
         # Rows are read and marked in two short transactions, not one held while Kafka answers: a slow or absent
         # broker must not hold the file's write lock, which every handler's transaction needs.
+        age = "" if created_before_ms is None else " AND o.created_at <= ?"
         async with self._relay_lock:
             async with self._begin() as tx:
-                rows = await tx.fetchall(f"{PENDING_COLUMNS} ORDER BY o.id LIMIT ?", (limit,))
+                # Not the rows a relay holds in memory (handed over, not yet marked): it publishes those itself. Read
+                # inside the transaction: a commit that went before it has handed its rows over by now.
+                in_hand = " AND o.id NOT IN (SELECT value FROM json_each(?))" if self._in_hand else ""
+                held = [json.dumps(sorted(self._in_hand))] if in_hand else []
+                params = [*([created_before_ms] if age else []), *held, limit]
+                rows = await tx.fetchall(f"{PENDING_COLUMNS}{age}{in_hand} ORDER BY o.id LIMIT ?", params)
             yield OutboxBatch([OutboxRow.from_row(row) for row in rows], self._mark)
 
     async def _mark(self, ids: list[int]) -> None:
@@ -121,6 +127,7 @@ class SqliteStore(Store):
 
     async def mark_published(self, tx: Transaction, ids: Sequence[int]) -> None:
         await tx.execute(MARK, (now_ms(), json.dumps(list(ids))))
+        self.release(ids)
 
     async def close(self) -> None:
         async with self._lock:
