@@ -180,6 +180,92 @@ async def test_a_transaction_that_raises_leaves_no_claim_no_state_change_and_no_
     assert await handle(store, "evt-1") is True  # the redelivered event is handled afresh
 
 
+# ---- Batches: one transaction for many records, a savepoint per handler ------------------------------------------
+
+async def test_a_batch_commits_every_handlers_claims_state_and_outbox_rows_at_once(store):
+    told: list[list] = []
+    store.on_committed_rows(told.append)
+
+    async with store.batch():
+        for n in range(3):
+            assert await handle(store, f"evt-{n}", emits=tuple(records(1))) is True
+        assert told == []  # the relay hears nothing before the batch commits
+
+    assert await balance(store) == 300
+    assert [event for _, event in await inbox_rows(store)] == ["evt-0", "evt-1", "evt-2"]
+    assert await store.backlog() == 3
+    # Told once for the batch: with its rows in hand (SQLite), or woken to read them back under row locks (PostgreSQL).
+    assert [len(rows) for rows in told] == [3 if store.hands_over else 0]
+
+
+async def test_a_handler_that_raises_in_a_batch_undoes_only_its_own_claim_state_and_outbox_rows(store):
+    handed: list[str] = []
+    store.on_committed_rows(lambda rows: handed.extend(row.ce_id for row in rows))
+    store.hands_over = True  # the rows as the batch committed them, on both backends
+    kept, undone, after = records(1), records(1), records(1)
+
+    async with store.batch():
+        await handle(store, "evt-1", emits=tuple(kept))
+        with pytest.raises(HandlerFailed):
+            await handle(store, "evt-2", emits=tuple(undone), fail=True)
+        await handle(store, "evt-3", emits=tuple(after))
+
+    assert await balance(store) == 200
+    assert [event for _, event in await inbox_rows(store)] == ["evt-1", "evt-3"]
+    assert handed == [kept[0].envelope.id, after[0].envelope.id]
+    assert await handle(store, "evt-2") is True  # the failed event is handled afresh when it comes back
+
+
+async def test_a_batch_that_raises_commits_nothing_and_runs_no_callback(store):
+    ran: list[str] = []
+
+    with pytest.raises(HandlerFailed):
+        async with store.batch() as batch:
+            await handle(store, "evt-1", emits=tuple(records(1)))
+            batch.after_commit(lambda: ran.append("flushed"))
+            raise HandlerFailed("the batch failed before its commit")
+
+    assert ran == [] and await inbox_rows(store) == [] and await store.backlog() == 0
+
+
+async def test_a_batch_runs_a_callback_added_by_each_handler_once_and_only_after_its_commit(store):
+    ran: list[str] = []
+
+    def flush() -> None:
+        ran.append("flushed")
+
+    async with store.batch():
+        for n in range(3):
+            async with store.transaction() as tx:
+                await tx.claim("payments", f"evt-{n}")
+                tx.after_commit(flush)
+        assert ran == []
+
+    assert ran == ["flushed"]
+
+
+async def test_a_callback_of_a_handler_that_raised_in_a_batch_never_runs(store):
+    ran: list[str] = []
+
+    async with store.batch():
+        with pytest.raises(HandlerFailed):
+            async with store.transaction() as tx:
+                tx.after_commit(lambda: ran.append("undone"))
+                raise HandlerFailed("after its callback")
+        async with store.transaction() as tx:
+            tx.after_commit(lambda: ran.append("kept"))
+
+    assert ran == ["kept"]
+
+
+async def test_one_event_claimed_twice_in_one_batch_has_its_effects_once(store):
+    async with store.batch():
+        assert await handle(store, "evt-1") is True
+        assert await handle(store, "evt-1") is False
+
+    assert await balance(store) == 100
+
+
 # ---- Concurrent claims (`handle` holds its transaction open for `hold_s`, so a competitor meets its claim) --------
 
 async def test_two_transactions_claiming_the_same_event_at_once_have_exactly_one_effect(store):
