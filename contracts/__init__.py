@@ -19,6 +19,7 @@ from .envelope import (
     verify_record,
 )
 from .events import (
+    ControlIssued,
     Event,
     InventoryBackordered,
     InventoryReserved,
@@ -26,6 +27,7 @@ from .events import (
     NotificationSent,
     OrderItem,
     OrderPlaced,
+    PartitionOffset,
     PaymentAuthorized,
     PaymentDeclined,
     ShipmentScheduled,
@@ -42,6 +44,7 @@ __all__ = [
     "ED25519",
     "HMAC_SHA256",
     "REGISTRY",
+    "ControlIssued",
     "Envelope",
     "EnvelopeError",
     "Event",
@@ -53,6 +56,7 @@ __all__ = [
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
+    "PartitionOffset",
     "PaymentAuthorized",
     "PaymentDeclined",
     "PrivateKey",

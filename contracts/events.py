@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "ControlIssued",
     "Event",
     "InventoryBackordered",
     "InventoryReserved",
@@ -15,6 +16,7 @@ __all__ = [
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
+    "PartitionOffset",
     "PaymentAuthorized",
     "PaymentDeclined",
     "ShipmentScheduled",
@@ -268,3 +270,77 @@ def redacted(model: BaseModel) -> dict:
 
 def _json_of(model: BaseModel, name: str):
     return model.model_dump(mode="json", include={name})[name]
+
+
+class PartitionOffset(BaseModel):
+    """Where a consumer group is to read next on one partition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str = Field(
+        description="A topic the service reads.", examples=["orders.placed.v1"], min_length=1, max_length=249
+    )
+    partition: int = Field(description="The partition's number.", examples=[0], ge=0)
+    offset: int = Field(description="The next offset the group reads on it.", examples=[1042], ge=0)
+
+
+class ControlIssued(Event):
+    """An operator told a service's replicas to pause, resume or move: every replica reads every such record.
+
+    `pause` and `resume` name topics the service reads (none: all of them, with their retry tiers); `seek` moves a
+    consumer group (`fleet replay`), and its replicas apply it only while they read the control topic live, never when
+    they read its history on start."""
+
+    service: str = Field(
+        description="The service whose replicas obey; also the record key.",
+        examples=["payments"],
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_-]*$",
+    )
+    command: Literal["pause", "resume", "seek"] = Field(
+        description="pause: stop fetching, keeping the partitions; resume: fetch again from where it stopped; seek: "
+        "move the group to `offsets` (the service is paused around it).",
+        examples=["seek", "pause", "resume"],
+    )
+    topics: tuple[str, ...] = Field(
+        default=(),
+        description="The topics it applies to, among those the service reads; empty: every topic it reads.",
+        examples=[["orders.placed.v1"]],
+        max_length=100,
+    )
+    group: str | None = Field(
+        default=None,
+        description="For seek: the consumer group to move.",
+        examples=["payments"],
+        max_length=249,
+    )
+    offsets: tuple[PartitionOffset, ...] = Field(
+        default=(),
+        description="For seek: where the group reads next, per partition.",
+        examples=[[{"topic": "orders.placed.v1", "partition": 0, "offset": 1042}]],
+        max_length=10_000,
+    )
+    reason: str = Field(
+        default="",
+        description="Why, in the operator's words (shown by `fleet status`).",
+        examples=["payments database down"],
+        max_length=500,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+    )
+    issued_by: str = Field(
+        description="Who issued it: the operator's name.",
+        examples=["alice"],
+        min_length=1,
+        max_length=64,
+        pattern=PRINTABLE,
+    )
+    issued_at: AwareDatetime = Field(description="When it was issued.", examples=["2026-12-05T09:00:00Z"])
+
+    @model_validator(mode="after")
+    def _seek_has_a_group_and_offsets(self) -> ControlIssued:
+        if self.command == "seek" and (not self.group or not self.offsets):
+            raise ValueError("a seek names its group and at least one offset")
+        if self.command != "seek" and (self.group or self.offsets):
+            raise ValueError(f"a {self.command} names no group and no offsets")
+        return self

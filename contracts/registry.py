@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .events import (
+    ControlIssued,
     Event,
     InventoryBackordered,
     InventoryReserved,
@@ -59,7 +60,9 @@ class Topic:
     consumers: tuple[str, ...] = ()
     partitions: int = 6
     max_bytes: int = 16 * 1024
-    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_ms: int = 7 * 24 * 3600 * 1000  # -1: kept for good
+    # Read by every replica of each consumer, without a consumer group and without retry tiers (the control topic).
+    broadcast: bool = False
 
     @property
     def configs(self) -> dict[str, str]:
@@ -93,7 +96,8 @@ class Topic:
 
     @property
     def retry_topics(self) -> tuple[str, ...]:
-        return tuple(self.retry_topic(tier) for tier in range(1, RETRY_TIERS + 1))
+        """Its retry tiers; none for a broadcast topic, which nobody retries (a command that fails is dead-lettered)."""
+        return () if self.broadcast else tuple(self.retry_topic(tier) for tier in range(1, RETRY_TIERS + 1))
 
     def key_of(self, event: Event) -> str:
         """The record key of an event on this topic: the registry's key field, as text."""
@@ -135,6 +139,10 @@ class Registry:
 
     def consumed_by(self, service: str) -> tuple[Topic, ...]:
         return tuple(t for t in self.topics if service in t.consumers)
+
+    def consumed_in_group_by(self, service: str) -> tuple[Topic, ...]:
+        """What the service reads in its consumer group (and retries): every topic it consumes but a broadcast one."""
+        return tuple(t for t in self.consumed_by(service) if not t.broadcast)
 
     def of(self, event_or_model: Event | type[Event]) -> Topic:
         model = event_or_model if isinstance(event_or_model, type) else type(event_or_model)
@@ -231,6 +239,19 @@ REGISTRY = Registry(
             owner="shipping",
             consumers=("notifications", "tracker"),
             description="Shipments booked for reserved orders.",
+        ),
+        Topic(
+            name="fleet.control.v1",
+            model=ControlIssued,
+            key_field="service",
+            owner="operator",
+            consumers=("payments", "inventory", "shipping", "notifications", "tracker"),
+            description="Operators' commands to a service's replicas: pause, resume, seek (`fleet pause`, `fleet "
+            "resume`, `fleet replay`). Every replica reads the whole topic, without a consumer group, so one partition "
+            "keeps the commands in order and the history is kept for good: a replica that starts reads it first.",
+            partitions=1,
+            retention_ms=-1,
+            broadcast=True,
         ),
     ]
 )

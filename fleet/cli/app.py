@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from fleet.cli.acl import acl_app
+from fleet.cli.control import pause, resume
 from fleet.cli.dlq import dlq_app
 from fleet.cli.docs import check, contracts_app, docs_app
 from fleet.cli.errors import ErrorBoundary, run_as_process
@@ -48,6 +49,8 @@ app.command()(up)
 app.command("scale")(scale_command)
 app.command()(down)
 app.command()(status)
+app.command()(pause)
+app.command()(resume)
 app.command()(check)
 app.command()(publish)
 app.add_typer(topics_app, name="topics")

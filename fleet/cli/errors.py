@@ -100,6 +100,8 @@ EXPECTED: tuple[tuple[str, str, ExitCode, Callable[[Any], str]], ...] = (
     ("contracts.registry", "UnknownTopic", ExitCode.BAD_INPUT, str),
     ("fleet.catalog", "UnknownService", ExitCode.BAD_INPUT, str),
     ("fleet.runtime.asyncapi", "UnknownService", ExitCode.BAD_INPUT, str),
+    ("fleet.ops.control", "NotAWorker", ExitCode.BAD_INPUT, str),
+    ("fleet.ops.control", "UnknownTopicOfService", ExitCode.BAD_INPUT, str),
     ("fleet.ops.up", "FleetAlreadyRunning", ExitCode.TRY_AGAIN, str),
     ("fleet.ops.up", "NoFleetRunning", ExitCode.FAILED, str),
     ("pydantic", "ValidationError", ExitCode.USAGE, _invalid_settings),

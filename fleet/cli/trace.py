@@ -38,11 +38,12 @@ class NoTopics(RuntimeError):
 
 
 def flow_topics(registry: Registry = REGISTRY, *, keyed_by_order: bool = False) -> list[str]:
-    """Every registry topic with its retry topics and its dead-letter topic (only the order-keyed ones, if asked)."""
+    """Every registry topic of the flows (the control topic is in none) with its retry topics and its dead-letter
+    topic (only the order-keyed ones, if asked)."""
     return [
         name
         for topic in registry
-        if not keyed_by_order or topic.key_field == "order_id"
+        if not topic.broadcast and (not keyed_by_order or topic.key_field == "order_id")
         for name in (topic.name, *topic.retry_topics, topic.dead_letter_topic)
     ]
 

@@ -98,9 +98,11 @@ def upstream_acls(system: str, registry: Registry = REGISTRY) -> set[Acl]:
 
 
 def gateway_acls(registry: Registry = REGISTRY) -> set[Acl]:
-    """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's."""
+    """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's, and
+    never the operators' commands."""
     return _writer(
-        f"User:{GATEWAY}", (t.name for system in upstream_systems(registry) for t in registry.owned_by(system))
+        f"User:{GATEWAY}",
+        (t.name for system in upstream_systems(registry) for t in registry.owned_by(system) if not t.broadcast),
     )
 
 

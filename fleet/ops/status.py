@@ -228,7 +228,7 @@ async def gather(
     from fleet.ops.dlq import count_dead_letters
     from fleet.ops.groups import committed_offsets, describe_groups
 
-    consumed = {s: [t.name for t in registry.consumed_by(s)] for s in services}
+    consumed = {s: [t.name for t in registry.consumed_in_group_by(s)] for s in services}
     names = sorted({t for ts in consumed.values() for t in ts})
     admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-status")
     consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, client_id="fleet-status")

@@ -30,6 +30,11 @@ class FleetConsumer(AIOKafkaConsumer):
       soon as one arrives, so this costs no latency; but FastStream's batch loop asks again (after a short sleep) each
       time a poll comes back empty, and with short polls an idle worker's consumers would wake many times a second.
       Once records came, it lingers `linger_ms` for more when it has fewer than asked for.
+    - `getmany` obeys the operators' standing orders (`hold`, a fleet.runtime.control.Hold) before it fetches, that
+      is between two batches: it pauses and resumes partitions with aiokafka's public `pause`/`resume` (the consumer
+      stays in its group, keeps its partitions and heartbeats), moves a group asked to move (`seek`, then `commit`),
+      and hands back no record of a held partition (it seeks back to it, so nothing is skipped). The consumer of
+      `control_topic` itself tells the hold when it has read the topic's history to its end.
     """
 
     def __init__(
@@ -38,6 +43,8 @@ class FleetConsumer(AIOKafkaConsumer):
         fetch_failed: Callable[[FleetConsumer, KafkaError], None] | None = None,
         idle_wait_ms: int = 0,
         linger_ms: int = 0,
+        hold: Any = None,
+        control_topic: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(*topics, **options)
@@ -45,6 +52,9 @@ class FleetConsumer(AIOKafkaConsumer):
         self._fetch_failed = fetch_failed
         self._idle_wait_ms = idle_wait_ms
         self._linger_ms = linger_ms
+        self._hold = hold
+        self._control_topic = control_topic
+        self._control_ends: dict[TopicPartition, int] | None = None
 
     async def getone(self, *partitions: TopicPartition) -> Any:
         try:
@@ -56,6 +66,17 @@ class FleetConsumer(AIOKafkaConsumer):
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None) -> Any:
         try:
             wait_ms = max(timeout_ms, self._idle_wait_ms)
+            if self._hold is not None:
+                if self._reads_control():
+                    await self._note_control_read()
+                else:
+                    await self._hold.wait_caught_up()
+                    await self._apply_seeks()
+                    if self._sync_pauses():  # every partition it holds is paused: wait for orders, then poll once
+                        await self._hold.wait_changed(wait_ms / 1000)
+                        return self._without_held(
+                            await super().getmany(*partitions, timeout_ms=0, max_records=max_records)
+                        )
             found = await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
             if found and self._linger_ms and (max_records is None or _count(found) < max_records):
                 # A few records came: wait a moment for more, so a steady trickle is handled in batches too (each
@@ -64,10 +85,58 @@ class FleetConsumer(AIOKafkaConsumer):
                 left = None if max_records is None else max_records - _count(found)
                 for tp, more in (await super().getmany(*partitions, timeout_ms=0, max_records=left)).items():
                     found.setdefault(tp, []).extend(more)
-            return found
+            return self._without_held(found)
         except KafkaError as error:
             self._report(error)
             raise
+
+    # ---- the operators' standing orders (fleet.runtime.control) ---------------------------------------------------
+
+    def _reads_control(self) -> bool:
+        return self.group is None and self.subscription() == {self._control_topic}
+
+    async def _note_control_read(self) -> None:
+        """Called before each poll of the control consumer, so after the previous batch was folded: once its position
+        reaches the end offsets it saw first, the history is read."""
+        if self._hold.live:
+            return
+        assigned = self.assignment()
+        if not assigned:
+            return
+        if self._control_ends is None:
+            self._control_ends = await self.end_offsets(list(assigned))
+        for tp, end in self._control_ends.items():
+            if await self.position(tp) < end:
+                return
+        self._hold.caught_up.set()
+
+    async def _apply_seeks(self) -> None:
+        moves = self._hold.seeks_for(self.group, self.assignment())
+        if not moves:
+            return
+        for tp, offset in moves.items():
+            self.seek(tp, offset)
+        await self.commit(moves)  # the group's new position survives this replica: another one resumes from it
+
+    def _sync_pauses(self) -> bool:
+        """Pauses the held partitions and resumes the others; True when it holds partitions and all are paused."""
+        assigned = self.assignment()
+        paused = self.paused()
+        held = {tp for tp in assigned if self._hold.pauses(tp.topic)}
+        if held - paused:
+            self.pause(*(held - paused))
+        if (assigned - held) & paused:
+            self.resume(*((assigned - held) & paused))
+        return bool(assigned) and held == assigned
+
+    def _without_held(self, found: dict) -> dict:
+        """No record of a held partition is handed over: its position goes back to the first one, to fetch on resume."""
+        if self._hold is None or self._reads_control():
+            return found
+        for tp in [tp for tp in found if self._hold.pauses(tp.topic)]:
+            self.seek(tp, found.pop(tp)[0].offset)
+            self.pause(tp)
+        return found
 
     def _report(self, error: KafkaError) -> None:
         if self._fetch_failed is not None:

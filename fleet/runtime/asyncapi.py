@@ -342,6 +342,8 @@ _UPSTREAM = {
     "warehouse": "The warehouse, an upstream system; `fleet demo` plays it to seed stock.",
     "gateway": "The HTTP gateway (`POST /v1/events/{topic}`): validates, signs with its own key and publishes for "
     "clients that do not speak Kafka.",
+    "operator": "The operators' commands (`fleet pause`, `fleet resume`, `fleet replay`), signed with the `operator` "
+    "key. See docs/operations.md.",
     DLQ_TOOL: "`fleet dlq ls|show|replay`, the operators' command for dead letters. `ls` and `show` read without a "
     "consumer group; `replay` reads in its group, re-signs with the `replay` key and publishes to the original topic.",
 }
@@ -366,7 +368,7 @@ def _registry_flows(service: str, registry: Registry) -> list[Flow]:
     holds the registry to what each worker's code really does."""
     flows = [Flow(topic.name, "send", service) for topic in registry if topic.owner == service]
     for topic in registry.consumed_by(service):
-        flows.append(Flow(topic.name, "receive", service, service))
+        flows.append(Flow(topic.name, "receive", service, "" if topic.broadcast else service))
         flows += [
             Flow(name, "receive", service, f"{service}.retry.{tier}") for tier, name in enumerate(topic.retry_topics, 1)
         ]
@@ -668,6 +670,12 @@ def _operation(flow: Flow, topic: Topic) -> dict:
     elif kind == "event" and flow.action == "send" and flow.address != topic.dead_letter_topic:
         description = (
             f"Publishes {topic.model.__name__} events, signed with the service's current key, idempotent with acks=all."
+        )
+    elif kind == "event" and topic.broadcast:
+        description = (
+            f"Every replica reads every {topic.model.__name__} from the start of the topic, without a consumer group, "
+            "and obeys those for its service between two batches; a record that fails verification changes nothing "
+            f"and is dead-lettered to `{topic.dead_letter_topic}`."
         )
     elif kind == "event":
         description = (

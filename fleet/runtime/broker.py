@@ -30,6 +30,7 @@ from contracts import (
 )
 from contracts.connection import KafkaConnection
 from fleet.runtime.adapters import FleetConsumer, kafka_producer_of, use_consumer_class
+from fleet.runtime.control import CONTROL_TOPIC, Hold, attach_control
 from fleet.runtime.delivery.batches import BatchRunner, BatchScope, raw_batch_parser, records_of
 from fleet.runtime.delivery.commits import deferred_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter
@@ -97,6 +98,8 @@ class FleetBroker(KafkaBroker):
         # What opens around each batch: a stateful worker's store transaction (attach_store adds it).
         self.batch_scopes: list[BatchScope] = []
         self.worker_http: WorkerHttp | None = None  # the worker's HTTP port, once attach_http gave it one
+        # The operators' standing orders (fleet.control.v1): what every consumer of this worker reads before it fetches.
+        self.hold = Hold(service, registry)
 
     async def _connect(self) -> Any:
         await super()._connect()
@@ -108,6 +111,8 @@ class FleetBroker(KafkaBroker):
                 fetch_failed=self._fetch_failed,
                 idle_wait_ms=self.kafka.fetch_max_wait_ms,
                 linger_ms=self.kafka.batch_linger_ms,
+                hold=self.hold,
+                control_topic=CONTROL_TOPIC,
             ),
         )
         return self.config.broker_config.builder
@@ -164,7 +169,7 @@ def create_broker(
         window_s=keys.window_s,
         log_payloads=LogSettings().payloads,
     )
-    return FleetBroker(
+    broker = FleetBroker(
         # A list: FastStream hands a string to aiokafka as one address, so "a:9092,b:9092" would never bootstrap.
         [server.strip() for server in connection.bootstrap_servers.split(",")],
         service=service,
@@ -189,6 +194,8 @@ def create_broker(
         log_level=logging.DEBUG,
         description=f"eventfleet service `{service}`",
     )
+    attach_control(broker)
+    return broker
 
 
 def faststream_security(connection: KafkaConnection) -> BaseSecurity | None:

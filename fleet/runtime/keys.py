@@ -15,6 +15,7 @@ from contracts import REGISTRY, Registry
 from contracts.signing import ED25519, Keyring, PrivateKey, SigningKeyError, TrustedKey
 
 __all__ = [
+    "OPERATOR_SIGNER",
     "REPLAY_SIGNER",
     "UPSTREAM_SIGNERS",
     "KeyStore",
@@ -28,8 +29,10 @@ __all__ = [
 
 # Signers outside the services: the storefront, the warehouse (both played by `fleet demo`) and the HTTP gateway
 # publish upstream topics;
-# `replay` is the operators' key for `fleet dlq replay`, which puts dead letters back on their original topics.
-UPSTREAM_SIGNERS = ("storefront", "warehouse", "gateway", "replay")
+# `replay` is the operators' key for `fleet dlq replay`, which puts dead letters back on their original topics;
+# `operator` signs the operators' commands on fleet.control.v1 (`fleet pause`, `resume`, `replay`).
+UPSTREAM_SIGNERS = ("storefront", "warehouse", "gateway", "replay", "operator")
+OPERATOR_SIGNER = "operator"
 UPSTREAM_OWNER = "storefront"
 REPLAY_SIGNER = "replay"
 

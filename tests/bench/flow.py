@@ -494,7 +494,7 @@ def fleet_groups(services: Iterable[str], group_of, registry) -> dict[str, list[
     """Each worker's consumer group and its retry tiers' groups (`<group>.retry.<n>`), with the topics each reads."""
     groups: dict[str, list[str]] = {}
     for service in services:
-        topics, group = registry.consumed_by(service), group_of(service)
+        topics, group = registry.consumed_in_group_by(service), group_of(service)
         groups[group] = [t.name for t in topics]
         for tier in range(1, len(topics[0].retry_topics) + 1 if topics else 1):
             groups[f"{group}.retry.{tier}"] = [t.retry_topic(tier) for t in topics]
@@ -713,7 +713,7 @@ class FlowRun:
         from contracts import REGISTRY
         from fleet.catalog import group_of
 
-        groups = {group_of(s): [t.name for t in REGISTRY.consumed_by(s)] for s in self.services}
+        groups = {group_of(s): [t.name for t in REGISTRY.consumed_in_group_by(s)] for s in self.services}
         async with GroupLag(self.bootstrap, groups) as lag:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:

@@ -234,7 +234,7 @@ def worker_problems(docs: dict[tuple[str, str], dict], service: str) -> list[str
     if len(scaled) != 1:
         return problems + [f"{service}: {len(scaled)} ScaledObjects, not 1"]
     spec = scaled[0]["spec"]
-    partitions = min(topic.partitions for topic in REGISTRY.consumed_by(service))
+    partitions = min(topic.partitions for topic in REGISTRY.consumed_in_group_by(service))
     if not spec.get("maxReplicaCount", 100) <= partitions:
         problems.append(f"{service}: maxReplicaCount {spec.get('maxReplicaCount')} is above its topics' {partitions} partitions")
     triggers = [t for t in spec["triggers"] if t["type"] == "kafka"]

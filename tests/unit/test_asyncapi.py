@@ -116,9 +116,9 @@ def test_retry_and_dead_letter_channels_are_described_with_their_headers_and_rea
 def test_every_registry_consumer_receives_in_its_group_and_every_worker_owner_sends(document):
     for topic in REGISTRY:
         for consumer in topic.consumers:
-            groups = {op["bindings"]["kafka"]["groupId"]["enum"][0] for op in _operations(document, consumer, "receive")
-                      if _address(document, op) == topic.name}
-            assert groups == {consumer}, f"{consumer} receives {topic.name} in its group"
+            groups = {op["bindings"]["kafka"].get("groupId", {}).get("enum", [None])[0]
+                      for op in _operations(document, consumer, "receive") if _address(document, op) == topic.name}
+            assert groups == {None if topic.broadcast else consumer}, f"{consumer} receives {topic.name} in its group"
             for tier, name in enumerate(topic.retry_topics, start=1):
                 retry_groups = {op["bindings"]["kafka"]["groupId"]["enum"][0] for op in _operations(document, consumer, "receive")
                                 if _address(document, op) == name}
@@ -253,10 +253,11 @@ def test_the_payments_document_and_an_unknown_service():
     payments = service_document("payments")
     assert {c["address"] for c in payments["channels"].values()} == {
         "orders.placed.v1", "orders.placed.v1.retry.1", "orders.placed.v1.retry.2", "orders.placed.v1.retry.3",
-        "orders.placed.v1.dlq", "payments.authorized.v1", "payments.declined.v1",
+        "orders.placed.v1.dlq", "payments.authorized.v1", "payments.declined.v1", "fleet.control.v1", "fleet.control.v1.dlq",
     }
     assert set(payments["components"]["messages"]) == {
-        "OrderPlaced", "OrderPlacedRetry", "OrderPlacedDeadLetter", "PaymentAuthorized", "PaymentDeclined"}
+        "OrderPlaced", "OrderPlacedRetry", "OrderPlacedDeadLetter", "PaymentAuthorized", "PaymentDeclined",
+        "ControlIssued", "ControlIssuedDeadLetter"}
     with pytest.raises(UnknownService, match="payments"):
         service_document("no-such-service")
 

@@ -104,7 +104,7 @@ def test_fleet_groups_include_every_retry_tier():
     groups = fleet_groups(["shipping"], lambda service: service, REGISTRY)
     assert groups["shipping"] == ["inventory.reserved.v1"]
     assert groups["shipping.retry.1"] == ["inventory.reserved.v1.retry.1"]
-    assert set(groups) == {"shipping", "shipping.retry.1", "shipping.retry.2", "shipping.retry.3"}
+    assert set(groups) == {"shipping", "shipping.retry.1", "shipping.retry.2", "shipping.retry.3"}, "no group reads control"
 
 
 def test_the_case_takes_its_rate_from_the_main_program():

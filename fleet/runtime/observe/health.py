@@ -72,6 +72,7 @@ def liveness(
     lag: int,
     work_since: float | None,
     broker_reachable: bool = True,
+    paused: bool = False,
 ) -> Verdict:
     """Live unless stuck: a handler in flight for longer than `bound_s`, or work waiting (`lag` > 0 since `work_since`)
     and no handler finished for longer than `bound_s` while the broker answers. A slow or absent broker never makes
@@ -89,6 +90,8 @@ def liveness(
             f"a handler has been running for {oldest_in_flight_s:.1f} s, over the {bound_s:g} s bound",
             facts,
         )
+    if paused:  # records wait because an operator said so: restarting the worker would not help, nor is it stuck
+        return Verdict(True, "paused", "paused by an operator (fleet resume lets it go on)", facts)
     if lag > 0 and work_since is not None:
         idle_s = now - max(last_progress, work_since)
         if idle_s > bound_s:
@@ -110,14 +113,23 @@ def liveness(
 
 
 def readiness(
-    *, stopping: bool, connected: bool, unassigned: list[str], lag: int, unknown: list[str], threshold: int
+    *,
+    stopping: bool,
+    connected: bool,
+    unassigned: list[str],
+    lag: int,
+    unknown: list[str],
+    threshold: int,
+    paused: str | None = None,
 ) -> Verdict:
     """Ready only while running, connected to the broker, with partitions assigned to every main subscriber
     (`unassigned` names those without), the lag of every assigned partition known (`unknown` names those not yet known),
-    and the main subscribers' total `lag` below `threshold`."""
+    and the main subscribers' total `lag` below `threshold`; not while an operator holds it (`paused` says how)."""
     facts = {"lag": lag, "lag_threshold": threshold}
     if stopping:
         return Verdict(False, "stopping", "the worker is shutting down", facts)
+    if paused is not None:
+        return Verdict(False, "paused", paused, facts)
     if not connected:
         return Verdict(False, "broker_unreachable", "the broker does not answer", facts)
     if unassigned:

@@ -74,6 +74,15 @@ def lag_of(consumer: AIOKafkaConsumer, tp: TopicPartition, handled_to: int | Non
     return max(0, highwater - position)
 
 
+def _paused_text(held: Any) -> str | None:
+    """How an operator holds the worker, for its readiness answer; None when nothing is held."""
+    if not held.is_paused:
+        return None
+    by = f" by {held.paused_by}" if held.paused_by else ""
+    why = f": {held.reason}" if held.reason else ""
+    return f"paused ({held.what}){by}{why}; `fleet resume {held.service}` lets it go on"
+
+
 def _unassigned(broker: Any) -> list[str]:
     """The main subscribers that have no partition, named by group and topics."""
     missing = []
@@ -122,6 +131,7 @@ class WorkerHttp:
             last_progress=progress.last_progress,
             lag=lag,
             work_since=self.work.observe(lag, now),
+            paused=self.broker.hold.held.is_paused,
         )
         verdict = liveness(**facts)
         if verdict.reason == "no_progress":  # the only case that asks the broker: is the wait its fault?
@@ -138,6 +148,7 @@ class WorkerHttp:
             lag=sum(p.lag or 0 for p in main),
             unknown=[f"{p.topic}/{p.partition}" for p in main if p.lag is None],
             threshold=self.settings.readiness_lag_threshold,
+            paused=_paused_text(self.broker.hold.held),
         )
 
     async def metrics_text(self) -> bytes:
@@ -149,6 +160,8 @@ class WorkerHttp:
         for p in partition_lags(self.broker):
             if p.lag is not None:
                 metrics.lag.labels(p.topic, str(p.partition), p.group).set(p.lag)
+        for topic in self.broker.hold.registry.consumed_in_group_by(self.broker.service):
+            metrics.paused.labels(topic.name).set(1 if self.broker.hold.held.pauses(topic.name) else 0)
         metrics.oldest_in_flight.set(progress.oldest_in_flight_s())
         metrics.since_progress.set(progress.clock() - progress.last_progress)
         return generate_latest(metrics.registry)

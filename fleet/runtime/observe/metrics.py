@@ -62,6 +62,12 @@ class WorkerMetrics:
             "has been running (0 when none runs); /health/live fails above its bound.",
             registry=self.registry,
         )
+        self.paused = Gauge(
+            "eventfleet_paused",
+            "1 while an operator holds the topic (`fleet pause`): the replica fetches none of it; 0 otherwise.",
+            ["topic"],
+            registry=self.registry,
+        )
         self.since_progress = Gauge(
             "eventfleet_seconds_since_progress",
             "Seconds since a handler last finished (or the worker started).",

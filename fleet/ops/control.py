@@ -1,0 +1,137 @@
+"""The operators' side of fleet.control.v1: issue a signed command to a service's replicas, and read what stands.
+
+`fleet pause`, `fleet resume` and `fleet replay` issue; `fleet status` reads. Every replica of a worker obeys the same
+commands (fleet.runtime.control), wherever it runs: the command travels on the broker, not to an address."""
+
+from __future__ import annotations
+
+import getpass
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from contracts import (
+    REGISTRY,
+    ControlIssued,
+    Envelope,
+    Keyring,
+    PartitionOffset,
+    PrivateKey,
+    Registry,
+    Rejected,
+    decode_keyed_value,
+    verify_record,
+)
+from contracts.connection import KafkaConnection, client_options
+from contracts.publisher import Publisher
+from fleet.catalog import WORKERS, entry_of
+from fleet.runtime.control import CONTROL_TOPIC, Held, fold
+from fleet.runtime.keys import OPERATOR_SIGNER
+
+__all__ = ["NotAWorker", "UnknownTopicOfService", "issue", "operator_name", "standing_orders", "topics_read_by"]
+
+
+class NotAWorker(ValueError):
+    """A control command for a service that reads nothing from Kafka (the gateway)."""
+
+
+class UnknownTopicOfService(ValueError):
+    """`--topic` names a topic the service does not read."""
+
+
+def operator_name() -> str:
+    """Who issues a command: FLEET_OPERATOR, else the login name."""
+    import os
+
+    return os.environ.get("FLEET_OPERATOR") or getpass.getuser()
+
+
+def topics_read_by(service: str, registry: Registry = REGISTRY) -> list[str]:
+    """The topics a worker reads in its consumer group, the ones a pause or a replay may name."""
+    if entry_of(service).kind != "worker":  # UnknownService for a name not in the catalog
+        raise NotAWorker(f"{service} consumes nothing from Kafka; only the workers obey: {', '.join(WORKERS)}")
+    return [t.name for t in registry.consumed_in_group_by(service)]
+
+
+def checked_topics(service: str, topics: Iterable[str], registry: Registry = REGISTRY) -> tuple[str, ...]:
+    readable = topics_read_by(service, registry)
+    for topic in topics:
+        if topic not in readable:
+            raise UnknownTopicOfService(f"{service} does not read {topic}; it reads {', '.join(readable)}")
+    return tuple(topics)
+
+
+async def issue(
+    connection: str | KafkaConnection,
+    signer: PrivateKey,
+    service: str,
+    command: str,
+    *,
+    topics: Iterable[str] = (),
+    group: str | None = None,
+    offsets: Iterable[PartitionOffset] = (),
+    reason: str = "",
+    issued_by: str | None = None,
+    registry: Registry = REGISTRY,
+) -> Envelope:
+    """Signs `command` for `service` with the operators' key and puts it on fleet.control.v1; returns once the broker
+    has it. Refuses a service that is not a worker and a topic the service does not read, before anything is sent."""
+    event = ControlIssued(
+        service=service,
+        command=command,  # type: ignore[arg-type]  # the CLI passes one of the Literal's values
+        topics=checked_topics(service, topics, registry),
+        group=group,
+        offsets=tuple(offsets),
+        reason=reason,
+        issued_by=issued_by or operator_name(),
+        issued_at=datetime.now(UTC),
+    )
+    async with Publisher(connection, service=OPERATOR_SIGNER, signer=signer, registry=registry) as publisher:
+        return await publisher.publish(event)
+
+
+async def standing_orders(
+    connection: str | KafkaConnection, keyring: Keyring, services: Iterable[str], registry: Registry = REGISTRY
+) -> dict[str, Held]:
+    """What stands for each service, folded from the whole control topic as a replica folds it (a record that fails
+    verification counts for nothing). A broker without the topic: nothing stands."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    held = {service: Held(service) for service in services}
+    topic = registry.named(CONTROL_TOPIC)
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False, client_id="fleet-control")
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(CONTROL_TOPIC) or set()
+        if not partitions:
+            await consumer.topics()  # refresh the metadata once: a fresh client may not have asked yet
+            partitions = consumer.partitions_for_topic(CONTROL_TOPIC) or set()
+        tps = [TopicPartition(CONTROL_TOPIC, p) for p in sorted(partitions)]
+        if not tps:
+            return held
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    try:
+                        envelope = verify_record(
+                            record.topic,
+                            record.key,
+                            record.value,
+                            record.headers or (),
+                            record.timestamp,
+                            keyring,
+                            registry=registry,
+                            window_s=math.inf,
+                        )
+                        event = decode_keyed_value(topic, record.key, record.value)
+                    except Rejected:
+                        continue
+                    assert isinstance(event, ControlIssued)
+                    if event.service in held:
+                        held[event.service], _ = fold(held[event.service], envelope.id, event)
+    finally:
+        await consumer.stop()
+    return held
