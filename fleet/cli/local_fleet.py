@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import typer
 
 from fleet.catalog import WORKERS
 from fleet.cli.errors import CliError, ExitCode
-from fleet.cli.options import STATE_DIR, BootstrapOption
+from fleet.cli.options import STATE_DIR, BootstrapOption, keys_dir
 
 __all__ = ["down", "scale_command", "scale_pairs", "status", "up"]
 
@@ -130,7 +130,9 @@ def status(
     ),
     bootstrap: str | None = BootstrapOption,
 ) -> None:
-    """Per service: replicas, consumer group state and members, partitions per member, lag, events/s, dead letters."""
+    """Per service: replicas, consumer group state and members, partitions per member, lag, events/s, dead letters,
+    and whether an operator paused it (read from fleet.control.v1 with the keyring in FLEET_KEYS_DIR, if there is
+    one)."""
     import json
     import os
 
@@ -145,15 +147,30 @@ def status(
     address = operator_connection(
         bootstrap or os.environ.get("FLEET_KAFKA_BOOTSTRAP_SERVERS") or (local or {}).get("bootstrap")
     )
+    keyring = _keyring_if_any()
     if watch_:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
-            asyncio.run(watch_status(address, chosen, state_file=state_file, interval_s=max(interval, 0.5)))
+            asyncio.run(
+                watch_status(address, chosen, state_file=state_file, interval_s=max(interval, 0.5), keyring=keyring)
+            )
         return
     # No broker is said by the error boundary, in one line, as for every command (a refused password too).
-    document = asyncio.run(status_document(address, chosen, state_file=state_file, interval_s=interval))
+    document = asyncio.run(
+        status_document(address, chosen, state_file=state_file, interval_s=interval, keyring=keyring)
+    )
     if as_json:
         typer.echo(json.dumps(document, indent=1))
         return
     from rich.console import Console
 
     Console().print(table_of(document))
+
+
+def _keyring_if_any() -> Any:
+    """The keyring that verifies the operators' commands, or None on a machine without one (then `paused` is
+    unknown in the status, not false)."""
+    from fleet.runtime.keys import KeyStore, keyring_path
+
+    if not keyring_path(keys_dir()).exists():
+        return None
+    return KeyStore(keyring_path(keys_dir())).keyring()

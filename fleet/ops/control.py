@@ -78,7 +78,7 @@ async def issue(
     has it. Refuses a service that is not a worker and a topic the service does not read, before anything is sent."""
     event = ControlIssued(
         service=service,
-        command=command,  # type: ignore[arg-type]  # the CLI passes one of the Literal's values
+        command=command,
         topics=checked_topics(service, topics, registry),
         group=group,
         offsets=tuple(offsets),
@@ -97,22 +97,23 @@ async def standing_orders(
     verification counts for nothing). A broker without the topic: nothing stands."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from fleet.ops.topics import partitions_of
+
     held = {service: Held(service) for service in services}
     topic = registry.named(CONTROL_TOPIC)
+    tps = [
+        TopicPartition(CONTROL_TOPIC, p)
+        for p in range((await partitions_of(connection, [CONTROL_TOPIC])).get(CONTROL_TOPIC, 0))
+    ]
+    if not tps:
+        return held
     consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False, client_id="fleet-control")
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(CONTROL_TOPIC) or set()
-        if not partitions:
-            await consumer.topics()  # refresh the metadata once: a fresh client may not have asked yet
-            partitions = consumer.partitions_for_topic(CONTROL_TOPIC) or set()
-        tps = [TopicPartition(CONTROL_TOPIC, p) for p in sorted(partitions)]
-        if not tps:
-            return held
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     try:

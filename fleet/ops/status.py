@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts import REGISTRY, Registry
+from contracts import REGISTRY, Keyring, Registry
 from contracts.connection import KafkaConnection, client_options
 from fleet.catalog import group_of
+from fleet.runtime.control import Held
 
 __all__ = ["ServiceFacts", "Snapshot", "build_status", "gather", "local_fleet", "table_of"]
 
@@ -40,6 +41,8 @@ class ServiceFacts:
     beginnings: dict[Partition, int] = field(default_factory=dict)
     ends: dict[Partition, int] = field(default_factory=dict)
     dead_letters: int | None = None
+    # What the operators' commands hold (fleet.control.v1): None when they could not be read (no keyring here).
+    held: Held | None = None
 
 
 @dataclass
@@ -93,6 +96,20 @@ def _warnings(service: str, replicas: dict | None, members: int, partitions: dic
     ]
 
 
+def _paused(held: Held | None) -> dict | bool | None:
+    """False when nothing is held; what is held, by whom and why; None when the control topic could not be read."""
+    if held is None:
+        return None
+    if not held.is_paused:
+        return False
+    return {
+        "topics": held.what,
+        "by": held.paused_by,
+        "at": held.paused_at.isoformat() if held.paused_at else None,
+        "reason": held.reason,
+    }
+
+
 def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: str | KafkaConnection = "") -> dict:
     """The document `fleet status --json` prints: one entry per service, plus the local fleet if one runs."""
     seconds = now.at - before.at if before else 0.0
@@ -105,6 +122,7 @@ def build_status(now: Snapshot, before: Snapshot | None = None, *, bootstrap: st
                 "service": name,
                 "group": facts.group or name,
                 "group_state": facts.group_state,
+                "paused": _paused(facts.held),
                 "replicas": replicas,
                 "members": [
                     {**m, "partitions": [f"{t}[{p}]" for t, p in sorted(m.get("partitions", ()))]}
@@ -166,9 +184,9 @@ def table_of(document: dict):
         lag = "\n".join(f"{t}: {n}" for t, n in row["lag"].items() if n) or "0"
         rate = "-" if row["events_per_s"] is None else f"{row['events_per_s']:g}"
         dead = "-" if row["dead_letters"] is None else str(row["dead_letters"])
-        table.add_row(
-            row["service"], replica_text, f"{row['group_state']} ({row['member_count']})", members, lag, rate, dead
-        )
+        paused = row.get("paused")
+        name = row["service"] + (f"\n[bold red]paused[/bold red] ({paused['topics']})" if paused else "")
+        table.add_row(name, replica_text, f"{row['group_state']} ({row['member_count']})", members, lag, rate, dead)
         for warning in row["warnings"]:
             table.add_row("", f"[yellow]⚠ {warning}[/yellow]", "", "", "", "", "")
     return table
@@ -218,9 +236,11 @@ async def gather(
     dead_letters: bool = True,
     registry: Registry = REGISTRY,
     groups: dict[str, str] | None = None,
+    keyring: Keyring | None = None,
 ) -> Snapshot:
-    """One snapshot of every service's group, offsets and dead letters, as the broker has them now. `groups` maps a
-    service to its consumer group (default: as its settings say)."""
+    """One snapshot of every service's group, offsets, dead letters and standing orders, as the broker has them now.
+    `groups` maps a service to its consumer group (default: as its settings say); `keyring` verifies the operators'
+    commands (without it, whether a service is paused is not known)."""
     group_ids = {s: (groups or {}).get(s) or group_of(s) for s in services}
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
@@ -273,6 +293,11 @@ async def gather(
     finally:
         await consumer.stop()
         await admin.close()
+    if keyring is not None:
+        from fleet.ops.control import standing_orders
+
+        for service, held in (await standing_orders(bootstrap, keyring, services, registry)).items():
+            facts[service].held = held
     if dead_letters:
         dlq_names = sorted({registry.named(t).dead_letter_topic for t in names})
         counts = await count_dead_letters(bootstrap, [d for d in dlq_names if d in existing])
@@ -289,18 +314,28 @@ async def gather(
 
 
 async def status_document(
-    bootstrap: str | KafkaConnection, services: list[str], *, state_file: Path | None, interval_s: float = 1.0
+    bootstrap: str | KafkaConnection,
+    services: list[str],
+    *,
+    state_file: Path | None,
+    interval_s: float = 1.0,
+    keyring: Keyring | None = None,
 ) -> dict:
     """Two snapshots `interval_s` apart (for events per second), as one document."""
     before = await gather(bootstrap, services, state_file=state_file, dead_letters=False) if interval_s > 0 else None
     if before is not None:
         await asyncio.sleep(interval_s)
-    now = await gather(bootstrap, services, state_file=state_file)
+    now = await gather(bootstrap, services, state_file=state_file, keyring=keyring)
     return build_status(now, before, bootstrap=bootstrap)
 
 
 async def watch_status(
-    bootstrap: str | KafkaConnection, services: list[str], *, state_file: Path | None, interval_s: float = 2.0
+    bootstrap: str | KafkaConnection,
+    services: list[str],
+    *,
+    state_file: Path | None,
+    interval_s: float = 2.0,
+    keyring: Keyring | None = None,
 ) -> None:
     """Refreshes the table live until Ctrl-C."""
     from rich.live import Live
@@ -309,6 +344,6 @@ async def watch_status(
     with Live(table_of(build_status(before, bootstrap=bootstrap)), auto_refresh=False) as live:
         while True:
             await asyncio.sleep(interval_s)
-            now = await gather(bootstrap, services, state_file=state_file)
+            now = await gather(bootstrap, services, state_file=state_file, keyring=keyring)
             live.update(table_of(build_status(now, before, bootstrap=bootstrap)), refresh=True)
             before = now
