@@ -88,6 +88,8 @@ TALK_TO_THE_BROKER = [
     ["trace", "--order", "ord-1"],
     ["acl", "apply"],
     ["run", "payments"],
+    ["pause", "payments"],
+    ["resume", "payments", "--topic", "orders.placed.v1"],
 ]
 
 
@@ -123,6 +125,7 @@ NEED_KEYS = [
     ["keys", "public", "payments-1"],
     ["keys", "rotate", "payments"],
     ["run", "payments"],
+    ["pause", "payments"],
 ]
 
 
@@ -154,6 +157,9 @@ UNKNOWN_NAMES = [
     (["acl", "plan", "--service", "billing"], "unknown user(s) billing; the fleet's users are payments"),
     (["keys", "public", "no-such-kid"], "no key 'no-such-kid' in the keyring"),
     (["keys", "init", "--alg", "rsa"], "unknown algorithm 'rsa'; use one of"),
+    (["pause", "billing"], "unknown service 'billing'; the fleet has the workers payments"),
+    (["pause", "gateway"], "gateway consumes nothing from Kafka; only the workers obey: payments"),
+    (["resume", "payments", "--topic", "shipments.scheduled.v1"], "payments does not read shipments.scheduled.v1; it reads orders.placed.v1"),
 ]
 
 

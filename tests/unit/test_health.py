@@ -124,3 +124,20 @@ def test_not_ready_for_each_reason_with_the_reason_named():
     assert _ready(connected=False).reason == "broker_unreachable"
     assert _ready(stopping=True, connected=False).reason == "stopping"
     assert not any(_ready(**bad).ok for bad in ({"lag": 1000}, {"unassigned": ["x"]}, {"unknown": ["t/0"]}, {"connected": False}, {"stopping": True}))
+
+
+def test_a_paused_worker_with_waiting_records_stays_live_however_long_nothing_is_handled():
+    clock = FakeClock()
+    progress, work = Progress(clock), WorkSince()
+    _live(progress, clock, lag=50, work=work)
+    clock.advance(BOUND * 10)
+    assert not _live(progress, clock, lag=50, work=work).ok, "without the pause it would be stuck"
+    verdict = _live(progress, clock, lag=50, work=work, paused=True)
+    assert verdict.ok and verdict.reason == "paused"
+
+
+def test_a_paused_worker_is_not_ready_and_says_how_it_is_held():
+    verdict = readiness(stopping=False, connected=True, unassigned=[], lag=0, unknown=[], threshold=1000,
+                        paused="paused (every topic) by alice: database down")
+    assert not verdict.ok and verdict.reason == "paused" and "database down" in verdict.detail
+    assert readiness(stopping=False, connected=True, unassigned=[], lag=0, unknown=[], threshold=1000).ok

@@ -84,3 +84,24 @@ def test_a_state_file_whose_process_is_gone_means_no_local_fleet(tmp_path):
     assert local_fleet(path) is None
     path.write_text(json.dumps({"pid": os.getpid(), "replicas": []}))
     assert local_fleet(path)["pid"] == os.getpid()
+
+
+def test_a_paused_service_is_marked_with_what_is_held_by_whom_and_why_and_unknown_without_a_keyring():
+    from datetime import UTC, datetime
+
+    from contracts import ControlIssued
+    from fleet.runtime.control import Held, fold
+
+    pause = ControlIssued(service="payments", command="pause", reason="database down", issued_by="alice",
+                          issued_at=datetime(2026, 12, 5, 9, 0, tzinfo=UTC))
+    held, _ = fold(Held("payments"), "id-1", pause)
+    document = build_status(Snapshot(1.0, {"payments": _payments({}, held=held)}))
+    assert document["services"][0]["paused"] == {
+        "topics": "every topic", "by": "alice", "at": "2026-12-05T09:00:00+00:00", "reason": "database down"}
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(table_of(document))
+    assert "paused (every topic)" in console.export_text()
+    assert build_status(Snapshot(1.0, {"payments": _payments({}, held=Held("payments"))}))["services"][0]["paused"] is False
+    assert build_status(Snapshot(1.0, {"payments": _payments({})}))["services"][0]["paused"] is None
