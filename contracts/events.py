@@ -311,7 +311,8 @@ class ControlIssued(Event):
     )
     group: str | None = Field(
         default=None,
-        description="For seek: the consumer group to move.",
+        description="The consumer group it applies to. A seek moves this group; a pause or resume that names one "
+        "holds only the replicas in it (default: every replica of the service).",
         examples=["payments"],
         max_length=249,
     )
@@ -341,6 +342,6 @@ class ControlIssued(Event):
     def _seek_has_a_group_and_offsets(self) -> ControlIssued:
         if self.command == "seek" and (not self.group or not self.offsets):
             raise ValueError("a seek names its group and at least one offset")
-        if self.command != "seek" and (self.group or self.offsets):
-            raise ValueError(f"a {self.command} names no group and no offsets")
+        if self.command != "seek" and self.offsets:
+            raise ValueError(f"a {self.command} names no offsets")
         return self

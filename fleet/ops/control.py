@@ -91,15 +91,21 @@ async def issue(
 
 
 async def standing_orders(
-    connection: str | KafkaConnection, keyring: Keyring, services: Iterable[str], registry: Registry = REGISTRY
+    connection: str | KafkaConnection,
+    keyring: Keyring,
+    services: Iterable[str],
+    registry: Registry = REGISTRY,
+    *,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, Held]:
-    """What stands for each service, folded from the whole control topic as a replica folds it (a record that fails
-    verification counts for nothing). A broker without the topic: nothing stands."""
+    """What stands for each service (in its consumer group, from `groups`), folded from the whole control topic as a
+    replica folds it (a record that fails verification counts for nothing). A broker without the topic: nothing
+    stands."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from fleet.ops.topics import partitions_of
 
-    held = {service: Held(service) for service in services}
+    held = {service: Held(service, (groups or {}).get(service)) for service in services}
     topic = registry.named(CONTROL_TOPIC)
     tps = [
         TopicPartition(CONTROL_TOPIC, p)

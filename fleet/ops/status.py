@@ -296,7 +296,8 @@ async def gather(
     if keyring is not None:
         from fleet.ops.control import standing_orders
 
-        for service, held in (await standing_orders(bootstrap, keyring, services, registry)).items():
+        orders = await standing_orders(bootstrap, keyring, services, registry, groups=group_ids)
+        for service, held in orders.items():
             facts[service].held = held
     if dead_letters:
         dlq_names = sorted({registry.named(t).dead_letter_topic for t in names})

@@ -285,6 +285,7 @@ def subscriber_for(
         return subscriber(_batch_handler(broker, subscription, handler, by_name))
 
     def register(handler: Callable) -> Callable:
+        broker.hold.belongs_to(group_id)
         per_event = _per_event_call(handler, models)
         policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
         wrapped = subscribe([t.name for t in topics], group_id, policy, name, per_event)

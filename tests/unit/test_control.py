@@ -48,6 +48,13 @@ def test_a_command_for_another_service_changes_nothing():
     assert fold(held, "id-1", command("pause", service="inventory")) == (held, None)
 
 
+def test_a_pause_for_another_group_of_the_service_changes_nothing_and_one_for_its_own_group_holds_it():
+    mine = Held("payments", group="payments")
+    assert fold(mine, "id-1", command("pause", group="payments-canary")) == (mine, None)
+    assert fold(mine, "id-1", command("pause", group="payments"))[0].is_paused
+    assert fold(mine, "id-1", command("pause"))[0].is_paused, "a pause that names no group holds every replica"
+
+
 def test_the_same_command_read_twice_changes_nothing_the_second_time():
     """A copy of an old record re-appended to the topic has the same ce_id: it cannot pause a resumed service again."""
     paused, _ = fold(Held("payments"), "id-1", command("pause"))
@@ -66,7 +73,7 @@ def test_a_seek_asks_its_group_to_move_and_holds_nothing():
 def test_a_seek_without_offsets_and_a_pause_with_offsets_are_invalid_commands():
     with pytest.raises(ValidationError, match="names its group and at least one offset"):
         command("seek", group="payments")
-    with pytest.raises(ValidationError, match="a pause names no group"):
+    with pytest.raises(ValidationError, match="a pause names no offsets"):
         command("pause", group="payments", offsets=(PartitionOffset(topic=ORDERS, partition=0, offset=1),))
 
 

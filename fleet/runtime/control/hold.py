@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -37,6 +38,12 @@ class Hold:
         self._gave_up_waiting = False
         self._changed = asyncio.Event()
         self._seeks: list[Seek] = []
+
+    def belongs_to(self, group: str) -> None:
+        """The worker's consumer group, told by its first subscriber before it starts: a pause or resume for another
+        group of the same service (another deployment, a test's own group) is not for this worker."""
+        if self.held.group is None:
+            self.held = replace(self.held, group=group)
 
     @property
     def live(self) -> bool:

@@ -27,6 +27,7 @@ class Held:
     of the commands already folded (a copy of a record, re-appended, changes nothing)."""
 
     service: str
+    group: str | None = None  # the service's consumer group, once known: a command for another group is not its own
     paused: frozenset[str] = frozenset()
     paused_by: str = ""
     paused_at: datetime | None = None
@@ -56,9 +57,11 @@ def held_topic(name: str, registry: Registry) -> str:
 
 
 def fold(held: Held, command_id: str, event: ControlIssued) -> tuple[Held, Seek | None]:
-    """The standing orders after one command, and the seek it asks for (None if none). Commands for another service,
-    and commands already folded, change nothing."""
+    """The standing orders after one command, and the seek it asks for (None if none). Commands for another service
+    or another of its consumer groups, and commands already folded, change nothing."""
     if event.service != held.service or command_id in held.seen:
+        return held, None
+    if event.command != "seek" and event.group and held.group and event.group != held.group:
         return held, None
     seen = held.seen | {command_id}
     if event.command == "pause":
@@ -78,7 +81,7 @@ def fold(held: Held, command_id: str, event: ControlIssued) -> tuple[Held, Seek 
         # A resume of named topics lifts those; one that names none lifts everything.
         paused = held.paused - frozenset(event.topics) if event.topics else frozenset()
         if not paused:
-            return Held(held.service, seen=seen), None
+            return Held(held.service, held.group, seen=seen), None
         return replace(held, paused=paused, seen=seen), None
     offsets = {(o.topic, o.partition): o.offset for o in event.offsets}
     return replace(held, seen=seen), Seek(command_id, event.group or "", offsets)
