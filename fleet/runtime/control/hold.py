@@ -123,8 +123,8 @@ def attach_control(broker: Any) -> None:
             except Rejected as refused:
                 if hold.live:
                     await broker.failures.dead_letter(Rejection.of(record, refused.reason, refused.detail), group_label)
-                else:
-                    log.warning(
+                else:  # dead-lettered when it was read live, if any replica ran then; refused again, quietly
+                    log.info(
                         "control_refused", offset=record.offset, reason=refused.reason, detail=refused.detail[:200]
                     )
                 continue
