@@ -348,6 +348,19 @@ class ChaosFleet:
                 found[path.stem] = path.read_text(errors="replace").count("assigned to partitions")
         return found
 
+    async def operator(self, *command: str) -> None:
+        """An operator's `fleet` command against the running fleet (its keys, its broker), noted on the timeline."""
+        import sys
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", *command, "--bootstrap", self.bootstrap, cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"fleet {' '.join(command)} failed ({process.returncode}): {err.decode()[-2000:]}")
+        self.timeline.note(f"operator_{command[0]}", command=" ".join(command))
+
     async def status_json(self, *services: str) -> dict:
         """`fleet status --json` of the running fleet, as an operator would run it."""
         import sys

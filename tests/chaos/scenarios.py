@@ -4,6 +4,7 @@ figures say whether anything was lost, done twice, reordered or wrongly dead-let
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import sqlite3
 import sys
@@ -11,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer
 
 from contracts import REGISTRY, OrderPlaced
 from fleet.local import kafka_cluster
@@ -29,6 +32,9 @@ ORDERS_TOPIC = REGISTRY.of(OrderPlaced).name  # payments' input: every order pas
 SESSION_TIMEOUT_S = int(kafka_cluster.template_setting("broker.session.timeout.ms")) / 1000
 PAUSED_S = 1.5 * SESSION_TIMEOUT_S + 3.0  # surely fenced meanwhile, yet a short wait for the test
 KILLED_DOWN_S = 10.0  # longer than the session timeout: the leadership moves while the node is down
+# A worker without static membership keeps aiokafka's session.timeout.ms; a paused replica must outlive it in its group.
+CONSUMER_SESSION_TIMEOUT_S = inspect.signature(AIOKafkaConsumer).parameters["session_timeout_ms"].default / 1000
+PAYMENTS_PAUSED_S = 2 * CONSUMER_SESSION_TIMEOUT_S + 5.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,29 @@ async def _scale_payments(fleet: ChaosFleet, feed: Feed) -> None:
     fleet.notes["payments_replicas_at_end"] = len(fleet.supervisor.replicas_of("payments"))
 
 
+async def _pause_payments(fleet: ChaosFleet, feed: Feed) -> None:
+    """`fleet pause payments` while orders flow, for twice the consumers' session timeout, then `fleet resume`: the
+    paused group keeps its members and commits nothing, its lag grows in `fleet status`, and the flow then drains."""
+    await feed.reached(0.3).wait()
+    members_before = sorted(m.member_id for m in (await fleet.groups(["payments"]))["payments"].members)
+    assigned_before = fleet.assignments_logged(["payments"])
+    await fleet.operator("pause", "payments", "--reason", "chaos: payments held under load")
+    began = time.monotonic()
+    first = (await fleet.status_json("payments"))["services"][0]  # while the feed goes on: the lag must grow
+    await asyncio.sleep(PAYMENTS_PAUSED_S - (time.monotonic() - began))
+    second = (await fleet.status_json("payments"))["services"][0]
+    members_after = sorted(m.member_id for m in (await fleet.groups(["payments"]))["payments"].members)
+    await fleet.operator("resume", "payments")
+    fleet.notes["paused"] = {
+        "paused_s": PAYMENTS_PAUSED_S,
+        "session_timeout_s": CONSUMER_SESSION_TIMEOUT_S,
+        "status_paused": bool(first["paused"]) and bool(second["paused"]),
+        "lag_while_paused": [first["lag_total"], second["lag_total"]],
+        "members_unchanged": members_before == members_after and bool(members_before),
+        "no_new_assignment": fleet.assignments_logged(["payments"]) == assigned_before,
+    }
+
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -152,6 +181,8 @@ SCENARIOS = {
         Scenario("dependency_outage", "payments' PostgreSQL stops for 6 s mid-run, then comes back.", _database_outage),
         Scenario("scale_payments", "payments scaled 1 → 3 while orders flow, one of the three SIGKILLed, then 3 → 1.",
                  _scale_payments, scale={"payments": 1}),
+        Scenario("pause_payments", f"`fleet pause payments` while orders flow, for {PAYMENTS_PAUSED_S:g} s (its consumers' "
+                 f"session timeout is {CONSUMER_SESSION_TIMEOUT_S:g} s), then `fleet resume payments`.", _pause_payments),
         Scenario("leader_sigkill", f"Three-node cluster: SIGKILL the leader of the busiest orders partition mid-run; it is "
                  f"down for {KILLED_DOWN_S:g} s, then restarts on its data and rejoins the ISR.", _kill_busy_leader, cluster=True),
         Scenario("broker_sigstop", f"Three-node cluster: SIGSTOP the leader of the busiest orders partition for "

@@ -35,6 +35,13 @@ STRUCK = {
     and r["evidence"]["other_groups_unchanged"] and r["evidence"]["other_groups_rebalanced"] == []
     and r["evidence"]["lag_unexplained"] == [] and r["evidence"]["lag_on_poison_tail"] == []
     and sum(r["evidence"]["lag_after_settled"].values()) == 0,
+    # Paused for twice the consumers' session timeout under load: `fleet status` said paused while payments' lag grew,
+    # the group kept its members, and after `fleet resume` every order got its one outcome (the figures above).
+    "pause_payments": lambda r: [e["event"] for e in r["timeline"] if e["event"].startswith("operator_")] == ["operator_pause", "operator_resume"]
+    and r["evidence"]["paused"]["status_paused"] and r["evidence"]["paused"]["members_unchanged"]
+    and r["evidence"]["paused"]["no_new_assignment"]
+    and r["evidence"]["paused"]["paused_s"] > r["evidence"]["paused"]["session_timeout_s"]
+    and r["evidence"]["paused"]["lag_while_paused"][1] > r["evidence"]["paused"]["lag_while_paused"][0],
     # On the three-node cluster: the struck node led the busiest orders partition, the leadership left it while it was
     # away, it came back into that partition's ISR, and the time until an order sent after the strike completed is a number.
     "leader_sigkill": lambda r: _failed_over(r, ["broker_killed", "leader_moved", "broker_restarted", "back_in_isr"]),
