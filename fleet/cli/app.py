@@ -14,6 +14,8 @@ from fleet.cli.gateway import gateway_app
 from fleet.cli.kafka import kafka_app
 from fleet.cli.keys import keys_app
 from fleet.cli.local_fleet import down, scale_command, status, up
+from fleet.cli.rebuild import rebuild
+from fleet.cli.replay import replay
 from fleet.cli.run import run
 from fleet.cli.topics import topics_app
 from fleet.cli.trace import trace
@@ -51,6 +53,8 @@ app.command()(down)
 app.command()(status)
 app.command()(pause)
 app.command()(resume)
+app.command()(rebuild)
+app.command()(replay)
 app.command()(check)
 app.command()(publish)
 app.add_typer(topics_app, name="topics")
