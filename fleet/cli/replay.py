@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import typer
 
+from contracts import Keyring, PrivateKey
+from contracts.connection import KafkaConnection
 from fleet.cli.errors import CliError, ExitCode
 from fleet.cli.options import BootstrapOption, keys_dir
 
@@ -55,7 +57,7 @@ def replay(
     )
 
 
-def _operator_keys():
+def _operator_keys() -> tuple[PrivateKey, Keyring]:
     """The operators' signing key and the keyring to read the standing orders with."""
     from fleet.runtime.keys import OPERATOR_SIGNER, KeyStore, keyring_path
 
@@ -63,7 +65,17 @@ def _operator_keys():
     return signer, KeyStore(keyring_path(keys_dir())).keyring()
 
 
-async def _replay(connection, service, group, topics, moment, now, keys, *, timeout_s: float) -> None:
+async def _replay(
+    connection: KafkaConnection,
+    service: str,
+    group: str,
+    topics: list[str],
+    moment: datetime,
+    now: datetime,
+    keys: tuple[PrivateKey, Keyring] | None,
+    *,
+    timeout_s: float,
+) -> None:
     """Gathers the facts, prints the plan (a refusal is one line, exit 64), and carries it out unless a dry run."""
     from fleet.ops.replay import carry_out, gather_facts, plan_replay
 

@@ -72,7 +72,7 @@ class Move:
 
     @property
     def moves(self) -> bool:
-        return self.target < self.current
+        return not self.never_committed and self.target < self.current
 
     @property
     def read_again(self) -> int:
@@ -154,10 +154,9 @@ def plan_replay(
     topics = tuple(topics)
     for topic in topics:
         _refuse_beyond_retention(topic, retention_ms.get(topic, KEPT_FOR_GOOD), since, now)
-    since_ms = _ms(since)
     moves = []
     for fact in sorted(facts, key=lambda f: (topics.index(f.topic), f.partition)):
-        _refuse_lost_records(fact, since_ms)
+        _refuse_lost_records(fact, since)
         moves.append(_move(fact))
     return ReplayPlan(service, group, since, topics, tuple(moves))
 
@@ -173,11 +172,13 @@ def _refuse_beyond_retention(topic: str, retention_ms: int, since: datetime, now
         )
 
 
-def _refuse_lost_records(fact: PartitionFacts, since_ms: int) -> None:
-    if fact.beginning > 0 and fact.oldest_ms is not None and fact.oldest_ms > since_ms:
+def _refuse_lost_records(fact: PartitionFacts, since: datetime) -> None:
+    # Records were deleted (retention by size, delete-records) and what is left begins after `since`: some of what
+    # was appended since may be among the deleted, and a replay would silently miss it.
+    if fact.beginning > 0 and fact.oldest_ms is not None and fact.oldest_ms > _ms(since):
         oldest = datetime.fromtimestamp(fact.oldest_ms / 1000, UTC)
         raise ReplayRefused(
-            f"--since {_moment(datetime.fromtimestamp(since_ms / 1000, UTC))} is older than what "
+            f"--since {_moment(since)} is older than what "
             f"{fact.topic}[{fact.partition}] still holds (the topic's retention): its first {fact.beginning} records "
             f"are deleted and the oldest left was appended at {_moment(oldest)}; replay from then or later"
         )
