@@ -22,10 +22,15 @@ from contracts import REGISTRY, Registry
 from fleet.runtime.keys import UPSTREAM_SIGNERS, init_keys
 from fleet.runtime.settings import KeySettings
 
+if typing.TYPE_CHECKING:  # the runtime's store comes with it: `fleet --help` need not import it
+    from fleet.runtime.read_model import ReadModel
+
 __all__ = [
     "CATALOG",
     "HTTP_SERVICES",
     "WORKERS",
+    "NotRebuildable",
+    "Rebuildable",
     "ServiceEntry",
     "UnknownService",
     "Wiring",
@@ -34,6 +39,7 @@ __all__ = [
     "group_of",
     "http_port_of",
     "inspect_app",
+    "rebuildable",
     "run_http_service",
     "service_wiring",
     "settings_class",
@@ -49,15 +55,22 @@ class ServiceEntry:
     package: str  # e.g. services.payments: exports create_app and its settings class
     settings: str  # the settings class's name in that package, e.g. PaymentsSettings
     kind: str = "worker"  # "worker": a consumer group, run by `fleet up`; "http": served by uvicorn, consumes nothing
+    # What a worker's store holds, for `fleet rebuild`: either a read model (the package exports READ_MODEL, a fold of
+    # its topics that can be built again from them), or effects, said in words: what it did that a rebuild would not do
+    # again, so it refuses.
+    read_model: bool = False
+    effects: str = ""
 
 
 # The registry of services: one line each.
 CATALOG: tuple[ServiceEntry, ...] = (
-    ServiceEntry("payments", "services.payments", "PaymentsSettings"),
-    ServiceEntry("inventory", "services.inventory", "InventorySettings"),
-    ServiceEntry("shipping", "services.shipping", "ShippingSettings"),
-    ServiceEntry("notifications", "services.notifications", "NotificationsSettings"),
-    ServiceEntry("tracker", "services.tracker", "TrackerSettings"),
+    ServiceEntry("payments", "services.payments", "PaymentsSettings", effects="the payments it authorized or declined"),
+    ServiceEntry("inventory", "services.inventory", "InventorySettings", effects="the stock it reserved"),
+    ServiceEntry("shipping", "services.shipping", "ShippingSettings", effects="the shipments it booked"),
+    ServiceEntry(
+        "notifications", "services.notifications", "NotificationsSettings", effects="the notifications it sent"
+    ),
+    ServiceEntry("tracker", "services.tracker", "TrackerSettings", read_model=True),
     ServiceEntry("gateway", "services.gateway", "GatewaySettings", kind="http"),
 )
 WORKERS: tuple[str, ...] = tuple(entry.name for entry in CATALOG if entry.kind == "worker")
@@ -66,6 +79,10 @@ HTTP_SERVICES: tuple[str, ...] = tuple(entry.name for entry in CATALOG if entry.
 
 class UnknownService(LookupError):
     """A service name that is not in the catalog."""
+
+
+class NotRebuildable(ValueError):
+    """`fleet rebuild` of a service whose state is not a read model: why, in one line."""
 
 
 def entry_of(name: str) -> ServiceEntry:
@@ -117,6 +134,36 @@ def _tracker_read_model() -> Callable[..., Any]:
 
 def _gateway_app(settings: Any = None) -> Any:
     return _package("gateway").create_app(settings, read_model=_tracker_read_model())
+
+
+@dataclass(frozen=True)
+class Rebuildable:
+    """What `fleet rebuild` needs of a service whose state is a read model: its consumer group (whose inbox claims the
+    rebuild makes), its store as its replicas configure it, and the model."""
+
+    service: str
+    group: str
+    store_url: str
+    model: ReadModel
+
+
+def rebuildable(name: str) -> Rebuildable:
+    """The service's read model, its group and its store; NotRebuildable (with the reason) for a service whose store
+    keeps effects, and for the gateway; UnknownService for a name not in the catalog."""
+    entry = entry_of(name)
+    if entry.kind != "worker":
+        raise NotRebuildable(
+            f"{name} cannot be rebuilt: it is an HTTP service with no state of its own "
+            "(it serves the tracker's read model); rebuild the tracker"
+        )
+    if not entry.read_model:
+        raise NotRebuildable(
+            f"{name} cannot be rebuilt: its store is not a read model but a record of effects ({entry.effects}), "
+            f"which a rebuild would neither redo nor undo; to have {name} handle records again, use `fleet replay`"
+        )
+    settings = settings_class(name)()
+    model = typing.cast("ReadModel", _package(name).READ_MODEL)
+    return Rebuildable(name, str(settings.group_id), str(settings.store_url), model)
 
 
 def run_http_service(name: str, **overrides: Any) -> None:
