@@ -215,16 +215,24 @@ async def paused_for_the_swap(
     keyring: Keyring,
     target: Rebuildable,
     topics: list[str],
+    say: Callable[[str], Any],
 ) -> AsyncIterator[tuple[str, ...]]:
     """The service's group paused on every topic it reads that is not paused already, resumed on those same topics
-    when the block ends (an operator's own pause stands); yields the topics this paused."""
+    when the block ends, however it ends (an operator's own pause stands); yields the topics this paused."""
     standing = (await standing_orders(connection, keyring, [target.service], groups={target.service: target.group}))[
         target.service
     ]
     to_pause = tuple(topic for topic in topics if not standing.pauses(topic))
-    why = f"fleet rebuild: swapping in the rebuilt read model (if this stays, resume {target.group}: the rebuild died)"
+    why = (
+        "fleet rebuild: swapping in the rebuilt read model (if this stays, the rebuild died: "
+        f"`fleet resume {target.service} --group {target.group}`)"
+    )
+    which = f"{target.service} (group {target.group})"
     if to_pause:
         await issue(connection, signer, target.service, "pause", topics=to_pause, group=target.group, reason=why)
+        say(f"paused {which} on {len(to_pause)} topics for the swap")
+    else:
+        say(f"{which} is paused already: it stays paused")
     try:
         yield to_pause
     finally:
@@ -236,8 +244,9 @@ async def paused_for_the_swap(
                 "resume",
                 topics=to_pause,
                 group=target.group,
-                reason="fleet rebuild: the rebuilt read model is in place",
+                reason="fleet rebuild: done",
             )
+            say(f"resumed {which}")
 
 
 async def swap_when_caught_up(
@@ -260,12 +269,12 @@ async def swap_when_caught_up(
         lost = definitely_missing(swap.missing, missing_before)
         if lost and not accept_missing:
             raise RebuildIncomplete(
-                f"not swapped: the live read model has {len(lost):,} events of group {group} that the topics no "
-                "longer hold (past their retention) or that are refused now; swapping would lose them; the live "
-                "model keeps serving (--accept-missing swaps anyway, without them)"
+                f"not swapped: {len(lost):,} of the events the live read model has folded (group {group}) are no "
+                "longer on the topics (past their retention) or are refused now, and swapping would lose them; the "
+                "live model keeps serving (--accept-missing swaps anyway, without them)"
             )
         if lost:
-            say(f"leaving out {len(lost):,} events of the live model that the topics no longer hold (--accept-missing)")
+            say(f"--accept-missing: leaving out {len(lost):,} of the live model's events, no longer on the topics")
         accepted |= lost
         missing_before = swap.missing - lost
         if missing_before:
@@ -303,19 +312,12 @@ async def rebuild_read_model(
         folder = Folder(fresh, target, keyring, registry)
         await folder.read_to(topics, await topics.ends(), say)
         say(f"read to the topics' ends: {folder.tally.line()}")
-        async with paused_for_the_swap(connection, signer, keyring, target, names) as paused:
-            say(
-                f"paused {service} (group {target.group}) on {len(paused)} topics for the swap"
-                if paused
-                else f"{service} (group {target.group}) is paused already: it stays paused"
-            )
+        async with paused_for_the_swap(connection, signer, keyring, target, names, say) as paused:
             swap, accepted = await swap_when_caught_up(fresh, folder, topics, accept_missing=accept_missing, say=say)
             say(
                 f"swapped in one transaction ({swap.locked_s * 1000:.0f} ms locked): {swap.rows:,} rows of "
                 f"{', '.join(target.model.tables)} and {swap.claims:,} inbox claims; {folder.tally.line()}"
             )
-        if paused:
-            say(f"resumed {service} (group {target.group})")
     took = time.monotonic() - started
     say(f"rebuilt in {took:.1f} s; {fresh.where} deleted: its content is in the live store now")
     return RebuildReport(service, target.group, folder.tally, swap, accepted, paused, took)
