@@ -27,6 +27,7 @@ from .events import (
     NotificationSent,
     OrderItem,
     OrderPlaced,
+    OrderPlacedV2,
     PartitionOffset,
     PaymentAuthorized,
     PaymentDeclined,
@@ -37,6 +38,7 @@ from .events import (
 )
 from .registry import REGISTRY, Registry, RegistryError, Topic, UnknownTopic, UnregisteredEvent
 from .signing import ED25519, HMAC_SHA256, Keyring, PrivateKey, SigningKeyError, TrustedKey, signing_input
+from .upcasters import UPCASTERS, NoUpcastPath, Upcaster, UpcasterError, Upcasters, as_current
 
 __all__ = [
     "CONTENT_TYPE",
@@ -44,6 +46,7 @@ __all__ = [
     "ED25519",
     "HMAC_SHA256",
     "REGISTRY",
+    "UPCASTERS",
     "ControlIssued",
     "Envelope",
     "EnvelopeError",
@@ -53,9 +56,11 @@ __all__ = [
     "InventoryReserved",
     "Keyring",
     "MissingStock",
+    "NoUpcastPath",
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
+    "OrderPlacedV2",
     "PartitionOffset",
     "PaymentAuthorized",
     "PaymentDeclined",
@@ -72,6 +77,10 @@ __all__ = [
     "TrustedKey",
     "UnknownTopic",
     "UnregisteredEvent",
+    "Upcaster",
+    "UpcasterError",
+    "Upcasters",
+    "as_current",
     "decode_keyed_value",
     "decode_value",
     "describe_errors",

@@ -16,6 +16,7 @@ __all__ = [
     "NotificationSent",
     "OrderItem",
     "OrderPlaced",
+    "OrderPlacedV2",
     "PartitionOffset",
     "PaymentAuthorized",
     "PaymentDeclined",
@@ -93,6 +94,39 @@ class OrderPlaced(Event):
     )
     placed_at: AwareDatetime = Field(
         description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]
+    )
+
+
+# Where an order was placed (orders.placed.v2): notifications name it in their text.
+Channel = Literal["web", "store", "phone"]
+
+
+class OrderPlacedV2(Event):
+    """A customer placed an order through one of the storefront's channels: the web shop, a store's till, or the
+    phone line (v2 of OrderPlaced: it adds `channel`)."""
+
+    order_id: OrderId
+    customer_id: CustomerId
+    items: tuple[OrderItem, ...] = Field(
+        description="The order lines; at least one.",
+        examples=[[{"sku": "SKU-TEA-001", "quantity": 2, "unit_price_cents": 1250}]],
+        min_length=1,
+        max_length=100,
+    )
+    currency: Currency
+    total_cents: int = Field(
+        description="The order total in the smallest currency unit, as the storefront computed it.",
+        examples=[2500],
+        ge=0,
+    )
+    placed_at: AwareDatetime = Field(
+        description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]
+    )
+    channel: Channel = Field(
+        description="Where the customer placed the order: `web` (the web shop), `store` (a store's till) or `phone` "
+        "(the phone line). Notifications name it in their text. Orders of v1 are read as `web`, the only channel "
+        "before v2.",
+        examples=["web"],
     )
 
 

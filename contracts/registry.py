@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from typing import Iterable
 
 from .events import (
@@ -13,6 +15,7 @@ from .events import (
     InventoryReserved,
     NotificationSent,
     OrderPlaced,
+    OrderPlacedV2,
     PaymentAuthorized,
     PaymentDeclined,
     ShipmentScheduled,
@@ -22,6 +25,7 @@ from .events import (
 __all__ = [
     "REGISTRY",
     "RETRY_TIERS",
+    "TOPICS",
     "Registry",
     "RegistryError",
     "Topic",
@@ -63,6 +67,17 @@ class Topic:
     retention_ms: int = 7 * 24 * 3600 * 1000  # -1: kept for good
     # Read by every replica of each consumer, without a consumer group and without retry tiers (the control topic).
     broadcast: bool = False
+    # Retired (`fleet contracts retire`, contracts/lifecycle.json): kept for its history, written and read no more.
+    retired: bool = False
+
+    @property
+    def family(self) -> str:
+        """The topic without its version: `orders.placed` for `orders.placed.v2`."""
+        return self.name.rsplit(".v", 1)[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.name.rsplit(".v", 1)[1])
 
     @property
     def configs(self) -> dict[str, str]:
@@ -140,6 +155,17 @@ class Registry:
     def consumed_by(self, service: str) -> tuple[Topic, ...]:
         return tuple(t for t in self.topics if service in t.consumers)
 
+    def versions(self, topic: Topic) -> tuple[Topic, ...]:
+        """Every version of the topic's event, oldest first (`orders.placed.v1`, `orders.placed.v2`)."""
+        return tuple(sorted((t for t in self.topics if t.family == topic.family), key=lambda t: t.version))
+
+    def current(self, topic: Topic) -> Topic:
+        """The newest version of the topic's event: what producers write and handlers are declared on."""
+        return self.versions(topic)[-1]
+
+    def is_superseded(self, topic: Topic) -> bool:
+        return self.current(topic) is not topic
+
     def consumed_in_group_by(self, service: str) -> tuple[Topic, ...]:
         """What the service reads in its consumer group (and retries): every topic it consumes but a broadcast one."""
         return tuple(t for t in self.consumed_by(service) if not t.broadcast)
@@ -173,85 +199,106 @@ def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
             raise RegistryError(f"topic {topic.name!r}: partitions and max_bytes must be positive")
 
 
-REGISTRY = Registry(
-    [
-        Topic(
-            name="orders.placed.v1",
-            model=OrderPlaced,
-            key_field="order_id",
-            owner="storefront",
-            consumers=("payments", "inventory", "tracker"),
-            description="Orders placed by customers; published by the storefront "
-            "(an upstream system) and by `fleet demo`.",
-        ),
-        Topic(
-            name="payments.authorized.v1",
-            model=PaymentAuthorized,
-            key_field="order_id",
-            owner="payments",
-            consumers=("notifications", "inventory", "tracker"),
-            description="Payments authorized for orders.",
-        ),
-        Topic(
-            name="payments.declined.v1",
-            model=PaymentDeclined,
-            key_field="order_id",
-            owner="payments",
-            consumers=("notifications", "tracker"),
-            description="Payments declined for orders, with the reason.",
-        ),
-        Topic(
-            name="notifications.sent.v1",
-            model=NotificationSent,
-            key_field="order_id",
-            owner="notifications",
-            consumers=("tracker",),
-            description="Customer notifications recorded for delivery.",
-        ),
-        Topic(
-            name="warehouse.stock_received.v1",
-            model=StockReceived,
-            key_field="sku",
-            owner="warehouse",
-            consumers=("inventory",),
-            description="Goods received by the warehouse (an upstream system); `fleet demo` seeds stock with them.",
-        ),
-        Topic(
-            name="inventory.reserved.v1",
-            model=InventoryReserved,
-            key_field="order_id",
-            owner="inventory",
-            consumers=("shipping", "tracker"),
-            description="Stock reserved for paid orders.",
-        ),
-        Topic(
-            name="inventory.backordered.v1",
-            model=InventoryBackordered,
-            key_field="order_id",
-            owner="inventory",
-            consumers=("notifications", "tracker"),
-            description="Paid orders short of stock.",
-        ),
-        Topic(
-            name="shipments.scheduled.v1",
-            model=ShipmentScheduled,
-            key_field="order_id",
-            owner="shipping",
-            consumers=("notifications", "tracker"),
-            description="Shipments booked for reserved orders.",
-        ),
-        Topic(
-            name="fleet.control.v1",
-            model=ControlIssued,
-            key_field="service",
-            owner="operator",
-            consumers=("payments", "inventory", "shipping", "notifications", "tracker"),
-            description="Operators' commands to a service's replicas: pause, resume, seek (`fleet pause`, `fleet "
-            "resume`, `fleet replay`). Every replica reads the whole topic, without a consumer group, so one partition "
-            "keeps the commands in order and the history is kept for good: a replica that starts reads it first.",
-            partitions=1,
-            retention_ms=-1,
-            broadcast=True,
-        ),
-    ]
-)
+def with_lifecycle(topics: Iterable[Topic], lifecycle: dict) -> list[Topic]:
+    """The topics as `contracts/lifecycle.json` says they stand: the retired ones marked so."""
+    retired = set(lifecycle.get("retired", {}))
+    return [replace(t, retired=True) if t.name in retired else t for t in topics]
+
+
+def lifecycle() -> dict:
+    """contracts/lifecycle.json: which topics are retired, and when (`fleet contracts retire` writes it)."""
+    return dict(json.loads(resources.files(__package__).joinpath("lifecycle.json").read_text()))
+
+
+TOPICS = [
+    Topic(
+        name="orders.placed.v1",
+        model=OrderPlaced,
+        key_field="order_id",
+        owner="storefront",
+        consumers=("payments", "inventory", "notifications", "tracker"),
+        description="Orders placed by customers, before the channel was known; superseded by orders.placed.v2 and "
+        "read through the upcaster order_placed_v1_to_v2 until retired.",
+    ),
+    Topic(
+        name="payments.authorized.v1",
+        model=PaymentAuthorized,
+        key_field="order_id",
+        owner="payments",
+        consumers=("notifications", "inventory", "tracker"),
+        description="Payments authorized for orders.",
+    ),
+    Topic(
+        name="payments.declined.v1",
+        model=PaymentDeclined,
+        key_field="order_id",
+        owner="payments",
+        consumers=("notifications", "tracker"),
+        description="Payments declined for orders, with the reason.",
+    ),
+    Topic(
+        name="notifications.sent.v1",
+        model=NotificationSent,
+        key_field="order_id",
+        owner="notifications",
+        consumers=("tracker",),
+        description="Customer notifications recorded for delivery.",
+    ),
+    Topic(
+        name="warehouse.stock_received.v1",
+        model=StockReceived,
+        key_field="sku",
+        owner="warehouse",
+        consumers=("inventory",),
+        description="Goods received by the warehouse (an upstream system); `fleet demo` seeds stock with them.",
+    ),
+    Topic(
+        name="inventory.reserved.v1",
+        model=InventoryReserved,
+        key_field="order_id",
+        owner="inventory",
+        consumers=("shipping", "tracker"),
+        description="Stock reserved for paid orders.",
+    ),
+    Topic(
+        name="inventory.backordered.v1",
+        model=InventoryBackordered,
+        key_field="order_id",
+        owner="inventory",
+        consumers=("notifications", "tracker"),
+        description="Paid orders short of stock.",
+    ),
+    Topic(
+        name="shipments.scheduled.v1",
+        model=ShipmentScheduled,
+        key_field="order_id",
+        owner="shipping",
+        consumers=("notifications", "tracker"),
+        description="Shipments booked for reserved orders.",
+    ),
+    Topic(
+        name="fleet.control.v1",
+        model=ControlIssued,
+        key_field="service",
+        owner="operator",
+        consumers=("payments", "inventory", "shipping", "notifications", "tracker"),
+        description="Operators' commands to a service's replicas: pause, resume, seek (`fleet pause`, `fleet "
+        "resume`, `fleet replay`). Every replica reads the whole topic, without a consumer group, so one partition "
+        "keeps the commands in order and the history is kept for good: a replica that starts reads it first.",
+        partitions=1,
+        retention_ms=-1,
+        broadcast=True,
+    ),
+    Topic(
+        name="orders.placed.v2",
+        model=OrderPlacedV2,
+        key_field="order_id",
+        owner="storefront",
+        consumers=("payments", "inventory", "notifications", "tracker"),
+        description="Orders placed by customers, with the channel they came through; published by the storefront "
+        "(an upstream system), the gateway and `fleet demo`. Supersedes orders.placed.v1.",
+    ),
+    # `fleet contracts bump` adds a topic's next version here.
+]
+
+REGISTRY = Registry(with_lifecycle(TOPICS, lifecycle()))

@@ -1,4 +1,4 @@
-"""Demo orders: a seeded generator of realistic OrderPlaced events, and the upstream publisher `fleet demo` runs.
+"""Demo orders: a seeded generator of realistic OrderPlacedV2 events, and the upstream publisher `fleet demo` runs.
 
 The generator is pure; the publishers sign and send as the storefront (orders) and the warehouse (stock)."""
 
@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Callable, Iterator
 
-from contracts import Envelope, OrderItem, OrderPlaced, PrivateKey, StockReceived
+from contracts import Envelope, OrderItem, OrderPlacedV2, PrivateKey, StockReceived
 from contracts.connection import KafkaConnection
 from contracts.publisher import Publisher
 
@@ -44,9 +44,10 @@ DELIVERY_UNITS = {"SKU-ESPRESSO-006": 4, "SKU-GRINDER-005": 12}
 DEFAULT_DELIVERY_UNITS = 60
 
 
-def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = None) -> Iterator[OrderPlaced]:
+def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = None) -> Iterator[OrderPlacedV2]:
     """Mostly small orders in accepted currencies; an espresso machine now and then goes over a customer's limit,
-    and about one in twenty is in a currency payments does not take, so every outcome shows up."""
+    and about one in twenty is in a currency payments does not take, so every outcome shows up. Half come through the
+    web shop, the rest from stores and the phone line (orders.placed.v2)."""
     rng = random.Random(seed)
     for _ in range(count):
         lines = rng.sample(sorted(CATALOGUE), k=rng.randint(1, 3))
@@ -54,13 +55,14 @@ def demo_orders(count: int, *, seed: int | None = None, now: datetime | None = N
             OrderItem(sku=sku, quantity=_quantity(rng, CATALOGUE[sku]), unit_price_cents=CATALOGUE[sku])
             for sku in lines
         )
-        yield OrderPlaced(
+        yield OrderPlacedV2(
             order_id=f"ord-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
             customer_id=rng.choice(CUSTOMERS),
             items=items,
             currency="JPY" if rng.random() < 0.05 else rng.choice(("EUR", "EUR", "USD", "GBP")),
             total_cents=sum(i.quantity * i.unit_price_cents for i in items),
             placed_at=now or datetime.now(UTC),
+            channel=rng.choice(("web", "web", "store", "phone")),
         )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from contracts import REGISTRY, Keyring, PrivateKey, Registry, Rejected, verify
+from contracts import REGISTRY, Keyring, PrivateKey, Registry, Rejected, as_current, verify
 from contracts.connection import KafkaConnection, client_options
 from fleet.catalog import Rebuildable, rebuildable
 from fleet.ops.control import issue, standing_orders
@@ -198,6 +198,8 @@ class Folder:
                 except Rejected as refused:
                     tally.refused[refused.reason] += 1
                     continue
+                # An older version of an event is folded as the service's handler gets it: upcast to the newest.
+                event = as_current(event, self.registry)
                 if await self.target.model.fold(tx, self.target.group, event, envelope) is None:
                     tally.repeats += 1
                 else:

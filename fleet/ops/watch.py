@@ -18,6 +18,7 @@ from contracts import (
     InventoryReserved,
     NotificationSent,
     OrderPlaced,
+    OrderPlacedV2,
     PaymentAuthorized,
     PaymentDeclined,
     Registry,
@@ -38,6 +39,10 @@ def _money(cents: int, currency: str) -> str:
 def describe(event: Event) -> str:
     """A few words that say what happened."""
     match event:
+        case OrderPlacedV2():
+            units = sum(i.quantity for i in event.items)
+            total = _money(event.total_cents, event.currency)
+            return f"{event.customer_id} ordered {units} item(s) for {total} ({event.channel})"
         case OrderPlaced():
             units = sum(i.quantity for i in event.items)
             return f"{event.customer_id} ordered {units} item(s) for {_money(event.total_cents, event.currency)}"

@@ -19,6 +19,7 @@ from faststream.specification import AsyncAPI
 
 from contracts import (
     REGISTRY,
+    UPCASTERS,
     Envelope,
     Event,
     Record,
@@ -239,8 +240,12 @@ def subscriber_for(
     once its outcomes are durable. A retry tier's records also wait for their due time.
     """
     topics = [registry.of(model) for model in models]
+    # The older versions of each event, read through their upcasters until retired: the handler sees only `models`.
+    older = upcast_sources(models, registry)
+    topics += list(older)
     by_name = {name: topic for topic in topics for name in (topic.name, *topic.retry_topics)}
-    name = f"on_{'_or_'.join(snake_case(model.__name__) for model in models)}"
+    # `on_order_placed` for OrderPlacedV2 too: a subscriber keeps its name from one version of its event to the next.
+    name = f"on_{'_or_'.join(re.sub(r'_v[0-9]+$', '', snake_case(model.__name__)) for model in models)}"
     max_records = broker.kafka.batch_max_records if batch_max_records is None else batch_max_records
     if max_records < 1:
         raise ValueError(f"batch_max_records is {max_records}: at least 1 record per poll (1 is one at a time)")
@@ -286,7 +291,7 @@ def subscriber_for(
 
     def register(handler: Callable) -> Callable:
         broker.hold.belongs_to(group_id)
-        per_event = _per_event_call(handler, models)
+        per_event = _per_event_call(handler, models, {topic.model: target for topic, target in older.items()})
         policy = RetryPolicy(group_id, retry_delays_s, handler_timeout_s)
         wrapped = subscribe([t.name for t in topics], group_id, policy, name, per_event)
         for tier in range(1, len(retry_delays_s) + 1):
@@ -298,13 +303,36 @@ def subscriber_for(
     return register
 
 
-def _per_event_call(handler: Callable, models: tuple[type[Event], ...]) -> Callable:
+def upcast_sources(models: tuple[type[Event], ...], registry: Registry = REGISTRY) -> dict[Topic, type[Event]]:
+    """The registry topics, not retired, whose model upcasts to one of `models` (an older version of its event), each
+    with the model it upcasts to."""
+    found: dict[Topic, type[Event]] = {}
+    for topic in registry:
+        if topic.retired or topic.model in models:
+            continue
+        for model in models:
+            if UPCASTERS.path(topic.model, model):
+                found[topic] = model
+                break
+    return found
+
+
+def _per_event_call(
+    handler: Callable, models: tuple[type[Event], ...], upcast_to: dict[type[Event], type[Event]] | None = None
+) -> Callable:
     """What FastStream calls with the decoded event: the service's handler, given the verified envelope directly when it
     has an `envelope` parameter. Not `envelope = Context()`: FastStream's dependency injection resolves such a parameter
-    in a task group and a worker thread, per event (about 200 µs, docs/performance.md)."""
+    in a task group and a worker thread, per event (about 200 µs, docs/performance.md).
+
+    An event of an older version (`upcast_to`: its model → the handler's) is upcast first: the handler sees only its
+    own models, while the log line and the span keep the record's own topic and type."""
     wants_envelope = "envelope" in inspect.signature(handler).parameters
+    upcasts = upcast_to or {}
 
     async def on_event(event: Any) -> Any:
+        target = upcasts.get(type(event))
+        if target is not None:
+            event = UPCASTERS.upcast(event, target)
         return await (handler(event, envelope=current_envelope()) if wants_envelope else handler(event))
 
     # FastStream documents and checks the payload from this signature: the topic models, as the handler declares them.
@@ -366,7 +394,8 @@ def max_poll_interval_ms(kafka: KafkaSettings, policy: RetryPolicy) -> int:
 
 
 def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY) -> None:
-    """Every handler's event parameter must accept exactly the registry models of the topics it listens to."""
+    """Every handler's event parameter must accept exactly the registry models of the topics it listens to, each
+    directly or through an upcaster (an older version of its event)."""
     for subscriber in broker.subscribers:
         names = getattr(subscriber, "topic_names_for_subscribe", [])
         expected = set()
@@ -378,7 +407,8 @@ def check_one_type_per_topic(broker: KafkaBroker, registry: Registry = REGISTRY)
         for call in subscriber.calls:
             declared_call = call.handler._declared_call
             declared = _event_models_of(getattr(declared_call, "per_event_handler", declared_call))
-            if declared != expected:
+            upcast = {m for m in expected - declared if any(UPCASTERS.path(m, d) for d in declared)}
+            if declared != expected - upcast:
                 got = ", ".join(sorted(m.__name__ for m in declared)) or "no event model"
                 want = ", ".join(sorted(m.__name__ for m in expected))
                 raise ContractViolation(

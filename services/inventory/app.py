@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from faststream import FastStream
 
-from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlaced, PaymentAuthorized, StockReceived
+from contracts import Envelope, InventoryBackordered, InventoryReserved, OrderPlacedV2, PaymentAuthorized, StockReceived
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
 from fleet.runtime.observe.logs import decided
@@ -43,14 +43,15 @@ def create_app(settings: InventorySettings | None = None, *, producer: Producer 
             await tx.add_to_outbox(outcomes[type(result.outcome)].record(result.outcome, cause=envelope))
             decided("order_settled", order_id=payment.order_id, outcome=type(result.outcome).__name__)
 
-    @subscriber_for(broker, StockReceived, OrderPlaced, PaymentAuthorized, group_id=settings.group_id)
-    async def on_inventory_input(event: StockReceived | OrderPlaced | PaymentAuthorized, envelope: Envelope) -> None:
+    # orders.placed.v2, and v1 through its upcaster until v1 is retired.
+    @subscriber_for(broker, StockReceived, OrderPlacedV2, PaymentAuthorized, group_id=settings.group_id)
+    async def on_inventory_input(event: StockReceived | OrderPlacedV2 | PaymentAuthorized, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id):
                 return
             if isinstance(event, StockReceived):
                 await stock.add_stock(tx, event)
-            elif isinstance(event, OrderPlaced):
+            elif isinstance(event, OrderPlacedV2):
                 await stock.remember_order(tx, event)
                 if parked := await stock.take_parked(tx, event.order_id):
                     await reserve(tx, *parked)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from contracts import Envelope, OrderItem, OrderPlaced, PaymentAuthorized, StockReceived
+from contracts import Envelope, OrderItem, OrderPlaced, OrderPlacedV2, PaymentAuthorized, StockReceived
 from fleet.runtime.store import Transaction
 
 __all__ = [
@@ -39,7 +39,7 @@ async def add_stock(tx: Transaction, received: StockReceived) -> None:
     )
 
 
-async def remember_order(tx: Transaction, order: OrderPlaced) -> None:
+async def remember_order(tx: Transaction, order: OrderPlaced | OrderPlacedV2) -> None:
     items = json.dumps([item.model_dump() for item in order.items])
     await tx.execute(
         "INSERT INTO order_lines (order_id, items) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING",

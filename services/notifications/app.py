@@ -14,6 +14,7 @@ from contracts import (
     Envelope,
     InventoryBackordered,
     NotificationSent,
+    OrderPlacedV2,
     PaymentAuthorized,
     PaymentDeclined,
     ShipmentScheduled,
@@ -42,14 +43,31 @@ def create_app(settings: NotificationsSettings | None = None, *, producer: Produ
     attach_http(app, broker, settings, state)
     to_notification_sent = publisher_for(broker, NotificationSent)
 
+    # The order itself (v2, and v1 through its upcaster) only says where it was placed: the text names it.
     @subscriber_for(
-        broker, PaymentAuthorized, PaymentDeclined, InventoryBackordered, ShipmentScheduled, group_id=settings.group_id
+        broker,
+        OrderPlacedV2,
+        PaymentAuthorized,
+        PaymentDeclined,
+        InventoryBackordered,
+        ShipmentScheduled,
+        group_id=settings.group_id,
     )
     async def on_order_outcome(
-        outcome: PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled, envelope: Envelope
+        event: OrderPlacedV2 | PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled,
+        envelope: Envelope,
     ) -> None:
-        notification = core.compose(outcome, now=datetime.now(UTC))
+        if isinstance(event, OrderPlacedV2):
+            async with state.store.transaction() as tx:
+                if await tx.claim(settings.group_id, envelope.id):
+                    await records.remember_channel(tx, event.order_id, event.channel)
+            decided("order_channel_remembered", order_id=event.order_id, channel=event.channel)
+            return
+        outcome = event
         async with state.store.transaction() as tx:
+            # The order travels on another topic and may come later: then the text names no channel.
+            channel = await records.channel_of(tx, outcome.order_id)
+            notification = core.compose(outcome, now=datetime.now(UTC), placed_through=channel)
             first = await tx.claim(settings.group_id, envelope.id) and await records.record_once(tx, notification)
             if first:
                 await tx.add_to_outbox(to_notification_sent.record(notification.sent, cause=envelope))

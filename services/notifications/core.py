@@ -7,9 +7,12 @@ from datetime import datetime
 
 from contracts import InventoryBackordered, NotificationSent, PaymentAuthorized, PaymentDeclined, ShipmentScheduled
 
-__all__ = ["CHANNEL", "DECLINE_EXPLANATIONS", "FEED_COLUMNS", "Notification", "compose", "feed_line"]
+__all__ = ["CHANNEL", "DECLINE_EXPLANATIONS", "FEED_COLUMNS", "PLACED_THROUGH", "Notification", "compose", "feed_line"]
 
 CHANNEL = "email"  # the only channel so far; the feed line and the event both name it
+
+# How the text names where the order was placed (orders.placed.v2's `channel`).
+PLACED_THROUGH = {"web": "in our web shop", "store": "in one of our stores", "phone": "by phone"}
 
 DECLINE_EXPLANATIONS = {
     "over_limit": "the total is above your spending limit",
@@ -62,9 +65,12 @@ def feed_line(
 Outcome = PaymentAuthorized | PaymentDeclined | InventoryBackordered | ShipmentScheduled
 
 
-def compose(outcome: Outcome, now: datetime) -> Notification:
-    """An email for the customer; its id is derived from order and template, so a redelivery yields the same one."""
+def compose(outcome: Outcome, now: datetime, placed_through: str | None = None) -> Notification:
+    """An email for the customer; its id is derived from order and template, so a redelivery yields the same one.
+    `placed_through` is the order's channel (`web`, `store`, `phone`) when known: the text then names it."""
     template, subject, body = _message(outcome)
+    if placed_through in PLACED_THROUGH:
+        body = f"{body} You placed this order {PLACED_THROUGH[placed_through]}."
     sent = NotificationSent(
         notification_id=f"ntf-{outcome.order_id}-{template}",
         order_id=outcome.order_id,

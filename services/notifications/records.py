@@ -6,7 +6,7 @@ from fleet.runtime.store import Transaction
 
 from .core import FEED_COLUMNS, Notification, feed_line
 
-__all__ = ["MIGRATIONS", "feed_lines", "record_once"]
+__all__ = ["MIGRATIONS", "channel_of", "feed_lines", "record_once", "remember_channel"]
 
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS notifications (
@@ -18,7 +18,26 @@ MIGRATIONS = [
         body TEXT NOT NULL,
         recorded_at TEXT NOT NULL
     )""",
+    # Where each order was placed (orders.placed.v2), for the text of its notifications.
+    """CREATE TABLE IF NOT EXISTS order_channels (
+        order_id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL
+    )""",
 ]
+
+
+async def remember_channel(tx: Transaction, order_id: str, channel: str) -> None:
+    """Keeps the order's channel; the first one heard stays (a redelivery changes nothing)."""
+    await tx.execute(
+        "INSERT INTO order_channels (order_id, channel) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (order_id, channel),
+    )
+
+
+async def channel_of(tx: Transaction, order_id: str) -> str | None:
+    """The order's channel, or None while its order has not been heard (it travels on another topic)."""
+    row = await tx.fetchone("SELECT channel FROM order_channels WHERE order_id = ?", (order_id,))
+    return None if row is None else str(row[0])
 
 
 async def record_once(tx: Transaction, notification: Notification) -> bool:

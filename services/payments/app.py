@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from faststream import FastStream
 
-from contracts import Envelope, OrderPlaced, PaymentAuthorized, PaymentDeclined
+from contracts import Envelope, OrderPlacedV2, PaymentAuthorized, PaymentDeclined
 from fleet.runtime.broker import create_broker, publisher_for, subscriber_for, worker_app
 from fleet.runtime.observe.http import attach_http
 from fleet.runtime.observe.logs import decided
@@ -32,8 +32,9 @@ def create_app(settings: PaymentsSettings | None = None, *, producer: Producer |
     to_payment_authorized = publisher_for(broker, PaymentAuthorized)
     to_payment_declined = publisher_for(broker, PaymentDeclined)
 
-    @subscriber_for(broker, OrderPlaced, group_id=settings.group_id)
-    async def on_order_placed(order: OrderPlaced, envelope: Envelope) -> None:
+    # orders.placed.v2, and v1 through its upcaster (channel `web`) until v1 is retired.
+    @subscriber_for(broker, OrderPlacedV2, group_id=settings.group_id)
+    async def on_order_placed(order: OrderPlacedV2, envelope: Envelope) -> None:
         async with state.store.transaction() as tx:
             if not await tx.claim(settings.group_id, envelope.id) or await ledger.charge_for(tx, order.order_id):
                 decided("order_already_decided", order_id=order.order_id)

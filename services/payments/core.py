@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping
 
-from contracts import OrderPlaced, PaymentAuthorized, PaymentDeclined
+from contracts import OrderPlaced, OrderPlacedV2, PaymentAuthorized, PaymentDeclined
 
 __all__ = ["CreditPolicy", "decide", "payment_id_for"]
 
@@ -24,12 +24,14 @@ class CreditPolicy:
         return self.customer_limits.get(customer_id, self.default_limit_cents)
 
 
-def payment_id_for(order: OrderPlaced) -> str:
+def payment_id_for(order: OrderPlaced | OrderPlacedV2) -> str:
     """Derived from the order, so the same order always yields the same payment id."""
     return f"pay-{order.order_id}"
 
 
-def decide(order: OrderPlaced, policy: CreditPolicy, now: datetime) -> PaymentAuthorized | PaymentDeclined:
+def decide(
+    order: OrderPlaced | OrderPlacedV2, policy: CreditPolicy, now: datetime
+) -> PaymentAuthorized | PaymentDeclined:
     """Declines, in this order: a total that is not the sum of its lines, a currency not accepted,
     a total over the customer's limit.
 
@@ -55,7 +57,7 @@ def decide(order: OrderPlaced, policy: CreditPolicy, now: datetime) -> PaymentAu
     )
 
 
-def _decline_reason(order: OrderPlaced, policy: CreditPolicy) -> str | None:
+def _decline_reason(order: OrderPlaced | OrderPlacedV2, policy: CreditPolicy) -> str | None:
     if order.total_cents != sum(item.quantity * item.unit_price_cents for item in order.items):
         return "total_mismatch"
     if order.currency not in policy.currencies:

@@ -10,7 +10,7 @@ from contracts import (
     InventoryBackordered,
     InventoryReserved,
     NotificationSent,
-    OrderPlaced,
+    OrderPlacedV2,
     PaymentAuthorized,
     PaymentDeclined,
     ShipmentScheduled,
@@ -18,9 +18,10 @@ from contracts import (
 
 __all__ = ["STAGES", "HistoryEntry", "OrderEvent", "OrderStatus", "apply", "status_after"]
 
-# Every event of an order's flow: each names its order (`order_id`).
+# Every event of an order's flow: each names its order (`order_id`). An order of orders.placed.v1 comes upcast to v2
+# (the history keeps the record's own type).
 OrderEvent = (
-    OrderPlaced
+    OrderPlacedV2
     | PaymentAuthorized
     | PaymentDeclined
     | InventoryReserved
@@ -39,7 +40,7 @@ STAGES = {
     "shipment_scheduled": 4,
 }
 STAGE_OF = {
-    OrderPlaced: "placed",
+    OrderPlacedV2: "placed",
     PaymentDeclined: "payment_declined",
     PaymentAuthorized: "payment_authorized",
     InventoryBackordered: "backordered",

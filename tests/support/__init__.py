@@ -21,6 +21,7 @@ from tests.support.events import (
     an_authorization,
     an_order,
     an_order_costing,
+    an_order_v2,
     signer_of,
     unique_order_id,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "an_authorization",
     "an_order",
     "an_order_costing",
+    "an_order_v2",
     "as_raw",
     "assert_fails_in_one_line",
     "capture",

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from contracts import OrderItem, OrderPlaced, PaymentAuthorized, PaymentDeclined, Record, encode, source_of
+from contracts import OrderItem, OrderPlaced, OrderPlacedV2, PaymentAuthorized, PaymentDeclined, Record, encode, source_of
 
 NOW = datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
 
@@ -32,6 +32,11 @@ def an_order(
         total_cents=sum(q * p for _, q, p in lines) if total_cents is None else total_cents,
         placed_at=NOW,
     )
+
+
+def an_order_v2(*, channel: str = "web", **kwargs) -> OrderPlacedV2:
+    """A valid order of orders.placed.v2 (what the storefront publishes since v2): `an_order`'s fields and a channel."""
+    return OrderPlacedV2(**dict(an_order(**kwargs)), channel=channel)
 
 
 def an_order_costing(cents: int, **kwargs) -> OrderPlaced:

@@ -62,10 +62,11 @@ async def wait_until_committed(bootstrap, group_id: str, ends: dict, timeout_s: 
 
 async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
     """A new consumer group whose committed offsets are the topics' current ends, so a service started in it
-    handles only what the test publishes, not the topics' whole history; its retry groups likewise."""
+    handles only what the test publishes, not the topics' whole history; its retry groups likewise. Every version of
+    each model's event counts: a worker on the newest reads the older ones through their upcasters."""
     from contracts import REGISTRY
 
-    topics = [REGISTRY.of(m) for m in models]
+    topics = list({v: None for m in models for v in REGISTRY.versions(REGISTRY.of(m)) if not v.retired})
     await commit_at_end(bootstrap, group_id, [t.name for t in topics])
     for tier in range(1, 4):
         await commit_at_end(bootstrap, f"{group_id}.retry.{tier}", [t.retry_topic(tier) for t in topics])

@@ -138,7 +138,8 @@ def test_every_operation_names_its_service(document):
         assert f"`{service}`" in operation["summary"] and operation["tags"] == [{"name": service}]
         assert operation["messages"] and all(m["$ref"].startswith(operation["channel"]["$ref"] + "/messages/") for m in operation["messages"])
     from_faststream = {op["x-faststream-operation"] for op in document["operations"].values() if "x-faststream-operation" in op}
-    assert "on_order_placed" in from_faststream and "to_payment_authorized" in from_faststream
+    # A subscriber of several topics (payments' reads orders.placed.v2 and v1) has one FastStream operation per topic.
+    assert "on_order_placed:orders.placed.v2Subscribe" in from_faststream and "to_payment_authorized" in from_faststream
 
 
 def test_the_headers_schema_covers_every_header_of_wire_format_v1(document):
@@ -254,10 +255,11 @@ def test_the_payments_document_and_an_unknown_service():
     assert {c["address"] for c in payments["channels"].values()} == {
         "orders.placed.v1", "orders.placed.v1.retry.1", "orders.placed.v1.retry.2", "orders.placed.v1.retry.3",
         "orders.placed.v1.dlq", "payments.authorized.v1", "payments.declined.v1", "fleet.control.v1", "fleet.control.v1.dlq",
+        "orders.placed.v2", "orders.placed.v2.retry.1", "orders.placed.v2.retry.2", "orders.placed.v2.retry.3", "orders.placed.v2.dlq",
     }
     assert set(payments["components"]["messages"]) == {
         "OrderPlaced", "OrderPlacedRetry", "OrderPlacedDeadLetter", "PaymentAuthorized", "PaymentDeclined",
-        "ControlIssued", "ControlIssuedDeadLetter"}
+        "ControlIssued", "ControlIssuedDeadLetter", "OrderPlacedV2", "OrderPlacedV2Retry", "OrderPlacedV2DeadLetter"}
     with pytest.raises(UnknownService, match="payments"):
         service_document("no-such-service")
 

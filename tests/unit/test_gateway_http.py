@@ -199,8 +199,9 @@ def test_health_and_the_openapi_docs_are_served(http):
     assert http.get("/docs").status_code == 200
     document = http.get("/openapi.json").json()
     operation = document["paths"]["/v1/events/{topic}"]["post"]
-    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"oneOf": [{"$ref": "#/components/schemas/OrderPlaced"}]}
-    assert {"OrderPlaced", "OrderItem"} <= set(document["components"]["schemas"])
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "oneOf": [{"$ref": "#/components/schemas/OrderPlaced"}, {"$ref": "#/components/schemas/OrderPlacedV2"}]}
+    assert {"OrderPlaced", "OrderPlacedV2", "OrderItem"} <= set(document["components"]["schemas"])
     assert "X-Correlation-Id" in [p["name"] for p in operation["parameters"]] and operation["security"] == [{"bearer": []}]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 

@@ -87,9 +87,9 @@ def test_an_apply_adds_what_is_missing_and_removes_only_the_fleet_users_extras()
 
 
 def test_upstream_systems_and_the_gateway_may_write_only_upstream_topics():
-    assert {a.resource for a in upstream_acls("storefront") if a.resource_type == "TOPIC"} == {"orders.placed.v1"}
+    assert {a.resource for a in upstream_acls("storefront") if a.resource_type == "TOPIC"} == {"orders.placed.v1", "orders.placed.v2"}
     gateway_topics = {a.resource for a in gateway_acls() if a.resource_type == "TOPIC"}
-    assert gateway_topics == {"orders.placed.v1", "warehouse.stock_received.v1"}
+    assert gateway_topics == {"orders.placed.v1", "orders.placed.v2", "warehouse.stock_received.v1"}
     assert all(a.operation in ("WRITE", "DESCRIBE", "IDEMPOTENT_WRITE") for a in gateway_acls() | upstream_acls("warehouse"))
 
 

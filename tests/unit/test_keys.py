@@ -15,8 +15,9 @@ def test_init_gives_each_signer_one_key_trusted_for_the_topics_it_owns(tmp_path)
     assert len(created) == 3
     ring = Keyring.load(keyring_path(tmp_path))
     by_owner = {k.owner: k for k in ring.keys.values()}
-    assert by_owner["payments"].topics == {"payments.authorized.v1", "payments.declined.v1", *REGISTRY.named("orders.placed.v1").retry_topics}
-    assert by_owner["storefront"].topics == by_owner["gateway"].topics == {"orders.placed.v1"}
+    orders = [REGISTRY.named("orders.placed.v1"), REGISTRY.named("orders.placed.v2")]
+    assert by_owner["payments"].topics == {"payments.authorized.v1", "payments.declined.v1", *(r for t in orders for r in t.retry_topics)}
+    assert by_owner["storefront"].topics == by_owner["gateway"].topics == {"orders.placed.v1", "orders.placed.v2"}
     assert init_keys(tmp_path, ["payments", "storefront", "gateway"]) == []
 
 
@@ -70,7 +71,7 @@ def test_trusting_a_key_for_an_unknown_topic_is_refused(tmp_path):
 
 
 def test_the_gateway_signs_what_upstream_systems_own():
-    assert topics_signed_by("gateway") == topics_signed_by("storefront") == ["orders.placed.v1"]
+    assert topics_signed_by("gateway") == topics_signed_by("storefront") == ["orders.placed.v1", "orders.placed.v2"]
 
 
 def test_trusting_a_key_id_the_ring_already_has_needs_an_explicit_replace(tmp_path):
@@ -96,7 +97,8 @@ def test_a_ring_holding_hmac_secrets_is_readable_by_its_owner_only(tmp_path):
 
 
 def test_a_consumer_may_sign_the_retry_topics_of_what_it_consumes_and_nothing_else_of_them():
-    consumed = ("payments.authorized.v1", "payments.declined.v1", "inventory.backordered.v1", "shipments.scheduled.v1")
+    consumed = ("orders.placed.v1", "orders.placed.v2", "payments.authorized.v1", "payments.declined.v1", "inventory.backordered.v1",
+                "shipments.scheduled.v1")
     assert set(topics_signed_by("notifications")) == {"notifications.sent.v1", *(r for t in consumed for r in REGISTRY.named(t).retry_topics)}
 
 

@@ -10,7 +10,7 @@ def test_the_topics_of_the_order_flow_are_registered():
     assert {t.name for t in REGISTRY} == {
         "orders.placed.v1", "payments.authorized.v1", "payments.declined.v1", "notifications.sent.v1",
         "warehouse.stock_received.v1", "inventory.reserved.v1", "inventory.backordered.v1", "shipments.scheduled.v1",
-        "fleet.control.v1",
+        "fleet.control.v1", "orders.placed.v2",
     }
 
 
@@ -97,7 +97,7 @@ def test_retry_and_dead_letter_topics_resolve_to_the_topic_they_serve():
         assert REGISTRY.resolve(name) is orders
 
 
-@pytest.mark.parametrize("name", ["orders.placed.v1.retry.4", "orders.placed.v1.retry.0", "orders.placed.v2.dlq", "orders.placed.v1.x"])
+@pytest.mark.parametrize("name", ["orders.placed.v1.retry.4", "orders.placed.v1.retry.0", "orders.placed.v3.dlq", "orders.placed.v1.x"])
 def test_a_name_that_is_not_derived_from_a_registry_topic_does_not_resolve(name):
     with pytest.raises(UnknownTopic):
         REGISTRY.resolve(name)
@@ -105,8 +105,8 @@ def test_a_name_that_is_not_derived_from_a_registry_topic_does_not_resolve(name)
 
 def test_each_topic_names_the_services_that_consume_it():
     assert [t.name for t in REGISTRY.consumed_by("notifications")] == [
-        "payments.authorized.v1", "payments.declined.v1", "inventory.backordered.v1", "shipments.scheduled.v1",
-        "fleet.control.v1",
+        "orders.placed.v1", "payments.authorized.v1", "payments.declined.v1", "inventory.backordered.v1", "shipments.scheduled.v1",
+        "fleet.control.v1", "orders.placed.v2",
     ]
-    assert [t.name for t in REGISTRY.consumed_by("payments")] == ["orders.placed.v1", "fleet.control.v1"]
-    assert [t.name for t in REGISTRY.consumed_in_group_by("payments")] == ["orders.placed.v1"]
+    assert [t.name for t in REGISTRY.consumed_by("payments")] == ["orders.placed.v1", "fleet.control.v1", "orders.placed.v2"]
+    assert [t.name for t in REGISTRY.consumed_in_group_by("payments")] == ["orders.placed.v1", "orders.placed.v2"]

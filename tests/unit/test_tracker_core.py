@@ -3,7 +3,7 @@
 from contracts import Envelope, REGISTRY
 from services.tracker.core import apply
 from services.payments.core import CreditPolicy, decide
-from tests.support import NOW, an_authorization, an_order
+from tests.support import NOW, an_authorization, an_order_v2 as an_order
 
 
 def _envelope(event, event_id: str, time: str) -> Envelope:
