@@ -6,7 +6,6 @@ commands (fleet.runtime.control), wherever it runs: the command travels on the b
 from __future__ import annotations
 
 import getpass
-import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -19,13 +18,11 @@ from contracts import (
     PrivateKey,
     Registry,
     Rejected,
-    decode_keyed_value,
-    verify_record,
 )
 from contracts.connection import KafkaConnection, client_options
 from contracts.publisher import Publisher
 from fleet.catalog import WORKERS, entry_of
-from fleet.runtime.control import CONTROL_TOPIC, Held, fold
+from fleet.runtime.control import CONTROL_TOPIC, Held, fold, verified_command
 from fleet.runtime.keys import OPERATOR_SIGNER
 
 __all__ = ["NotAWorker", "UnknownTopicOfService", "issue", "operator_name", "standing_orders", "topics_read_by"]
@@ -106,7 +103,6 @@ async def standing_orders(
     from fleet.ops.topics import partitions_of
 
     held = {service: Held(service, (groups or {}).get(service)) for service in services}
-    topic = registry.named(CONTROL_TOPIC)
     tps = [
         TopicPartition(CONTROL_TOPIC, p)
         for p in range((await partitions_of(connection, [CONTROL_TOPIC])).get(CONTROL_TOPIC, 0))
@@ -123,20 +119,9 @@ async def standing_orders(
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     try:
-                        envelope = verify_record(
-                            record.topic,
-                            record.key,
-                            record.value,
-                            record.headers or (),
-                            record.timestamp,
-                            keyring,
-                            registry=registry,
-                            window_s=math.inf,
-                        )
-                        event = decode_keyed_value(topic, record.key, record.value)
+                        envelope, event = verified_command(record, keyring, registry)
                     except Rejected:
                         continue
-                    assert isinstance(event, ControlIssued)
                     if event.service in held:
                         held[event.service], _ = fold(held[event.service], envelope.id, event)
     finally:

@@ -12,13 +12,22 @@ import structlog
 from aiokafka import TopicPartition
 from faststream import AckPolicy
 
-from contracts import REGISTRY, ControlIssued, Registry, Rejected, decode_keyed_value, verify_record
+from contracts import (
+    REGISTRY,
+    ControlIssued,
+    Envelope,
+    Keyring,
+    Registry,
+    Rejected,
+    decode_keyed_value,
+    verify_record,
+)
 
 from ..delivery.batches import raw_batch_parser, records_of
 from ..delivery.dead_letters import Rejection
 from .state import Held, Seek, fold, held_topic
 
-__all__ = ["CONTROL_TOPIC", "Hold", "attach_control"]
+__all__ = ["CONTROL_TOPIC", "Hold", "attach_control", "verified_command"]
 
 CONTROL_TOPIC = REGISTRY.of(ControlIssued).name
 log = structlog.get_logger("fleet.control")
@@ -97,6 +106,25 @@ class Hold:
             return
 
 
+def verified_command(record: Any, keyring: Keyring, registry: Registry = REGISTRY) -> tuple[Envelope, ControlIssued]:
+    """A control record's envelope and command, checked as any record is (signature, a key that may sign the control
+    topic, payload) but for freshness: the history is read on every start, and a copy re-appended later has the same
+    `ce_id`, which the fold ignores. Raises `Rejected` with the reason."""
+    envelope = verify_record(
+        record.topic,
+        record.key,
+        record.value,
+        record.headers or (),
+        record.timestamp,
+        keyring,
+        registry=registry,
+        window_s=math.inf,
+    )
+    event = decode_keyed_value(registry.named(CONTROL_TOPIC), record.key, record.value)
+    assert isinstance(event, ControlIssued)  # the control topic's one model
+    return envelope, event
+
+
 def attach_control(broker: Any) -> None:
     """Subscribes the worker (a FleetBroker) to fleet.control.v1, without a consumer group: every replica reads every
     command, from the start of the topic. A record that is not a verified ControlIssued changes nothing; read live,
@@ -104,22 +132,12 @@ def attach_control(broker: Any) -> None:
     hold: Hold = broker.hold
     topic = broker.registry.named(CONTROL_TOPIC)
     group_label = f"{broker.service}.control"
+    registry: Registry = broker.registry
 
     async def on_control_batch(records: Any) -> None:
         for record in records:
             try:
-                # No freshness window: the history is read on every start. A copy re-appended later has the same id.
-                envelope = verify_record(
-                    record.topic,
-                    record.key,
-                    record.value,
-                    record.headers or (),
-                    record.timestamp,
-                    broker.keys.keyring(),
-                    registry=broker.registry,
-                    window_s=math.inf,
-                )
-                event = decode_keyed_value(topic, record.key, record.value)
+                envelope, event = verified_command(record, broker.keys.keyring(), registry)
             except Rejected as refused:
                 if hold.live:
                     await broker.failures.dead_letter(Rejection.of(record, refused.reason, refused.detail), group_label)
@@ -128,7 +146,6 @@ def attach_control(broker: Any) -> None:
                         "control_refused", offset=record.offset, reason=refused.reason, detail=refused.detail[:200]
                     )
                 continue
-            assert isinstance(event, ControlIssued)
             if hold.apply(envelope.id, event):
                 log.info(
                     "control_applied",
