@@ -75,26 +75,39 @@ class OrderItem(BaseModel):
     unit_price_cents: int = Field(description="Price of one unit in the smallest currency unit.", examples=[1250], ge=0)
 
 
+# The fields every version of an order shares (OrderPlaced, OrderPlacedV2).
+OrderLines = Annotated[
+    tuple[OrderItem, ...],
+    Field(
+        description="The order lines; at least one.",
+        examples=[[{"sku": "SKU-TEA-001", "quantity": 2, "unit_price_cents": 1250}]],
+        min_length=1,
+        max_length=100,
+    ),
+]
+OrderTotalCents = Annotated[
+    int,
+    Field(
+        description="The order total in the smallest currency unit, as the storefront computed it.",
+        examples=[2500],
+        ge=0,
+    ),
+]
+PlacedAt = Annotated[
+    AwareDatetime,
+    Field(description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]),
+]
+
+
 class OrderPlaced(Event):
     """A customer placed an order in the storefront."""
 
     order_id: OrderId
     customer_id: CustomerId
-    items: tuple[OrderItem, ...] = Field(
-        description="The order lines; at least one.",
-        examples=[[{"sku": "SKU-TEA-001", "quantity": 2, "unit_price_cents": 1250}]],
-        min_length=1,
-        max_length=100,
-    )
+    items: OrderLines
     currency: Currency
-    total_cents: int = Field(
-        description="The order total in the smallest currency unit, as the storefront computed it.",
-        examples=[2500],
-        ge=0,
-    )
-    placed_at: AwareDatetime = Field(
-        description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]
-    )
+    total_cents: OrderTotalCents
+    placed_at: PlacedAt
 
 
 # Where an order was placed (orders.placed.v2): notifications name it in their text.
@@ -107,21 +120,10 @@ class OrderPlacedV2(Event):
 
     order_id: OrderId
     customer_id: CustomerId
-    items: tuple[OrderItem, ...] = Field(
-        description="The order lines; at least one.",
-        examples=[[{"sku": "SKU-TEA-001", "quantity": 2, "unit_price_cents": 1250}]],
-        min_length=1,
-        max_length=100,
-    )
+    items: OrderLines
     currency: Currency
-    total_cents: int = Field(
-        description="The order total in the smallest currency unit, as the storefront computed it.",
-        examples=[2500],
-        ge=0,
-    )
-    placed_at: AwareDatetime = Field(
-        description="When the customer placed the order (RFC 3339, with offset).", examples=["2026-11-24T16:00:00Z"]
-    )
+    total_cents: OrderTotalCents
+    placed_at: PlacedAt
     channel: Channel = Field(
         description="Where the customer placed the order: `web` (the web shop), `store` (a store's till) or `phone` "
         "(the phone line). Notifications name it in their text. Orders of v1 are read as `web`, the only channel "
