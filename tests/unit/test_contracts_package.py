@@ -73,4 +73,4 @@ def test_the_distribution_needs_only_pydantic_cryptography_and_pynacl_with_aioka
     )
     installed_files = {str(f) for f in dist.files}
     assert {f.split("/")[0] for f in installed_files if f.endswith(".py")} == {"contracts"}, "one import package: contracts"
-    assert {"contracts/__init__.py", "contracts/vectors/signing-v1.json"} <= installed_files
+    assert {"contracts/__init__.py", "contracts/vectors/signing-v1.json", "contracts/vectors/upcasters/orders.placed.v1-to-v2.json"} <= installed_files
