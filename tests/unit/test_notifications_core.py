@@ -49,3 +49,26 @@ def test_a_scheduled_shipment_tells_the_customer_when_it_leaves():
                                  ship_by=date(2026, 11, 25), scheduled_at=NOW)
     notification = compose(shipment, NOW)
     assert notification.sent.template == "shipment_scheduled" and "2026-11-25" in notification.body
+
+
+@pytest.mark.parametrize(("channel", "words"), [("web", "in our web shop"), ("store", "in one of our stores"), ("phone", "by phone")])
+def test_the_text_names_where_the_order_was_placed_when_it_is_known(channel, words):
+    without = compose(an_authorization(an_order(order_id="ord-10")), NOW)
+    notification = compose(an_authorization(an_order(order_id="ord-10")), NOW, placed_through=channel)
+    assert notification.body == f"{without.body} You placed this order {words}."
+    assert (notification.subject, notification.sent) == (without.subject, without.sent), "only the text changes"
+
+
+def test_the_text_names_no_channel_when_the_order_was_not_heard_or_its_channel_is_unknown():
+    authorization = an_authorization(an_order(order_id="ord-11"))
+    for placed_through in (None, "fax", ""):
+        notification = compose(authorization, NOW, placed_through=placed_through)
+        assert "You placed this order" not in notification.body
+        assert notification.body == compose(authorization, NOW).body == "We received 25.00 EUR for order ord-11."
+
+
+@pytest.mark.parametrize("outcome", [an_authorization(), a_decline()], ids=["authorized", "declined"])
+def test_every_template_names_the_channel_at_the_end_of_its_text(outcome):
+    notification = compose(outcome, NOW, placed_through="phone")
+    assert notification.body.endswith(". You placed this order by phone.")
+    assert notification.sent.notification_id == compose(outcome, NOW).sent.notification_id
