@@ -12,11 +12,12 @@ import typing
 from collections import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel
 
-from .registry import REGISTRY, Registry, Topic
+from .registry import REGISTRY, Registry, Topic, UnregisteredEvent
+from .upcasters import UPCASTERS, Upcasters
 
 __all__ = [
     "DIALECT",
@@ -36,7 +37,10 @@ __all__ = [
     "revision_document",
     "revision_id",
     "revision_problems",
+    "scaffolded_problems",
     "schema_body",
+    "superseded_problems",
+    "upcaster_problems",
 ]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -494,10 +498,91 @@ def example_problems(registry: Registry = REGISTRY) -> list[Problem]:
     return problems
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Versions: a superseded version is read through upcasters, as the current one, until it is retired.
+
+
+def scaffolded_problems(registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS) -> list[Problem]:
+    """Pure: no upcaster is still the stub `fleet contracts bump` wrote (registered with `scaffolded=True`)."""
+    problems: list[Problem] = []
+    for step in upcasters:
+        if not step.scaffolded:
+            continue
+        try:
+            where = registry.of(step.source).name
+        except UnregisteredEvent:
+            where = "-"
+        problems.append(
+            Problem(
+                where,
+                "",
+                "upcaster-scaffolded",
+                f"the upcaster {step.name} ({step.source.__name__} → {step.target.__name__}) is the stub "
+                "`fleet contracts bump` wrote: it raises NotImplementedError",
+                f"write {step.name} in contracts/upcasters.py (a pure function; the test `fleet contracts bump` wrote, "
+                "tests/unit/test_upcaster_*.py, says what it must return), then drop `scaffolded=True` from its "
+                "@UPCASTERS.register",
+            )
+        )
+    return problems
+
+
+def superseded_problems(
+    registry: Registry, upcasters: Upcasters, lags: Mapping[str, Mapping[str, int]] | None
+) -> list[Problem]:
+    """Pure: every superseded version, not retired, that may still be read has an upcaster path to the current version
+    of its event, so its records reach the handlers declared on the current model.
+
+    `lags` maps a topic to its consumer groups' lag on it (`fleet contracts retire` reads them from the broker): a
+    group with lag may still read it. None: not known (`fleet check`, offline), so every consumer the registry lists
+    for the topic may."""
+    problems: list[Problem] = []
+    for topic in registry:
+        if topic.retired or not registry.is_superseded(topic):
+            continue
+        current = registry.current(topic)
+        if upcasters.path(topic.model, current.model) is not None:
+            continue
+        if lags is None:
+            readers = ", ".join(topic.consumers)
+            who = f"its consumers may still read it ({readers})"
+        else:
+            lagging = {group: lag for group, lag in (lags.get(topic.name) or {}).items() if lag > 0}
+            readers = ", ".join(f"{group} (lag {lag})" for group, lag in sorted(lagging.items()))
+            who = f"consumer groups still have records to read on it: {readers}"
+        if not readers:
+            continue
+        problems.append(
+            Problem(
+                topic.name,
+                "",
+                "upcaster-missing",
+                f"{topic.name} is superseded by {current.name}, and {who}; but no upcaster leads from "
+                f"{topic.model.__name__} to {current.model.__name__}, so a handler declared on "
+                f"{current.model.__name__} never gets them",
+                f"register the missing step(s) in contracts/upcasters.py (`fleet contracts bump` scaffolds one beside "
+                f"each new version), or retire {topic.name} once nothing reads it (`fleet contracts retire "
+                f"{topic.name}`)",
+            )
+        )
+    return problems
+
+
+def upcaster_problems(registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS) -> list[Problem]:
+    """Every upcaster is written (`scaffolded_problems`), and every superseded version that its consumers may still
+    read reaches the current one (`superseded_problems`, with lags unknown)."""
+    return scaffolded_problems(registry, upcasters) + superseded_problems(registry, upcasters, None)
+
+
 def contract_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR) -> list[Problem]:
-    """Every contracts-side rule: documented fields, valid examples,
-    exported revisions that are current and compatible."""
-    return documentation_problems(registry) + example_problems(registry) + revision_problems(registry, schemas_dir)
+    """Every contracts-side rule: documented fields, valid examples, exported revisions that are current and
+    compatible, upcasters written and leading every superseded version to the current one."""
+    return (
+        documentation_problems(registry)
+        + example_problems(registry)
+        + revision_problems(registry, schemas_dir)
+        + upcaster_problems(registry)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------

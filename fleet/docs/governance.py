@@ -288,7 +288,7 @@ def all_problems(
 
     run(
         f"contracts ({len(registry)} topics: documented fields, valid examples, "
-        "current and compatible schema revisions)",
+        "current and compatible schema revisions, upcasters)",
         contract_problems(registry, schemas_dir),
     )
     services = tuple(services)
