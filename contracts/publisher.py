@@ -63,6 +63,8 @@ class Publisher:
         await self._producer.stop()
 
     def record(self, event: Event, *, correlation_id: str | None = None, cause: Envelope | None = None) -> Record:
+        """The signed record of an event; RetiredTopic when its topic is retired (`fleet contracts retire`)."""
+        self.registry.for_writing(event)
         return encode(
             event,
             source=self.source,

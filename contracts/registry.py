@@ -28,6 +28,7 @@ __all__ = [
     "TOPICS",
     "Registry",
     "RegistryError",
+    "RetiredTopic",
     "Topic",
     "UnknownTopic",
     "UnregisteredEvent",
@@ -52,6 +53,10 @@ class UnregisteredEvent(LookupError):
     """An event type that has no topic in the registry."""
 
 
+class RetiredTopic(LookupError):
+    """A topic retired by `fleet contracts retire`: nothing may write it any more."""
+
+
 @dataclass(frozen=True)
 class Topic:
     """One topic: its name `<domain>.<event>.v<N>`, the only model it carries, and how it is keyed and sized."""
@@ -69,6 +74,7 @@ class Topic:
     broadcast: bool = False
     # Retired (`fleet contracts retire`, contracts/lifecycle.json): kept for its history, written and read no more.
     retired: bool = False
+    retired_on: str = ""  # the UTC day it was retired (YYYY-MM-DD), as contracts/lifecycle.json says
 
     @property
     def family(self) -> str:
@@ -180,6 +186,17 @@ class Registry:
     def owned_by(self, service: str) -> tuple[Topic, ...]:
         return tuple(t for t in self.topics if t.owner == service)
 
+    def for_writing(self, event_or_model: Event | type[Event]) -> Topic:
+        """The topic an event is written to; RetiredTopic when it is retired (publish the current version instead)."""
+        topic = self.of(event_or_model)
+        if topic.retired:
+            current = self.current(topic)
+            raise RetiredTopic(
+                f"{topic.name} is retired (since {topic.retired_on or 'an unknown day'}, contracts/lifecycle.json): "
+                f"nothing may write it; publish {current.name} ({current.model.__name__}) instead"
+            )
+        return topic
+
 
 def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
     if len(by_name) != len(topics):
@@ -200,9 +217,9 @@ def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
 
 
 def with_lifecycle(topics: Iterable[Topic], lifecycle: dict) -> list[Topic]:
-    """The topics as `contracts/lifecycle.json` says they stand: the retired ones marked so."""
-    retired = set(lifecycle.get("retired", {}))
-    return [replace(t, retired=True) if t.name in retired else t for t in topics]
+    """The topics as `contracts/lifecycle.json` says they stand: the retired ones marked so, with the day."""
+    retired = dict(lifecycle.get("retired", {}))
+    return [replace(t, retired=True, retired_on=str(retired[t.name])) if t.name in retired else t for t in topics]
 
 
 def lifecycle() -> dict:

@@ -98,6 +98,7 @@ EXPECTED: tuple[tuple[str, str, ExitCode, Callable[[Any], str]], ...] = (
     ("contracts.connection", "ConnectionSettingsError", ExitCode.USAGE, lambda e: f"Kafka connection settings: {e}"),
     ("contracts.signing", "SigningKeyError", ExitCode.NO_INPUT, str),
     ("contracts.registry", "UnknownTopic", ExitCode.BAD_INPUT, str),
+    ("contracts.registry", "RetiredTopic", ExitCode.BAD_INPUT, str),
     ("fleet.catalog", "UnknownService", ExitCode.BAD_INPUT, str),
     ("fleet.runtime.asyncapi", "UnknownService", ExitCode.BAD_INPUT, str),
     ("fleet.ops.control", "NotAWorker", ExitCode.BAD_INPUT, str),

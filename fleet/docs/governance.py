@@ -34,7 +34,7 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
     """Pure: each handler takes its topic's model; every registry consumer that is a fleet service subscribes to the
     topic and no service subscribes to a topic (or its retry topics) it is not listed for; every owner that is a fleet
     service publishes the topic, and no service publishes a topic it does not own. Owners and consumers outside `wiring`
-    are upstream systems."""
+    are upstream systems. A retired topic is read and written by no service."""
     problems: list[Problem] = []
     registry_fix = (
         "change the `consumers` of the topic in contracts/registry.py or the service's subscriber_for(...) in "
@@ -66,7 +66,18 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     )
                 )
                 continue
-            if service not in topic.consumers:
+            if topic.retired:
+                problems.append(
+                    Problem(
+                        topic.name,
+                        f"service {service}",
+                        "reads-retired",
+                        f"{service} subscribes to {name}, but {topic.name} is retired (contracts/lifecycle.json): "
+                        "nothing is written to it any more",
+                        f"declare the handler in services/{service}/app.py on {registry.current(topic).model.__name__}",
+                    )
+                )
+            elif service not in topic.consumers:
                 problems.append(
                     Problem(
                         topic.name,
@@ -91,7 +102,17 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     )
                 )
                 continue
-            if topic.owner != service:
+            if topic.retired:
+                problems.append(
+                    Problem(
+                        topic.name,
+                        f"service {service}",
+                        "writes-retired",
+                        f"{service} publishes {topic.name}, which is retired (contracts/lifecycle.json)",
+                        f"publish {registry.current(topic).model.__name__} instead in services/{service}/app.py",
+                    )
+                )
+            elif topic.owner != service:
                 problems.append(
                     Problem(
                         topic.name,
@@ -103,6 +124,8 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     )
                 )
     for topic in registry:
+        if topic.retired:  # kept for its history: nobody needs to read or write it
+            continue
         for consumer in topic.consumers:
             if consumer not in wiring:
                 problems.append(

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IncompatibleBrokerVersion, for_code
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest
 
-from contracts import REGISTRY, Registry
+from contracts import REGISTRY, Registry, UnknownTopic
 from fleet.catalog import HTTP_SERVICES, WORKERS, Wiring
 
 if TYPE_CHECKING:
@@ -66,20 +66,31 @@ class Acl:
 def service_acls(service: str, wiring: Wiring, registry: Registry = REGISTRY) -> set[Acl]:
     """What one service may do: read (and describe) the topics it subscribes to, in its own groups; write (and describe)
     the topics it publishes, and the retry and dead-letter topics of what it consumes (its middleware writes them);
-    idempotent writes (every producer of the fleet is idempotent).
+    idempotent writes (every producer of the fleet is idempotent). Nothing on a retired topic.
 
     No service uses transactions, so none gets a TransactionalId ACL."""
     principal = f"User:{service}"
     acls = {Acl(principal, "CLUSTER", CLUSTER, "IDEMPOTENT_WRITE")}
     for name in wiring.subscribes:
-        acls |= {Acl(principal, "TOPIC", name, op) for op in ("READ", "DESCRIBE")}
         topic = registry.resolve(name)
+        if topic.retired:
+            continue
+        acls |= {Acl(principal, "TOPIC", name, op) for op in ("READ", "DESCRIBE")}
         for derived in (*topic.retry_topics, topic.dead_letter_topic):
             acls |= {Acl(principal, "TOPIC", derived, op) for op in ("WRITE", "DESCRIBE")}
     for name in wiring.publishes:
+        if _retired(name, registry):
+            continue
         acls |= {Acl(principal, "TOPIC", name, op) for op in ("WRITE", "DESCRIBE")}
     acls |= {Acl(principal, "GROUP", group, "READ") for group in wiring.groups}
     return acls
+
+
+def _retired(name: str, registry: Registry) -> bool:
+    try:
+        return registry.resolve(name).retired
+    except UnknownTopic:
+        return False
 
 
 def _writer(principal: str, topics: Iterable[str]) -> set[Acl]:
@@ -93,16 +104,22 @@ def upstream_systems(registry: Registry = REGISTRY) -> tuple[str, ...]:
 
 
 def upstream_acls(system: str, registry: Registry = REGISTRY) -> set[Acl]:
-    """An upstream system publishing with the contracts `Publisher` may write the topics it owns, nothing else."""
-    return _writer(f"User:{system}", (t.name for t in registry.owned_by(system)))
+    """An upstream system publishing with the contracts `Publisher` may write the topics it owns (but a retired one),
+    nothing else."""
+    return _writer(f"User:{system}", (t.name for t in registry.owned_by(system) if not t.retired))
 
 
 def gateway_acls(registry: Registry = REGISTRY) -> set[Acl]:
-    """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's, and
-    never the operators' commands."""
+    """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's, never
+    the operators' commands, and never a retired topic."""
     return _writer(
         f"User:{GATEWAY}",
-        (t.name for system in upstream_systems(registry) for t in registry.owned_by(system) if not t.broadcast),
+        (
+            t.name
+            for system in upstream_systems(registry)
+            for t in registry.owned_by(system)
+            if not t.broadcast and not t.retired
+        ),
     )
 
 
