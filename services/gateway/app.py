@@ -237,10 +237,13 @@ def create_app(
     async def post_event(
         request: Request,
         topic: str = Path(
-            description="A registry topic the client may publish to.", examples=topics_signed_by(SERVICE)
+            description="A registry topic the client may publish to: the newest version of its event "
+            "(orders.placed.v2), or an older one while it is not retired.",
+            examples=_example_topics(),
         ),
     ) -> Accepted:
-        """Send `Authorization: Bearer <token>`, and optionally `X-Correlation-Id`; the body is the event as JSON."""
+        """Send `Authorization: Bearer <token>`, and optionally `X-Correlation-Id`; the body is the event as JSON, e.g.
+        an OrderPlacedV2 to `/v1/events/orders.placed.v2`."""
         allowed = _admit(core.authorize(clients.current(), request.headers.get("authorization"), topic))
         request.state.client = allowed.client.name
         signer, trusted = _gateway_key(keys)
@@ -397,6 +400,13 @@ def _challenge(refused: core.Refused) -> dict[str, str]:
     if not isinstance(refused, core.Unauthorized):
         return {}
     return {"WWW-Authenticate": 'Bearer error="invalid_token"' if refused.reason == "unknown_token" else "Bearer"}
+
+
+def _example_topics() -> list[str]:
+    """The topics the gateway may sign, the newest version of each event first (what a client should publish now:
+    orders.placed.v2), then the older ones not retired yet."""
+    topics = [REGISTRY.named(name) for name in topics_signed_by(SERVICE)]
+    return [t.name for t in sorted(topics, key=REGISTRY.is_superseded) if not t.retired]
 
 
 def _gateway_models() -> list:

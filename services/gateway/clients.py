@@ -111,7 +111,7 @@ class ClientsFile:
             log.warning(
                 "no_clients_file",
                 path=str(self.path),
-                hint="add one with `fleet gateway add-client NAME --topic TOPIC`",
+                hint="add one with `fleet gateway add-client NAME --topic TOPIC`, e.g. --topic orders.placed.v2",
             )
             self._clients = Clients()
             return
