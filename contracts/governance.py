@@ -29,6 +29,7 @@ __all__ = [
     "compatibility",
     "contract_problems",
     "documentation_problems",
+    "draft_topics",
     "example_problems",
     "export_schemas",
     "field_example_problems",
@@ -84,6 +85,24 @@ class Written:
     topic: str
     revision: int
     path: Path
+    draft: bool = False  # the draft revision 1 of a version `fleet contracts bump` wrote, rewritten from its model
+
+
+def draft_topics(registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS) -> frozenset[str]:
+    """The versions whose upcaster from the version before is still the stub `fleet contracts bump` wrote.
+
+    Until that upcaster is written, such a version is a draft: `fleet check` fails on the stub, so nothing can have
+    written or read it yet, and its only revision (1.json, written by the bump from a copy of the version before) is
+    rewritten by `fleet contracts export` as its model changes. Once the upcaster is written, revision 1 is kept for
+    good like any other."""
+    found = set()
+    for step in upcasters:
+        if step.scaffolded:
+            try:
+                found.add(registry.of(step.target).name)
+            except UnregisteredEvent:
+                continue
+    return frozenset(found)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -190,10 +209,14 @@ def _check_schema(document: dict) -> str | None:
     return None
 
 
-def revision_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR) -> list[Problem]:
+def revision_problems(
+    registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS_DIR, upcasters: Upcasters = UPCASTERS
+) -> list[Problem]:
     """Each topic has revisions 1..N with no gap; each is a valid Draft 2020-12 schema with the right `$schema` and
-    `$id`; revision N is the model's schema; each revision (and the model) reads every record of every earlier one."""
+    `$id`; revision N is the model's schema; each revision (and the model) reads every record of every earlier one.
+    A draft version's only revision (`draft_topics`) need only be its model's schema."""
     problems: list[Problem] = []
+    drafts = draft_topics(registry, upcasters)
     for topic in registry:
         revisions, found = load_revisions(topic, schemas_dir)
         problems += found
@@ -253,7 +276,18 @@ def revision_problems(registry: Registry = REGISTRY, schemas_dir: Path = SCHEMAS
                 )
         latest = numbers[-1]
         model = schema_body(topic)
-        if schema_body(revisions[latest]) != model:
+        if schema_body(revisions[latest]) != model and topic.name in drafts and numbers == [1]:
+            problems.append(
+                Problem(
+                    topic.name,
+                    "",
+                    "schema-stale",
+                    f"{topic.model.__name__}'s JSON Schema differs from 1.json, the draft revision "
+                    "`fleet contracts bump` wrote",
+                    f"{EXPORT} (it rewrites a draft revision until the upcaster into {topic.name} is written)",
+                )
+            )
+        elif schema_body(revisions[latest]) != model:
             breaking = [
                 p
                 for older in numbers
@@ -306,13 +340,16 @@ def _breaks(topic: Topic, old: dict, new: dict, old_name: str, new_name: str) ->
 
 
 def export_schemas(
-    registry: Registry = REGISTRY, schemas_dir: Path = EXPORT_DIR
+    registry: Registry = REGISTRY, schemas_dir: Path = EXPORT_DIR, upcasters: Upcasters = UPCASTERS
 ) -> tuple[list[Written], list[Problem]]:
     """Writes revision N+1 of each topic whose model's schema differs from revision N (1 for a new topic).
 
-    Never overwrites a file. Refuses a topic whose history has a problem or whose change breaks an earlier revision."""
+    Never overwrites a file, but the draft revision 1 of a version whose upcaster is still the stub `fleet contracts
+    bump` wrote (`draft_topics`). Refuses a topic whose history has a problem or whose change breaks an earlier
+    revision."""
     written: list[Written] = []
     problems: list[Problem] = []
+    drafts = draft_topics(registry, upcasters)
     for topic in registry:
         revisions, found = load_revisions(topic, schemas_dir)
         if found:
@@ -320,6 +357,11 @@ def export_schemas(
             continue
         body = schema_body(topic)
         if revisions and schema_body(revisions[max(revisions)]) == body:
+            continue
+        if topic.name in drafts and set(revisions) == {1}:
+            path = _topic_dir(schemas_dir, topic) / "1.json"
+            path.write_text(_dump(revision_document(topic, 1, body)), encoding="utf-8")
+            written.append(Written(topic.name, 1, path, draft=True))
             continue
         breaking = [
             p

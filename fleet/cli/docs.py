@@ -88,7 +88,7 @@ def contracts_export() -> None:
     written, problems = export_schemas()
     for revision in written:
         shown = revision.path.relative_to(Path.cwd()) if revision.path.is_relative_to(Path.cwd()) else revision.path
-        typer.echo(f"wrote {shown}")
+        typer.echo(f"wrote {shown}" + (" (the draft revision of a new version, rewritten)" if revision.draft else ""))
     if problems:  # a report, one problem a line: not a one-line failure
         raise CliError(
             "\n".join(map(str, problems)) + f"\n{len(problems)} problem(s); nothing written for those topics",
@@ -96,6 +96,31 @@ def contracts_export() -> None:
         )
     if not written:
         typer.echo("every topic's latest revision is its model's schema: nothing to write")
+
+
+@contracts_app.command("bump")
+def contracts_bump(
+    topic: str = typer.Argument(..., help="The current version of an event's topic, e.g. orders.placed.v2."),
+) -> None:
+    """Scaffold TOPIC's next version: its class, registry topic, upcaster stub, schema revision 1 and a failing test; `fleet check` fails until the upcaster is written (docs/contracts.md)."""  # noqa: E501 (the command's help, line for line)
+    from fleet.ops.bump import bump
+
+    if not Path("contracts").is_dir():  # an installed fleet, run elsewhere, has no source to scaffold in
+        raise CliError(
+            "no contracts/ folder here: run `fleet contracts bump` from the checkout's top folder", ExitCode.NO_INPUT
+        )
+    done = bump(topic)  # BumpRefused: exit 64, nothing written; BumpFailed: exit 1, every file put back
+    plan = done.plan
+    for path in done.written:
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"{plan.new_topic} ({plan.new_model}) supersedes {plan.old_topic}; next, in order (docs/contracts.md):\n"
+        f"  1. change {plan.new_model} in contracts/events.py (every field with a description and examples), then "
+        "`fleet contracts export` (it rewrites the draft revision 1 until the upcaster is written)\n"
+        f"  2. write {plan.upcaster} in contracts/upcasters.py, drop `scaffolded=True`, and make "
+        f"{plan.test_path} pass\n"
+        "  3. `fleet check`: it names what else is missing (the consumers' subscriptions, asyncapi.yaml, the docs)"
+    )
 
 
 def check() -> None:

@@ -4,7 +4,15 @@ and every superseded version that may still be read has an upcaster path to the 
 from dataclasses import replace
 
 from contracts import REGISTRY, UPCASTERS, InventoryReserved, OrderPlaced, OrderPlacedV2, Registry, Topic, Upcasters
-from contracts.governance import contract_problems, scaffolded_problems, superseded_problems, upcaster_problems
+from contracts.governance import (
+    contract_problems,
+    draft_topics,
+    export_schemas,
+    revision_problems,
+    scaffolded_problems,
+    superseded_problems,
+    upcaster_problems,
+)
 
 V1 = Topic("orders.placed.v1", OrderPlaced, "order_id", "storefront", "Orders.", consumers=("payments", "tracker"))
 V2 = Topic("orders.placed.v2", OrderPlacedV2, "order_id", "storefront", "Orders.", consumers=("payments", "tracker"))
@@ -87,3 +95,22 @@ def test_fleet_check_runs_the_version_rules_with_the_contract_rules(tmp_path):
     v2_without_step = Topic("orders.placed.v2", InventoryReserved, "order_id", "storefront", "Orders.")
     problems = contract_problems(Registry([V1, v2_without_step]), tmp_path)
     assert ("orders.placed.v1", "upcaster-missing") in found(problems)
+
+
+def test_a_version_whose_upcaster_is_still_the_stub_is_a_draft_and_only_then():
+    assert draft_topics(TWO_VERSIONS, with_step(scaffolded=True)) == {"orders.placed.v2"}
+    assert draft_topics(TWO_VERSIONS, with_step(scaffolded=False)) == frozenset()
+    assert draft_topics() == frozenset()
+
+
+def test_export_rewrites_a_draft_s_only_revision_and_keeps_a_written_version_s_for_good(tmp_path):
+    draft = Registry([Topic("orders.placed.v2", OrderPlaced, "order_id", "storefront", "Orders.")])
+    export_schemas(draft, tmp_path, Upcasters())  # revision 1 as `fleet contracts bump` writes it: the old model's copy
+    changed = Registry([V2])  # the new version's model changed since: it adds a required field (`channel`)
+    kept, refused = export_schemas(changed, tmp_path, with_step(scaffolded=False))
+    assert kept == [] and {p.rule for p in refused} == {"required-field-added"}
+    assert {p.rule for p in revision_problems(changed, tmp_path, with_step(scaffolded=True))} == {"schema-stale"}
+    written, problems = export_schemas(changed, tmp_path, with_step(scaffolded=True))
+    assert problems == [] and [(w.revision, w.draft) for w in written] == [(1, True)]
+    assert '"channel"' in (tmp_path / "orders.placed.v2" / "1.json").read_text()
+    assert revision_problems(changed, tmp_path, with_step(scaffolded=True)) == []
