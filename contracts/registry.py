@@ -54,7 +54,8 @@ class UnregisteredEvent(LookupError):
 
 
 class RetiredTopic(LookupError):
-    """A topic retired by `fleet contracts retire`: nothing may write it any more."""
+    """A topic closed for writing (`fleet contracts close`) or retired (`fleet contracts retire`): nothing may write it
+    any more."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Topic:
     # Retired (`fleet contracts retire`, contracts/lifecycle.json): kept for its history, written and read no more.
     retired: bool = False
     retired_on: str = ""  # the UTC day it was retired (YYYY-MM-DD), as contracts/lifecycle.json says
+    # Closed for writing (`fleet contracts close`): its consumers read what is left on it, nothing writes it any more.
+    # A retired topic is closed too.
+    closed: bool = False
+    closed_on: str = ""
 
     @property
     def family(self) -> str:
@@ -187,13 +192,15 @@ class Registry:
         return tuple(t for t in self.topics if t.owner == service)
 
     def for_writing(self, event_or_model: Event | type[Event]) -> Topic:
-        """The topic an event is written to; RetiredTopic when it is retired (publish the current version instead)."""
+        """The topic an event is written to; RetiredTopic when it is closed for writing or retired (publish the current
+        version instead)."""
         topic = self.of(event_or_model)
-        if topic.retired:
+        if topic.closed or topic.retired:
             current = self.current(topic)
+            state = f"retired (since {topic.retired_on})" if topic.retired else f"closed (since {topic.closed_on})"
             raise RetiredTopic(
-                f"{topic.name} is retired (since {topic.retired_on or 'an unknown day'}, contracts/lifecycle.json): "
-                f"nothing may write it; publish {current.name} ({current.model.__name__}) instead"
+                f"{topic.name} is {state}, contracts/lifecycle.json: nothing may write it; publish {current.name} "
+                f"({current.model.__name__}) instead"
             )
         return topic
 
@@ -217,13 +224,24 @@ def _check(topics: tuple[Topic, ...], by_name: dict, by_model: dict) -> None:
 
 
 def with_lifecycle(topics: Iterable[Topic], lifecycle: dict) -> list[Topic]:
-    """The topics as `contracts/lifecycle.json` says they stand: the retired ones marked so, with the day."""
-    retired = dict(lifecycle.get("retired", {}))
-    return [replace(t, retired=True, retired_on=str(retired[t.name])) if t.name in retired else t for t in topics]
+    """The topics as `contracts/lifecycle.json` says they stand: the closed and the retired ones marked so, with the
+    day (a retired topic is closed too, since the day it was closed or else retired)."""
+    retired = {name: str(day) for name, day in dict(lifecycle.get("retired", {})).items()}
+    closed = {name: str(day) for name, day in dict(lifecycle.get("closed", {})).items()}
+    marked = []
+    for topic in topics:
+        if topic.name in retired:
+            day = closed.get(topic.name, retired[topic.name])
+            topic = replace(topic, retired=True, retired_on=retired[topic.name], closed=True, closed_on=day)
+        elif topic.name in closed:
+            topic = replace(topic, closed=True, closed_on=closed[topic.name])
+        marked.append(topic)
+    return marked
 
 
 def lifecycle() -> dict:
-    """contracts/lifecycle.json: which topics are retired, and when (`fleet contracts retire` writes it)."""
+    """contracts/lifecycle.json: which topics are closed for writing and which are retired, and since when (`fleet
+    contracts close` and `fleet contracts retire` write it)."""
     return dict(json.loads(resources.files(__package__).joinpath("lifecycle.json").read_text()))
 
 

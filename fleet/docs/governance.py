@@ -34,7 +34,7 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
     """Pure: each handler takes its topic's model; every registry consumer that is a fleet service subscribes to the
     topic and no service subscribes to a topic (or its retry topics) it is not listed for; every owner that is a fleet
     service publishes the topic, and no service publishes a topic it does not own. Owners and consumers outside `wiring`
-    are upstream systems. A retired topic is read and written by no service."""
+    are upstream systems. A retired topic is read and written by no service, a closed one written by none."""
     problems: list[Problem] = []
     registry_fix = (
         "change the `consumers` of the topic in contracts/registry.py or the service's subscriber_for(...) in "
@@ -102,13 +102,14 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                     )
                 )
                 continue
-            if topic.retired:
+            if topic.closed or topic.retired:
+                state = "retired" if topic.retired else "closed"
                 problems.append(
                     Problem(
                         topic.name,
                         f"service {service}",
-                        "writes-retired",
-                        f"{service} publishes {topic.name}, which is retired (contracts/lifecycle.json)",
+                        f"writes-{state}",
+                        f"{service} publishes {topic.name}, which is {state} for writing (contracts/lifecycle.json)",
                         f"publish {registry.current(topic).model.__name__} instead in services/{service}/app.py",
                     )
                 )
@@ -148,7 +149,7 @@ def wiring_problems(registry: Registry, wiring: Mapping[str, Wiring]) -> list[Pr
                         registry_fix.format(consumer),
                     )
                 )
-        if topic.owner in wiring and topic.name not in wiring[topic.owner].publishes:
+        if topic.owner in wiring and not topic.closed and topic.name not in wiring[topic.owner].publishes:
             problems.append(
                 Problem(
                     topic.name,

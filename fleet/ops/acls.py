@@ -66,7 +66,8 @@ class Acl:
 def service_acls(service: str, wiring: Wiring, registry: Registry = REGISTRY) -> set[Acl]:
     """What one service may do: read (and describe) the topics it subscribes to, in its own groups; write (and describe)
     the topics it publishes, and the retry and dead-letter topics of what it consumes (its middleware writes them);
-    idempotent writes (every producer of the fleet is idempotent). Nothing on a retired topic.
+    idempotent writes (every producer of the fleet is idempotent). Nothing on a retired topic; no write of a topic
+    closed for writing (its retry and dead-letter topics are still written while its consumers read it).
 
     No service uses transactions, so none gets a TransactionalId ACL."""
     principal = f"User:{service}"
@@ -79,18 +80,19 @@ def service_acls(service: str, wiring: Wiring, registry: Registry = REGISTRY) ->
         for derived in (*topic.retry_topics, topic.dead_letter_topic):
             acls |= {Acl(principal, "TOPIC", derived, op) for op in ("WRITE", "DESCRIBE")}
     for name in wiring.publishes:
-        if _retired(name, registry):
+        if _closed(name, registry):
             continue
         acls |= {Acl(principal, "TOPIC", name, op) for op in ("WRITE", "DESCRIBE")}
     acls |= {Acl(principal, "GROUP", group, "READ") for group in wiring.groups}
     return acls
 
 
-def _retired(name: str, registry: Registry) -> bool:
+def _closed(name: str, registry: Registry) -> bool:
     try:
-        return registry.resolve(name).retired
+        topic = registry.named(name)
     except UnknownTopic:
         return False
+    return topic.closed or topic.retired
 
 
 def _writer(principal: str, topics: Iterable[str]) -> set[Acl]:
@@ -104,21 +106,21 @@ def upstream_systems(registry: Registry = REGISTRY) -> tuple[str, ...]:
 
 
 def upstream_acls(system: str, registry: Registry = REGISTRY) -> set[Acl]:
-    """An upstream system publishing with the contracts `Publisher` may write the topics it owns (but a retired one),
-    nothing else."""
-    return _writer(f"User:{system}", (t.name for t in registry.owned_by(system) if not t.retired))
+    """An upstream system publishing with the contracts `Publisher` may write the topics it owns (but one closed for
+    writing or retired), nothing else."""
+    return _writer(f"User:{system}", (t.name for t in registry.owned_by(system) if not (t.closed or t.retired)))
 
 
 def gateway_acls(registry: Registry = REGISTRY) -> set[Acl]:
     """The HTTP ingress publishes for upstream systems: it may write the topics they own, never a fleet service's, never
-    the operators' commands, and never a retired topic."""
+    the operators' commands, and never a topic closed for writing or retired."""
     return _writer(
         f"User:{GATEWAY}",
         (
             t.name
             for system in upstream_systems(registry)
             for t in registry.owned_by(system)
-            if not t.broadcast and not t.retired
+            if not (t.broadcast or t.closed or t.retired)
         ),
     )
 

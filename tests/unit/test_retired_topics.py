@@ -82,3 +82,36 @@ def test_before_retirement_the_plan_still_lets_the_storefront_and_the_gateway_wr
     acls = fleet_acls({}, live, ["storefront", "gateway"])
     assert {(a.principal, a.resource) for a in acls if a.operation == "WRITE"} >= {
         ("User:storefront", "orders.placed.v1"), ("User:gateway", "orders.placed.v1")}
+
+
+# ---- closed for writing (`fleet contracts close`): read until drained, written by nobody -----------------------------
+
+CLOSED = Registry(with_lifecycle([V1, V2, PAID], {"closed": {"orders.placed.v1": "2026-12-06"}}))
+
+
+def test_the_lifecycle_marks_a_closed_topic_and_a_retired_one_is_closed_since_it_was_closed():
+    closed = CLOSED.named("orders.placed.v1")
+    assert closed.closed and closed.closed_on == "2026-12-06" and not closed.retired
+    both = with_lifecycle([V1], {"closed": {"orders.placed.v1": "2026-12-06"}, "retired": {"orders.placed.v1": "2026-12-07"}})
+    assert (both[0].closed_on, both[0].retired_on) == ("2026-12-06", "2026-12-07")
+    assert RETIRED.named("orders.placed.v1").closed and RETIRED.named("orders.placed.v1").closed_on == "2026-12-07"
+
+
+def test_writing_a_closed_topic_is_refused_too():
+    with pytest.raises(RetiredTopic, match=r"orders\.placed\.v1 is closed \(since 2026-12-06\).*publish orders\.placed\.v2"):
+        CLOSED.for_writing(OrderPlaced)
+
+
+def test_a_closed_topic_is_still_read_by_its_consumers_but_written_by_nobody_in_the_acl_plan():
+    writes = {(a.principal, a.resource) for a in upstream_acls("storefront", CLOSED) | gateway_acls(CLOSED) if a.operation == "WRITE"}
+    assert writes == {("User:storefront", "orders.placed.v2"), ("User:gateway", "orders.placed.v2")}
+    payments = service_acls("payments", Wiring(frozenset({"orders.placed.v1", "orders.placed.v2"}), frozenset()), CLOSED)
+    allowed = {(a.resource, a.operation) for a in payments}
+    assert {("orders.placed.v1", "READ"), ("orders.placed.v1.retry.1", "WRITE"), ("orders.placed.v1.dlq", "WRITE")} <= allowed
+    assert ("orders.placed.v1", "WRITE") not in allowed
+
+
+def test_a_closed_topic_s_consumers_still_subscribe_and_a_service_writing_it_fails_the_check():
+    wiring = {"payments": Wiring(frozenset({"orders.placed.v2"}), frozenset({"payments.authorized.v1", "orders.placed.v1"}))}
+    assert found(wiring_problems(CLOSED, wiring)) == [("orders.placed.v1", "consumer payments", "missing-subscription"),
+                                                      ("orders.placed.v1", "service payments", "writes-closed")]
