@@ -1,4 +1,6 @@
-"""`fleet docs ...`, `fleet contracts export`, `fleet check`: the AsyncAPI document, its site, the contract rules."""
+"""`fleet docs ...`, `fleet contracts ...`, `fleet check`: the AsyncAPI document, the contracts, the contract rules.
+
+The document and its site; the contracts' schema revisions and versions (bump, close, retire); `fleet check`."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 import typer
 
 from fleet.cli.errors import CliError, ExitCode
+from fleet.cli.options import BootstrapOption
 
 __all__ = ["check", "contracts_app", "docs_app"]
 
@@ -120,6 +123,86 @@ def contracts_bump(
         f"  2. write {plan.upcaster} in contracts/upcasters.py, drop `scaffolded=True`, and make "
         f"{plan.test_path} pass\n"
         "  3. `fleet check`: it names what else is missing (the consumers' subscriptions, asyncapi.yaml, the docs)"
+    )
+
+
+def _lifecycle_file(given: Path | None, command: str) -> Path:
+    from fleet.ops.retire import LIFECYCLE
+
+    if given is not None:
+        return given
+    if not LIFECYCLE.parent.is_dir():  # an installed fleet, run elsewhere, would start a lifecycle of its own here
+        raise CliError(
+            f"no {LIFECYCLE.parent}/ folder here: run `fleet contracts {command}` from the checkout's top folder "
+            "(or give --lifecycle)",
+            ExitCode.NO_INPUT,
+        )
+    return LIFECYCLE
+
+
+LifecycleOption = typer.Option(
+    None,
+    "--lifecycle",
+    help="The lifecycle file to write (default: contracts/lifecycle.json of the checkout here; commit it).",
+)
+
+
+@contracts_app.command("close")
+def contracts_close(
+    topic: str = typer.Argument(..., help="A superseded version, e.g. orders.placed.v1."),
+    lifecycle: Path | None = LifecycleOption,
+) -> None:
+    """Close TOPIC, a superseded version, for writing (contracts/lifecycle.json): publishers refuse it, `fleet acl apply` takes its producers' write ACLs away; its consumers read what is left (docs/contracts.md)."""  # noqa: E501 (the command's help, line for line)
+    from fleet.ops.retire import close
+
+    target = _lifecycle_file(lifecycle, "close")
+    done = close(topic, lifecycle_file=target)  # UnknownTopic, LifecycleRefused (the current version): exit 64
+    if done.already:
+        typer.echo(f"{topic} is closed for writing already (since {done.day}): nothing to do")
+        return
+    typer.echo(
+        f"closed {topic} for writing since {done.day} in {target}: commit it, then `fleet acl apply` (the producers "
+        f"lose their write ACLs on it) and deploy the publishers; once no group has lag on it, `fleet contracts "
+        f"retire {topic}`"
+    )
+
+
+@contracts_app.command("retire")
+def contracts_retire(
+    topic: str = typer.Argument(..., help="A superseded version, e.g. orders.placed.v1."),
+    no_acls: bool = typer.Option(
+        False,
+        "--no-acls",
+        help="The broker has no authorizer (a plaintext development broker), so it has no ACL to check: retire "
+        "anyway. A broker that has ACLs is checked all the same.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check, and write nothing."),
+    lifecycle: Path | None = LifecycleOption,
+    bootstrap: str | None = BootstrapOption,
+) -> None:
+    """Retire TOPIC, a superseded version (contracts/lifecycle.json), once no consumer group has lag on it and no ACL lets anyone write it: the registry keeps it, nothing reads or writes it (docs/contracts.md)."""  # noqa: E501 (the command's help, line for line)
+    import asyncio
+
+    from fleet.ops.retire import retire
+    from fleet.runtime.settings import operator_connection
+
+    target = _lifecycle_file(lifecycle, "retire")
+    connection = operator_connection(bootstrap)
+    # UnknownTopic, LifecycleRefused (the current version): exit 64; RetireBlocked (lag, ACLs, no authorizer): exit 1.
+    done = asyncio.run(retire(connection, topic, lifecycle_file=target, no_acls=no_acls, dry_run=dry_run))
+    if done.already:
+        typer.echo(f"{topic} is retired already (since {done.day}): nothing to do")
+        return
+    facts = done.facts
+    groups = len({group for lags in (facts.lags if facts else {}).values() for group in lags})
+    acls = (
+        "the broker has no authorizer (--no-acls)" if facts and facts.writers is None else "no ACL lets anyone write it"
+    )
+    verb = "would retire" if dry_run else "retired"
+    typer.echo(
+        f"{verb} {topic} since {done.day} in {target}: none of the {groups} consumer group(s) that read it has lag "
+        f"on it, and {acls}"
+        + ("" if dry_run else "; next: commit it, `fleet docs gen`, `fleet acl apply`, and deploy the workers")
     )
 
 

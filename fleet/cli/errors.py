@@ -113,6 +113,8 @@ EXPECTED: tuple[tuple[str, str, ExitCode, Callable[[Any], str]], ...] = (
     ("fleet.ops.rebuild", "ServiceKeptMoving", ExitCode.TRY_AGAIN, str),
     ("fleet.ops.bump", "BumpRefused", ExitCode.BAD_INPUT, str),
     ("fleet.ops.bump", "BumpFailed", ExitCode.FAILED, str),
+    ("fleet.ops.retire", "LifecycleRefused", ExitCode.BAD_INPUT, str),
+    ("fleet.ops.retire", "RetireBlocked", ExitCode.FAILED, str),
     ("fleet.ops.up", "FleetAlreadyRunning", ExitCode.TRY_AGAIN, str),
     ("fleet.ops.up", "NoFleetRunning", ExitCode.FAILED, str),
     ("pydantic", "ValidationError", ExitCode.USAGE, _invalid_settings),
