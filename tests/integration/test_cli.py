@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PaymentDeclined
+from contracts import REGISTRY, OrderPlaced, OrderPlacedV2, PaymentAuthorized, PaymentDeclined
 from fleet.ops.demo import demo_orders
 from tests.support import TopicReader, a_record, an_order, as_raw, end_offsets, fleet_up_until_an_order_is_through, produce_raw, start_group_at_end
 
@@ -38,13 +38,13 @@ def test_topics_apply_is_idempotent(kafka):
 
 
 async def test_demo_returns_once_the_broker_has_every_order(kafka):
-    before = await end_offsets(kafka, ["orders.placed.v1"])
+    before = await end_offsets(kafka, ["orders.placed.v2"])  # the demo publishes the current version of an order
     result = fleet("demo", "--orders", "7", "--seed", "42")
-    after = await end_offsets(kafka, ["orders.placed.v1"])
+    after = await end_offsets(kafka, ["orders.placed.v2"])
     assert result.returncode == 0 and "published 7 orders" in result.stdout
     assert sum(after.values()) - sum(before.values()) >= 7
     expected_ids = {o.order_id for o in demo_orders(7, seed=42)}
-    async with TopicReader(kafka, [OrderPlaced], starts=before) as reader:
+    async with TopicReader(kafka, [OrderPlacedV2], starts=before) as reader:
         seen = await reader.wait_for_keys(expected_ids, timeout_s=30)
     assert {s.key for s in seen} == expected_ids
 

@@ -28,7 +28,7 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
 
 async def test_rotating_a_services_key_under_traffic_loses_nothing_and_switches_keys(kafka, group_id, tmp_path):
     await start_group_at_end(kafka, f"{group_id}-pay", [OrderPlaced])
-    await start_group_at_end(kafka, f"{group_id}-ntf", OUTCOMES)
+    await start_group_at_end(kafka, f"{group_id}-ntf", [*OUTCOMES, OrderPlaced])  # notifications read the orders too (their channel)
     old_kid = signer_of("payments").kid
     payments = create_payments(PaymentsSettings(group_id=f"{group_id}-pay", kafka=KafkaSettings(bootstrap_servers=kafka)))
     notifications = create_notifications(NotificationsSettings(group_id=f"{group_id}-ntf", outbox_path=tmp_path / "o.jsonl",

@@ -31,7 +31,7 @@ def _notifications(bootstrap, group_id, outbox_path):
 
 async def test_each_order_reaches_the_expected_outcome_and_a_notification(kafka, group_id, tmp_path):
     await start_group_at_end(kafka, f"{group_id}-pay", [OrderPlaced])
-    await start_group_at_end(kafka, f"{group_id}-ntf", OUTCOMES)
+    await start_group_at_end(kafka, f"{group_id}-ntf", [*OUTCOMES, OrderPlaced])  # notifications read the orders too (their channel)
     small = [an_order_costing(5_000) for _ in range(12)]
     large = [an_order_costing(250_000) for _ in range(5)]
     foreign = [an_order(currency="JPY") for _ in range(3)]
@@ -51,7 +51,7 @@ async def test_each_order_reaches_the_expected_outcome_and_a_notification(kafka,
 
 async def test_every_event_caused_by_an_order_carries_its_correlation_id_and_its_cause(kafka, group_id, tmp_path):
     await start_group_at_end(kafka, f"{group_id}-pay", [OrderPlaced])
-    await start_group_at_end(kafka, f"{group_id}-ntf", OUTCOMES)
+    await start_group_at_end(kafka, f"{group_id}-ntf", [*OUTCOMES, OrderPlaced])  # notifications read the orders too (their channel)
     order = a_record(an_order(), correlation_id=f"flow-{group_id}")
     apps = _payments(kafka, f"{group_id}-pay"), _notifications(kafka, f"{group_id}-ntf", tmp_path / "outbox.jsonl")
     async with RunningApps(*apps), TopicReader(kafka, [PaymentAuthorized, NotificationSent]) as reader:

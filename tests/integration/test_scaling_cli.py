@@ -51,7 +51,9 @@ def test_up_scale_status_down(kafka, tmp_path):
         assert scaled.returncode == 0 and "started payments-2" in scaled.stdout, scaled.stdout + scaled.stderr
         two = _until("two payments members", lambda: (row := _status(tmp_path, env))["member_count"] == 2
                      and row["group_state"] == "Stable" and row["replicas"]["up"] == 2 and row)
-        assert sorted(len(m["partitions"]) for m in two["members"]) == [3, 3]
+        # Payments reads orders.placed.v2 and, until v1 is retired, v1 (6 partitions each): 3 of each topic per member.
+        for topic in ("orders.placed.v1", "orders.placed.v2"):
+            assert sorted(sum(p.startswith(f"{topic}[") for p in m["partitions"]) for m in two["members"]) == [3, 3], topic
         ports = [r["http_port"] for r in _until("both ports known", lambda: all(r["http_port"] for r in _status(tmp_path, env)["replicas"]["list"])
                                                  and _status(tmp_path, env)["replicas"]["list"])]
         assert len(set(ports)) == 2

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / ".venv" / "bin" / "fleet"
 OUTCOMES = (PaymentAuthorized, PaymentDeclined)
 DLQ = "orders.placed.v1.dlq"
+GROUPS = ("pay", "ntf")  # both read orders.placed.v1, so both dead-letter the flow's two poison orders
 
 
 def fleet_trace(*args: str, bootstrap: str) -> subprocess.CompletedProcess:
@@ -42,11 +43,12 @@ def not_utf8_subject(record):
 @pytest.fixture(scope="module")
 async def flow(kafka):
     """One flow, run once for the module: an order payments authorizes and notifications announces, plus two poison
-    orders of the same flow that payments dead-letters (one stale, one with a header that is not UTF-8)."""
+    orders of the same flow that payments dead-letters (one stale, one with a header that is not UTF-8), and so do
+    notifications: they read the orders too (each order's channel, orders.placed.v2 and v1 through its upcaster)."""
     group = f"it-trace-{uuid.uuid4().hex[:8]}"
     correlation_id = f"flow-{group}"
     await start_group_at_end(kafka, f"{group}-pay", [OrderPlaced])
-    await start_group_at_end(kafka, f"{group}-ntf", OUTCOMES)
+    await start_group_at_end(kafka, f"{group}-ntf", [*OUTCOMES, OrderPlaced])
     order = a_record(an_order_costing(4_200), correlation_id=correlation_id)
     stale = a_record(an_order(), correlation_id=correlation_id, now=datetime.now(timezone.utc) - timedelta(minutes=10))
     garbled = a_record(an_order(), correlation_id=correlation_id)
@@ -61,8 +63,8 @@ async def flow(kafka):
 
         def done(seen):
             notified = {s.key for s in seen if s.topic == "notifications.sent.v1"}
-            refused = {s.headers.get("ce_id") for s in seen if s.topic == DLQ and s.headers.get("dlq-group") == f"{group}-pay"}
-            return {order.key, bystander.key} <= notified and poison_ids <= refused
+            refused = {(s.headers.get("ce_id"), s.headers.get("dlq-group")) for s in seen if s.topic == DLQ}
+            return {order.key, bystander.key} <= notified and {(i, f"{group}-{g}") for i in poison_ids for g in GROUPS} <= refused
 
         await reader.wait_for(done, timeout_s=90)
     return {"group": group, "correlation_id": correlation_id, "order": order, "stale": stale, "garbled": garbled, "bystander": bystander}
@@ -97,16 +99,18 @@ def test_the_timeline_holds_the_order_its_payment_and_its_notification_in_time_o
 
 def test_poison_records_of_the_flow_show_as_dead_lettered_with_their_reason(kafka, flow):
     document = _json(fleet_trace(flow["correlation_id"], "--json", bootstrap=kafka))
-    letters = {e["event_id"]: e for e in document["entries"] if e["kind"] == "dead_letter"}
-    assert set(letters) == {flow["stale"].envelope.id, flow["garbled"].envelope.id}
-    stale, garbled = letters[flow["stale"].envelope.id], letters[flow["garbled"].envelope.id]
-    assert stale["topic"] == DLQ and stale["dead_letter"]["group"] == f"{flow['group']}-pay"
-    assert stale["dead_letter"]["reason"] == "stale"
-    assert stale["outcome"].startswith(f"dead-lettered by {flow['group']}-pay: stale")
-    assert garbled["dead_letter"]["reason"] == "invalid_header"
-    assert garbled["service"] == "storefront" and garbled["event_type"] == "OrderPlaced"
+    letters = {(e["event_id"], e["dead_letter"]["group"]): e for e in document["entries"] if e["kind"] == "dead_letter"}
+    groups = [f"{flow['group']}-{g}" for g in GROUPS]
+    assert set(letters) == {(flow[name].envelope.id, group) for name in ("stale", "garbled") for group in groups}
+    for group in groups:
+        stale, garbled = letters[(flow["stale"].envelope.id, group)], letters[(flow["garbled"].envelope.id, group)]
+        assert stale["topic"] == DLQ and stale["dead_letter"]["group"] == group
+        assert stale["dead_letter"]["reason"] == "stale"
+        assert stale["outcome"].startswith(f"dead-lettered by {group}: stale")
+        assert garbled["dead_letter"]["reason"] == "invalid_header"
+        assert garbled["service"] == "storefront" and garbled["event_type"] == "OrderPlaced"
     summary = document["summary"]
-    assert summary["dead_letters"] == 2 and summary["events"] == 5 and summary["records"] == 7
+    assert summary["dead_letters"] == 4 and summary["events"] == 5 and summary["records"] == 9
     assert summary["services"] == ["storefront", "payments", "notifications"]
     assert summary["duration_s"] >= 0
 
@@ -116,7 +120,7 @@ def test_the_text_timeline_is_one_line_per_record_then_a_summary(kafka, flow):
     assert result.returncode == 0, result.stderr
     header, *lines, summary = result.stdout.splitlines()
     assert header.startswith(f"trace of correlation id {flow['correlation_id']} since ")
-    assert len(lines) == 7
+    assert len(lines) == 9
     order_at = next(i for i, line in enumerate(lines) if flow["order"].envelope.id in line)
     payment_at = next(i for i, line in enumerate(lines) if "payments.authorized.v1[" in line)
     notification_at = next(i for i, line in enumerate(lines) if "notifications.sent.v1[" in line)
@@ -124,10 +128,11 @@ def test_the_text_timeline_is_one_line_per_record_then_a_summary(kafka, flow):
     assert "payments" in lines[payment_at] and "caused-by OrderPlaced" in lines[payment_at] and lines[payment_at].endswith("published")
     assert "notifications" in lines[notification_at] and "caused-by PaymentAuthorized" in lines[notification_at]
     assert "storefront" in lines[order_at] and "orders.placed.v1[" in lines[order_at] and lines[order_at].endswith("published")
-    assert any(f"dead-lettered by {flow['group']}-pay: stale" in line and flow["stale"].envelope.id in line for line in lines)
-    assert any(f"dead-lettered by {flow['group']}-pay: invalid_header" in line for line in lines)
-    assert summary.startswith("summary: 5 event(s) in 7 record(s), 3 service(s) (storefront, payments, notifications), ")
-    assert summary.endswith("2 dead letter(s), 0 retry record(s)")
+    for group in (f"{flow['group']}-{g}" for g in GROUPS):
+        assert any(f"dead-lettered by {group}: stale" in line and flow["stale"].envelope.id in line for line in lines)
+        assert any(f"dead-lettered by {group}: invalid_header" in line for line in lines)
+    assert summary.startswith("summary: 5 event(s) in 9 record(s), 3 service(s) (storefront, payments, notifications), ")
+    assert summary.endswith("4 dead letter(s), 0 retry record(s)")
 
 
 def test_an_order_id_finds_its_flow(kafka, flow):
@@ -135,7 +140,7 @@ def test_an_order_id_finds_its_flow(kafka, flow):
     assert document["order_id"] == flow["order"].key
     assert document["correlation_ids"] == [flow["correlation_id"]]
     assert [e["event_type"] for e in document["entries"] if e["key"] == flow["order"].key] == ["OrderPlaced", "PaymentAuthorized", "NotificationSent"]
-    assert document["summary"]["dead_letters"] == 2, "the flow's other records are in its timeline too"
+    assert document["summary"]["dead_letters"] == 4, "the flow's other records are in its timeline too"
 
 
 def test_since_after_the_flow_finds_nothing(kafka, flow):
@@ -143,7 +148,7 @@ def test_since_after_the_flow_finds_nothing(kafka, flow):
     time.sleep(1.5)  # `later` must be in the past when the command parses it
     result = fleet_trace(flow["correlation_id"], "--since", later, bootstrap=kafka)
     assert result.returncode == 1 and "no records of correlation id" in result.stderr
-    assert _json(fleet_trace(flow["correlation_id"], "--since", "1h", "--json", bootstrap=kafka))["summary"]["records"] == 7
+    assert _json(fleet_trace(flow["correlation_id"], "--since", "1h", "--json", bootstrap=kafka))["summary"]["records"] == 9
 
 
 def test_nothing_matching_is_said_plainly_with_exit_1(kafka):

@@ -14,6 +14,7 @@ from services.payments import create_app as create_payments
 from tests.support import NotYet, RunningApps, TopicReader, a_record, an_order, as_raw, eventually, produce_raw, start_group_at_end
 
 TOPIC = "orders.placed.v1"
+TOPIC_V2 = "orders.placed.v2"  # payments reads both while v1 is not retired
 
 
 def _payments(kafka, group_id, tmp_path, **settings):
@@ -91,8 +92,11 @@ async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_an
             live = await client.get("/health/live")
             ready = await client.get("/health/ready")
     lags = [s for s in samples if s.name == "eventfleet_consumer_lag" and s.labels["group"] == group_id]
-    assert lags and {s.labels["topic"] for s in lags} == {TOPIC}, "one gauge per partition of the main subscriber"
-    assert sorted(int(s.labels["partition"]) for s in lags) == list(range(len(lags)))
+    # The main subscriber reads orders.placed.v2 and, through its upcaster, v1: a gauge per partition of each.
+    assert lags and {s.labels["topic"] for s in lags} == {TOPIC, TOPIC_V2}, "one gauge per partition of the main subscriber"
+    for topic in (TOPIC, TOPIC_V2):
+        partitions = sorted(int(s.labels["partition"]) for s in lags if s.labels["topic"] == topic)
+        assert partitions == list(range(len(partitions))), topic
     assert all(s.value == 0 for s in lags), "caught up: nothing left to consume"
     retry_groups = {s.labels["group"] for s in samples if s.name == "eventfleet_consumer_lag"} - {group_id}
     assert retry_groups == {f"{group_id}.retry.{n}" for n in (1, 2, 3)}
