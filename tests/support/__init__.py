@@ -38,6 +38,7 @@ from tests.support.kafka import (
     start_group_at_end,
     topics_have_leaders,
     wait_until_committed,
+    wait_until_committed_past,
 )
 from tests.support.records import FakeRecord, as_raw, raw_headers
 from tests.support.waiting import NotYet, eventually, eventually_sync
@@ -83,4 +84,5 @@ __all__ = [
     "topics_have_leaders",
     "unique_order_id",
     "wait_until_committed",
+    "wait_until_committed_past",
 ]

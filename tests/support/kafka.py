@@ -60,6 +60,18 @@ async def wait_until_committed(bootstrap, group_id: str, ends: dict, timeout_s: 
     await eventually(caught_up, f"group {group_id} to commit up to {ends}", timeout_s=timeout_s)
 
 
+async def wait_until_committed_past(bootstrap, group_id: str, ends: dict, timeout_s: float = 30.0) -> None:
+    """Waits until the group has committed every partition of `ends` at or beyond its end: what `wait_until_committed`
+    waits for, while other tests (or other runs on this broker) may append to the same topics meanwhile."""
+
+    async def caught_up():
+        committed = await committed_offsets(bootstrap, group_id, list(ends))
+        behind = {f"{tp.topic}[{tp.partition}]": (committed.get(tp), end) for tp, end in ends.items() if committed.get(tp, -1) < end}
+        return not behind or NotYet(behind)
+
+    await eventually(caught_up, f"group {group_id} to commit past {len(ends)} partitions' ends", timeout_s=timeout_s)
+
+
 async def start_group_at_end(bootstrap: str, group_id: str, models) -> None:
     """A new consumer group whose committed offsets are the topics' current ends, so a service started in it
     handles only what the test publishes, not the topics' whole history; its retry groups likewise. Every version of
@@ -150,6 +162,17 @@ class TopicReader:
                     key = r.key.decode("utf-8", "replace") if r.key else ""
                     self.seen.append(Seen(r.topic, r.partition, r.offset, key, headers, event, r.value or b""))
         return self.seen
+
+    async def read_to_end(self, timeout_s: float = 30.0) -> list[Seen]:
+        """Reads every partition up to where it ends now: nothing published before this call is left unread."""
+        ends = await end_offsets(self.bootstrap, self.topics)
+        await self.wait_for(lambda _: all(self._position(tp) >= end for tp, end in ends.items()), timeout_s)
+        return self.seen
+
+    def _position(self, tp) -> int:
+        """Where the reader is on a partition: the offset after the last record it read there, or where it started."""
+        offsets = [s.offset for s in self.seen if s.topic == tp.topic and s.partition == tp.partition]
+        return max(offsets) + 1 if offsets else self.starts[tp]
 
     async def wait_for_keys(self, keys, per_key: int = 1, timeout_s: float = 60.0) -> list[Seen]:
         """Waits until every key has `per_key` records (records of other keys, from other tests, are ignored)."""
