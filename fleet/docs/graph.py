@@ -1,4 +1,4 @@
-"""The fleet as a graph: signer or service → topic → service, dead letters apart.
+"""The fleet as a graph: signer or service → topic → service, dead letters apart, upcasters between versions.
 
 As DOT text (pure) and as SVG (graphviz)."""
 
@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from typing import Iterable, Sequence
 
-from contracts import REGISTRY, Registry
+from contracts import REGISTRY, UPCASTERS, Registry, Upcasters
 from fleet.catalog import WORKERS
 
 __all__ = ["UPSTREAM_SOURCES", "GraphvizMissing", "fleet_dot", "published_by", "render_svg"]
@@ -30,11 +30,15 @@ _STYLE = {
     "topic": 'shape=cds, style=filled, fillcolor="#fef3c7", color="#b45309"',
     "dlq": 'shape=cds, style="filled,dashed", fillcolor="#fee2e2", color="#b91c1c", fontcolor="#7f1d1d"',
     "dlq_edge": 'style=dashed, color="#b91c1c", arrowhead=open',
+    "deprecated": 'shape=cds, style="filled,dashed", fillcolor="#f1f5f9", color="#64748b", fontcolor="#475569"',
+    "upcaster_edge": 'style=dashed, color="#7c3aed", fontcolor="#6d28d9", arrowhead=empty, constraint=false',
 }
 LEGEND = (
     "solid: a producer publishes to a topic, a topic feeds its consumer groups.   "
     "dashed red: a consumer sends the records it refuses to <topic>.dlq "
-    "(retry tiers <topic>.retry.1..3 loop back to the same consumer and are not drawn)."
+    "(retry tiers <topic>.retry.1..3 loop back to the same consumer and are not drawn).   "
+    "dashed purple: an upcaster turns an older version's records into the newer one; grey dashed: a deprecated "
+    "(superseded) or retired version."
 )
 
 
@@ -53,19 +57,22 @@ def _ordered(names: Iterable[str]) -> list[str]:
 
 def published_by(source: str, registry: Registry = REGISTRY) -> list[str]:
     """The registry topics an upstream source publishes: what it owns; for the gateway,
-    what the upstream systems own."""
+    what the upstream systems own. Never a version closed for writing or retired."""
     owner = GATEWAY_PUBLISHES_FOR if source == "gateway" else source
-    return [t.name for t in registry.owned_by(owner)]
+    return [t.name for t in registry.owned_by(owner) if not (t.closed or t.retired)]
 
 
 def fleet_dot(
     registry: Registry = REGISTRY,
     services: Sequence[str] = WORKERS,
     upstream: Sequence[str] = UPSTREAM_SOURCES,
+    upcasters: Upcasters = UPCASTERS,
 ) -> str:
     """DOT text of the fleet from the registry: owner → topic → consumers, upstream sources in a cluster of their own,
-    every consumed topic's dead-letter topic in a separate cluster with a dashed edge from each consuming service.
-    Deterministic: the same registry gives the same bytes."""
+    every consumed topic's dead-letter topic in a separate cluster with a dashed edge from each consuming service, and
+    each upcaster as a dashed edge from the older version to the newer one, labelled with its name. A superseded or
+    retired version is drawn grey; a retired one has no producer or consumer any more. Deterministic: the same
+    registry gives the same bytes."""
     upstream = [u for u in upstream]
     workers = _ordered(
         [
@@ -91,10 +98,13 @@ def fleet_dot(
     lines += ["", "  // registry topics"]
     for topic in registry:
         tooltip = f"{topic.name}: {topic.model.__name__}, key {topic.key_field}, {topic.partitions} partitions"
-        lines.append(
-            f"  {_q('topic:' + topic.name)} [label={_q(topic.name)}, tooltip={_q(tooltip)}, {_STYLE['topic']}];"
-        )
-    dead = [t for t in registry if t.consumers]
+        label, style = topic.name, _STYLE["topic"]
+        if topic.retired:
+            label, style = f"{topic.name}\n(retired {topic.retired_on})", _STYLE["deprecated"]
+        elif registry.is_superseded(topic):
+            label, style = f"{topic.name}\n(deprecated)", _STYLE["deprecated"]
+        lines.append(f"  {_q('topic:' + topic.name)} [label={_q(label)}, tooltip={_q(tooltip)}, {style}];")
+    dead = [t for t in registry if t.consumers and not t.retired]
     if dead:
         lines += [
             "",
@@ -112,10 +122,12 @@ def fleet_dot(
         for name in published_by(source, registry):
             lines.append(f"  {_q('source:' + source)} -> {_q('topic:' + name)};")
     for topic in registry:
-        if topic.owner not in upstream:
+        if topic.owner not in upstream and not (topic.closed or topic.retired):
             lines.append(f"  {_q('service:' + topic.owner)} -> {_q('topic:' + topic.name)};")
     lines += ["", "  // topics → consumers"]
     for topic in registry:
+        if topic.retired:
+            continue
         for consumer in topic.consumers:
             node = ("source:" if consumer in upstream else "service:") + consumer
             lines.append(f"  {_q('topic:' + topic.name)} -> {_q(node)};")
@@ -124,6 +136,12 @@ def fleet_dot(
         for consumer in topic.consumers:
             node = ("source:" if consumer in upstream else "service:") + consumer
             lines.append(f"  {_q(node)} -> {_q('dlq:' + topic.dead_letter_topic)} [{_STYLE['dlq_edge']}];")
+    lines += ["", "  // upcasters: an older version → the newer one"]
+    models = {t.model: t for t in registry}
+    for step in upcasters:
+        if step.source in models and step.target in models and not models[step.source].retired:
+            source, target = _q("topic:" + models[step.source].name), _q("topic:" + models[step.target].name)
+            lines.append(f"  {source} -> {target} [label={_q(step.name)}, {_STYLE['upcaster_edge']}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

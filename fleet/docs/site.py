@@ -1,9 +1,12 @@
-"""The offline docs site of `fleet docs build` and `serve`: the fleet graph and the rendered AsyncAPI document."""
+"""The offline docs site of `fleet docs build` and `serve`: the fleet graph, the event versions, the AsyncAPI document.
+
+The document is rendered offline by @asyncapi/react-component's standalone bundle, from the JSON in the page."""
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +23,7 @@ __all__ = [
     "remote_refs",
     "serve_site",
     "site_app",
+    "versions_html",
 ]
 
 ROOT = Path(".")  # the checkout: commands run from its top folder
@@ -127,6 +131,10 @@ _PAGE = """<!DOCTYPE html>
   section.fleet-graph h2 {{ font-size: 1.2rem; margin: 0 0 .5rem 0; }}
   section.fleet-graph .graph {{ overflow-x: auto; }}
   section.fleet-graph svg {{ max-width: 100%; height: auto; }}
+  section.fleet-versions {{ padding: 1rem 2rem; border-bottom: 1px solid #e2e8f0; }}
+  section.fleet-versions h2 {{ font-size: 1.2rem; margin: 0 0 .5rem 0; }}
+  section.fleet-versions li {{ margin: .35rem 0; font-size: .9rem; }}
+  section.fleet-versions .deprecated {{ color: #b91c1c; font-weight: 600; }}
   #{render} .fleet-loading {{ padding: 2rem; color: #64748b; }}
 </style>
 </head>
@@ -139,12 +147,13 @@ _PAGE = """<!DOCTYPE html>
 <section class="fleet-graph" id="fleet-graph">
   <h2>Fleet graph</h2>
   <p>Upstream signers and fleet workers publish to registry topics; each topic feeds its consumer groups.
-     Dashed red edges: records a consumer refuses go to the topic's dead-letter topic (<code>&lt;topic&gt;.dlq</code>).</p>
+     Dashed red edges: records a consumer refuses go to the topic's dead-letter topic (<code>&lt;topic&gt;.dlq</code>).
+     Dashed purple edges: an upcaster turns an older version's records into the newer one.</p>
   <div class="graph">
 {svg}
   </div>
 </section>
-<main>
+{versions}<main>
   <div id="{render}"><p class="fleet-loading">Rendering the AsyncAPI document (needs JavaScript)&hellip;</p></div>
 </main>
 <script id="{document_id}" type="application/json">{document}</script>
@@ -166,9 +175,63 @@ _PAGE = """<!DOCTYPE html>
 """  # noqa: E501 (the page as served: a template line is a line of the HTML)
 
 
+def _text(markdown: str) -> str:
+    """A description's text as HTML: escaped, its `code` spans kept."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown))
+
+
+def versions_html(document: dict) -> str:
+    """The section on the events with several versions, from the document's `x-eventfleet-lifecycle` marks (no JSON
+    needed to read it): each current version, the versions it supersedes with their state (deprecated, closed,
+    retired), and the upcasters between them with what each does. Empty when every event has one version."""
+    events = [
+        channel
+        for channel in (document.get("channels") or {}).values()
+        if channel.get("x-eventfleet-kind") == "event" and channel.get("x-eventfleet-lifecycle")
+    ]
+    states = {channel["address"]: channel["x-eventfleet-lifecycle"] for channel in events}
+    items = []
+    for address, entry in sorted(states.items()):
+        if entry.get("state") != "current":
+            continue
+        older = []
+        for name in entry.get("supersedes", ()):
+            was = states.get(name, {})
+            state = was.get("state", "superseded")
+            since = was.get("retiredOn") or was.get("closedOn")
+            shown = (
+                "retired"
+                if state == "retired"
+                else "deprecated" + (", closed for writing" if state == "closed" else "")
+            )
+            older.append(
+                f'<code>{html.escape(name)}</code> <span class="deprecated">{shown}</span>'
+                + (f" since {html.escape(since)}" if since else "")
+            )
+        steps = "".join(
+            f"<li>upcaster <code>{html.escape(step['name'])}</code> (<code>{html.escape(step['from'])}</code> → "
+            f"<code>{html.escape(step['to'])}</code>): {_text(step.get('description', ''))}</li>"
+            for step in entry.get("upcasters", ())
+        )
+        items.append(
+            f"<li><code>{html.escape(address)}</code> is current; it supersedes {', '.join(older) or 'nothing'}."
+            + (f"<ul>{steps}</ul>" if steps else "")
+            + "</li>"
+        )
+    if not items:
+        return ""
+    return (
+        '<section class="fleet-versions" id="fleet-versions">\n  <h2>Event versions</h2>\n'
+        "  <p>A handler declared on the current version also reads the older ones, each record upcast by a registered "
+        "pure function, until the older version is retired (<code>fleet contracts retire</code>).</p>\n"
+        f"  <ul>{''.join(items)}</ul>\n</section>\n"
+    )
+
+
 def page_html(document: dict, svg: str, *, component: str = "@asyncapi/react-component") -> str:
-    """The site's index.html: the fleet graph (inline SVG) above the document rendered by the standalone bundle from
-    the JSON embedded in the page. Every URL in it is relative to the site; nothing is fetched from elsewhere."""
+    """The site's index.html: the fleet graph (inline SVG) and the event versions above the document rendered by the
+    standalone bundle from the JSON embedded in the page. Every URL in it is relative to the site; nothing is fetched
+    from elsewhere."""
     info = document.get("info", {})
     title = f"{info.get('title', 'AsyncAPI')} {info.get('version', '')}".strip()
     return _PAGE.format(
@@ -176,6 +239,7 @@ def page_html(document: dict, svg: str, *, component: str = "@asyncapi/react-com
         component=html.escape(component),
         assets=ASSETS,
         svg=inline_svg(svg),
+        versions=versions_html(document),
         render=RENDER_ELEMENT,
         document_id=DOCUMENT_ELEMENT,
         document=embed_json(document),

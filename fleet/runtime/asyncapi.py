@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from contracts import REGISTRY, Registry, Topic
+from contracts import REGISTRY, UPCASTERS, Registry, Topic, Upcaster, Upcasters
 from contracts.envelope import (
     CONTENT_TYPE,
     H_CAUSATION,
@@ -362,6 +362,143 @@ def _kind(topic: Topic, address: str) -> tuple[str, int]:
     return "retry", topic.retry_topics.index(address) + 1
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Versions: a superseded version is deprecated, read as the current one through upcasters until it is retired.
+
+
+def _upcaster_doc(step: Upcaster) -> str:
+    """What an upcaster does: its docstring's first paragraph."""
+    return " ".join((step.function.__doc__ or "").strip().split("\n\n")[0].split()).rstrip(".") or "undocumented"
+
+
+def _upcaster_text(step: Upcaster) -> str:
+    """`order_placed_v1_to_v2` (what it does)."""
+    return f"`{step.name}` ({_upcaster_doc(step)})"
+
+
+def _steps_into(topic: Topic, registry: Registry, upcasters: Upcasters) -> list[Upcaster]:
+    """For a superseded version, its chain to the current one; for the current one, every older version's chain."""
+    current = registry.current(topic)
+    sources = [topic] if topic is not current else [v for v in registry.versions(topic) if v is not current]
+    steps: list[Upcaster] = []
+    for source in sources:
+        for step in upcasters.path(source.model, current.model) or ():
+            if step not in steps:
+                steps.append(step)
+    return steps
+
+
+def _lifecycle(topic: Topic, registry: Registry, upcasters: Upcasters) -> dict:
+    """`x-eventfleet-lifecycle`: the version's state (current, superseded, closed, retired), since when, what
+    supersedes it or what it supersedes, and the upcasters between them."""
+    current = registry.current(topic)
+    state = (
+        "retired"
+        if topic.retired
+        else "closed"
+        if topic.closed
+        else "superseded"
+        if current is not topic
+        else "current"
+    )
+    entry: dict = {"state": state}
+    if topic.retired:
+        entry["retiredOn"] = topic.retired_on
+    if topic.closed:
+        entry["closedOn"] = topic.closed_on
+    if current is not topic:
+        entry["supersededBy"] = current.name
+    else:
+        older = [v.name for v in registry.versions(topic) if v is not current]
+        if older:
+            entry["supersedes"] = older
+    steps = _steps_into(topic, registry, upcasters)
+    if steps:
+        entry["upcasters"] = [
+            {
+                "name": step.name,
+                "from": registry.of(step.source).name,
+                "to": registry.of(step.target).name,
+                "description": _upcaster_doc(step),
+            }
+            for step in steps
+        ]
+    return entry
+
+
+def _version_text(topic: Topic, registry: Registry, upcasters: Upcasters) -> str:
+    """What a reader must know of the version, first: deprecated (superseded, closed, retired) and why, or what the
+    current version supersedes; empty for an event with one version."""
+    current = registry.current(topic)
+    steps = _steps_into(topic, registry, upcasters)
+    through = ", then ".join(_upcaster_text(step) for step in steps) or "no upcaster yet (`fleet check` fails)"
+    model = current.model.__name__
+    if topic.retired:
+        return (
+            f"**Retired** since {topic.retired_on} (`fleet contracts retire`): nothing writes or reads it any more; "
+            f"the registry keeps it for its history. Superseded by `{current.name}` ({model})."
+        )
+    if topic.closed:
+        return (
+            f"**Deprecated**, closed for writing since {topic.closed_on} (`fleet contracts close`): superseded by "
+            f"`{current.name}` ({model}); nothing writes it any more, and its consumers read what is left on it as "
+            f"{model} through the upcaster {through}. It is retired once no consumer group has lag on it."
+        )
+    if topic is not current:
+        return (
+            f"**Deprecated**: superseded by `{current.name}` ({model}). Its consumers read its records as {model} "
+            f"through the upcaster {through}. Publish `{current.name}` instead; the version is closed for writing "
+            f"(`fleet contracts close {topic.name}`) and retired once no consumer group has lag on it "
+            f"(`fleet contracts retire {topic.name}`)."
+        )
+    older = [f"`{v.name}`" for v in registry.versions(topic) if v is not current and not v.retired]
+    gone = [f"`{v.name}` (retired since {v.retired_on})" for v in registry.versions(topic) if v.retired]
+    text = []
+    if older:
+        text.append(
+            f"Supersedes {', '.join(older)}: a consumer of this version reads their records too, as {model}, through "
+            f"the upcaster {through}."
+        )
+    if gone:
+        text.append(f"Supersedes {', '.join(gone)}: nothing reads it any more.")
+    return " ".join(text)
+
+
+def _deprecated(topic: Topic, registry: Registry) -> bool:
+    return topic.retired or registry.is_superseded(topic)
+
+
+def _version_tags(topic: Topic, registry: Registry) -> list[dict]:
+    if topic.retired:
+        return [
+            {"name": "retired", "description": "A retired version: kept for its history, written and read no more."}
+        ]
+    if registry.is_superseded(topic):
+        return [{"name": "deprecated", "description": "A superseded version, read through an upcaster until retired."}]
+    return []
+
+
+def _versions_paragraph(registry: Registry, upcasters: Upcasters) -> str:
+    """The info's paragraph on the events with several versions, and the upcasters between them."""
+    lines = []
+    for topic in registry:
+        versions = registry.versions(topic)
+        if topic is not versions[-1] or len(versions) < 2:
+            continue
+        states = "; ".join(
+            f"`{v.name}` {'retired since ' + v.retired_on if v.retired else 'deprecated'}" for v in versions[:-1]
+        )
+        steps = ", ".join(_upcaster_text(step) for step in _steps_into(topic, registry, upcasters)) or "none yet"
+        lines.append(f"`{topic.name}` is current ({states}); upcasters: {steps}.")
+    if not lines:
+        return ""
+    return (
+        "\n\nEvent versions: a breaking change is a new topic version (`fleet contracts bump`); a handler declared on "
+        "the newest model also reads the older versions, each record upcast by a registered pure function, until the "
+        "older version is retired (`fleet contracts retire`). See docs/contracts.md. " + " ".join(lines)
+    )
+
+
 def _registry_flows(service: str, registry: Registry) -> list[Flow]:
     """A worker's flows as the registry lists them (it consumes a topic in its own group, named after it, and publishes
     the topics it owns): how a worker's document names the others on its channels without their code. `fleet check`
@@ -402,11 +539,12 @@ def _flows(specs: Sequence[WorkerSpec], registry: Registry) -> list[Flow]:
         if signer == REPLAY_SIGNER:
             continue
         for name in topics_signed_by(signer, registry):
-            if name in {t.name for t in registry}:
+            if name in {t.name for t in registry if not (t.closed or t.retired)}:  # nothing writes an ended version
                 flows.add(Flow(name, "send", signer))
     for topic in registry:
         flows.add(Flow(topic.dead_letter_topic, "receive", DLQ_TOOL, REPLAY_GROUP))
-        flows.add(Flow(topic.name, "send", DLQ_TOOL))
+        if not topic.retired:  # a dead letter replayed to a retired topic would be read by nobody
+            flows.add(Flow(topic.name, "send", DLQ_TOOL))
     return sorted(flows)
 
 
@@ -460,7 +598,9 @@ def _key_binding(topic: Topic, payload_schema: dict) -> dict:
     return {"kafka": {"key": key, "bindingVersion": KAFKA_BINDING_VERSION}}
 
 
-def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[str, dict]:
+def _messages(
+    topic: Topic, payload_schema: dict, registry: Registry, upcasters: Upcasters = UPCASTERS
+) -> dict[str, dict]:
     names = _message_names(topic)
     model = topic.model.__name__
     payload = {"$ref": f"#/components/schemas/{model}"}
@@ -473,13 +613,19 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
     consumer = sorted(topic.consumers)[0] if topic.consumers else "payments"
     bindings = _key_binding(topic, payload_schema)
     summary = (topic.model.__doc__ or model).strip().splitlines()[0]
-    common = {
+    common: dict[str, Any] = {
         "contentType": CONTENT_TYPE,
         "correlationId": correlation,
         "bindings": bindings,
         "x-eventfleet-topic": topic.name,
         "x-eventfleet-type": topic.type_name,
     }
+    version = _version_text(topic, registry, upcasters)
+    if len(registry.versions(topic)) > 1:  # an event with several versions: each of its messages says which this is
+        common |= {"x-eventfleet-lifecycle": _lifecycle(topic, registry, upcasters)}
+    if _deprecated(topic, registry):
+        common |= {"tags": _version_tags(topic, registry)}
+    state = ", retired" if topic.retired else ", deprecated" if _deprecated(topic, registry) else ""
     retry_headers = headers | {
         ORIGINAL_KEYID: headers[H_KEYID],
         H_KEYID: f"{consumer}-20261101000000-9c41",
@@ -508,9 +654,10 @@ def _messages(topic: Topic, payload_schema: dict, registry: Registry) -> dict[st
         names["event"]: common
         | {
             "name": model,
-            "title": f"{model} ({topic.name})",
+            "title": f"{model} ({topic.name}{state})",
             "summary": summary,
-            "description": f"{topic.description}\n\nThe value is the event's JSON (UTF-8, at most {topic.max_bytes} "
+            "description": (f"{version}\n\n" if version else "")
+            + f"{topic.description}\n\nThe value is the event's JSON (UTF-8, at most {topic.max_bytes} "
             f"bytes, unknown fields refused); the key is its `{topic.key_field}`; the headers are the signed "
             f"CloudEvents envelope with `ce_type` `{topic.type_name}` and `ce_dataschema` `{topic.schema_id}`.",
             "headers": {"$ref": "#/components/schemas/EventHeaders"},
@@ -605,11 +752,13 @@ def _describe_channel(topic: Topic, address: str, flows: list[Flow]) -> str:
     return f"{text}\n\nSent by {writers}.{replays} Received by {readers}."
 
 
-def _channels(registry: Registry, flows: list[Flow]) -> dict[str, dict]:
+def _channels(registry: Registry, flows: list[Flow], upcasters: Upcasters = UPCASTERS) -> dict[str, dict]:
     specs = {spec.name: spec for spec in desired_topics(registry)}
     channels = {}
     for topic in registry:
         names = _message_names(topic)
+        version = _version_text(topic, registry, upcasters)
+        state = "Retired. " if topic.retired else "Deprecated. " if _deprecated(topic, registry) else ""
         for address in (topic.name, *topic.retry_topics, topic.dead_letter_topic):
             kind, _ = _kind(topic, address)
             spec = specs[address]
@@ -619,12 +768,14 @@ def _channels(registry: Registry, flows: list[Flow]) -> dict[str, dict]:
             channels[channel_id(address)] = {
                 "address": address,
                 "title": address,
-                "summary": {
+                "summary": state
+                + {
                     "event": topic.description,
                     "retry": f"Retry tier {_kind(topic, address)[1]} of {topic.name}.",
                     "dead-letter": f"Dead letters of {topic.name}.",
                 }[kind],
-                "description": _describe_channel(topic, address, flows),
+                "description": (f"{version}\n\n" if version and kind == "event" else "")
+                + _describe_channel(topic, address, flows),
                 "messages": {names[kind]: {"$ref": f"#/components/messages/{names[kind]}"}},
                 "bindings": {
                     "kafka": {
@@ -638,6 +789,10 @@ def _channels(registry: Registry, flows: list[Flow]) -> dict[str, dict]:
                 "x-eventfleet-kind": kind,
                 "x-eventfleet-topic": topic.name,
             }
+            if len(registry.versions(topic)) > 1:
+                channels[channel_id(address)]["x-eventfleet-lifecycle"] = _lifecycle(topic, registry, upcasters)
+            if _deprecated(topic, registry):
+                channels[channel_id(address)]["tags"] = _version_tags(topic, registry)
     return channels
 
 
@@ -646,7 +801,7 @@ def _operation_id(flow: Flow) -> str:
     return f"{flow.service}_{verb}_{channel_id(flow.address)}"
 
 
-def _operation(flow: Flow, topic: Topic) -> dict:
+def _operation(flow: Flow, topic: Topic, registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS) -> dict:
     kind, tier = _kind(topic, flow.address)
     message = _message_names(topic)[kind]
     cid = channel_id(flow.address)
@@ -676,6 +831,14 @@ def _operation(flow: Flow, topic: Topic) -> dict:
             f"Every replica reads every {topic.model.__name__} from the start of the topic, without a consumer group, "
             "and obeys those for its service between two batches; a record that fails verification changes nothing "
             f"and is dead-lettered to `{topic.dead_letter_topic}`."
+        )
+    elif kind == "event" and registry.is_superseded(topic):
+        current = registry.current(topic).model.__name__
+        through = ", then ".join(_upcaster_text(step) for step in _steps_into(topic, registry, upcasters))
+        description = (
+            f"Reads each {topic.model.__name__} (a deprecated version), upcast to {current} by {through or 'nothing'}, "
+            f"and handles it as {current}; commits its offset once the outcome is durable (handled, moved to "
+            f"`{topic.retry_topic(1)}`, or dead-lettered to `{topic.dead_letter_topic}`)."
         )
     elif kind == "event":
         description = (
@@ -746,7 +909,7 @@ def _model_schemas(specs: Sequence[WorkerSpec], registry: Registry) -> dict[str,
     return found
 
 
-def _info(specs: Sequence[WorkerSpec], registry: Registry) -> dict:
+def _info(specs: Sequence[WorkerSpec], registry: Registry, upcasters: Upcasters = UPCASTERS) -> dict:
     tags = [{"name": spec.service, "description": spec.description} for spec in specs]
     tags += [{"name": name, "description": text} for name, text in _UPSTREAM.items()]
     return {
@@ -766,6 +929,7 @@ def _info(specs: Sequence[WorkerSpec], registry: Registry) -> dict:
             "(`x-eventfleet-service`, tag) and, for a receiver, its consumer group. The rules of the wire are in "
             "[docs/wire-format.md](docs/wire-format.md) (headers, signing, verification, reason codes); retries, dead "
             "letters and what delivery promises are in [docs/delivery.md](docs/delivery.md)."
+            + _versions_paragraph(registry, upcasters)
         ),
         "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
         "tags": sorted(tags, key=lambda tag: tag["name"]),
@@ -821,20 +985,28 @@ _SECURITY_SCHEMES = {
 
 
 def _assemble(
-    specs: Sequence[WorkerSpec], flows: list[Flow], registry: Registry, keep_channels: set[str] | None
+    specs: Sequence[WorkerSpec],
+    flows: list[Flow],
+    registry: Registry,
+    keep_channels: set[str] | None,
+    upcasters: Upcasters = UPCASTERS,
 ) -> dict:
     schemas = _model_schemas(specs, registry)
     messages: dict[str, dict] = {}
     for topic in registry:
-        messages |= _messages(topic, schemas[topic.model.__name__], registry)
-    channels = _channels(registry, _flows(specs, registry))
-    operations = {_operation_id(flow): _operation(flow, registry.resolve(flow.address)) for flow in flows}
+        messages |= _messages(topic, schemas[topic.model.__name__], registry, upcasters)
+        if _deprecated(topic, registry):  # the payload schema of a superseded version: marked as JSON Schema says
+            schemas[topic.model.__name__] = schemas[topic.model.__name__] | {"deprecated": True}
+    channels = _channels(registry, _flows(specs, registry), upcasters)
+    operations = {
+        _operation_id(flow): _operation(flow, registry.resolve(flow.address), registry, upcasters) for flow in flows
+    }
     if keep_channels is not None:
         channels = {cid: c for cid, c in channels.items() if cid in keep_channels}
     document = {
         "asyncapi": "3.0.0",
         "id": "urn:eventfleet:asyncapi",
-        "info": _info(specs, registry),
+        "info": _info(specs, registry, upcasters),
         "defaultContentType": CONTENT_TYPE,
         # Fixed, not read from the environment: the same code always generates the same document.
         "servers": copy.deepcopy(_SERVERS),
@@ -878,10 +1050,12 @@ def _prune(document: dict) -> dict:
     return document
 
 
-def fleet_document(specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY) -> dict:
+def fleet_document(
+    specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS
+) -> dict:
     """The whole fleet: one channel per registry topic, retry tier and dead-letter topic; every worker's operations
     (from its FastStream specification), the upstream publishers' and `fleet dlq`'s; messages, headers and schemas."""
-    return _assemble(specs, _flows(specs, registry), registry, None)
+    return _assemble(specs, _flows(specs, registry), registry, None, upcasters)
 
 
 def document_services(specs: Sequence[WorkerSpec], registry: Registry = REGISTRY) -> tuple[str, ...]:
@@ -889,7 +1063,9 @@ def document_services(specs: Sequence[WorkerSpec], registry: Registry = REGISTRY
     return tuple(sorted({flow.service for flow in _flows(specs, registry)}))
 
 
-def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY) -> dict:
+def service_document(
+    service: str, specs: Sequence[WorkerSpec], *, registry: Registry = REGISTRY, upcasters: Upcasters = UPCASTERS
+) -> dict:
     """What one service sends and receives: only its operations, the channels they use, and the messages and schemas
     those need. A worker needs only its own specification in `specs` (the registry names the others on its channels); an
     upstream publisher or `fleet-dlq` none. Raises `UnknownService` for a name with no operation."""
@@ -899,7 +1075,7 @@ def service_document(service: str, specs: Sequence[WorkerSpec], *, registry: Reg
             f"unknown service {service!r}; the document knows: {', '.join(document_services(specs, registry))}"
         )
     own = [spec for spec in specs if spec.service == service]
-    document = _assemble(own, flows, registry, {channel_id(flow.address) for flow in flows})
+    document = _assemble(own, flows, registry, {channel_id(flow.address) for flow in flows}, upcasters)
     document["id"] = f"urn:eventfleet:asyncapi:{service}"
     info = document["info"]
     info["title"] = f"eventfleet: {service}"
