@@ -212,3 +212,22 @@ def test_close_writes_the_lifecycle_file_it_is_given_and_says_what_comes_next(tm
     assert done.returncode == 0, done.stderr
     assert list(read_lifecycle(file)["closed"]) == ["orders.placed.v1"]
     assert "then `fleet acl apply`" in done.stdout and "`fleet contracts retire orders.placed.v1`" in done.stdout
+
+
+def test_retire_says_what_it_found_and_what_comes_next_and_a_dry_run_says_would(tmp_path, broker_says):
+    from typer.testing import CliRunner
+
+    from fleet.cli.app import app
+
+    broker_says(Facts({"orders.placed.v1": {"payments": 0}, "orders.placed.v1.retry.1": {"payments.retry.1": 0}}, None))
+    file = tmp_path / "lifecycle.json"
+    command = ["contracts", "retire", "orders.placed.v1", "--lifecycle", str(file), "--no-acls", "--bootstrap", "127.0.0.1:9"]
+    dry = CliRunner().invoke(app, [*command, "--dry-run"])
+    assert dry.exit_code == 0 and dry.stdout.startswith("would retire orders.placed.v1 since ") and not file.exists()
+    done = CliRunner().invoke(app, command)
+    day = read_lifecycle(file)["retired"]["orders.placed.v1"]
+    assert done.exit_code == 0 and done.stdout == (
+        f"retired orders.placed.v1 since {day} in {file}: none of the 2 consumer group(s) that read it has lag on it, and "
+        "the broker has no authorizer (--no-acls); next: commit it, `fleet docs gen`, `fleet acl apply`, and deploy the workers\n")
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and again.stdout == f"orders.placed.v1 is retired already (since {day}): nothing to do\n"
