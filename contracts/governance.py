@@ -561,9 +561,9 @@ def scaffolded_problems(registry: Registry = REGISTRY, upcasters: Upcasters = UP
                 "upcaster-scaffolded",
                 f"the upcaster {step.name} ({step.source.__name__} → {step.target.__name__}) is the stub "
                 "`fleet contracts bump` wrote: it raises NotImplementedError",
-                f"write {step.name} in contracts/upcasters.py (a pure function; the test `fleet contracts bump` wrote, "
-                "tests/unit/test_upcaster_*.py, says what it must return), then drop `scaffolded=True` from its "
-                "@UPCASTERS.register",
+                f"write {step.name} in contracts/upcasters.py (a pure function: its vectors in contracts/vectors/"
+                "upcasters/ say what it must return, and tests/unit/test_upcaster_*.py holds it to them), then drop "
+                "`scaffolded=True` from its @UPCASTERS.register",
             )
         )
     return problems

@@ -120,8 +120,8 @@ def contracts_bump(
         f"{plan.new_topic} ({plan.new_model}) supersedes {plan.old_topic}; next, in order (docs/contracts.md):\n"
         f"  1. change {plan.new_model} in contracts/events.py (every field with a description and examples), then "
         "`fleet contracts export` (it rewrites the draft revision 1 until the upcaster is written)\n"
-        f"  2. write {plan.upcaster} in contracts/upcasters.py, drop `scaffolded=True`, and make "
-        f"{plan.test_path} pass\n"
+        f"  2. make each case's output in {plan.vectors_path} what the upcaster must return, write {plan.upcaster} "
+        f"in contracts/upcasters.py, drop `scaffolded=True`, and make {plan.test_path} pass\n"
         "  3. `fleet check`: it names what else is missing (the consumers' subscriptions, asyncapi.yaml, the docs)"
     )
 

@@ -1,12 +1,13 @@
 """`fleet contracts bump TOPIC`: scaffolds the next version of an event in the contracts' source.
 
 It writes a class `<Name>V<N+1>` (a copy of the current class), its registry topic `<family>.v<N+1>`, the upcaster from
-version N as a stub registered with `scaffolded=True`, revision 1 of the new topic's JSON Schema, and a test of the
-upcaster on one vector that fails until the upcaster is written; `fleet check` fails until then.
+version N as a stub registered with `scaffolded=True`, revision 1 of the new topic's JSON Schema, the upcaster's
+vectors (contracts/vectors/upcasters/, one case) and its test, which fails until the upcaster is written; so does `fleet
+check`.
 
 `plan_bump` is pure: the text of the contracts' modules in, their new text out, each new text parsed before it is
 given (a scaffold that would not parse is refused, never written). `bump` reads and writes the files of a checkout,
-exports the schema and builds the test's vector in a Python process of its own on that checkout (the new modules are
+exports the schema and builds the vectors' case in a Python process of its own on that checkout (the new modules are
 imported there, never in the caller), and puts every file back as it was when any step fails."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "plan_bump",
     "upcaster_test_path",
     "upcaster_test_text",
+    "upcaster_vectors",
 ]
 
 EVENTS = "contracts/events.py"
@@ -69,6 +71,7 @@ class BumpPlan:
     new_model: str
     upcaster: str
     test_path: str  # relative to the checkout
+    vectors_path: str  # relative to the checkout
     files: dict[str, str]  # relative path → new text
 
 
@@ -366,61 +369,73 @@ def plan_bump(sources: Mapping[str, str], topic: str) -> BumpPlan:
         _parse(path, text)  # a scaffold that would not parse is refused: nothing is written
     if _module_level(_parse(EVENTS, events), ast.ClassDef, new_model) is None:
         raise BumpRefused(f"the scaffold of {new_model} went wrong; nothing written")
-    return BumpPlan(topic, new_topic, old_model, new_model, upcaster, upcaster_test_path(family, version), files)
+    vectors = f"contracts/vectors/upcasters/{topic}-to-v{version + 1}.json"
+    return BumpPlan(
+        topic, new_topic, old_model, new_model, upcaster, upcaster_test_path(family, version), vectors, files
+    )
 
 
-def _literal(value: Any, indent: str = "") -> str:
-    """JSON data as a Python literal, one item a line."""
-    inner = indent + "    "
-    if isinstance(value, dict) and value:
-        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_literal(v, inner)}," for k, v in value.items()]
-        return "{\n" + "\n".join(items) + f"\n{indent}}}"
-    if isinstance(value, list) and value:
-        return "[\n" + "\n".join(f"{inner}{_literal(v, inner)}," for v in value) + f"\n{indent}]"
-    if value is True or value is False or value is None:
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False)
+def upcaster_vectors(plan: BumpPlan, example: dict) -> dict:
+    """The new upcaster's vectors (contracts/vectors/upcasters/), with one case: `example`, a valid event of the old
+    version, and as its output the same data, since the new class is a copy of the old one until it is changed."""
+    old, new = plan.old_topic.rsplit(".", 1)[1], plan.new_topic.rsplit(".", 1)[1]
+    return {
+        "description": f"Test vectors of the upcaster from {plan.old_topic} to {plan.new_topic} (contracts.upcasters."
+        f"{plan.upcaster}). Each case: `input` is the data of a {old} event as JSON (a record's value is this object), "
+        f"`output` the {new} event it must become, as JSON (pydantic's JSON form). Written by `fleet contracts bump` "
+        f"with one case, the fields' first examples, whose output is its input while {plan.new_model} is a copy of "
+        f"{plan.old_model}: make each output what the upcaster must make of its input (a field {new} adds: its "
+        "documented default), and add a case for every rule the upcaster follows.",
+        "upcaster": plan.upcaster,
+        "source": plan.old_topic,
+        "target": plan.new_topic,
+        "cases": [{"name": "the fields' first examples", "input": example, "output": example}],
+    }
 
 
-def upcaster_test_text(plan: BumpPlan, example: dict) -> str:
-    """The test of the new upcaster on one vector (`example`: a valid event of the old version), failing until the
-    upcaster makes of it what EXPECTED says (at first: every field as it was, as the new class is a copy)."""
+def upcaster_test_text(plan: BumpPlan) -> str:
+    """The test of the new upcaster on its vectors: it fails until the upcaster makes each case's output of its
+    input."""
     new_version = plan.new_topic.rsplit(".", 1)[1]
     models = ", ".join(sorted([plan.old_model, plan.new_model], key=_isort_key))
-    about = textwrap.fill(
-        f"The upcaster {plan.upcaster} ({plan.old_topic} → {plan.new_topic}) on its vector, written by `fleet "
-        "contracts bump`: it fails until the upcaster is written.",
+    title = f"The upcaster {plan.upcaster} against its vectors, written by `fleet contracts bump`."
+    about = textwrap.fill(title, WIDTH) + "\n\n"
+    about += textwrap.fill(
+        f"It upcasts {plan.old_topic} to {plan.new_topic}. The test fails until the upcaster is written and each "
+        f"case's output in {plan.vectors_path} is what it must make of its input." + '"""',
         WIDTH,
     )
-    how = textwrap.fill(
-        f"SOURCE is an event of {plan.old_topic} ({plan.old_model}) made of its fields' first examples; EXPECTED is "
-        "what the upcaster must make of "
-        f"it. At first {plan.new_model} is a copy of {plan.old_model}, so EXPECTED is SOURCE: as you change "
-        f"{plan.new_model}, give each field it adds its documented default here and drop each field it removes. Add a "
-        'vector for every rule the upcaster follows."""',
-        WIDTH,
-    )
+    where = f'VECTORS_FILE = Path(__file__).resolve().parents[2] / "{plan.vectors_path}"'
+    if len(where) > WIDTH:  # as ruff formats it
+        where = f'VECTORS_FILE = (\n    Path(__file__).resolve().parents[2] / "{plan.vectors_path}"\n)'
     return f'''"""{about}
 
-{how}
+import json
+from pathlib import Path
+
+import pytest
 
 from contracts.events import {models}
 from contracts.upcasters import UPCASTERS, {plan.upcaster}
 
-SOURCE = {_literal(example)}
+{where}
+VECTORS = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 
-EXPECTED = {_literal(example)}
 
-
-def test_{plan.upcaster}_makes_the_expected_{new_version}_of_the_vector():
-    upcast = {plan.upcaster}({plan.old_model}.model_validate(SOURCE))
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=[case["name"] for case in VECTORS["cases"]])
+def test_{plan.upcaster}_makes_each_vector_s_output_of_its_input(case):
+    source = {plan.old_model}.model_validate_json(json.dumps(case["input"]))  # as a record's value is read
+    upcast = {plan.upcaster}(source)
     assert isinstance(upcast, {plan.new_model})
-    assert upcast.model_dump(mode="json") == EXPECTED
+    assert upcast.model_dump(mode="json") == case["output"]
 
 
-def test_{plan.upcaster}_is_the_registered_step_to_{new_version}():
+def test_{plan.upcaster}_is_the_registered_step_to_{new_version}_and_its_vectors_name_it():
     step = UPCASTERS.of({plan.old_model})
     assert step is not None and step.function is {plan.upcaster} and step.target is {plan.new_model}
+    assert VECTORS["upcaster"] == "{plan.upcaster}"
+    assert VECTORS["source"] == "{plan.old_topic}"
+    assert VECTORS["target"] == "{plan.new_topic}"
 '''
 
 
@@ -480,24 +495,30 @@ def bump(topic: str, root: Path = Path("."), *, python: str = sys.executable) ->
     before = {path: (root / path).read_text(encoding="utf-8") for path in SOURCES if (root / path).is_file()}
     plan = plan_bump(before, topic)
     schema_dir = root / "contracts" / "schemas" / plan.new_topic
-    for begun in (schema_dir, root / plan.test_path):
+    vectors, test = root / plan.vectors_path, root / plan.test_path
+    for begun in (schema_dir, vectors, test):
         if begun.exists():
             raise BumpRefused(f"{begun.relative_to(root)} exists already: the next version of {topic} was begun")
+    created: list[Path] = []
     try:
         for name, text in plan.files.items():
             (root / name).write_text(text, encoding="utf-8")
         result = _run_scaffold(root, plan, python)
-        test = root / plan.test_path
-        test.parent.mkdir(parents=True, exist_ok=True)
-        with test.open("x", encoding="utf-8") as file:
-            file.write(upcaster_test_text(plan, result["example"]))
+        for path, text in (
+            (vectors, json.dumps(upcaster_vectors(plan, result["example"]), indent=2, ensure_ascii=False) + "\n"),
+            (test, upcaster_test_text(plan)),
+        ):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("x", encoding="utf-8") as file:  # "x": never over a file written since the check above
+                created.append(path)
+                file.write(text)
     except BaseException:
         for name, text in before.items():
             (root / name).write_text(text, encoding="utf-8")
-        for leftover in sorted(schema_dir.glob("*.json")) if schema_dir.is_dir() else []:
-            leftover.unlink()
+        for leftover in [*created, *(sorted(schema_dir.glob("*.json")) if schema_dir.is_dir() else [])]:
+            leftover.unlink(missing_ok=True)
         if schema_dir.is_dir() and not any(schema_dir.iterdir()):
             schema_dir.rmdir()
         raise
-    written = [*plan.files, *(str(Path(p)) for p in result["written"]), plan.test_path]
+    written = [*plan.files, *(str(Path(p)) for p in result["written"]), plan.vectors_path, plan.test_path]
     return Bumped(plan, tuple(written))

@@ -4,6 +4,7 @@ the class, its registry topic, the upcaster stub, schema revision 1 and a test t
 
 import ast
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -140,7 +141,12 @@ def test_a_topic_s_first_bump_names_the_class_v2_and_the_older_ones_stay_as_they
 def test_a_bump_writes_the_scaffold_lint_clean_and_leaves_the_stub_failing_fleet_check_and_its_test(checkout):
     done = bump("orders.placed.v2", checkout)
     assert done.written == (EVENTS, REGISTRY_FILE, UPCASTERS_FILE, INIT, "contracts/schemas/orders.placed.v3/1.json",
+                            "contracts/vectors/upcasters/orders.placed.v2-to-v3.json",
                             "tests/unit/test_upcaster_orders_placed_v2_to_v3.py")
+    vectors = json.loads((checkout / "contracts/vectors/upcasters/orders.placed.v2-to-v3.json").read_text())
+    assert (vectors["upcaster"], vectors["source"], vectors["target"]) == ("order_placed_v2_to_v3", "orders.placed.v2", "orders.placed.v3")
+    [case] = vectors["cases"]
+    assert case["input"] == case["output"] and case["input"]["channel"] == "web" and case["input"]["order_id"] == "ord-7f3a9c"
     assert '"$id": "urn:eventfleet:schema:orders.placed.v3/1"' in (checkout / "contracts/schemas/orders.placed.v3/1.json").read_text()
     for command in (["check"], ["format", "--check"]):
         linted = subprocess.run([str(RUFF), *command, "--config", str(REPO / "pyproject.toml"), "contracts", "tests"],
@@ -155,6 +161,18 @@ def test_a_bump_writes_the_scaffold_lint_clean_and_leaves_the_stub_failing_fleet
 
     tests = pytest_in(checkout)
     assert tests.returncode == 1 and "NotImplementedError" in tests.stdout and "1 failed, 1 passed" in tests.stdout, tests.stdout
+
+
+def test_the_vectors_decide_what_the_written_upcaster_must_return(checkout):
+    bump("orders.placed.v2", checkout)
+    write_the_upcaster(checkout, "    return OrderPlacedV3(**{**dict(event), \"channel\": \"store\"})\n")
+    wrong = pytest_in(checkout)
+    assert wrong.returncode == 1 and "1 failed, 1 passed" in wrong.stdout, wrong.stdout
+    path = checkout / "contracts/vectors/upcasters/orders.placed.v2-to-v3.json"
+    vectors = json.loads(path.read_text())
+    vectors["cases"][0]["output"]["channel"] = "store"
+    path.write_text(json.dumps(vectors))
+    assert pytest_in(checkout).returncode == 0
 
 
 def test_once_the_upcaster_is_written_its_test_and_the_contract_rules_pass(checkout):
@@ -208,7 +226,7 @@ def test_a_scaffold_that_does_not_import_puts_every_file_back(checkout):
     with pytest.raises(BumpFailed, match="the scaffold of orders.placed.v3 does not import: RegistryError: a broken scaffold"):
         bump("orders.placed.v2", checkout, python=str(failing_python))
     assert _fingerprint(checkout) == before
-    assert not (checkout / "tests").exists()
+    assert not (checkout / "tests").exists() and not (checkout / "contracts/vectors/upcasters/orders.placed.v2-to-v3.json").exists()
 
 
 def test_the_command_prints_what_it_wrote_and_the_next_steps(checkout):
