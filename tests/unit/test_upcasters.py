@@ -127,7 +127,8 @@ def test_a_model_upcast_to_itself_is_the_event_itself_through_no_step():
 def test_the_throwaway_upcasters_leave_the_fleets_own_alone():
     toy_upcasters()
     assert UPCASTERS.of(ToyV1) is None and UPCASTERS.path(ToyV1, ToyV3) is None
-    assert [(u.source, u.target) for u in UPCASTERS] == [(OrderPlaced, OrderPlacedV2)]
+    assert not {ToyV1, ToyV2, ToyV3} & {u.source for u in UPCASTERS}
+    assert (OrderPlaced, OrderPlacedV2) in [(u.source, u.target) for u in UPCASTERS]
 
 
 # --- Refusals --------------------------------------------------------------------------------------------------------
