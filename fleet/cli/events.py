@@ -15,7 +15,7 @@ __all__ = ["demo", "publish", "watch"]
 
 
 def publish(
-    topic: str = typer.Argument(..., help="A registry topic, e.g. orders.placed.v1."),
+    topic: str = typer.Argument(..., help="A registry topic, e.g. orders.placed.v2."),
     json_text: str = typer.Option(..., "--json", help="The event as JSON."),
     key_file: Path | None = typer.Option(
         None, "--key-file", help="Private key file to sign with (default: the topic owner's dev key)."
@@ -59,7 +59,7 @@ def demo(
     ),
     bootstrap: str | None = BootstrapOption,
 ) -> None:
-    """Publish N realistic orders to orders.placed.v1 and exit when the broker has them all."""
+    """Publish N realistic orders to orders.placed.v2 and exit when the broker has them all."""
     from fleet.ops.demo import DEMO_SERVICE, WAREHOUSE, publish_demo_orders, publish_demo_stock
     from fleet.runtime.keys import KeyStore
     from fleet.runtime.settings import operator_connection
