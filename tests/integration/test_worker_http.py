@@ -85,7 +85,10 @@ async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_an
                 handled = _value(samples, "eventfleet_events_total", topic=TOPIC, outcome="handled")
                 committed = _value(samples, "eventfleet_last_commit_timestamp_seconds")
                 lags = [s.value for s in samples if s.name == "eventfleet_consumer_lag" and s.labels["group"] == group_id]
-                done = handled == len(orders) and committed and committed >= started_at and lags and not any(lags)
+                # The retry tiers' gauges appear once their consumers have partitions and know their lag.
+                tiers = {s.labels["group"] for s in samples if s.name == "eventfleet_consumer_lag"} - {group_id}
+                done = (handled == len(orders) and committed and committed >= started_at and lags and not any(lags)
+                        and len(tiers) == 3)
                 return samples if done else NotYet(samples)
 
             samples = await eventually(handled_and_committed, "all orders handled and committed, and no lag left")
