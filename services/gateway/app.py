@@ -168,6 +168,11 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         "description": "The client may not publish to this topic, or the gateway's key may not sign it.",
     },
     404: {"model": Refusal, "description": "The registry has no such topic."},
+    410: {
+        "model": Refusal,
+        "description": "`topic_retired`: the topic is closed for writing or retired; the detail names the version to "
+        "publish instead.",
+    },
     413: {"model": Refusal, "description": "The body is larger than the topic's limit."},
     422: {
         "model": Refusal,

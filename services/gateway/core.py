@@ -10,12 +10,14 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts import REGISTRY, Event, Registry, Topic, TrustedKey, UnknownTopic
+from contracts.registry import RetiredTopic
 
 __all__ = [
     "Allowed",
     "Client",
     "Clients",
     "Forbidden",
+    "Gone",
     "Invalid",
     "NotFound",
     "Refused",
@@ -109,6 +111,12 @@ class NotFound(Refused):
     status = 404
 
 
+class Gone(Refused):
+    """A topic closed for writing or retired: its event's newer version is where to publish now."""
+
+    status = 410
+
+
 class TooLarge(Refused):
     status = 413
 
@@ -163,6 +171,10 @@ def authorize(
         return NotFound("unknown_topic", str(error))
     if not client.may_publish(topic.name):
         return Forbidden("topic_not_allowed", f"client {client.name} may not publish to {topic.name}")
+    try:
+        registry.for_writing(topic.model)
+    except RetiredTopic as ended:
+        return Gone("topic_retired", str(ended))
     return Allowed(client, topic)
 
 

@@ -12,6 +12,7 @@ from services.gateway.core import (
     Client,
     Clients,
     Forbidden,
+    Gone,
     Invalid,
     NotFound,
     TooLarge,
@@ -134,3 +135,15 @@ def test_a_clients_file_entry_must_hold_a_sha256_hash_and_nothing_else(entry):
 def test_two_clients_may_not_share_a_name():
     with pytest.raises(ValidationError, match="share a name"):
         Clients(clients=(ACME, ACME.model_copy(update={"token_sha256": hash_token("other")})))
+
+
+def test_a_closed_or_retired_topic_is_gone_and_names_the_version_to_publish_instead():
+    from contracts import Registry
+    from contracts.registry import TOPICS, with_lifecycle
+
+    for ended in ({"closed": {"orders.placed.v1": "2026-12-05"}}, {"retired": {"orders.placed.v1": "2026-12-05"}}):
+        registry = Registry(with_lifecycle(TOPICS, ended))
+        outcome = authorize(CLIENTS, "Bearer acme-token", "orders.placed.v1", registry)
+        assert isinstance(outcome, Gone) and outcome.status == 410 and outcome.reason == "topic_retired"
+        assert "orders.placed.v2" in outcome.detail
+    assert isinstance(authorize(CLIENTS, "Bearer acme-token", "orders.placed.v1"), Allowed), "open while v1 is neither"
