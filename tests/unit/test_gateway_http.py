@@ -10,16 +10,17 @@ from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from contracts import REGISTRY, Record, decode_value, source_of, verify_record
+from contracts import REGISTRY, decode_value, source_of, verify_record
 from fleet.cli.gateway import gateway_app
 from fleet.runtime.keys import KeyStore
 from fleet.runtime.store import open_store
 from services.gateway import Client, Clients, GatewaySettings, add_client, create_app, hash_token
 from services.gateway.app import ReadModelUnavailable
-from services.gateway.clients import load_clients, save_clients
+from services.gateway.clients import load_clients
 from services.tracker import queries as tracker_queries
 from services.tracker.core import OrderStatus
 from tests.support import an_authorization, an_order, signer_of
+from tests.support.gateway import FakePublisher, gateway_settings
 
 ORDERS = REGISTRY.named("orders.placed.v1")
 CLIENTS = Clients(clients=(
@@ -28,32 +29,9 @@ CLIENTS = Clients(clients=(
 ))
 
 
-class FakePublisher:
-    """Keeps the records the gateway would publish; `failure` makes each send raise it, `delay_s` makes each send slow."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.failure: Exception | None = None
-        self.delay_s = 0.0
-        self.running = False
-
-    async def start(self) -> None:
-        self.running = True
-
-    async def send(self, record: Record) -> None:
-        await asyncio.sleep(self.delay_s)
-        if self.failure is not None:
-            raise self.failure
-        self.records.append(record)
-
-    async def close(self) -> None:
-        self.running = False
-
-
 @pytest.fixture
 def settings(tmp_path) -> GatewaySettings:
-    save_clients(tmp_path / "clients.json", CLIENTS)
-    return GatewaySettings(clients_file=tmp_path / "clients.json", publish_timeout_s=0.5)
+    return gateway_settings(tmp_path, CLIENTS)
 
 
 @pytest.fixture

@@ -2,19 +2,19 @@
 publishes v2 orders, one allowed only v1 is refused v2, each topic takes its own version's body only, and the OpenAPI
 document and `fleet gateway add-client` name v2 first."""
 
-import asyncio
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from contracts import REGISTRY, OrderPlaced, OrderPlacedV2, Record, decode_value, verify_record
+from contracts import REGISTRY, OrderPlaced, OrderPlacedV2, decode_value, verify_record
 from fleet.cli.gateway import gateway_app
 from fleet.runtime.keys import KeyStore
 from services.gateway import Client, Clients, GatewaySettings, create_app, hash_token
-from services.gateway.clients import load_clients, save_clients
+from services.gateway.clients import load_clients
 from tests.support import an_order, an_order_v2, signer_of
+from tests.support.gateway import FakePublisher, gateway_settings
 
 V1, V2 = REGISTRY.of(OrderPlaced), REGISTRY.of(OrderPlacedV2)
 CLIENTS = Clients(clients=(
@@ -24,25 +24,9 @@ CLIENTS = Clients(clients=(
 ))
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def send(self, record: Record) -> None:
-        await asyncio.sleep(0)
-        self.records.append(record)
-
-    async def close(self) -> None:
-        return None
-
-
 @pytest.fixture
 def settings(tmp_path) -> GatewaySettings:
-    save_clients(tmp_path / "clients.json", CLIENTS)
-    return GatewaySettings(clients_file=tmp_path / "clients.json", publish_timeout_s=0.5)
+    return gateway_settings(tmp_path, CLIENTS)
 
 
 @pytest.fixture
