@@ -5,14 +5,41 @@ committed."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from contracts.connection import KafkaConnection, client_options
 
-__all__ = ["GroupDescription", "Member", "committed_offsets", "describe_groups", "group_members"]
+__all__ = [
+    "GroupDescription",
+    "Member",
+    "admin_and_reader",
+    "committed_offsets",
+    "describe_groups",
+    "group_members",
+]
+
+
+@contextlib.asynccontextmanager
+async def admin_and_reader(
+    connection: str | KafkaConnection, client_id: str
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    """An admin client and a consumer without a group (for offsets), both started, and both closed however the block
+    ends: a broker that does not answer still gets both clients closed."""
+    admin = AIOKafkaAdminClient(**client_options(connection), client_id=client_id)
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False, client_id=client_id)
+    try:
+        await admin.start()
+        await consumer.start()
+        yield admin, consumer
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 @dataclass(frozen=True)

@@ -217,19 +217,12 @@ async def gather_facts(
     connection: str | KafkaConnection, group: str, topics: Iterable[str], since: datetime
 ) -> tuple[list[PartitionFacts], dict[str, int]]:
     """Every partition's facts for `group` on `topics`, and each topic's retention.ms as the broker applies it."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    from fleet.ops.groups import committed_offsets
+    from fleet.ops.groups import admin_and_reader, committed_offsets
 
     topics = list(topics)
-    admin = AIOKafkaAdminClient(**client_options(connection), client_id="fleet-replay")
-    consumer = AIOKafkaConsumer(
-        **client_options(connection), group_id=None, enable_auto_commit=False, client_id="fleet-replay"
-    )
-    try:
-        await admin.start()  # inside the try: a broker that does not answer still gets both clients closed
-        await consumer.start()
+    async with admin_and_reader(connection, "fleet-replay") as (admin, consumer):
         counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics) if t["partitions"]}
         if missing := [t for t in topics if t not in counts]:
             raise TopicsMissing(f"{', '.join(missing)} not on the broker: run `fleet topics apply`")
@@ -253,9 +246,6 @@ async def gather_facts(
             for tp in tps
         ]
         return facts, await _retention_ms(admin, topics)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def _retention_ms(admin, topics: list[str]) -> dict[str, int]:

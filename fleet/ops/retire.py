@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts import UPCASTERS, Registry, Topic, Upcasters
-from contracts.connection import client_options
 from contracts.governance import superseded_problems
 from contracts.registry import TOPICS, with_lifecycle
 from fleet.ops.acls import ALLOW_CODE, OPERATIONS, RESOURCE_TYPES
+from fleet.ops.groups import admin_and_reader
 
 if TYPE_CHECKING:
     from aiokafka.admin import AIOKafkaAdminClient
@@ -262,14 +262,9 @@ async def retire(
 async def gather(connection: str | KafkaConnection, topic: Topic) -> Facts:
     """The lag of every consumer group that committed offsets on the topic or its retry topics (its end minus its
     committed offset, per partition, summed), and the ACLs that let anyone write the topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    admin = AIOKafkaAdminClient(**client_options(connection), client_id="fleet-retire")
-    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False, client_id="fleet-retire")
-    try:
-        await admin.start()  # inside the try: a broker that does not answer still gets both clients closed
-        await consumer.start()
+    async with admin_and_reader(connection, "fleet-retire") as (admin, consumer):
         existing = set(await admin.list_topics())
         names = [name for name in (topic.name, *topic.retry_topics) if name in existing]
         described = await admin.describe_topics(names) if names else []
@@ -290,9 +285,6 @@ async def gather(connection: str | KafkaConnection, topic: Topic) -> Facts:
                         by_group = lags.setdefault(tp.topic, {})
                         by_group[group] = by_group.get(group, 0) + max(0, ends[tp] - meta.offset)
         writers = await _writers(admin, topic.name)
-    finally:
-        await consumer.stop()
-        await admin.close()
     return Facts(lags, writers)
 
 

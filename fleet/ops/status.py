@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import REGISTRY, Keyring, Registry
-from contracts.connection import KafkaConnection, client_options
+from contracts.connection import KafkaConnection
 from fleet.catalog import group_of
 from fleet.runtime.control import Held
 
@@ -242,19 +242,14 @@ async def gather(
     `groups` maps a service to its consumer group (default: as its settings say); `keyring` verifies the operators'
     commands (without it, whether a service is paused is not known)."""
     group_ids = {s: (groups or {}).get(s) or group_of(s) for s in services}
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
     from fleet.ops.dlq import count_dead_letters
-    from fleet.ops.groups import committed_offsets, describe_groups
+    from fleet.ops.groups import admin_and_reader, committed_offsets, describe_groups
 
     consumed = {s: [t.name for t in registry.consumed_in_group_by(s)] for s in services}
     names = sorted({t for ts in consumed.values() for t in ts})
-    admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="fleet-status")
-    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, client_id="fleet-status")
-    try:
-        await admin.start()  # inside the try: a broker that does not answer still gets both clients closed
-        await consumer.start()
+    async with admin_and_reader(bootstrap, "fleet-status") as (admin, consumer):
         existing = set(await admin.list_topics())
         described = await admin.describe_topics([n for n in names if n in existing]) if names else []
         partitions = {t["topic"]: len(t["partitions"]) for t in described if t.get("partitions")}
@@ -290,9 +285,6 @@ async def gather(
                 {tp: o for tp, o in starts.items() if tp[0] in mine},
                 {tp: o for tp, o in ends.items() if tp[0] in mine},
             )
-    finally:
-        await consumer.stop()
-        await admin.close()
     if keyring is not None:
         from fleet.ops.control import standing_orders
 
