@@ -249,6 +249,15 @@ async def produce_and_read_back(kafka: str, records) -> dict[str, Seen]:
 
 
 @pytest.mark.timeout(420)
+async def a_first_run_killed_at(kafka: str, group_id: str, store: Path, log: Path, crash_at: str) -> None:
+    """Payments runs until the injected fault SIGKILLs it at `crash_at`, after CRASH_AFTER records; fails otherwise."""
+    with payments(
+        kafka, group_id, store, log, batch=SMALL_BATCH, crash_at=crash_at, crash_after=str(CRASH_AFTER)
+    ) as first:
+        code = await first.ended(timeout_s=180)
+        assert code == -signal.SIGKILL, f"the first run was to die by SIGKILL, it exited {code}:\n{first.tail()}"
+
+
 async def test_a_sigkill_between_a_batchs_store_commit_and_its_offset_commit_neither_loses_nor_doubles_a_payment(
     kafka, group_id, tmp_path
 ):
@@ -261,17 +270,7 @@ async def test_a_sigkill_between_a_batchs_store_commit_and_its_offset_commit_nei
         placed = await produce_and_read_back(kafka, [a_record(o) for o in wanted])
         ours = {s.headers["ce_id"] for s in placed.values()}
 
-        with payments(
-            kafka,
-            group_id,
-            store,
-            tmp_path / "first.log",
-            batch=SMALL_BATCH,
-            crash_at="batch_committed",
-            crash_after=str(CRASH_AFTER),
-        ) as first:
-            code = await first.ended(timeout_s=180)
-            assert code == -signal.SIGKILL, f"the first run was to die by SIGKILL, it exited {code}:\n{first.tail()}"
+        await a_first_run_killed_at(kafka, group_id, store, tmp_path / "first.log", "batch_committed")
 
         # The window was hit: the store decided orders whose records the group's committed offsets do not cover.
         committed = await committed_offsets(kafka, group_id, list(await end_offsets(kafka, [ORDERS])))
@@ -315,17 +314,7 @@ async def test_a_sigkill_during_the_outbox_flush_republishes_the_unmarked_outcom
     async with TopicReader(kafka, [PaymentAuthorized, PaymentDeclined]) as outcomes:
         placed = await produce_and_read_back(kafka, [a_record(o) for o in wanted])
 
-        with payments(
-            kafka,
-            group_id,
-            store,
-            tmp_path / "first.log",
-            batch=SMALL_BATCH,
-            crash_at="outbox_published",
-            crash_after=str(CRASH_AFTER),
-        ) as first:
-            code = await first.ended(timeout_s=180)
-            assert code == -signal.SIGKILL, f"the first run was to die by SIGKILL, it exited {code}:\n{first.tail()}"
+        await a_first_run_killed_at(kafka, group_id, store, tmp_path / "first.log", "outbox_published")
 
         # The window was hit: rows the store still holds as unpublished are on the broker already.
         on_the_wire = {s.headers["ce_id"] for s in await read_to_the_end(kafka, outcomes, OUTCOME_TOPICS)}
