@@ -89,3 +89,18 @@ def test_the_control_topic_is_read_by_every_worker_without_a_group_and_without_r
     assert topic.configs["retention.ms"] == "-1", "a replica that starts reads every command ever issued"
     assert topic not in REGISTRY.consumed_in_group_by("payments")
     assert ALL_TOPICS not in {t.name for t in REGISTRY}
+
+
+def test_a_broker_on_a_registry_without_the_control_topic_builds_and_has_nothing_to_wait_for():
+    """make bench's relay runs on a registry of its own: no control topic, so no control subscriber and no wait."""
+    from contracts import OrderPlaced, Registry, Topic
+    from fleet.runtime.broker import create_broker
+    from fleet.runtime.settings import KafkaSettings
+
+    own = Registry([Topic("relay.order_received.v1", OrderPlaced, "order_id", "relay", "Orders.")])
+    broker = create_broker("relay", KafkaSettings(bootstrap_servers="127.0.0.1:1"), registry=own)
+    assert broker.hold.live
+    assert not [s for s in broker.subscribers if "fleet.control.v1" in s.topic_names_for_subscribe]
+    fleet = create_broker("payments", KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    assert not fleet.hold.live, "a fleet worker waits until it has read the control topic"
+    assert [s for s in fleet.subscribers if "fleet.control.v1" in s.topic_names_for_subscribe]
