@@ -20,7 +20,7 @@ from .cases import Case, CaseFailed, RunContext
 from .plan import CASES, RATIOS, TARGETS
 from .chart import draw
 from .contract import ALGORITHMS
-from .drain import DRAIN_ORDERS
+from .drain import DRAIN_ORDERS, ORDERS
 from .events import EVENT_BYTES
 from .flow import BURST_ORDERS, DEFAULT_RATE_PER_S, FlowLatency
 from .stages import measure_stages, stage_table
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(broker.create_registry_topics())
             keys["fleet"] = broker.fleet_keys_dir(args.work)
             orders_s = asyncio.run(broker.prefill_orders(drain_orders, keys["fleet"]))
-            print(f"prefilled orders.placed.v1 with {drain_orders:,} signed orders for the drain in {orders_s:.1f}s", flush=True)
+            print(f"prefilled {ORDERS} with {drain_orders:,} signed orders for the drain in {orders_s:.1f}s", flush=True)
         results = run_cases(cases, lambda run: RunContext(broker.BOOTSTRAP, args.events, run, args.work, tools, keys, drain_orders),
                             args.runs, args.flow_runs)
     finally:

@@ -149,7 +149,7 @@ async def create_registry_topics() -> None:
 
 
 async def prefill_orders(count: int, keys: Path) -> float:
-    """Writes `count` orders that payments authorizes to orders.placed.v1, each signed by the storefront as the flow's
+    """Writes `count` orders that payments authorizes to their topic (the current order version), each signed by the storefront as the flow's
     sender signs them (tests.bench.flow); returns the seconds it took (signing included)."""
     from .flow import authorized_orders
 

@@ -19,12 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from contracts import REGISTRY, OrderPlaced
+
 from .cases import CaseFailed, RunContext
 
 __all__ = ["DRAIN_ORDERS", "OUTCOME_TOPICS", "PaymentsDrain", "committed_total", "cpu_at", "drain_figures", "first_handled_s"]
 
 DRAIN_ORDERS = 10_000  # make bench --drain-orders; never more than --events
-ORDERS = "orders.placed.v1"
+# Where the prefill writes its orders: the current version of the order event (the demo's orders are OrderPlacedV2).
+ORDERS = REGISTRY.current(REGISTRY.of(OrderPlaced)).name
 OUTCOME_TOPICS = ("payments.authorized.v1", "payments.declined.v1")
 POLL_S = 0.025  # how often the watcher asks for the group's commits (and reads the replica's CPU from /proc)
 STOP_GRACE_S = 30.0
