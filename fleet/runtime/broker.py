@@ -62,6 +62,10 @@ __all__ = [
 ]
 
 
+# One logger for every emit: `structlog.get_logger(...)` is a new lazy proxy per call, which binds anew on first use,
+# about 6 µs per emitted event even for a debug line that is filtered out.
+_events_log = structlog.get_logger("fleet.events")
+
 IDLE_SLEEP_MS = 100  # FastStream's sleep after an empty poll: a record that comes then waits at most this long
 IDLE_FETCHER_WAKE_MS = 2_000
 
@@ -483,9 +487,7 @@ class EventPublisher:
             pending.append(typing.cast(asyncio.Future, sent))
         elif inspect.isawaitable(sent):
             await sent
-        structlog.get_logger("fleet.events").debug(
-            "event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic
-        )
+        _events_log.debug("event_emitted", emitted_id=record.envelope.id, emitted_topic=record.topic)
         return record.envelope
 
 
