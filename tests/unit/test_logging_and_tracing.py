@@ -199,3 +199,18 @@ def test_the_workers_own_traceparent_reading_answers_as_opentelemetrys_propagato
     else:
         assert (ours.trace_id, ours.span_id, ours.trace_flags, ours.is_remote, dict(ours.trace_state)) == (
             expected.trace_id, expected.span_id, expected.trace_flags, expected.is_remote, dict(expected.trace_state))
+
+
+def test_the_trace_headers_written_directly_are_the_w3c_propagators_own():
+    from opentelemetry import propagate
+
+    from contracts.tracing import trace_headers
+
+    state = trace.TraceState([("vendor", "abc"), ("other", "1")])
+    for context in (trace.SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True, trace.TraceFlags(0)),
+                    trace.SpanContext(0x1, 0x2, True, trace.TraceFlags(0), state)):
+        with trace.use_span(trace.NonRecordingSpan(context)):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            written = trace_headers(a_record(an_authorization(), service="payments"))
+        assert written == tuple((k, carrier[k].encode()) for k in ("traceparent", "tracestate") if k in carrier)
