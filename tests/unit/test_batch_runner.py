@@ -269,3 +269,25 @@ async def test_when_the_store_cannot_open_each_record_of_the_batch_goes_to_its_r
     assert moved == [(TOPIC.retry_topic(1), "connection refused: the database is down")] * 2
     assert await worker.seen() == [], "no handler ran its effects"
     assert worker.consumer.commits == [{(TOPIC.name, 0): 2}], "their outcome (a retry) is durable: committed past"
+
+
+async def test_a_handler_over_its_time_limit_is_cancelled_and_retried_and_the_next_ones_keep_their_own_limit(store):
+    from dataclasses import replace
+
+    worker = Worker(store)
+    worker.runner.policy = replace(worker.runner.policy, handler_timeout_s=0.05)
+    finished: list[str] = []
+
+    async def sometimes_slow(order: OrderPlaced) -> None:
+        # Each handler alone stays under the limit but for the slow one; together they run well over it.
+        await asyncio.sleep(1.0 if order.order_id == "ord-slow" else 0.03)
+        finished.append(order.order_id)
+
+    worker.runner.handler = sometimes_slow
+    await worker.runner(consumer_records("ord-1", "ord-2", "ord-slow", "ord-3", "ord-4"))
+    assert finished == ["ord-1", "ord-2", "ord-3", "ord-4"], "only the slow one was cancelled"
+    assert [(topic, headers["retry-error-class"]) for topic, _, _, headers in worker.dead.sent] == [
+        (TOPIC.retry_topic(1), "TimeoutError")
+    ]
+    assert worker.consumer.commits == [{(TOPIC.name, 0): 5}]
+    assert asyncio.current_task().cancelling() == 0, "the limit's cancellation was taken back"
