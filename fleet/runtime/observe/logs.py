@@ -4,7 +4,6 @@ The stream is JSON or console text."""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import logging
@@ -12,7 +11,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -67,14 +66,21 @@ _EVENT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("
 _PROCESS: dict[str, Any] = {}
 
 
-@contextlib.contextmanager
-def event_context(**fields: Any) -> Iterator[dict[str, Any]]:
-    """Binds an event's fields to every line written while it is handled (this task only); `note` adds to them."""
-    token = _EVENT.set(fields)
-    try:
-        yield fields
-    finally:
-        _EVENT.reset(token)
+class event_context:  # lower case: callers use it as the function it was, `with event_context(**fields):`
+    """Binds an event's fields to every line written while it is handled (this task only); `note` adds to them.
+    A class, not a generator: it is entered once per event."""
+
+    __slots__ = ("_token", "fields")
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+
+    def __enter__(self) -> dict[str, Any]:
+        self._token = _EVENT.set(self.fields)
+        return self.fields
+
+    def __exit__(self, *exc_info: object) -> None:
+        _EVENT.reset(self._token)
 
 
 def note(**fields: Any) -> bool:

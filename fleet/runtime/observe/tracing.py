@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
+from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -115,16 +116,35 @@ def _exporter(settings: TracingSettings) -> Any:
     return None
 
 
-@contextlib.contextmanager
-def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> Iterator[Any]:
+class _Carried:
+    """A span that records nothing made current, as `trace.use_span` makes it, without its generator: on every event of
+    a worker that exports no spans."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: trace.NonRecordingSpan) -> None:
+        self.span = span
+
+    def __enter__(self) -> trace.NonRecordingSpan:
+        self._token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc_info: object) -> None:
+        context_api.detach(self._token)
+
+
+def consumer_span(record: Any, envelope: Envelope, group: str, service: str) -> ContextManager[Any]:
     """`process <topic>`: a CONSUMER span, child of the producer's `create` span and linked to it (messaging
     conventions). Events the handler emits become its children, so the flow stays one trace."""
     carrier = {k: v.decode("ascii", "replace") for k, v in (record.headers or ()) if k in TRACE_HEADERS}
     if _LOCAL.sample_ratio is not None:  # no exporter: the context flows on, no span is built
-        context = _traceparent(carrier) or _new_root(_LOCAL.sample_ratio)
-        with trace.use_span(trace.NonRecordingSpan(context), end_on_exit=False) as span:
-            yield span
-        return
+        return _Carried(trace.NonRecordingSpan(_traceparent(carrier) or _new_root(_LOCAL.sample_ratio)))
+    return _exported_span(record, envelope, group, service, carrier)
+
+
+@contextlib.contextmanager
+def _exported_span(record: Any, envelope: Envelope, group: str, service: str, carrier: dict[str, str]) -> Iterator[Any]:
+    """consumer_span in a worker that exports spans."""
     parent = propagate.extract(carrier)
     producer = trace.get_current_span(parent).get_span_context()
     if producer.is_valid and not producer.trace_flags.sampled:
