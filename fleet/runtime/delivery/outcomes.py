@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable
@@ -71,6 +70,14 @@ class HandlerClock:
         self.expired = False  # the running handler's deadline passed and the task was cancelled for it
         self.cancelling = 0  # the task's cancellation requests when the handler started (asyncio.timeout's check)
         self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, clock: HandlerClock | None) -> HandlerClock:
+        """`clock` if it is the running task's, else a new clock for the running task."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("handlers run in a task")
+        return clock if clock is not None and clock.task is task else cls(task)
 
     def start(self, seconds: float) -> None:
         self.deadline = deadline = self.loop.time() + seconds
@@ -198,17 +205,6 @@ class RecordOutcomes:
     ) -> None:
         self.keys, self.failures, self.state = keys, failures, state
         self.registry, self.window_s, self.log_payloads = registry, window_s, log_payloads
-        # One handler clock per task that runs handlers (each subscriber's consume loop), dropped with the task.
-        self._clocks: weakref.WeakKeyDictionary[asyncio.Task, HandlerClock] = weakref.WeakKeyDictionary()
-
-    def _clock(self) -> HandlerClock:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a handler runs in a task")
-        clock = self._clocks.get(task)
-        if clock is None:
-            clock = self._clocks[task] = HandlerClock(task)
-        return clock
 
     def is_foreign(self, record: Any, policy: RetryPolicy) -> bool:
         """Another consumer group's retry on a shared retry topic: not ours to judge or handle."""
@@ -235,9 +231,11 @@ class RecordOutcomes:
         in_flight_key: object,
         call: Callable[[], Awaitable[Any]],
         payload: Callable[[], Awaitable[Any]] | None = None,
+        clock: HandlerClock | None = None,
     ) -> Any:
         """The handler (`call`) in the record's span and log context, within its time limit,
-        then one line on how it ended."""
+        then one line on how it ended. `clock`: the calling task's (HandlerClock.of), kept by a caller that runs many
+        handlers; without one, a clock of this handler's own."""
         with (
             consumer_span(record, envelope, policy.group, self.failures.service) as span,
             event_context(**_event_context(record, envelope), trace_id=trace_id_of(span)),
@@ -248,7 +246,7 @@ class RecordOutcomes:
             progress = self.state.progress
             progress.started(in_flight_key)
             token = _ENVELOPE.set(envelope)
-            clock = self._clock()
+            clock = clock if clock is not None else HandlerClock.of(None)
             try:
                 # The task's handler clock, not wait_for (a task per event) nor asyncio.timeout (a timer per event).
                 clock.start(policy.handler_timeout_s)
