@@ -12,7 +12,7 @@ import typing
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 import structlog
-from faststream import AckPolicy, FastStream
+from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
@@ -32,7 +32,7 @@ from contracts import (
 from contracts.connection import KafkaConnection
 from fleet.runtime.adapters import FleetConsumer, kafka_producer_of, use_consumer_class
 from fleet.runtime.control import CONTROL_TOPIC, Hold, attach_control
-from fleet.runtime.delivery.batches import BatchRunner, BatchScope, raw_batch_parser, records_of
+from fleet.runtime.delivery.batches import BatchRunner, BatchScope, batch_subscriber_options
 from fleet.runtime.delivery.commits import deferred_sends
 from fleet.runtime.delivery.dead_letters import FailureRouter
 from fleet.runtime.delivery.outcomes import (
@@ -65,9 +65,6 @@ __all__ = [
 # One logger for every emit: `structlog.get_logger(...)` is a new lazy proxy per call, which binds anew on first use,
 # about 6 µs per emitted event even for a debug line that is filtered out.
 _events_log = structlog.get_logger("fleet.events")
-
-IDLE_SLEEP_MS = 100  # FastStream's sleep after an empty poll: a record that comes then waits at most this long
-IDLE_FETCHER_WAKE_MS = 2_000
 
 
 class WrongTopic(TypeError):
@@ -263,28 +260,12 @@ def subscriber_for(
         )
         subscriber = broker.subscriber(
             *names,
-            batch=True,
-            max_records=max_records,
-            # FastStream sleeps this long after an empty poll. A poll itself waits longer (FleetConsumer.getmany), and
-            # returns as soon as a record arrives; the broker holds an idle consumer's fetch as long.
-            batch_timeout_ms=IDLE_SLEEP_MS,
-            fetch_max_wait_ms=broker.kafka.fetch_max_wait_ms,
-            # How often aiokafka's fetch routine looks around when nothing happens (its default, 200 ms, wakes each idle
-            # consumer five times a second); what matters (a fetch answered, records consumed, a rebalance) wakes it.
-            consumer_timeout_ms=IDLE_FETCHER_WAKE_MS,
-            # The runner reads raw records: FastStream's batch parser would decode headers a hostile record may break.
-            parser=raw_batch_parser,
-            decoder=records_of,
+            **batch_subscriber_options(broker.kafka.fetch_max_wait_ms, max_records),
             group_id=group,
             max_poll_interval_ms=max_poll_interval_ms(broker.kafka, policy),
             # A new group reads the topic's history; an existing group resumes at its committed offset.
             auto_offset_reset="earliest",
-            # Never let a sender's `reply_to` header make us publish to a topic it names.
-            no_reply=True,
             title=title,
-            # The fleet commits, never FastStream: the runner, once a batch's outcomes are durable, and it seeks back
-            # to the first record of a batch that is not (fleet.runtime.delivery.commits).
-            ack_policy=AckPolicy.MANUAL,
             description=" ".join(topic.description for topic in topics),
             **static,
             **options,

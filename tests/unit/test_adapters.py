@@ -137,3 +137,36 @@ async def test_the_fetched_position_is_read_from_the_partition_state_aiokafka_ke
         assert fetched_position(consumer, tp) == 40
     finally:
         await consumer.stop()
+
+
+def test_every_consumer_of_a_worker_idles_on_the_fleets_long_polls_the_control_consumer_included(tmp_path):
+    """An idle consumer on aiokafka's defaults fetches twice a second and wakes five times a second: the operators'
+    control consumer once did, a third of an idle worker's CPU. FastStream keeps each subscriber's consumer options in
+    `_connection_args` (read here only: a FastStream upgrade that moves them fails this test, not a worker)."""
+    from fleet.runtime.delivery.batches import IDLE_FETCHER_WAKE_MS
+    from services.payments import create_app
+    from services.payments.settings import PaymentsSettings
+
+    app = create_app(PaymentsSettings(store_url=f"sqlite:///{tmp_path / 'payments.db'}"))
+    wait_ms = app.broker.kafka.fetch_max_wait_ms
+    consumers = {s.topic_names_for_subscribe[0]: s._connection_args for s in app.broker.subscribers}
+    assert "fleet.control.v1" in consumers and len(consumers) == 5, "its topics, three retry tiers, the control topic"
+    for topic, options in consumers.items():
+        assert options["fetch_max_wait_ms"] == wait_ms > 500, topic
+        assert options["consumer_timeout_ms"] == IDLE_FETCHER_WAKE_MS > 200, topic
+
+
+def test_a_worker_looks_whether_it_was_told_to_stop_twice_a_second_not_ten_times():
+    """FastStream's app.run wakes every `sleep_time` to look at its exit flag (0.1 s by default)."""
+    import asyncio
+
+    from fleet.ops import runner
+
+    class App:
+        asked: dict = {}
+
+        async def run(self, **options):
+            self.asked.update(options)
+
+    asyncio.run(runner._run_closing_on_failed_start(App()))
+    assert App.asked == {"sleep_time": runner.EXIT_CHECK_S} and runner.EXIT_CHECK_S >= 0.5

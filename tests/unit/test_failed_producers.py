@@ -122,7 +122,7 @@ class FakeApp:
         self.broker = SimpleNamespace(state=WorkerState("shipping"))
         self.lose_producer = lose_producer
 
-    async def run(self) -> None:
+    async def run(self, sleep_time: float = 0.1) -> None:
         if self.lose_producer:
             self.broker.state.send_failed(OutOfOrderSequenceNumber("sequence lost"), "publishing what its handler emitted")
 

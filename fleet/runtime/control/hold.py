@@ -10,7 +10,6 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from faststream import AckPolicy
 
 from contracts import (
     REGISTRY,
@@ -24,7 +23,7 @@ from contracts import (
     verify_record,
 )
 
-from ..delivery.batches import raw_batch_parser, records_of
+from ..delivery.batches import batch_subscriber_options
 from ..delivery.dead_letters import Rejection
 from .state import Held, Seek, fold, held_topic
 
@@ -171,14 +170,11 @@ def attach_control(broker: Any) -> None:
     on_control_batch.__doc__ = on_control_issued.__doc__
     subscriber = broker.subscriber(
         CONTROL_TOPIC,
-        batch=True,
-        max_records=500,
+        # The subscribers' idle options too: with aiokafka's defaults this one consumer fetched twice a second and
+        # woke five times a second, a third of an idle worker's CPU (docs/performance.md).
+        **batch_subscriber_options(broker.kafka.fetch_max_wait_ms, 500),
         group_id=None,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        parser=raw_batch_parser,
-        decoder=records_of,
-        no_reply=True,
         title="on_control_issued",
         description=topic.description,
     )

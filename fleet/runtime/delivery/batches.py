@@ -28,7 +28,14 @@ from fleet.runtime.delivery.dead_letters import Rejection
 from fleet.runtime.delivery.outcomes import HandlerClock, RecordOutcomes, Subscription
 from fleet.runtime.delivery.retries import due_ms, now_ms
 
-__all__ = ["VERIFY_THREADS", "BatchRunner", "BatchScope", "raw_batch_parser", "records_of"]
+__all__ = [
+    "VERIFY_THREADS",
+    "BatchRunner",
+    "BatchScope",
+    "batch_subscriber_options",
+    "raw_batch_parser",
+    "records_of",
+]
 
 log = structlog.get_logger("fleet.events")
 
@@ -38,6 +45,8 @@ BatchScope = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 
 VERIFY_THREADS = 2  # verification threads per worker process: one per core of a small pod
 PARALLEL_VERIFY_FROM = 16  # smaller batches verify inline: two thread hops cost more than they save
+IDLE_SLEEP_MS = 100  # FastStream's sleep after an empty poll: a record that comes then waits at most this long
+IDLE_FETCHER_WAKE_MS = 2_000
 
 
 async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable[Any]]) -> Any:
@@ -53,6 +62,33 @@ async def raw_batch_parser(records: tuple, original: Callable[[tuple], Awaitable
         message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
         consumer=FAKE_CONSUMER,
     )
+
+
+def batch_subscriber_options(fetch_max_wait_ms: int, max_records: int) -> dict[str, Any]:
+    """FastStream's subscriber options for every consumer of a worker (its topics, its retry tiers, the operators'
+    control topic): raw batches the fleet verifies and commits itself, and an idle consumer that costs next to nothing.
+    """
+    from faststream import AckPolicy
+
+    return {
+        "batch": True,
+        "max_records": max_records,
+        # FastStream sleeps this long after an empty poll. A poll itself waits longer (FleetConsumer.getmany), and
+        # returns as soon as a record arrives; the broker holds an idle consumer's fetch as long.
+        "batch_timeout_ms": IDLE_SLEEP_MS,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
+        # How often aiokafka's fetch routine looks around when nothing happens (its default, 200 ms, wakes each idle
+        # consumer five times a second); what matters (a fetch answered, records consumed, a rebalance) wakes it.
+        "consumer_timeout_ms": IDLE_FETCHER_WAKE_MS,
+        # The runner reads raw records: FastStream's batch parser would decode headers a hostile record may break.
+        "parser": raw_batch_parser,
+        "decoder": records_of,
+        # The fleet commits, never FastStream: the runner, once a batch's outcomes are durable, and it seeks back to
+        # the first record of a batch that is not (fleet.runtime.delivery.commits).
+        "ack_policy": AckPolicy.MANUAL,
+        # Never let a sender's `reply_to` header make us publish to a topic it names.
+        "no_reply": True,
+    }
 
 
 async def records_of(message: Any) -> tuple:
