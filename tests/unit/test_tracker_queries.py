@@ -60,6 +60,21 @@ async def test_the_history_is_kept_as_json_text_in_time_order(store):
     assert updated_at.endswith("+00:00")
 
 
+async def test_a_row_written_by_an_older_tracker_with_spaced_json_still_loads(store):
+    """Rows written before the tracker wrote its history with orjson (json.dumps' spacing) read back the same."""
+    from dataclasses import asdict
+
+    spaced = json.dumps([asdict(PLACED), asdict(PAID)])
+    assert ", " in spaced
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO order_status (order_id, status, correlation_id, customer_id, history, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            ("ord-1", "payment_authorized", "flow-1", "cus-1042", spaced, "2026-11-24T16:00:01+00:00"),
+        )
+    assert await load(store, "ord-1") == a_status("payment_authorized", (PLACED, PAID))
+
+
 async def test_the_api_answer_has_the_status_the_flow_the_customer_and_each_event(store):
     await save(store, a_status("payment_authorized", (PLACED, PAID)))
     assert await queries.order_status(store, "ord-1") == {
