@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 
 from fleet import catalog
@@ -11,7 +12,7 @@ from fleet.runtime.access import EXIT_ACCESS_DENIED, KafkaAccessDenied
 from fleet.runtime.observe.logs import configure_logging
 from fleet.runtime.observe.tracing import configure_tracing
 
-__all__ = ["EXIT_PRODUCER_LOST", "run_service"]
+__all__ = ["EXIT_PRODUCER_LOST", "freeze_what_started", "run_service"]
 
 
 EXIT_PRODUCER_LOST = 75  # EX_TEMPFAIL: a producer stopped for good; the worker stopped cleanly, to be restarted
@@ -32,6 +33,7 @@ def run_service(name: str) -> None:
         catalog.run_http_service(name)
         return
     app = catalog.create_app(name)
+    app.after_startup(freeze_what_started)
     denials = app.broker.state.denials
     # A refusal while running: stop cleanly (commit what is done), then exit as below.
     app.broker.state.stop_worker = app.exit
@@ -44,6 +46,14 @@ def run_service(name: str) -> None:
         sys.exit(EXIT_ACCESS_DENIED)
     if app.broker.state.lost_producer is not None:
         sys.exit(EXIT_PRODUCER_LOST)  # a restart gives the worker new producers (`fleet up` and Kubernetes restart it)
+
+
+async def freeze_what_started() -> None:
+    """Once the worker runs, what it built to start (modules, clients, models: about 80,000 objects) stays for good:
+    gc.freeze() takes it out of the garbage collector's full passes. Each full pass scanned all of it and stopped the
+    event loop for about 30 ms; one payments replica draining 10,000 orders spent 146 ms in 45 collections with them
+    and 57 ms without (docs/performance.md)."""
+    gc.freeze()
 
 
 async def _run_closing_on_failed_start(app) -> None:

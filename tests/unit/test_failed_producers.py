@@ -121,8 +121,15 @@ class FakeApp:
     def __init__(self, lose_producer: bool) -> None:
         self.broker = SimpleNamespace(state=WorkerState("shipping"))
         self.lose_producer = lose_producer
+        self.after_startup_hooks: list = []
+
+    def after_startup(self, hook):
+        self.after_startup_hooks.append(hook)
+        return hook
 
     async def run(self, sleep_time: float = 0.1) -> None:
+        for hook in self.after_startup_hooks:
+            await hook()
         if self.lose_producer:
             self.broker.state.send_failed(OutOfOrderSequenceNumber("sequence lost"), "publishing what its handler emitted")
 
@@ -145,3 +152,14 @@ def test_the_runner_of_a_worker_that_lost_its_producer_exits_75_so_that_it_is_re
 
 def test_the_runner_of_a_worker_that_stopped_normally_returns(monkeypatch):
     _run_worker(monkeypatch, FakeApp(lose_producer=False))
+
+
+def test_a_started_worker_takes_what_it_built_to_start_out_of_the_garbage_collectors_full_passes(monkeypatch):
+    import gc
+
+    gc.unfreeze()
+    try:
+        _run_worker(monkeypatch, FakeApp(lose_producer=False))
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
