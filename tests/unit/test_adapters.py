@@ -170,3 +170,37 @@ def test_a_worker_looks_whether_it_was_told_to_stop_twice_a_second_not_ten_times
 
     asyncio.run(runner._run_closing_on_failed_start(App()))
     assert App.asked == {"sleep_time": runner.EXIT_CHECK_S} and runner.EXIT_CHECK_S >= 0.5
+
+
+async def test_while_records_flow_the_broker_holds_a_fetch_briefly_and_once_idle_as_long_as_configured(monkeypatch):
+    """A fetch of idle partitions must not be held for seconds while a backlog waits behind it (one fetch per broker)."""
+    from types import SimpleNamespace
+
+    from fleet.runtime.adapters import BUSY_FETCH_WAIT_MS
+
+    polls = [{TopicPartition("orders.placed.v2", 0): ["a record"]}, {}]
+
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
+        return polls.pop(0)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", getmany)
+    consumer = FleetConsumer(bootstrap_servers="127.0.0.1:1", group_id="payments", enable_auto_commit=False,
+                             fetch_max_wait_ms=5000, idle_wait_ms=5000)
+    consumer._fetcher = SimpleNamespace(_fetch_max_wait_ms=5000)  # what start() builds: aiokafka's Fetcher
+    await consumer.getmany(max_records=500)
+    assert consumer._fetcher._fetch_max_wait_ms == BUSY_FETCH_WAIT_MS < 100
+    await consumer.getmany(max_records=500)
+    assert consumer._fetcher._fetch_max_wait_ms == 5000
+    consumer._fetcher = None  # as before start(): stop() has nothing of it to close
+    await consumer.stop()
+
+
+def test_aiokafkas_fetcher_still_reads_its_fetch_wait_each_time_it_builds_a_fetch_request():
+    from aiokafka.consumer.consumer import AIOKafkaConsumer as Consumer
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "self._fetcher = Fetcher(" in inspect.getsource(Consumer.start)
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(Fetcher.__init__)
+    builds = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "FetchRequest(" in builds and "self._fetch_max_wait_ms," in builds
+    assert "elif node_id in self._in_flight:" in builds, "still one fetch per broker at a time: the reason for the reach"
