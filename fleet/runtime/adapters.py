@@ -28,6 +28,9 @@ PINNED = {"faststream": "0.7.8", "aiokafka": "0.14.0"}
 # How long the broker may hold a fetch while the consumer is busy (its last poll brought records); idle, it is the
 # consumer's fetch_max_wait_ms (FLEET_KAFKA_FETCH_MAX_WAIT_MS, 5 s). See FleetConsumer._fetch_wait_for.
 BUSY_FETCH_WAIT_MS = 20
+# A busy consumer that gets no record for this long is idle again: its fetches go back to the long hold, so a fleet at
+# rest pays for a few short fetches after its last record, not for seconds of them.
+BUSY_POLL_MS = 100
 
 
 class FleetConsumer(AIOKafkaConsumer):
@@ -68,6 +71,7 @@ class FleetConsumer(AIOKafkaConsumer):
         self._control_topic = control_topic
         self._control_ends: dict[TopicPartition, int] | None = None
         self._idle_fetch_wait_ms = options.get("fetch_max_wait_ms", 500)  # aiokafka's default when not given
+        self._busy = False  # its last poll brought records: the broker holds its fetches BUSY_FETCH_WAIT_MS
 
     async def getone(self, *partitions: TopicPartition) -> Any:
         try:
@@ -90,8 +94,7 @@ class FleetConsumer(AIOKafkaConsumer):
                         return self._without_held(
                             await super().getmany(*partitions, timeout_ms=0, max_records=max_records)
                         )
-            found = await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
-            self._fetch_wait_for(busy=bool(found))
+            found = await self._first_records(partitions, wait_ms, max_records)
             if found and self._linger_ms and (max_records is None or _count(found) < max_records):
                 # A few records came: wait a moment for more, so a steady trickle is handled in batches too (each
                 # batch costs a transaction, a sync to disk and an offset commit, whatever its size).
@@ -104,6 +107,21 @@ class FleetConsumer(AIOKafkaConsumer):
             self._report(error)
             raise
 
+    async def _first_records(
+        self, partitions: tuple[TopicPartition, ...], wait_ms: int, max_records: int | None
+    ) -> dict:
+        """Waits up to `wait_ms` for records. A busy consumer (its last poll brought records) waits BUSY_POLL_MS with
+        the broker's short hold first; if none came it is idle, and waits the rest with the long one."""
+        if self._busy:
+            found = await super().getmany(*partitions, timeout_ms=min(wait_ms, BUSY_POLL_MS), max_records=max_records)
+            if found:
+                return found
+            self._fetch_wait_for(busy=False)
+        found = await super().getmany(*partitions, timeout_ms=wait_ms, max_records=max_records)
+        if found:
+            self._fetch_wait_for(busy=True)
+        return found
+
     def _fetch_wait_for(self, *, busy: bool) -> None:
         """How long the broker may hold this consumer's next fetches: short while records flow, long once idle.
 
@@ -115,6 +133,7 @@ class FleetConsumer(AIOKafkaConsumer):
 
         Why a reach: aiokafka takes fetch_max_wait_ms only in its constructor; its fetcher reads `_fetch_max_wait_ms`
         each time it builds a fetch request, so setting it applies from the next fetch on."""
+        self._busy = busy
         fetcher = getattr(self, "_fetcher", None)
         if fetcher is not None:
             fetcher._fetch_max_wait_ms = (

@@ -176,12 +176,14 @@ async def test_while_records_flow_the_broker_holds_a_fetch_briefly_and_once_idle
     """A fetch of idle partitions must not be held for seconds while a backlog waits behind it (one fetch per broker)."""
     from types import SimpleNamespace
 
-    from fleet.runtime.adapters import BUSY_FETCH_WAIT_MS
+    from fleet.runtime.adapters import BUSY_FETCH_WAIT_MS, BUSY_POLL_MS
 
-    polls = [{TopicPartition("orders.placed.v2", 0): ["a record"]}, {}]
+    polls = [{TopicPartition("orders.placed.v2", 0): ["a record"]}]
+    waited = []
 
     async def getmany(self, *partitions, timeout_ms=0, max_records=None):
-        return polls.pop(0)
+        waited.append((timeout_ms, self._fetcher._fetch_max_wait_ms))
+        return polls.pop(0) if polls else {}
 
     monkeypatch.setattr(AIOKafkaConsumer, "getmany", getmany)
     consumer = FleetConsumer(bootstrap_servers="127.0.0.1:1", group_id="payments", enable_auto_commit=False,
@@ -191,6 +193,8 @@ async def test_while_records_flow_the_broker_holds_a_fetch_briefly_and_once_idle
     assert consumer._fetcher._fetch_max_wait_ms == BUSY_FETCH_WAIT_MS < 100
     await consumer.getmany(max_records=500)
     assert consumer._fetcher._fetch_max_wait_ms == 5000
+    # The poll after records: first a short one on short fetches; nothing came, so the rest on long ones.
+    assert waited == [(5000, 5000), (BUSY_POLL_MS, BUSY_FETCH_WAIT_MS), (5000, 5000)]
     consumer._fetcher = None  # as before start(): stop() has nothing of it to close
     await consumer.stop()
 
