@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=broker.REPO / "reports" / "bench.json")
     parser.add_argument("--chart", type=Path, default=broker.REPO / "reports" / "bench.png")
     parser.add_argument("--work", type=Path, default=broker.REPO / ".cache" / "bench", help="each run's log and result")
-    parser.add_argument("--flow-runs", type=int, default=1,
-                        help="repetitions of the flow cases 5a and 5b (default 1: each is minutes long on today's flow)")
+    parser.add_argument("--flow-runs", type=int, default=3,
+                        help="repetitions of the flow cases 5a and 5b (default 3: each about 50 s on today's flow)")
     parser.add_argument("--burst-orders", type=int, default=BURST_ORDERS,
                         help=f"5a: orders sent at once to the whole flow (default {BURST_ORDERS}; never more than --events)")
     parser.add_argument("--steady-rate", type=float, default=DEFAULT_RATE_PER_S,
