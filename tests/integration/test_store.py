@@ -607,3 +607,28 @@ def test_every_test_here_runs_on_both_backends_unless_its_name_says_which():
               and not {"store", "store_url"} & set(inspect.signature(test).parameters)
               and not any(backend in name for backend in ("sqlite", "postgres"))]
     assert strays == [], "take `store` or `store_url`, or say the backend in the test's name"
+
+
+async def test_a_postgresql_batch_whose_connection_breaks_raises_rather_than_leave_its_effects_uncommitted_in_silence(
+    postgres_store, postgres
+):
+    """The database stops mid-batch: the last handler's savepoint fails and goes to its retry tier, and the batch's
+    earlier effects were never committed. The batch must raise so its records come again (make chaos found the silent
+    version: psycopg ends a transaction block on a broken connection without committing and without an error)."""
+    import psycopg
+
+    from fleet.runtime.store.postgres import StoreConnectionLost
+
+    ran: list[str] = []
+    with pytest.raises(StoreConnectionLost):
+        async with postgres_store.batch() as batch:
+            await handle(postgres_store, "evt-1", emits=tuple(records(1)))
+            batch.after_commit(lambda: ran.append("flushed"))
+            [backend] = await batch.fetchone("SELECT pg_backend_pid()") or (None,)
+            with psycopg.connect(postgres, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            with pytest.raises(psycopg.OperationalError):  # the next handler fails; the runner routes it to a retry
+                await handle(postgres_store, "evt-2", emits=tuple(records(1)))
+
+    assert ran == [] and await inbox_rows(postgres_store) == [] and await postgres_store.backlog() == 0
+    assert await handle(postgres_store, "evt-1") is True  # it is handled afresh when its record comes again

@@ -8,7 +8,11 @@ from typing import Any
 
 from fleet.runtime.store.base import PENDING_COLUMNS, OutboxBatch, OutboxRow, Store, Transaction, now_ms, to_pyformat
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "StoreConnectionLost"]
+
+
+class StoreConnectionLost(ConnectionError):
+    """A transaction's connection broke before it committed: nothing of it is durable, so its records come again."""
 
 
 class _OverTheConnection:
@@ -82,11 +86,18 @@ class PostgresStore(Store):
     async def _begin(self, migrating: bool = False) -> AsyncIterator[Transaction]:
         # READ COMMITTED (the default): a claim that meets a competitor's uncommitted claim waits for it, then
         # sees the outcome (ON CONFLICT DO NOTHING), so one wins and no transaction needs retrying.
-        async with self._pool.connection() as connection, connection.transaction():
-            tx = Transaction(_OverTheConnection(connection), self.dialect)
-            if migrating:
-                await tx.execute(self.MIGRATE_LOCK)
-            yield tx
+        async with self._pool.connection() as connection:
+            async with connection.transaction():
+                tx = Transaction(_OverTheConnection(connection), self.dialect)
+                if migrating:
+                    await tx.execute(self.MIGRATE_LOCK)
+                yield tx
+            # psycopg's transaction block ends without a word when its connection broke (the database stopped): it
+            # neither commits nor raises. A batch whose last handler's savepoint failed that way, and went to its retry
+            # tier, would then have its offsets committed while the batch's earlier effects were never committed (found
+            # by make chaos, dependency_outage). Raising sends the batch back; the inbox makes what did commit a no-op.
+            if connection.broken:
+                raise StoreConnectionLost("the database connection broke before the transaction committed")
 
     @contextlib.asynccontextmanager
     async def pending(self, limit: int, created_before_ms: int | None = None) -> AsyncIterator[OutboxBatch]:
