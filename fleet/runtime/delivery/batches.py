@@ -25,7 +25,7 @@ import structlog
 from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
-from fleet.runtime.delivery.outcomes import HandlerClock, RecordOutcomes, Subscription
+from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
 from fleet.runtime.delivery.retries import due_ms, now_ms
 
 __all__ = [
@@ -108,9 +108,6 @@ class BatchRunner:
     scopes: Sequence[BatchScope] = ()  # the worker's; attach_store adds the store's (the list is read per batch)
     committed: Callable[[], None] | None = None  # told of each commit the broker accepted
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
-    # The time limit of its handlers: one clock for the task that runs its batches, looked up once per batch (and
-    # handed down, never read back from here: a test broker may run two batches at once, in two tasks).
-    _clock: HandlerClock | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = self.subscription.policy
@@ -118,7 +115,6 @@ class BatchRunner:
 
     async def __call__(self, records: Sequence[Any]) -> None:
         metrics = self.outcomes.state.metrics
-        self._clock = clock = HandlerClock.of(self._clock)
         for topic, count in collections.Counter(record.topic for record in records).items():
             metrics.record_received(topic, count)
         checked = await self._verify_all(records)
@@ -128,7 +124,7 @@ class BatchRunner:
         done = 0
         try:
             async for start, end in self._slices(records, checked):
-                await self._run_slice(records[start:end], checked[start:end], clock)
+                await self._run_slice(records[start:end], checked[start:end])
                 done = end
                 await self.committer.commit(records[start:end])
         except BaseException:
@@ -161,9 +157,7 @@ class BatchRunner:
             yield start, end
             start = end
 
-    async def _run_slice(
-        self, records: Sequence[Any], checked: Sequence[Envelope | Rejected], clock: HandlerClock | None = None
-    ) -> None:
+    async def _run_slice(self, records: Sequence[Any], checked: Sequence[Envelope | Rejected]) -> None:
         unhandled = self.subscription.unhandled
         emitted: list[asyncio.Future] = []
         token = pending_sends.set(emitted)  # what handlers emit is acknowledged before the offsets are committed
@@ -177,7 +171,7 @@ class BatchRunner:
                     elif self.outcomes.is_foreign(record, self.policy):
                         self.outcomes.state.metrics.record_outcome(record.topic, "skipped")
                     else:
-                        await self._handle_one(record, envelope, unavailable, clock)
+                        await self._handle_one(record, envelope, unavailable)
                     unhandled[(record.topic, record.partition)] = record.offset + 1
         finally:
             pending_sends.reset(token)
@@ -207,9 +201,7 @@ class BatchRunner:
             self.outcomes.state.send_failed(failed, "publishing what its handler emitted")
             raise failed
 
-    async def _handle_one(
-        self, record: Any, envelope: Envelope, unavailable: Exception | None = None, clock: HandlerClock | None = None
-    ) -> None:
+    async def _handle_one(self, record: Any, envelope: Envelope, unavailable: Exception | None = None) -> None:
         topic = self.topics[record.topic]
 
         async def call() -> Any:
@@ -220,7 +212,7 @@ class BatchRunner:
         async def payload() -> Any:
             return decode_keyed_value(topic, record.key, record.value)
 
-        await self.outcomes.run(record, envelope, self.policy, self.subscription, call, payload, clock)
+        await self.outcomes.run(record, envelope, self.policy, self.subscription, call, payload)
 
     async def _verify_all(self, records: Sequence[Any]) -> list[Envelope | Rejected]:
         if len(records) < PARALLEL_VERIFY_FROM:

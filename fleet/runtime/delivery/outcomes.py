@@ -50,59 +50,7 @@ def current_envelope() -> Envelope:
     return _ENVELOPE.get()
 
 
-_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # the event loop's, for timers due
 ROUTING_BACKOFF_S = 1.0  # when even the retry or dead-letter topic cannot be reached: wait, then redeliver
-
-
-class HandlerClock:
-    """The time limit of the handlers one task runs, one after another: asyncio.timeout's promise (the handler is
-    cancelled at its deadline and the time limit raises TimeoutError), with one timer moved along for many handlers
-    instead of a timer scheduled and cancelled per event (about 5 µs per event, measured).
-
-    The timer fires at the earliest deadline it was set for; a handler that started since has a later deadline, so
-    it is set again for that one, and it is dropped once no handler runs. A task's handlers never overlap, and
-    `start`/`stop` run in the task itself, so there is one deadline at a time."""
-
-    def __init__(self, task: asyncio.Task) -> None:
-        self.task = task
-        self.loop = task.get_loop()
-        self.deadline: float | None = None  # of the handler running now
-        self.expired = False  # the running handler's deadline passed and the task was cancelled for it
-        self.cancelling = 0  # the task's cancellation requests when the handler started (asyncio.timeout's check)
-        self._timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, clock: HandlerClock | None) -> HandlerClock:
-        """`clock` if it is the running task's, else a new clock for the running task."""
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("handlers run in a task")
-        return clock if clock is not None and clock.task is task else cls(task)
-
-    def start(self, seconds: float) -> None:
-        self.deadline = deadline = self.loop.time() + seconds
-        self.expired = False
-        self.cancelling = self.task.cancelling()
-        if self._timer is None or self._timer.when() > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(deadline, self._fire)
-
-    def stop(self) -> bool:
-        """Ends the running handler's limit; True when it expired (the task was cancelled for it). Then the caller
-        takes back that cancellation (`task.uncancel()`), as asyncio.timeout does."""
-        self.deadline = None
-        return self.expired
-
-    def _fire(self) -> None:
-        self._timer = None
-        if self.deadline is None:
-            return  # no handler runs: the next one sets the timer again
-        if self.deadline <= self.loop.time() + _CLOCK_RESOLUTION:  # as the loop decides a timer is due
-            self.expired = True
-            self.task.cancel()
-        else:
-            self._timer = self.loop.call_at(self.deadline, self._fire)
 
 
 class WorkerState:
@@ -231,11 +179,9 @@ class RecordOutcomes:
         in_flight_key: object,
         call: Callable[[], Awaitable[Any]],
         payload: Callable[[], Awaitable[Any]] | None = None,
-        clock: HandlerClock | None = None,
     ) -> Any:
         """The handler (`call`) in the record's span and log context, within its time limit,
-        then one line on how it ended. `clock`: the calling task's (HandlerClock.of), kept by a caller that runs many
-        handlers; without one, a clock of this handler's own."""
+        then one line on how it ended."""
         with (
             consumer_span(record, envelope, policy.group, self.failures.service) as span,
             event_context(**_event_context(record, envelope), trace_id=trace_id_of(span)),
@@ -246,21 +192,10 @@ class RecordOutcomes:
             progress = self.state.progress
             progress.started(in_flight_key)
             token = _ENVELOPE.set(envelope)
-            clock = clock if clock is not None else HandlerClock.of(None)
             try:
-                # The task's handler clock, not wait_for (a task per event) nor asyncio.timeout (a timer per event).
-                clock.start(policy.handler_timeout_s)
-                try:
+                # asyncio.timeout, not wait_for: no task per event (Python 3.11's wait_for wraps the call in one).
+                async with asyncio.timeout(policy.handler_timeout_s):
                     result = await self._handle(call)
-                except BaseException as error:
-                    # Expired: the cancellation the clock asked for is taken back; if it is what ended the handler,
-                    # the time limit ran out (TimeoutError, as asyncio.timeout raises it), else the error goes on.
-                    expired = clock.stop() and clock.task.uncancel() <= clock.cancelling
-                    if expired and isinstance(error, asyncio.CancelledError):
-                        raise TimeoutError from error
-                    raise
-                if clock.stop():  # it expired, and the handler returned anyway: the cancellation is taken back
-                    clock.task.uncancel()
             except Rejected as refused:  # the value failed its model: decoded inside the call
                 await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
                 return None
