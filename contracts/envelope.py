@@ -305,11 +305,16 @@ def _refuse_line_feeds(key: str, envelope: Envelope) -> None:
 
 def sign(record: Record, key: PrivateKey) -> Record:
     """The same record with `ce_keyid` and `ce_signature` from `key`; ce_time is kept (re-signing keeps it too)."""
-    envelope = replace(record.envelope, keyid=key.kid, signature="")
-    _refuse_line_feeds(record.key, envelope)
-    # The signature goes straight in: the envelope is ours, made a line above (one copy, not two, per record signed).
-    object.__setattr__(envelope, "signature", key.sign(envelope.signing_input(record.topic, record.key, record.value)))
+    envelope = _signed_in_place(replace(record.envelope, keyid=key.kid, signature=""), record, key)
     return Record(record.topic, record.key, record.value, envelope, record.transport)
+
+
+def _signed_in_place(envelope: Envelope, record: Record, key: PrivateKey) -> Envelope:
+    """`envelope`, carrying `key`'s id, with its signature of `record`'s topic, key and value written in: the envelope
+    must be the caller's own, just made (one copy, not two, per record signed)."""
+    _refuse_line_feeds(record.key, envelope)
+    object.__setattr__(envelope, "signature", key.sign(envelope.signing_input(record.topic, record.key, record.value)))
+    return envelope
 
 
 def encode(
@@ -331,10 +336,9 @@ def encode(
     envelope = Envelope.new(
         topic, event, source=source, cause=cause, correlation_id=correlation_id, now=now, keyid=signer.kid
     )
-    _refuse_line_feeds(envelope.subject, envelope)
-    # The envelope and the record are ours, made here: their last fields go straight in, as `sign` does.
-    object.__setattr__(envelope, "signature", signer.sign(envelope.signing_input(topic.name, envelope.subject, value)))
     record = Record(topic=topic.name, key=envelope.subject, value=value, envelope=envelope)
+    _signed_in_place(envelope, record, signer)
+    # The record is ours, made here: its trace headers go straight in (what `with_trace_context` would copy it for).
     object.__setattr__(record, "transport", trace_headers(record))
     return record
 

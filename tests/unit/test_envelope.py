@@ -107,3 +107,18 @@ def test_a_value_over_the_topics_size_limit_is_refused_before_parsing():
 def test_a_record_without_a_value_is_invalid():
     with pytest.raises(InvalidPayload, match="no value"):
         decode_value(REGISTRY.named("orders.placed.v1"), None)
+
+
+def test_the_raw_headers_kafka_gets_are_the_records_headers_in_the_same_order():
+    """Record.raw_headers writes the envelope's headers itself (on every emit): it must say what `headers` says."""
+    from dataclasses import replace
+
+    from contracts import encode, source_of
+    from tests.support.events import signer_of
+
+    order = a_record(an_order())
+    caused = encode(an_authorization(), source=source_of("payments"), signer=signer_of("payments"), cause=order.envelope)
+    traced = replace(caused, transport=(("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),))
+    for record in (order, caused, traced):
+        assert record.raw_headers() == [(name, text.encode("utf-8")) for name, text in record.headers.items()]
+    assert dict(caused.raw_headers())["ce_causationid"] == order.envelope.id.encode()
