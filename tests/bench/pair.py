@@ -17,7 +17,7 @@ from . import broker
 from .flow import FlowLatency, _context, _supervisor_lines_to_stderr
 from .stats import summarize
 
-FIGURES = ("shipped_per_s", "events_per_s", "p50_ms", "p99_ms")
+FIGURES = ("shipped_per_s", "events_per_s", "p50_ms", "p99_ms", "cpu_us_per_event", "machine_busy_pct")
 
 
 def abba(pairs: int) -> list[int]:
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"run": n, "side": side, "value": sides[side], **{f: figures.get(f) for f in FIGURES},
                          "saturated": figures.get("saturated")})
             print(f"  run {n} {name}={sides[side]}: {figures.get('events_per_s') or 0:.0f}/s offered, "
-                  f"{figures.get('shipped_per_s') or 0:.1f}/s shipped, p99 {figures.get('p99_ms') or float('nan'):.0f} ms", flush=True)
+                  f"{figures.get('shipped_per_s') or 0:.1f}/s shipped, p50 {figures.get('p50_ms') or float('nan'):.0f} ms, "
+                  f"p99 {figures.get('p99_ms') or float('nan'):.0f} ms, workers' CPU {(figures.get('cpu_us_per_event') or 0) / 1000:.2f} ms "
+                  f"per order, machine {figures.get('machine_busy_pct') or 0:.0f} % busy", flush=True)
     finally:
         print(broker.stop_broker(), flush=True)
     ratios = paired_ratios(runs)

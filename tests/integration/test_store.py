@@ -632,3 +632,32 @@ async def test_a_postgresql_batch_whose_connection_breaks_raises_rather_than_lea
 
     assert ran == [] and await inbox_rows(postgres_store) == [] and await postgres_store.backlog() == 0
     assert await handle(postgres_store, "evt-1") is True  # it is handled afresh when its record comes again
+
+
+async def test_an_sqlite_transaction_waits_for_another_processes_write_lock_and_the_event_loop_goes_on(tmp_path):
+    """A CLI or a second replica holds the file's write lock: a transaction waits for it (it does not fail), on the
+    store's thread, so the worker's event loop keeps running meanwhile; it goes ahead once the lock is released."""
+    import sqlite3
+
+    async with a_service_store(f"sqlite:///{tmp_path / 'payments.db'}") as store:
+        other = sqlite3.connect(tmp_path / "payments.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            waiting = asyncio.create_task(handle(store, "evt-1"))
+            await asyncio.sleep(0.5)
+            assert not waiting.done() and ticks >= 10
+            other.execute("COMMIT")
+            other.close()
+            assert await asyncio.wait_for(waiting, 5) is True
+            assert await handle(store, "evt-2") is True  # and the next one takes the free lock at once
+        finally:
+            ticker.cancel()

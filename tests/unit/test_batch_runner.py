@@ -115,15 +115,15 @@ async def store(tmp_path):
 
 
 def counting_transactions(store) -> list[str]:
-    """The BEGINs and COMMITs the store sends to SQLite, in order."""
+    """The BEGINs and COMMITs the store sends to SQLite, in order (sqlite3's trace callback sees every statement, on the
+    event loop and on the store's thread alike)."""
     sent: list[str] = []
-    execute = store._execute
 
-    def spy(sql):
-        sent.append(sql.split()[0])
-        return execute(sql)
+    def seen(sql: str) -> None:
+        if sql.split()[0] in ("BEGIN", "COMMIT"):
+            sent.append(sql.split()[0])
 
-    store._execute = spy
+    store._connection.set_trace_callback(seen)
     return sent
 
 

@@ -1,9 +1,10 @@
 """The store on SQLite: one file per service, one writer at a time.
 
-A transaction costs two hops to the store's own thread, whatever its size: BEGIN IMMEDIATE (which may wait for another
-process's write lock) and COMMIT (which syncs to disk). The statements between them run on the event loop: the
-transaction holds the file's write lock, so none of them waits for a lock, and each takes microseconds, less than a
-thread hop would (docs/store.md, docs/performance.md).
+A transaction costs one hop to the store's own thread, whatever its size: COMMIT, which syncs to disk. BEGIN IMMEDIATE
+runs on the event loop when the file's write lock is free, as it is unless another process writes (a CLI, a second
+replica by mistake), and goes to the store's thread to wait for it only when it is not. The statements between them run
+on the event loop too: the transaction holds the write lock, so none of them waits for a lock, and each takes
+microseconds, less than a thread hop would (docs/store.md, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ T = TypeVar("T")
 # FULL: a committed transaction survives a power cut, not only a crash of the process. It costs one fsync per
 # transaction, and a transaction is a whole batch: docs/store.md has the measurement behind the choice.
 SYNCHRONOUS = "FULL"
+# How long a transaction waits for another process's write lock (on the store's thread, never on the event loop).
+BUSY_TIMEOUT_MS = 5000
 MARK = "UPDATE outbox SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))"
 
 
@@ -70,11 +73,13 @@ class SqliteStore(Store):
             # isolation_level None: no implicit transactions, we BEGIN ourselves. check_same_thread False: the store's
             # thread and the event loop take turns on it, never at once (the lock below).
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            # WAL: readers (the gateway, `fleet status`) never block the writer.
+            # WAL: readers (the gateway, `fleet status`) never block the writer. busy_timeout 0: a statement on the
+            # event loop never waits for a lock; BEGIN IMMEDIATE waits on the store's thread instead (`_begin_waiting`).
             for pragma in (
+                f"busy_timeout = {BUSY_TIMEOUT_MS}",  # for switching to WAL: another process may hold the file
                 "journal_mode = WAL",
                 f"synchronous = {SYNCHRONOUS}",
-                "busy_timeout = 5000",
+                "busy_timeout = 0",
                 "foreign_keys = ON",
             ):
                 connection.execute(f"PRAGMA {pragma}")
@@ -94,10 +99,28 @@ class SqliteStore(Store):
     def _execute(self, sql: str) -> Callable[[], sqlite3.Cursor]:
         return lambda: self._connection.execute(sql)
 
+    async def _begin_immediate(self) -> None:
+        """Takes the file's write lock: here when it is free (microseconds, where a thread hop costs 35-80 µs of CPU on
+        the machine of docs/performance.md), on the store's thread when another process holds it."""
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:  # or an extended busy code
+                raise
+            await self._in_thread(self._begin_waiting)
+
+    def _begin_waiting(self) -> None:
+        """BEGIN IMMEDIATE that waits up to BUSY_TIMEOUT_MS for another process's write lock (on the store's thread)."""
+        self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        finally:
+            self._connection.execute("PRAGMA busy_timeout = 0")
+
     @contextlib.asynccontextmanager
     async def _begin(self, migrating: bool = False) -> AsyncIterator[Transaction]:
         async with self._lock:
-            await self._in_thread(self._execute("BEGIN IMMEDIATE"))
+            await self._begin_immediate()
             try:
                 yield Transaction(_OnTheLoop(self._connection), self.dialect)
                 await self._in_thread(self._execute("COMMIT"))
