@@ -291,3 +291,71 @@ async def test_a_handler_over_its_time_limit_is_cancelled_and_retried_and_the_ne
     ]
     assert worker.consumer.commits == [{(TOPIC.name, 0): 5}]
     assert asyncio.current_task().cancelling() == 0, "the limit's cancellation was taken back"
+
+
+def schema_invalid(order_id: str, *, offset: int) -> FakeRecord:
+    """A correctly signed record whose value is not a valid OrderPlaced (its signature covers the bad value)."""
+    from contracts import Record, sign
+
+    good = a_record(an_order(order_id=order_id))
+    bad = sign(Record(good.topic, good.key, b'{"order_id": "' + order_id.encode() + b'"}', good.envelope),
+               signer_of("storefront"))
+    return FakeRecord(TOPIC.name, 0, offset, bad.key.encode(), bad.value, bad.raw_headers(),
+                      timestamp=int(time.time() * 1000))
+
+
+async def test_while_the_store_is_down_a_value_that_is_not_a_valid_event_is_dead_lettered_not_retried(store):
+    worker = Worker(store)
+
+    @contextlib.asynccontextmanager
+    async def database_down():
+        raise ConnectionError("connection refused: the database is down")
+        yield  # never reached
+
+    worker.runner.scopes = [database_down]
+    good, bad = consumer_records("ord-1")[0], schema_invalid("ord-2", offset=1)
+    await worker.runner([good, bad])
+    sent = [(topic, headers.get("retry-reason") or headers.get("dlq-reason")) for topic, _, _, headers in worker.dead.sent]
+    assert sent == [(TOPIC.retry_topic(1), "connection refused: the database is down"),
+                    (TOPIC.dead_letter_topic, "invalid_payload")]
+    assert worker.consumer.commits == [{(TOPIC.name, 0): 2}]
+
+
+async def test_a_record_refused_on_a_retry_tier_is_dead_lettered_as_the_record_it_first_was(store):
+    worker = Worker(store, tier=1)
+    [retry] = retries("ord-1", group="payments", due_ms=0, first_offset=7)
+    forged = FakeRecord(retry.topic, 0, 3, retry.key, b'{"order_id": "ord-1"}', retry.headers, timestamp=retry.timestamp)
+    await worker.runner([forged])
+    [(topic, _, _, headers)] = worker.dead.sent
+    assert topic == TOPIC.dead_letter_topic and headers["dlq-reason"] == "bad_signature"
+    assert (headers["dlq-original-topic"], headers["dlq-original-partition"], headers["dlq-original-offset"]) == (
+        TOPIC.name, "0", "7"), "the topic it came from, not its retry topic"
+    assert headers["retry-attempt"] == "1", "and how often it failed before"
+
+
+async def test_a_record_on_a_topics_own_subscriber_cannot_name_another_origin_for_its_dead_letter(store):
+    worker = Worker(store)
+    record = schema_invalid("ord-2", offset=4)
+    forged = FakeRecord(record.topic, 0, 4, record.key, record.value,
+                        record.headers + [("retry-original-topic", b"payments.authorized.v1"),
+                                          ("retry-original-offset", b"99")], timestamp=record.timestamp)
+    await worker.runner([forged])
+    [(topic, _, _, headers)] = worker.dead.sent
+    assert (headers["dlq-reason"], headers["dlq-original-topic"], headers["dlq-original-offset"]) == (
+        "invalid_payload", TOPIC.name, "4")
+
+
+async def test_a_value_found_invalid_on_a_retry_tier_is_dead_lettered_as_the_record_it_first_was(store):
+    worker = Worker(store, tier=1)
+    original = schema_invalid("ord-2", offset=7)
+    envelope = verify_record(original.topic, original.key, original.value, original.headers, original.timestamp,
+                             KeyStore.for_signer(Path(os.environ["FLEET_KEYS_DIR"]), "payments").keyring())
+    failure = failure_headers((), attempt=1, group="payments", error=RuntimeError("database down"),
+                              origin=(original.topic, 0, original.offset), now=datetime.now(UTC))
+    retry, extra = retry_record(TOPIC, 1, original.key.decode(), original.value, envelope, original.headers, failure,
+                                0, signer_of("payments"), datetime.now(UTC))
+    await worker.runner([FakeRecord(retry.topic, 0, 3, original.key, original.value, retry.raw_headers() + extra,
+                                    timestamp=int(time.time() * 1000))])
+    [(topic, _, _, headers)] = worker.dead.sent
+    assert (topic, headers["dlq-reason"]) == (TOPIC.dead_letter_topic, "invalid_payload")
+    assert (headers["dlq-original-topic"], headers["dlq-original-offset"]) == (TOPIC.name, "7")

@@ -26,7 +26,7 @@ from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
 from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
-from fleet.runtime.delivery.retries import due_ms, now_ms
+from fleet.runtime.delivery.retries import carried_failures, due_ms, now_ms
 
 __all__ = [
     "VERIFY_THREADS",
@@ -166,7 +166,8 @@ class BatchRunner:
                 unavailable = await self._open_scopes(stack)
                 for record, envelope in zip(records, checked, strict=True):
                     if isinstance(envelope, Rejected):
-                        rejection = Rejection.of(record, envelope.reason, envelope.detail)
+                        failures = carried_failures(record.headers or (), self.policy.tier)
+                        rejection = Rejection.of(record, envelope.reason, envelope.detail, failures)
                         await self.outcomes.dead_letter(rejection, self.policy)
                     elif self.outcomes.is_foreign(record, self.policy):
                         self.outcomes.state.metrics.record_outcome(record.topic, "skipped")
@@ -205,9 +206,12 @@ class BatchRunner:
         topic = self.topics[record.topic]
 
         async def call() -> Any:
+            # Decoded first: a value that is not a valid event is dead-lettered as such even while the store is down,
+            # as it would be alone, rather than retried for a failure that is not its own.
+            event = decode_keyed_value(topic, record.key, record.value)
             if unavailable is not None:
                 raise unavailable
-            return await self.handler(decode_keyed_value(topic, record.key, record.value))
+            return await self.handler(event)
 
         async def payload() -> Any:
             return decode_keyed_value(topic, record.key, record.value)

@@ -24,6 +24,7 @@ from fleet.runtime.delivery.retries import (
     DeadLetterStep,
     RetryPolicy,
     attempt_of,
+    carried_failures,
     due_ms,
     failure_headers,
     next_step,
@@ -197,7 +198,8 @@ class RecordOutcomes:
                 async with asyncio.timeout(policy.handler_timeout_s):
                     result = await self._handle(call)
             except Rejected as refused:  # the value failed its model: decoded inside the call
-                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
+                failures = carried_failures(record.headers or (), policy.tier)
+                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail, failures), policy)
                 return None
             except Exception as error:  # includes TransientError, PermanentError and the time limit
                 if self.state.report_if_refused(error, "publishing what its handler emitted"):

@@ -18,6 +18,7 @@ __all__ = [
     "RetryPolicy",
     "RetryStep",
     "attempt_of",
+    "carried_failures",
     "due_ms",
     "failure_headers",
     "next_step",
@@ -88,6 +89,16 @@ def next_step(policy: RetryPolicy, attempts_so_far: int, permanent: bool, now_ms
         return DeadLetterStep("retries_exhausted")
     tier = attempts_so_far + 1
     return RetryStep(tier, now_ms + int(policy.delays_s[tier - 1] * 1000))
+
+
+def carried_failures(headers: Sequence[tuple[str, bytes]], tier: int) -> dict[str, str]:
+    """What a record of a retry tier says about its earlier failures, where it first came from included, so that its
+    dead letter names that topic, partition and offset. Nothing on a topic's own subscriber: retry headers on a record
+    there were not written by the fleet."""
+    if not tier:
+        return {}
+    carried = RETRY_HEADERS - {H_DUE}  # when it was due says nothing about a dead letter
+    return {k: v.decode("utf-8", "replace") for k, v in headers if k in carried and isinstance(v, bytes)}
 
 
 def failure_headers(
