@@ -147,7 +147,7 @@ kafka-cluster-stop: install ## Stop the local three-node cluster
 chaos: install ## Every chaos scenario with 2000 orders each, on a broker of its own; figures in reports/chaos.json
 	$(BIN)/python -m tests.chaos --orders 2000
 
-# What an event costs, side by side, on a broker of its own (127.0.0.1:39292, fresh data in .cache/kafka-bench): docs/performance.md.
+# What an event costs, side by side, on a broker of its own (127.0.0.1:29492, fresh data in .cache/kafka-bench): docs/performance.md.
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS='--events 500 --runs 1'.
 .PHONY: bench
 BENCH_INSTALLED := $(VENV)/.bench-installed

@@ -1,4 +1,4 @@
-"""The bench's own broker (127.0.0.1:39292, data in .cache/kafka-bench, fresh every run), its topics, the prefill, and Kafka's tools."""
+"""The bench's own broker (127.0.0.1:29492, data in .cache/kafka-bench, fresh every run), its topics, the prefill, and Kafka's tools."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from .contract import ALGORITHMS, RELAY, SOURCE, BenchOrderReceived, bench_regis
 from .events import event_key, event_value
 
 REPO = Path(__file__).resolve().parents[2]
-PORT = int(os.environ.get("FLEET_BENCH_KAFKA_PORT", 39292))
+# Below the ephemeral range (tests/chaos/harness.py says why): a probe retrying during start cannot take the port.
+PORT = int(os.environ.get("FLEET_BENCH_KAFKA_PORT", 29492))
 CONTROLLER_PORT = int(os.environ.get("FLEET_BENCH_CONTROLLER_PORT", PORT + 1))
 BOOTSTRAP = f"127.0.0.1:{PORT}"
 TOPICS = ("bench.in", "bench.out")

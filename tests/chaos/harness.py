@@ -41,9 +41,11 @@ __all__ = ["ChaosFleet", "Feed", "chaos_cluster_env", "plan_orders"]
 
 REPO = Path(__file__).resolve().parents[2]
 # Overridable to run beside another checkout's chaos run (FLEET_CHAOS_KAFKA_PORT, ..._CONTROLLER_PORT, ..._POSTGRES_PORT).
+# Below Linux's ephemeral range (32768-60999): a client that keeps connecting to a stopped server's port inside that range
+# can be given that very port as its own and connect to itself, and the server then cannot bind it to come back.
 KAFKA_PORT = int(os.environ.get("FLEET_CHAOS_KAFKA_PORT", 29092))
 CONTROLLER_PORT = int(os.environ.get("FLEET_CHAOS_CONTROLLER_PORT", KAFKA_PORT + 1))
-POSTGRES_PORT = int(os.environ.get("FLEET_CHAOS_POSTGRES_PORT", 55433))
+POSTGRES_PORT = int(os.environ.get("FLEET_CHAOS_POSTGRES_PORT", 25433))
 # The three-node cluster of the failover scenarios: ports and data apart from `python -m fleet.local.kafka_cluster`'s, whose
 # data a chaos run would otherwise wipe (FLEET_CHAOS_CLUSTER_PORTS moves them).
 CLUSTER_PORTS = os.environ.get("FLEET_CHAOS_CLUSTER_PORTS", "29192,29292,29392")

@@ -77,9 +77,9 @@ def options(args: list[str]) -> dict[str, str]:
 
 
 def test_the_arguments_run_at_least_200000_records_with_a_warm_up_of_at_most_a_quarter():
-    value = options(producer_performance_args("bench.in", 20_000, 500, "127.0.0.1:39292"))
+    value = options(producer_performance_args("bench.in", 20_000, 500, "127.0.0.1:29492"))
     assert (value["--num-records"], value["--warmup-records"], value["--record-size"]) == ("200000", "50000", "500")
-    assert (value["--throughput"], value["--bootstrap-server"], value["--reporting-interval"]) == ("-1", "127.0.0.1:39292", "1000")
+    assert (value["--throughput"], value["--bootstrap-server"], value["--reporting-interval"]) == ("-1", "127.0.0.1:29492", "1000")
     big = options(producer_performance_args("bench.in", 1_000_000, 500, "b"))
     assert (big["--num-records"], big["--warmup-records"]) == ("1000000", "50000")
     assert options(producer_performance_args("bench.in", 100, 500, "b", min_records=100))["--warmup-records"] == "25"
