@@ -255,13 +255,15 @@ async def test_while_a_batch_is_handled_its_records_not_yet_handled_still_count_
     assert worker.runner.subscription.unhandled == {}, "once committed, the consumer's position says it all"
 
 
+@contextlib.asynccontextmanager
+async def database_down():
+    """A batch scope that cannot open: its database is down."""
+    raise ConnectionError("connection refused: the database is down")
+    yield  # never reached
+
+
 async def test_when_the_store_cannot_open_each_record_of_the_batch_goes_to_its_retry_tier(store):
     worker = Worker(store)
-
-    @contextlib.asynccontextmanager
-    async def database_down():
-        raise ConnectionError("connection refused: the database is down")
-        yield  # never reached
 
     worker.runner.scopes = [database_down]
     await worker.runner(consumer_records("ord-1", "ord-2"))
@@ -306,11 +308,6 @@ def schema_invalid(order_id: str, *, offset: int) -> FakeRecord:
 
 async def test_while_the_store_is_down_a_value_that_is_not_a_valid_event_is_dead_lettered_not_retried(store):
     worker = Worker(store)
-
-    @contextlib.asynccontextmanager
-    async def database_down():
-        raise ConnectionError("connection refused: the database is down")
-        yield  # never reached
 
     worker.runner.scopes = [database_down]
     good, bad = consumer_records("ord-1")[0], schema_invalid("ord-2", offset=1)
