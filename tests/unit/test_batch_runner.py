@@ -312,7 +312,8 @@ async def test_while_the_store_is_down_a_value_that_is_not_a_valid_event_is_dead
     worker.runner.scopes = [database_down]
     good, bad = consumer_records("ord-1")[0], schema_invalid("ord-2", offset=1)
     await worker.runner([good, bad])
-    sent = [(topic, headers.get("retry-reason") or headers.get("dlq-reason")) for topic, _, _, headers in worker.dead.sent]
+    sent = [(topic, headers.get("retry-reason") or headers.get("dlq-reason"))
+            for topic, _, _, headers in worker.dead.sent]
     assert sent == [(TOPIC.retry_topic(1), "connection refused: the database is down"),
                     (TOPIC.dead_letter_topic, "invalid_payload")]
     assert worker.consumer.commits == [{(TOPIC.name, 0): 2}]
@@ -321,7 +322,8 @@ async def test_while_the_store_is_down_a_value_that_is_not_a_valid_event_is_dead
 async def test_a_record_refused_on_a_retry_tier_is_dead_lettered_as_the_record_it_first_was(store):
     worker = Worker(store, tier=1)
     [retry] = retries("ord-1", group="payments", due_ms=0, first_offset=7)
-    forged = FakeRecord(retry.topic, 0, 3, retry.key, b'{"order_id": "ord-1"}', retry.headers, timestamp=retry.timestamp)
+    forged = FakeRecord(retry.topic, 0, 3, retry.key, b'{"order_id": "ord-1"}', retry.headers,
+                        timestamp=retry.timestamp)
     await worker.runner([forged])
     [(topic, _, _, headers)] = worker.dead.sent
     assert topic == TOPIC.dead_letter_topic and headers["dlq-reason"] == "bad_signature"
@@ -334,10 +336,10 @@ async def test_a_record_on_a_topics_own_subscriber_cannot_name_another_origin_fo
     worker = Worker(store)
     record = schema_invalid("ord-2", offset=4)
     forged = FakeRecord(record.topic, 0, 4, record.key, record.value,
-                        record.headers + [("retry-original-topic", b"payments.authorized.v1"),
-                                          ("retry-original-offset", b"99")], timestamp=record.timestamp)
+                        [*record.headers, ("retry-original-topic", b"payments.authorized.v1"),
+                         ("retry-original-offset", b"99")], timestamp=record.timestamp)
     await worker.runner([forged])
-    [(topic, _, _, headers)] = worker.dead.sent
+    [(_, _, _, headers)] = worker.dead.sent
     assert (headers["dlq-reason"], headers["dlq-original-topic"], headers["dlq-original-offset"]) == (
         "invalid_payload", TOPIC.name, "4")
 
