@@ -26,7 +26,7 @@ from contracts import Envelope, Rejected, Topic, decode_keyed_value
 from fleet.runtime.delivery.commits import OffsetCommitter, pending_sends
 from fleet.runtime.delivery.dead_letters import Rejection
 from fleet.runtime.delivery.outcomes import RecordOutcomes, Subscription
-from fleet.runtime.delivery.retries import carried_failures, due_ms, now_ms
+from fleet.runtime.delivery.retries import due_ms, now_ms
 
 __all__ = [
     "VERIFY_THREADS",
@@ -166,8 +166,7 @@ class BatchRunner:
                 unavailable = await self._open_scopes(stack)
                 for record, envelope in zip(records, checked, strict=True):
                     if isinstance(envelope, Rejected):
-                        failures = carried_failures(record.headers or (), self.policy.tier)
-                        rejection = Rejection.of(record, envelope.reason, envelope.detail, failures)
+                        rejection = Rejection.of(record, envelope.reason, envelope.detail)
                         await self.outcomes.dead_letter(rejection, self.policy)
                     elif self.outcomes.is_foreign(record, self.policy):
                         self.outcomes.state.metrics.record_outcome(record.topic, "skipped")

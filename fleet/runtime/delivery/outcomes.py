@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable
 
@@ -198,8 +198,7 @@ class RecordOutcomes:
                 async with asyncio.timeout(policy.handler_timeout_s):
                     result = await self._handle(call)
             except Rejected as refused:  # the value failed its model: decoded inside the call
-                failures = carried_failures(record.headers or (), policy.tier)
-                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail, failures), policy)
+                await self.dead_letter(Rejection.of(record, refused.reason, refused.detail), policy)
                 return None
             except Exception as error:  # includes TransientError, PermanentError and the time limit
                 if self.state.report_if_refused(error, "publishing what its handler emitted"):
@@ -293,6 +292,10 @@ class RecordOutcomes:
             raise
 
     async def dead_letter(self, rejection: Rejection, policy: RetryPolicy, seconds: float | None = None) -> None:
+        if policy.tier and not rejection.failures:
+            # Refused on a retry tier (its signature, its value): the dead letter names where the record first came
+            # from and how it failed before, from the retry headers the fleet wrote, as one out of retries does.
+            rejection = replace(rejection, failures=tuple(carried_failures(rejection.headers, policy.tier).items()))
         try:
             await self.failures.dead_letter(rejection, group=policy.group)
         except Exception as error:
