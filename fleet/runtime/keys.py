@@ -4,6 +4,7 @@ Re-reading them lets keys rotate without restarts."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import replace
@@ -35,6 +36,7 @@ UPSTREAM_SIGNERS = ("storefront", "warehouse", "gateway", "replay", "operator")
 OPERATOR_SIGNER = "operator"
 UPSTREAM_OWNER = "storefront"
 REPLAY_SIGNER = "replay"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)  # how a key without `not_before` sorts
 
 
 def keyring_path(keys_dir: Path) -> Path:
@@ -168,6 +170,9 @@ class KeyStore:
         self._stamp: tuple = ()
         self._ring = Keyring()
         self._keys: list[PrivateKey] = []
+        # The signer chosen at the current time, and until when (time.time()) that choice holds: every emitted event
+        # asks, and choosing costs more than the signature itself with HMAC keys.
+        self._chosen: tuple[PrivateKey, float] | None = None
         self._refresh(force=True)
 
     @classmethod
@@ -181,11 +186,18 @@ class KeyStore:
     def signer(self, now: datetime | None = None) -> PrivateKey:
         """The newest private key already in use (its `not_before` passed)."""
         self._refresh()
-        now = now or datetime.now(UTC)
-        usable = [k for k in self._keys if k.not_before is None or k.not_before <= now]
+        chosen = self._chosen
+        if now is None and chosen is not None and time.time() < chosen[1]:
+            return chosen[0]
+        at = now or datetime.now(UTC)
+        usable = [k for k in self._keys if k.not_before is None or k.not_before <= at]
         if not usable:
             raise SigningKeyError(f"no usable signing key in {self.signer_dir}; run `fleet keys init`")
-        return max(usable, key=lambda k: (k.not_before or datetime.min.replace(tzinfo=UTC), k.kid))
+        newest = max(usable, key=lambda k: (k.not_before or _EARLIEST, k.kid))
+        if now is None:  # the choice holds until a pending key's `not_before` passes, or the files change
+            pending = [k.not_before.timestamp() for k in self._keys if k.not_before is not None and k.not_before > at]
+            self._chosen = (newest, min(pending, default=math.inf))
+        return newest
 
     def _files_stamp(self) -> tuple:
         files = [self.ring_file] + (
@@ -207,3 +219,4 @@ class KeyStore:
             if self.signer_dir and self.signer_dir.exists():
                 self._keys = [PrivateKey.load(f) for f in sorted(self.signer_dir.glob("*.json"))]
             self._stamp = stamp
+            self._chosen = None

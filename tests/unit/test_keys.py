@@ -44,6 +44,26 @@ def test_rotation_adds_a_key_that_signs_after_the_warmup_and_keeps_the_old_one_f
     assert ring.get(new_kid).valid_at(now + timedelta(seconds=31))
 
 
+def test_a_worker_signs_with_a_rotated_key_once_its_warmup_ends_even_between_two_looks_at_the_disk(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    # rotate_key counts from a whole second: the new key starts 0.5-1.5 s from now
+    new_kid, [old_kid] = rotate_key(tmp_path, "payments", warmup=timedelta(seconds=1.5))
+    store = KeyStore.for_signer(tmp_path, "payments", check_every_s=3600)  # the files are read once, here
+    assert store.signer().kid == old_kid
+    deadline = time.monotonic() + 10
+    while store.signer().kid != new_kid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.signer().kid == new_kid
+
+
+def test_a_signer_read_again_from_disk_replaces_the_one_chosen_before(tmp_path):
+    init_keys(tmp_path, ["payments"])
+    store = KeyStore.for_signer(tmp_path, "payments", check_every_s=0)
+    old = store.signer()
+    new_kid, _ = rotate_key(tmp_path, "payments", warmup=timedelta(0))
+    assert store.signer().kid == new_kid != old.kid
+
+
 def test_rotating_a_signer_without_keys_is_a_clear_error(tmp_path):
     init_keys(tmp_path, ["payments"])
     with pytest.raises(SigningKeyError, match="notifications has no key to rotate"):
