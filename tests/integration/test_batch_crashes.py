@@ -5,6 +5,9 @@ group of its own started at the end of orders.placed.v1. A first run is killed b
 fleet.runtime.faults (SIGKILL at a chosen point of a batch), a second run without faults finishes the work; the store
 (read with sqlite3) and the wire (every outcome record, read back to the topics' ends) then show each order decided
 once: one outcome event id per order, one ledger row per authorized order, one inbox claim per order.
+
+Beside the crashes, an outage: a batch that comes while payments' PostgreSQL store cannot be reached (a TCP proxy in
+front of the test database, cut and restored), with a poison record in it.
 """
 
 import contextlib
@@ -17,7 +20,9 @@ import sys
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from aiokafka.structs import TopicPartition
 
@@ -25,8 +30,10 @@ from contracts import REGISTRY, OrderPlaced, PaymentAuthorized, PaymentDeclined
 from tests.support import (
     NotYet,
     Seen,
+    TcpProxy,
     TopicReader,
     a_record,
+    a_record_that_is_not_a_valid_order,
     an_order,
     an_order_costing,
     as_raw,
@@ -34,6 +41,7 @@ from tests.support import (
     end_offsets,
     eventually,
     produce_raw,
+    produce_raw_in_one_batch,
     start_group_at_end,
 )
 
@@ -54,9 +62,12 @@ FAULTS = ("FLEET_FAULTS_CRASH_AT", "FLEET_FAULTS_CRASH_AFTER", "FLEET_FAULTS_SLO
 
 
 class PaymentsProcess:
-    """`python -m fleet run payments` with the test's broker, group and store; its JSON log lines in a file."""
+    """`python -m fleet run payments` with the test's broker, group and store (an SQLite file, or a store URL); its JSON
+    log lines in a file."""
 
-    def __init__(self, kafka: str, group_id: str, store: Path, log_path: Path, *, batch: int, **faults: str) -> None:
+    def __init__(
+        self, kafka: str, group_id: str, store: Path | str, log_path: Path, *, batch: int, **faults: str
+    ) -> None:
         self.log_path = log_path
         env = {name: value for name, value in os.environ.items() if name not in FAULTS}
         env.update(
@@ -65,7 +76,7 @@ class PaymentsProcess:
             FLEET_KEYS_DIR=os.environ["FLEET_KEYS_DIR"],  # the session's dev keys (tests/conftest.py)
             FLEET_LOG_FORMAT="json",
             PAYMENTS_GROUP_ID=group_id,
-            PAYMENTS_STORE_URL=f"sqlite:///{store}",
+            PAYMENTS_STORE_URL=store if isinstance(store, str) else f"sqlite:///{store}",
             PAYMENTS_HTTP_PORT="0",
             PYTHONUNBUFFERED="1",  # every line reaches the file before a SIGKILL
             **{f"FLEET_FAULTS_{name.upper()}": value for name, value in faults.items()},
@@ -389,3 +400,101 @@ async def test_a_poison_record_in_the_middle_of_a_batch_is_dead_lettered_alone_a
     handled = Counter({event_id: n for event_id, n in decisions["payment_decided"].items() if event_id in ours})
     assert handled == Counter(dict.fromkeys(ours, 1)), "each valid order decided once"
     assert not set(decisions["order_already_decided"]) & ours, "nothing was redelivered"
+
+
+@pytest.mark.timeout(300)
+async def test_a_poison_record_arriving_while_the_store_is_down_is_dead_lettered_as_invalid_payload_from_its_own_topic(
+    kafka, group_id, postgres_url, tmp_path
+):
+    """Payments keeps its store on PostgreSQL, through a TCP proxy. Once the store is open the proxy is cut (nothing
+    listens on the store's port, the pool's connections drop), and 10 valid orders with a poison one in the middle
+    (keyed and signed correctly, its value not an order) come on one partition in one producer batch. The batch's store
+    cannot open: each valid order fails with that error and goes to its first retry tier, while the poison, decoded
+    before the store is needed, is dead-lettered at once as invalid_payload from orders.placed.v1 at its own offset,
+    never retried. The proxy is restored, and every valid order is decided once."""
+    target = urlsplit(postgres_url)
+    retry_topics = REGISTRY.of(OrderPlaced).retry_topics
+    first_retry = REGISTRY.of(OrderPlaced).retry_topic(1)
+    await start_group_at_end(kafka, group_id, [OrderPlaced])
+    wanted = orders(10, "store-down")
+    valid = {o.order_id for o in wanted}
+    poison = a_record_that_is_not_a_valid_order(order_id=f"ord-poison-{uuid.uuid4().hex[:8]}")
+    records = [*[as_raw(a_record(o)) for o in wanted[:5]], as_raw(poison), *[as_raw(a_record(o)) for o in wanted[5:]]]
+
+    def ours(seen: list[Seen], topics) -> list[Seen]:
+        return [s for s in seen if s.topic in topics and (s.key in valid or s.key == poison.key)]
+
+    def each_has_failed_once(seen: list[Seen]) -> bool:
+        """Every valid order is on its first retry tier, and the poison is where it cannot go unseen: dead-lettered, or
+        retried (the bug this test guards against)."""
+        retried = {s.key for s in ours(seen, {first_retry})}
+        poison_went = {s.topic for s in ours(seen, {DLQ, *retry_topics}) if s.key == poison.key}
+        return valid <= retried and bool(poison_went)
+
+    async with (
+        TcpProxy(target.hostname, target.port) as proxy,
+        TopicReader(kafka, [PaymentAuthorized, PaymentDeclined], raw_topics=[ORDERS, DLQ, *retry_topics]) as reader,
+    ):
+        store = urlunsplit(target._replace(netloc=f"{target.username}@{proxy.host}:{proxy.port}"))
+        with payments(kafka, group_id, store, tmp_path / "payments.log", batch=500) as worker:
+            await eventually(
+                lambda: any(line.get("event") == "store_opened" for line in worker.lines()) or NotYet(worker.tail()),
+                "payments to open its store",
+                timeout_s=60,
+            )
+            await proxy.cut()
+            await produce_raw_in_one_batch(kafka, records)
+            await reader.wait_for(each_has_failed_once, timeout_s=60)
+            while_down = list(reader.seen)
+            await proxy.restore()
+
+            def decided(seen: list[Seen]) -> bool:
+                return valid <= {s.key for s in seen if s.topic in OUTCOME_TOPICS}
+
+            # Back from the first retry tier, or a later one if the pool's reconnection missed the first.
+            await reader.wait_for(decided, timeout_s=150)
+            await eventually(lambda: lag_is_zero(kafka, group_id), "the group to have no lag", timeout_s=60)
+            assert await worker.stop() == 0, worker.tail()
+        seen = await read_to_the_end(kafka, reader, [*OUTCOME_TOPICS, DLQ, *retry_topics])
+
+    on_orders = sorted(ours(seen, {ORDERS}), key=lambda s: s.offset)
+    assert [(s.key, s.partition) for s in on_orders] == [(key.decode(), 0) for _, key, *_ in records], "one partition"
+    poison_seen = on_orders[5]
+    placed = {s.key: s for s in on_orders if s is not poison_seen}
+    offsets = {s.offset for s in on_orders}
+    # One batch brought the 11 records, and its store could not open: one such failure before all their log lines.
+    lines = worker.lines()
+    logged = [n for n, line in enumerate(lines) if line.get("topic") == ORDERS and line.get("offset") in offsets]
+    unavailable = [n for n, line in enumerate(lines) if line.get("event") == "batch_scope_unavailable"]
+    assert unavailable and unavailable[0] < min(logged), "the batch's store could not open"
+    assert [n for n in unavailable if n < max(logged)] == unavailable[:1], "the 11 records came in one batch"
+
+    # While the store was down: the poison was dead-lettered at once with its own failure, as the record it was...
+    assert not [s.topic for s in ours(seen, retry_topics) if s.key == poison.key], "the poison was never retried"
+    dead_letters = [s for s in ours(seen, {DLQ}) if s.key == poison.key]
+    assert len(dead_letters) == 1, f"the poison is dead-lettered exactly once: {dead_letters}"
+    [dead] = dead_letters
+    assert (dead.value, dead.headers["ce_id"]) == (poison.value, poison.envelope.id), "the poison itself, as it came"
+    assert (dead.headers["dlq-reason"], dead.headers["dlq-group"]) == ("invalid_payload", group_id)
+    assert (dead.headers["dlq-original-topic"], dead.headers["dlq-original-partition"]) == (ORDERS, "0"), (
+        "dead-lettered from its own topic, not a retry topic"
+    )
+    assert dead.headers["dlq-original-offset"] == str(poison_seen.offset)
+    assert "retry-attempt" not in dead.headers, "dead-lettered on its first attempt"
+    dead_while_down = {(s.partition, s.offset) for s in while_down if s.topic == DLQ}
+    assert (dead.partition, dead.offset) in dead_while_down, "dead-lettered while the store was still down"
+
+    # ...and each valid order failed with the store's error.
+    first_failures = [s for s in while_down if s.topic == first_retry and s.key in valid]
+    assert sorted(s.key for s in first_failures) == sorted(valid), "each valid order went to its first retry tier once"
+    assert {(s.headers["retry-error-class"], s.headers["retry-original-topic"]) for s in first_failures} == {
+        ("PoolTimeout", ORDERS)
+    }, "failed because the store could not give a connection"
+
+    # Once the store was back: the poison once on the dead-letter topic, no valid order there, each decided once.
+    assert [s.key for s in ours(seen, {DLQ})] == [poison.key], "no valid order is dead-lettered"
+    assert_each_order_decided_once(seen, placed, wanted)
+    assert not [s for s in ours(seen, OUTCOME_TOPICS) if s.key == poison.key], "the poison has no outcome"
+    with psycopg.connect(postgres_url) as connection:
+        charged = Counter(order_id for (order_id,) in connection.execute("SELECT order_id FROM ledger").fetchall())
+    assert charged == Counter({o.order_id: 1 for o in wanted if expected_topic(o) == AUTHORIZED}), "charged once each"

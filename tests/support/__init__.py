@@ -9,6 +9,7 @@
 - fleet_up: `fleet up --demo` watched until an order is through
 - config_files: the local brokers' Java properties files
 - cli: the `fleet` command run as a user runs it, and what its failures must look like
+- tcp_proxy: a proxy in front of a server (the test database), cut and restored to make an outage for one worker
 """
 
 from tests.support.apps import BrokerOnly, RunningApps, running_gateway
@@ -18,6 +19,7 @@ from tests.support.events import (
     NOW,
     a_decline,
     a_record,
+    a_record_that_is_not_a_valid_order,
     an_authorization,
     an_order,
     an_order_costing,
@@ -35,12 +37,14 @@ from tests.support.kafka import (
     end_offsets,
     groups_have_members,
     produce_raw,
+    produce_raw_in_one_batch,
     start_group_at_end,
     topics_have_leaders,
     wait_until_committed,
     wait_until_committed_past,
 )
 from tests.support.records import FakeRecord, as_raw, raw_headers
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import NotYet, eventually, eventually_sync
 
 __all__ = [
@@ -55,9 +59,11 @@ __all__ = [
     "NotYet",
     "RunningApps",
     "Seen",
+    "TcpProxy",
     "TopicReader",
     "a_decline",
     "a_record",
+    "a_record_that_is_not_a_valid_order",
     "an_authorization",
     "an_order",
     "an_order_costing",
@@ -75,6 +81,7 @@ __all__ = [
     "groups_have_members",
     "in_memory",
     "produce_raw",
+    "produce_raw_in_one_batch",
     "properties",
     "raw_headers",
     "run_fleet",

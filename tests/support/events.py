@@ -1,11 +1,23 @@
 """Event factories: valid orders, payment outcomes and the signed records a publisher would send, so tests read as sentences."""
 
+import json
 import os
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from contracts import OrderItem, OrderPlaced, OrderPlacedV2, PaymentAuthorized, PaymentDeclined, Record, encode, source_of
+from contracts import (
+    OrderItem,
+    OrderPlaced,
+    OrderPlacedV2,
+    PaymentAuthorized,
+    PaymentDeclined,
+    Record,
+    encode,
+    sign,
+    source_of,
+)
 
 NOW = datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
 
@@ -69,3 +81,10 @@ def signer_of(signer: str = "storefront"):
 def a_record(event, *, service: str = "storefront", correlation_id: str | None = None, signer=None, now=None) -> Record:
     """The signed record a publisher would send; by default signed with the storefront's dev key."""
     return encode(event, source=source_of(service), signer=signer or signer_of(service), correlation_id=correlation_id, now=now)
+
+
+def a_record_that_is_not_a_valid_order(*, order_id: str | None = None, service: str = "storefront") -> Record:
+    """A poison record of orders.placed.v1 that passes every check but its model's: keyed and signed correctly (the
+    signature covers its value), whose value is only an order id. A worker dead-letters it as `invalid_payload`."""
+    order = a_record(an_order(order_id=order_id), service=service)
+    return sign(replace(order, value=json.dumps({"order_id": order.key}).encode()), signer_of(service))

@@ -200,3 +200,24 @@ async def produce_raw(bootstrap: str, records) -> None:
             await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=partition[0] if partition else None)
     finally:
         await producer.stop()
+
+
+async def produce_raw_in_one_batch(bootstrap: str, records, partition: int = 0) -> None:
+    """Publishes (topic, key, value, headers) tuples to one partition as one producer batch, in their order, so that a
+    consumer's next poll brings them together (`produce_raw` waits for each record before it sends the next)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        **client_options(bootstrap), acks="all", enable_idempotence=True, linger_ms=200, max_batch_size=1 << 20
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+            for topic, key, value, headers in records
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
