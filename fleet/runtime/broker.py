@@ -343,6 +343,7 @@ def _batch_handler(
         subscription,
         scopes=broker.batch_scopes,
         committed=broker.state.metrics.last_commit.set_to_current_time,
+        verify_threads=broker.kafka.verify_threads,
     )
     broker.batch_runners.append(runner)
 

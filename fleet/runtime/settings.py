@@ -94,6 +94,14 @@ class KafkaSettings(BaseSettings):
         description="Once a poll brings fewer records than a batch holds, how long it waits for more: a steady trickle "
         "is handled in batches too. Each hop of an event costs up to this much latency (docs/performance.md).",
     )
+    verify_threads: int = Field(
+        2,
+        ge=0,
+        le=32,
+        description="Threads a worker verifies a batch's signatures on, beside its event loop (Ed25519 releases the "
+        "GIL while it checks a signature); 0 verifies on the event loop itself. Batches under 16 records always verify "
+        "there (docs/performance.md).",
+    )
     fetch_max_wait_ms: int = Field(
         5_000,
         gt=0,

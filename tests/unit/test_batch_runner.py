@@ -4,6 +4,7 @@ of it, a failing event undone alone, emitted records acknowledged before the com
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -358,3 +359,30 @@ async def test_a_value_found_invalid_on_a_retry_tier_is_dead_lettered_as_the_rec
     [(topic, _, _, headers)] = worker.dead.sent
     assert (topic, headers["dlq-reason"]) == (TOPIC.dead_letter_topic, "invalid_payload")
     assert (headers["dlq-original-topic"], headers["dlq-original-offset"]) == (TOPIC.name, "7")
+
+
+def verifying_threads(runner) -> list[str]:
+    """The names of the threads the runner verified each record on."""
+    names: list[str] = []
+    verify = runner.outcomes.verify
+
+    def verify_and_note(record):
+        names.append(threading.current_thread().name)
+        return verify(record)
+
+    runner.outcomes.verify = verify_and_note
+    return names
+
+
+@pytest.mark.parametrize(("threads", "where"), [(0, "MainThread"), (2, "fleet-verify")])
+async def test_a_large_batch_is_verified_on_the_threads_the_settings_ask_for(store, threads, where):
+    worker = Worker(store)
+    worker.runner.verify_threads = threads
+    names = verifying_threads(worker.runner)
+    orders = [f"ord-{n}" for n in range(20)]  # past PARALLEL_VERIFY_FROM
+    try:
+        await worker.runner(consumer_records(*orders))
+    finally:
+        worker.runner.close()
+    assert len(names) == 20 and {name.split("_")[0] for name in names} == {where}
+    assert await worker.seen() == orders

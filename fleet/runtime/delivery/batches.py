@@ -107,6 +107,7 @@ class BatchRunner:
     subscription: Subscription  # its retry policy, and its FastStream subscriber, whose consumer commits and seeks
     scopes: Sequence[BatchScope] = ()  # the worker's; attach_store adds the store's (the list is read per batch)
     committed: Callable[[], None] | None = None  # told of each commit the broker accepted
+    verify_threads: int = VERIFY_THREADS  # 0: a batch is verified on the event loop (KafkaSettings.verify_threads)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -218,12 +219,12 @@ class BatchRunner:
         await self.outcomes.run(record, envelope, self.policy, self.subscription, call, payload)
 
     async def _verify_all(self, records: Sequence[Any]) -> list[Envelope | Rejected]:
-        if len(records) < PARALLEL_VERIFY_FROM:
+        if self.verify_threads == 0 or len(records) < PARALLEL_VERIFY_FROM:
             return self._verify_chunk(records)
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="fleet-verify")
+            self._pool = ThreadPoolExecutor(self.verify_threads, thread_name_prefix="fleet-verify")
         loop = asyncio.get_running_loop()
-        size = -(-len(records) // VERIFY_THREADS)
+        size = -(-len(records) // self.verify_threads)
         chunks = [records[i : i + size] for i in range(0, len(records), size)]
         done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._verify_chunk, chunk) for chunk in chunks))
         return [outcome for chunk in done for outcome in chunk]
