@@ -22,7 +22,7 @@ OVERLAYS = ("dev", "prod")
 KAFKA_SHARED = "eventfleet-kafka"  # bootstrap-servers and ca.crt only: no credentials
 WORKLOADS = WORKERS + HTTP_SERVICES
 METRICS = ("eventfleet_events_total", "eventfleet_handler_duration_seconds_bucket", "eventfleet_consumer_lag",
-           "eventfleet_outbox_backlog", "eventfleet_last_commit_timestamp_seconds")
+           "eventfleet_outbox_backlog", "eventfleet_last_commit_timestamp_seconds", "eventfleet_store_commit_seconds_bucket")
 
 
 def tool(name: str) -> str:

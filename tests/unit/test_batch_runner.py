@@ -386,3 +386,18 @@ async def test_a_large_batch_is_verified_on_the_threads_the_settings_ask_for(sto
         worker.runner.close()
     assert len(names) == 20 and {name.split("_")[0] for name in names} == {where}
     assert await worker.seen() == orders
+
+
+async def test_each_batch_tells_how_long_its_store_took_to_commit_and_a_batch_rolled_back_tells_nothing(store):
+    worker = Worker(store)
+    took: list[float] = []
+    worker.handle.commit_took = took.append
+    await worker.runner(consumer_records("ord-1", "ord-2", "ord-3"))
+    assert len(took) == 1 and took[0] > 0, "one commit for the batch"
+
+    async def crash(_order):
+        raise asyncio.CancelledError  # the worker stops mid-batch: the transaction rolls back
+    worker.runner.handler = crash
+    with pytest.raises(asyncio.CancelledError):
+        await worker.runner(consumer_records("ord-4", first_offset=3))
+    assert len(took) == 1, "a rolled-back batch committed nothing"

@@ -61,6 +61,8 @@ async def test_metrics_show_outcomes_by_topic_and_the_handler_histogram_after_in
     assert samples[("eventfleet_outbox_backlog", ())] >= 0  # the relay may not have published yet, but it is counted
     assert samples[("eventfleet_handler_oldest_in_flight_seconds", ())] == 0
     assert ("eventfleet_last_commit_timestamp_seconds", ()) in samples
+    assert samples[("eventfleet_store_commit_seconds_count", ())] >= 1, "payments' batches committed its store"
+    assert samples[("eventfleet_store_commit_seconds_sum", ())] > 0
 
 
 async def test_metrics_carry_no_payload_key_material_or_record_identity(tmp_path):

@@ -1,5 +1,5 @@
-"""A worker's Prometheus metrics: what happened to each event by topic and outcome, how long handlers took, and gauges
-(consumer lag, outbox backlog, last commit) read when /metrics is scraped."""
+"""A worker's Prometheus metrics: what happened to each event by topic and outcome, how long handlers and store commits
+took, and gauges (consumer lag, outbox backlog, last commit) read when /metrics is scraped."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ __all__ = ["OUTCOMES", "WorkerMetrics"]
 OUTCOMES = ("handled", "retried", "dead_lettered", "failed", "skipped")
 # Handlers take milliseconds; the tail goes up to the 30 s time limit.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A commit syncs to disk: about a millisecond on a quiet local disk, hundreds on a shared or network one.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class WorkerMetrics:
@@ -50,6 +52,13 @@ class WorkerMetrics:
         )
         self.outbox_backlog = Gauge(
             "eventfleet_outbox_backlog", "Outbox rows waiting for the relay.", registry=self.registry
+        )
+        self.store_commit = Histogram(
+            "eventfleet_store_commit_seconds",
+            "Time a batch's store transaction took to commit: SQLite's sync to disk, PostgreSQL's round trip and WAL "
+            "flush. Every hop of an event waits for it.",
+            buckets=COMMIT_BUCKETS,
+            registry=self.registry,
         )
         self.last_commit = Gauge(
             "eventfleet_last_commit_timestamp_seconds",
