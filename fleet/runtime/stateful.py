@@ -57,8 +57,8 @@ class StateHandle:
                 relay.give_back(published)
             raise
         if self.commit_took is not None:
-            # The slowest step of a batch on a shared disk, and what a steady flow's latency tail follows
-            # (docs/performance.md): operators see it as eventfleet_store_commit_seconds.
+            # Every hop of an event waits for this sync to disk, which takes tens to hundreds of milliseconds on a
+            # busy or shared disk (docs/performance.md): operators see it as eventfleet_store_commit_seconds.
             self.commit_took(time.perf_counter() - committing)
 
 

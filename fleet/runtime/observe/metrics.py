@@ -13,7 +13,7 @@ __all__ = ["OUTCOMES", "WorkerMetrics"]
 OUTCOMES = ("handled", "retried", "dead_lettered", "failed", "skipped")
 # Handlers take milliseconds; the tail goes up to the 30 s time limit.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# A commit syncs to disk: about a millisecond on a quiet local disk, hundreds on a shared or network one.
+# A commit syncs to disk: well under a millisecond on a quiet local disk, hundreds on a busy or shared one.
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
