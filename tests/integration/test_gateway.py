@@ -1,6 +1,5 @@
 """The gateway on the real broker: an order POSTed over HTTP lands signed on orders.placed.v1, and a missing broker is a 503, not a crash."""
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -16,7 +15,7 @@ import pytest
 from contracts import OrderPlaced
 from fleet.runtime.settings import KafkaSettings
 from services.gateway import GatewaySettings, add_client
-from tests.support import NotYet, TopicReader, an_order, eventually, running_gateway, signer_of
+from tests.support import NotYet, TcpProxy, TopicReader, an_order, eventually, running_gateway, signer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,34 +61,16 @@ async def test_without_a_broker_the_gateway_starts_answers_503_quickly_and_keeps
 
 
 async def test_the_gateway_publishes_as_soon_as_the_broker_is_reachable_without_a_restart(kafka, tmp_path):
-    port = free_port()
-    settings, token = gateway_settings(tmp_path, f"127.0.0.1:{port}", publish_timeout_s=2.0)
+    host, port = kafka.rsplit(":", 1)
+    broker_comes_back = TcpProxy(host, int(port))  # its port: the broker "comes back" at the address the gateway was given
+    settings, token = gateway_settings(tmp_path, f"127.0.0.1:{broker_comes_back.port}", publish_timeout_s=2.0)
     order = an_order()
     with running_gateway(settings) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             assert (await post_order(http, token, order)).status_code == 503, "nothing listens on the port yet"
-            async with TopicReader(kafka, [OrderPlaced]) as reader, await forwarding(port, kafka):
+            async with TopicReader(kafka, [OrderPlaced]) as reader, broker_comes_back:
                 assert (await post_order(http, token, order)).status_code == 202, "the same gateway, now that the broker answers there"
                 await reader.wait_for_keys([order.order_id], timeout_s=30)
-
-
-async def forwarding(port: int, target: str) -> asyncio.Server:
-    """A TCP forwarder from `port` to the broker: the broker "comes back" at the address the gateway was given."""
-    host, target_port = target.rsplit(":", 1)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def connect(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        broker_reader, broker_writer = await asyncio.open_connection(host, int(target_port))
-        await asyncio.gather(pipe(client_reader, broker_writer), pipe(broker_reader, client_writer), return_exceptions=True)
-
-    return await asyncio.start_server(connect, "127.0.0.1", port)
 
 
 def free_port() -> int:
