@@ -108,6 +108,8 @@ async def test_ready_once_assigned_and_caught_up_and_metrics_show_handled_lag_an
     assert _value(samples, "eventfleet_events_received_total", topic=TOPIC) >= len(orders)
     assert started_at <= _value(samples, "eventfleet_last_commit_timestamp_seconds") <= time.time()
     assert _value(samples, "eventfleet_outbox_backlog") >= 0
+    assert _value(samples, "eventfleet_store_commit_seconds_count") >= 1, "payments' batches committed its store"
+    assert _value(samples, "eventfleet_store_commit_seconds_sum") > 0
     assert live.status_code == 200 and live.json()["reason"] == "ok"
     assert ready.status_code == 200 and ready.json()["reason"] == "ok"
 
